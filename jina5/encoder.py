@@ -90,8 +90,9 @@ class StudentEncoder(nn.Module):
     """HF backbone + pooling + normalisation, with named prompts (prefixes) and ``encode``.
 
     Args:
-        source: local dir, hub id, or ``bundled:<hub id>`` (see ``jina5.assets``); or a ready
-            ``PreTrainedModel`` with ``tokenizer`` (tests build tiny random models this way).
+        source: local dir, hub id, or ``bundled:<hub id>`` (see ``jina5.assets``); ``tiny:<model_type>``
+            for a random-init toy backbone (bert, mpnet, qwen3, eurobert; code-path tests only); or a
+            ready ``PreTrainedModel`` with ``tokenizer``.
         pooling: ``mean | cls | last_token``.
         prompts: named prefixes, e.g. ``{"query": "Query: ", "document": "Document: "}``.
         keep_layers: indices of the blocks to keep (None keeps all).
@@ -123,6 +124,11 @@ class StudentEncoder(nn.Module):
                 raise ValueError("a model object needs its tokenizer")
             self.backbone = source
             self.source = getattr(source.config, "_name_or_path", "") or "in-memory"
+        elif source.startswith("tiny:"):  # "tiny:<model_type>": a random-init toy backbone (smoke tests)
+            from jina5.tiny import tiny_model_and_tokenizer
+
+            self.backbone, tokenizer = tiny_model_and_tokenizer(source.removeprefix("tiny:"))
+            self.source = source
         else:
             path = resolve_model(source)
             kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -165,10 +171,13 @@ class StudentEncoder(nn.Module):
         emb = pool(hidden, attention_mask, self.pooling).float()
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
-    def tokenize_ids(self, texts: Sequence[str], prompt: str | None = None) -> list[list[int]]:
-        """Texts -> unpadded token id lists, prefix applied, truncated, EOS appended if configured."""
+    def tokenize_ids(
+        self, texts: Sequence[str], prompt: str | None = None, max_length: int | None = None
+    ) -> list[list[int]]:
+        """Texts -> unpadded token id lists, prefix applied, truncated (to ``max_length`` or the
+        encoder's), EOS appended if configured."""
         prefix = self.prefix(prompt)
-        room = self.max_length - int(self.append_eos)
+        room = (max_length or self.max_length) - int(self.append_eos)
         ids = self.tokenizer(
             [prefix + t for t in texts], truncation=True, max_length=room, add_special_tokens=True
         )["input_ids"]
@@ -189,8 +198,10 @@ class StudentEncoder(nn.Module):
             mask[row, sl] = 1
         return {"input_ids": input_ids, "attention_mask": mask}
 
-    def tokenize(self, texts: Sequence[str], prompt: str | None = None) -> dict[str, Tensor]:
-        return self.pad(self.tokenize_ids(texts, prompt))
+    def tokenize(
+        self, texts: Sequence[str], prompt: str | None = None, max_length: int | None = None
+    ) -> dict[str, Tensor]:
+        return self.pad(self.tokenize_ids(texts, prompt, max_length))
 
     def prefix(self, prompt: str | None) -> str:
         if prompt is None:

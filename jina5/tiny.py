@@ -34,7 +34,7 @@ def char_tokenizer(add_cls_sep: bool = True) -> PreTrainedTokenizerFast:
 
 
 def tiny_model_and_tokenizer(
-    model_type: str, hidden: int = 32, layers: int = 4, heads: int = 4, seed: int = 0
+    model_type: str, hidden: int = 32, layers: int = 6, heads: int = 4, seed: int = 0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A random-init ``model_type`` backbone with ``layers`` blocks of width ``hidden``, and its tokenizer."""
     tokenizer = char_tokenizer(add_cls_sep=model_type not in DECODERS)

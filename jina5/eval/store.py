@@ -1,0 +1,181 @@
+"""Results store: one JSON line per metric value; the only interface between runs and tables.
+
+Each line holds the required fields :data:`REQUIRED` (run_id, experiment, seed, model, task,
+dataset, language, split, metric, dim, precision, value), ``model_fingerprint`` (defaults to
+``model``), the run's resolved ``config`` (dict), ``git_commit`` (``git rev-parse HEAD`` of the
+code's checkout, None outside a repository) and ``time`` (ISO 8601, UTC), plus any extra
+fields of the record (e.g. ``relative_drop``). A required field may be None (e.g. ``language``
+for a monolingual set) but must be present, in the record or in the run.
+
+Appends open the file with O_APPEND and issue one ``write`` per line followed by ``fsync``, so
+concurrent writers on a local file system do not interleave lines, and a crash loses at most
+the line being written (which :meth:`ResultsStore.read` then reports by line number).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RUN_FIELDS = ("run_id", "experiment", "seed", "model")
+RECORD_FIELDS = ("task", "dataset", "language", "split", "metric", "dim", "precision", "value")
+REQUIRED = RUN_FIELDS + RECORD_FIELDS
+META_FIELDS = ("model_fingerprint", "config", "git_commit", "time")
+COLUMNS = REQUIRED + META_FIELDS
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """HEAD commit of the checkout holding this package, or None (no git, not a repository)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _plain_config(config: Any) -> dict:
+    """A resolved OmegaConf config (or any mapping) as a plain dict."""
+    if config is None:
+        return {}
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(config, DictConfig):
+            return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(config, Mapping):
+        raise TypeError(f"run config must be a mapping, got {type(config).__name__}")
+    return dict(config)
+
+
+class ResultsStore:
+    """Append-only JSON-lines results file; see the module docstring for the line schema."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------ writing
+    def lines_for(self, records: Iterable[Mapping], run: Mapping) -> list[dict]:
+        """The full lines :meth:`append` would write for ``records`` of ``run`` (validated)."""
+        base = {k: v for k, v in run.items() if k != "config"}
+        base.setdefault("model_fingerprint", run.get("model"))
+        base.setdefault("git_commit", git_commit())
+        base["config"] = _plain_config(run.get("config"))
+        base["time"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        lines = []
+        for i, rec in enumerate(records):
+            line = {**base, **rec}
+            missing = [f for f in REQUIRED if f not in line]
+            if missing:
+                raise ValueError(
+                    f"results record {i} ({rec.get('task')}/{rec.get('metric')}) is missing required "
+                    f"field(s) {missing}; give them in the record or in the run"
+                )
+            line["dim"] = int(line["dim"])
+            line["value"] = float(line["value"])
+            lines.append(line)
+        return lines
+
+    def append(self, records: Iterable[Mapping], run: Mapping) -> int:
+        """Append one JSON line per record (record fields override run fields); returns the count.
+
+        All lines are built and validated before the first write, so a bad record writes nothing.
+        """
+        encoded = [
+            (json.dumps(line, default=str, sort_keys=False) + "\n").encode()
+            for line in self.lines_for(records, run)
+        ]
+        if not encoded:
+            return 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            for data in encoded:
+                view = memoryview(data)
+                while view:  # one write per line; loop only on a (rare) short write
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return len(encoded)
+
+    # ------------------------------------------------------------------ reading
+    def _rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        with self.path.open(encoding="utf-8") as f:
+            for lineno, text in enumerate(f, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{self.path}:{lineno}: malformed results line ({e.msg})") from e
+                if not isinstance(row, dict):
+                    raise ValueError(f"{self.path}:{lineno}: results line is not a JSON object")
+                missing = [f for f in REQUIRED if f not in row]
+                if missing:
+                    raise ValueError(f"{self.path}:{lineno}: missing required field(s) {missing}")
+                rows.append(row)
+        return rows
+
+    def read(self, **filters: Any) -> pd.DataFrame:
+        """All lines as a DataFrame (columns :data:`COLUMNS` first, then extras), optionally filtered.
+
+        ``filters`` are column=value (equality) or column=[values] (membership), e.g.
+        ``read(task="retrieval", precision=["float32", "binary"])``. Unknown columns raise.
+        """
+        df = pd.DataFrame(self._rows())
+        for col in COLUMNS:
+            if col not in df.columns:
+                df[col] = pd.Series(dtype=object)
+        df = df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
+        for col, want in filters.items():
+            if col not in df.columns:
+                raise ValueError(f"unknown results column {col!r} in filter; columns: {list(df.columns)}")
+            if isinstance(want, list | tuple | set | frozenset):
+                df = df[df[col].isin(list(want))]
+            else:
+                df = df[df[col] == want]
+        return df.reset_index(drop=True)
+
+    def cached(self, model_fingerprint: str, task: str, dataset: str, **filters: Any) -> list[dict] | None:
+        """Records of the latest run that scored (model_fingerprint, task, dataset), or None.
+
+        Returns the per-record fields (task, dataset, language, split, metric, dim, precision,
+        value and extras such as relative_drop), ready for ``append(records, new_run)``; use it
+        to reuse baselines (teacher, untrained student) instead of re-encoding. ``filters``
+        narrow further (e.g. ``split="test"``).
+        """
+        df = self.read(model_fingerprint=model_fingerprint, task=task, dataset=dataset, **filters)
+        if df.empty:
+            return None
+        latest = df.loc[df["time"] == df["time"].max(), "run_id"].iloc[-1]
+        df = df[df["run_id"] == latest]
+        drop = [c for c in (*RUN_FIELDS, *META_FIELDS) if c in df.columns]
+        out = []
+        for rec in df.drop(columns=drop).to_dict(orient="records"):
+            out.append({k: v for k, v in rec.items() if k in RECORD_FIELDS or not _isna(v)})
+        return out
+
+
+def _isna(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

@@ -1,0 +1,185 @@
+"""The LightningModule: encode -> (gather) -> EmbeddingBatch -> objective -> weighted sum.
+
+    q = f(query tokens)        (B, D)      d = f(document tokens)  (B, D)
+    n = f(negative tokens)     (B, K, D)   teacher vectors from the batch (cached, never computed here)
+    total, parts = objective(EmbeddingBatch(q, d, n, t_q, t_d, ...))
+
+Learnable pieces of losses (distillation projection psi, a learnable temperature) are parameters of
+``self.objective`` and so are optimised and checkpointed with the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import Tensor, nn
+
+from jina5.encoder import StudentEncoder
+from jina5.losses import EmbeddingBatch, EmbeddingDistillation
+from jina5.objective import Objective
+
+
+def lr_lambda(kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
+    """Multiplier of the base lr at optimizer step s: linear warmup to 1 over ``warmup_steps``, then
+    ``constant``: 1; ``linear``: 1 -> min_ratio; ``cosine``: min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2,
+    with p = (s - warmup) / (total - warmup) the fraction of the decay done."""
+    if kind not in ("constant", "linear", "cosine"):
+        raise ValueError(f"scheduler.kind must be constant | linear | cosine, got {kind!r}")
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if kind == "constant":
+            return 1.0
+        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        decay = 1 - p if kind == "linear" else 0.5 * (1 + math.cos(math.pi * p))
+        return min_ratio + (1 - min_ratio) * decay
+
+    return f
+
+
+def gather_with_grad(x: Tensor | None) -> Tensor | None:
+    """Concatenate ``x`` over DDP ranks along dim 0, keeping the gradient of the local slice."""
+    if x is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return x
+    if torch.distributed.get_world_size() == 1:
+        return x
+    return torch.cat(torch.distributed.nn.functional.all_gather(x.contiguous()), dim=0)
+
+
+def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
+    return next((m for m in objective.modules() if isinstance(m, EmbeddingDistillation)), None)
+
+
+class EmbeddingModule(L.LightningModule):
+    """Trains ``encoder`` on ``objective``.
+
+    Args:
+        encoder: the student.
+        objective: weighted losses (see ``jina5.objective``).
+        optimizer: a partial optimizer constructor (Hydra ``_partial_: true``), called with param groups.
+        scheduler: {kind: constant|linear|cosine, warmup_steps, min_lr_ratio}.
+        gather_across_devices: all-gather embeddings over DDP ranks, so in-batch negatives span the
+            global batch (gradients flow to the local slice; DDP's averaging then gives the global
+            loss's gradient).
+        weight_decay_exclude_1d: no weight decay on biases, norms and scalars.
+    """
+
+    def __init__(
+        self,
+        encoder: StudentEncoder,
+        objective: Objective,
+        optimizer: Callable,
+        scheduler: dict | None = None,
+        gather_across_devices: bool = True,
+        weight_decay_exclude_1d: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_cfg = dict(scheduler or {"kind": "constant", "warmup_steps": 0})
+        self.gather_across_devices = gather_across_devices
+        self.weight_decay_exclude_1d = weight_decay_exclude_1d
+        self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    # ------------------------------------------------------------------ training
+    def embedding_batch(self, batch: dict) -> EmbeddingBatch:
+        q = self.encoder(**batch["query"])  # (B, D)
+        d = self.encoder(**batch["document"])  # (B, D)
+        n = None
+        if batch.get("negatives") is not None:
+            n = self.encoder(**batch["negatives"]).view(q.shape[0], batch["negatives_per_query"], -1)  # (B, K, D)
+        eb = EmbeddingBatch(
+            query=q, document=d, negatives=n,
+            teacher_query=batch.get("teacher_query"), teacher_document=batch.get("teacher_document"),
+            scores=batch.get("scores"), labels=batch.get("labels"),
+            query_ids=batch.get("query_ids"), document_ids=batch.get("document_ids"),
+        )
+        if self.gather_across_devices and self.trainer is not None and self.trainer.world_size > 1:
+            eb = EmbeddingBatch(**{k: gather_with_grad(v) for k, v in vars(eb).items()})
+        return eb
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        total, parts = self.objective(self.embedding_batch(batch))
+        if not torch.isfinite(total) or not all(torch.isfinite(v) for v in parts.values()):
+            values = {k: float(v) for k, v in parts.items()}
+            raise FloatingPointError(
+                f"non-finite loss at step {self.global_step} (batch {batch_idx}) on dataset "
+                f"{batch.get('dataset')!r}: total={float(total)}, parts={values}"
+            )
+        bs = batch["query"]["input_ids"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        for name, value in self.objective.log_values().items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        return total
+
+    # ------------------------------------------------------------------ dev check
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._dev.append((batch["rows"], self.encoder(**batch["query"]), self.encoder(**batch["document"])))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._dev:
+            return
+        rows = torch.cat([r for r, _, _ in self._dev])
+        q = torch.cat([x for _, x, _ in self._dev])[rows.argsort()]
+        d = torch.cat([x for _, _, x in self._dev])[rows.argsort()]
+        self._dev.clear()
+        self.log("val/ndcg@10", dev_ndcg_at_10(q, d), prog_bar=True, sync_dist=True)
+        dev = getattr(self.trainer.datamodule, "dev", None)
+        if dev is None or dev.teacher_document is None:
+            return
+        t_q = torch.from_numpy(dev.teacher_query).to(q)
+        t_d = torch.from_numpy(dev.teacher_document).to(q)
+        distill = find_distillation(self.objective)
+        if distill is not None:
+            cos = torch.cat([distilled_cosines(distill, q, t_q), distilled_cosines(distill, d, t_d)])
+            self.log("val/teacher_cos", cos.mean(), sync_dist=True)
+        self.log("val/teacher_sim_corr", similarity_agreement(d, t_d), sync_dist=True)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if self.weight_decay_exclude_1d and p.ndim < 2 else decay).append(p)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        cfg = self.scheduler_cfg
+        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        schedule = lr_lambda(cfg.get("kind", "constant"), int(cfg.get("warmup_steps", 0)), total,
+                             float(cfg.get("min_lr_ratio", 0.0)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def distilled_cosines(distill: EmbeddingDistillation, s: Tensor, t: Tensor) -> Tensor:
+    """(B,) cosines the distillation loss compares: cos(psi(s), t) (student side) or cos(s, psi(t))."""
+    if distill.side == "student":
+        return nn.functional.cosine_similarity(distill.project_student(s), t, dim=-1)
+    return nn.functional.cosine_similarity(s, distill.project_teacher(t, s.shape[-1]), dim=-1)
+
+
+def dev_ndcg_at_10(q: Tensor, d: Tensor) -> Tensor:
+    """nDCG@10 of query i retrieving document i among all N dev documents (one relevant each):
+    mean_i [rank_i < 10] / log2(rank_i + 2), rank_i = #{j : q_i.d_j > q_i.d_i}."""
+    sims = q @ d.T  # (N, N)
+    rank = (sims > sims.diagonal().unsqueeze(1)).sum(1).float()
+    return torch.where(rank < 10, 1.0 / torch.log2(rank + 2), torch.zeros_like(rank)).mean()
+
+
+def similarity_agreement(student: Tensor, teacher: Tensor) -> float:
+    """Spearman correlation between the student's and the teacher's pairwise cosines (i < j) on the same
+    texts: a projection-free measure of how much of the teacher's geometry the student reproduces."""
+    s = nn.functional.normalize(student.float(), dim=-1)
+    t = nn.functional.normalize(teacher.float(), dim=-1)
+    iu = np.triu_indices(s.shape[0], k=1)
+    return float(spearmanr((s @ s.T).cpu().numpy()[iu], (t @ t.T).cpu().numpy()[iu]).statistic)

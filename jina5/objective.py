@@ -1,0 +1,133 @@
+"""The training objective: a weighted sum of named losses, each also reported on its own.
+
+    total = sum_{name : w_name != 0} w_name * L_name(batch)
+
+An ablation is a config, not a code path: ``weights: {distill: 1, infonce: 0, gor: 0}``. A loss with
+weight 0 is still computed (under ``torch.no_grad``) and returned in ``parts`` with its true value,
+so every run logs every objective, but it contributes no gradient.
+
+Batches that lack a loss's inputs: a loss may declare ``requires``, a tuple of EmbeddingBatch field
+names. With ``skip_missing=False`` (default) a batch missing any of them raises a ValueError naming
+the loss and fields; with ``skip_missing=True`` that loss is skipped for the batch and is absent from
+``parts`` (the text-matching adapter switches CoSENT vs InfoNCE + distillation this way, per batch).
+
+The losses live in an ``nn.ModuleDict``, so their learnable pieces (the distillation projection, a
+learnable temperature) are parameters of the Objective, optimised and checkpointed with the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from jina5.losses.batch import EmbeddingBatch
+
+
+class Objective(nn.Module):
+    """Weighted dict of losses; ``forward(batch) -> (total, parts)``; see the module docstring.
+
+    Args:
+        losses: name -> loss module (EmbeddingBatch -> scalar).
+        weights: name -> weight >= 0; exactly the same names as ``losses``.
+        skip_missing: skip (rather than raise on) a loss whose ``requires`` fields are None.
+
+    ``parts`` maps each computed loss's name to its unweighted value (attached to the graph when the
+    weight is nonzero, detached when it is 0). ``total`` is a 0-d tensor; if no loss with a nonzero
+    weight ran on the batch it is a constant 0 that does not require grad.
+    """
+
+    def __init__(
+        self, losses: Mapping[str, nn.Module], weights: Mapping[str, float], skip_missing: bool = False
+    ) -> None:
+        super().__init__()
+        losses = {str(k): v for k, v in losses.items()}
+        weights = {str(k): v for k, v in weights.items()}
+        for name in losses:
+            if name not in weights:
+                raise ValueError(
+                    f"Objective: loss {name!r} has no entry in objective weights {sorted(weights)}"
+                )
+        for name in weights:
+            if name not in losses:
+                raise ValueError(f"Objective: weight {name!r} has no loss; losses are {sorted(losses)}")
+        for name, loss in losses.items():
+            if not isinstance(loss, nn.Module):
+                raise TypeError(f"Objective: loss {name!r} must be an nn.Module, got {type(loss).__name__}")
+        self.weights: dict[str, float] = {}
+        for name, w in weights.items():
+            try:
+                w = float(w)
+            except (TypeError, ValueError):
+                raise ValueError(f"Objective: weight {name!r} must be a number, got {w!r}") from None
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(f"Objective: weight {name!r} must be finite and >= 0, got {w}")
+            self.weights[name] = w
+        self.losses = nn.ModuleDict(losses)
+        self.skip_missing = skip_missing
+
+    def missing_fields(self, name: str, batch: EmbeddingBatch) -> list[str]:
+        """The fields loss ``name`` requires that are None in ``batch``."""
+        return [f for f in getattr(self.losses[name], "requires", ()) if getattr(batch, f) is None]
+
+    def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        total: Tensor | None = None
+        parts: dict[str, Tensor] = {}
+        for name, loss in self.losses.items():
+            missing = self.missing_fields(name, batch)
+            if missing:
+                if self.skip_missing:
+                    continue
+                raise ValueError(
+                    f"Objective: loss {name!r} needs batch fields {missing}, which are None "
+                    "(set skip_missing=True to skip it on such batches)"
+                )
+            w = self.weights[name]
+            if w == 0.0:
+                with torch.no_grad():
+                    parts[name] = loss(batch).detach()
+                continue
+            value = loss(batch)
+            parts[name] = value
+            total = w * value if total is None else total + w * value
+        if total is None:
+            total = batch.query.new_zeros(())
+        return total, parts
+
+    def log_values(self) -> dict[str, Tensor]:
+        """Extra scalars the losses expose (e.g. ``infonce/temperature``), keyed ``name/key``."""
+        out: dict[str, Tensor] = {}
+        for name, loss in self.losses.items():
+            if hasattr(loss, "log_values"):
+                out.update({f"{name}/{k}": v for k, v in loss.log_values().items()})
+        return out
+
+
+def build_objective(cfg: Mapping) -> Objective:
+    """Objective from the ``objective`` config node (see conf/objective/default.yaml).
+
+    ``losses``: name -> Hydra node of a loss; ``weights``: name -> weight; ``binary_aware``: names of
+    losses computed on straight-through sign embeddings (``BinaryAware``); ``matryoshka``:
+    {enabled, dims, weights}: when enabled every loss is wrapped in ``Matryoshka`` (outermost, so a
+    binary-aware loss is binarised after truncation).
+    """
+    from hydra.utils import instantiate
+
+    from jina5.losses import BinaryAware, Matryoshka
+
+    known = {"losses", "weights", "binary_aware", "matryoshka", "skip_missing"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise KeyError(f"unknown objective config keys {sorted(unknown)}; expected {sorted(known)}")
+    losses: dict[str, nn.Module] = {name: instantiate(node) for name, node in cfg["losses"].items()}
+    for name in cfg.get("binary_aware") or []:
+        if name not in losses:
+            raise KeyError(f"objective.binary_aware names {name!r}, which is not in objective.losses {sorted(losses)}")
+        losses[name] = BinaryAware(losses[name])
+    mrl = cfg.get("matryoshka") or {}
+    if mrl.get("enabled"):
+        dims, weights = list(mrl["dims"]), mrl.get("weights")
+        losses = {n: Matryoshka(loss, dims, None if weights is None else list(weights)) for n, loss in losses.items()}
+    return Objective(losses, dict(cfg["weights"]), skip_missing=bool(cfg.get("skip_missing", False)))

@@ -1,0 +1,138 @@
+"""Objective: weighted sum, zero weights logged but not trained, key checks, skipping batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jina5.losses import CoSENT, EmbeddingBatch, EmbeddingDistillation, GlobalOrthogonal, InfoNCE, Matryoshka
+from jina5.objective import Objective
+
+
+def rand(*shape: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
+
+
+def leaf_batch(with_teacher: bool = True, scores: bool = False) -> EmbeddingBatch:
+    q = rand(4, 5, seed=0).requires_grad_(True)
+    d = rand(4, 5, seed=1).requires_grad_(True)
+    extra = {}
+    if with_teacher:
+        extra = dict(teacher_query=rand(4, 6, seed=2), teacher_document=rand(4, 6, seed=3))
+    if scores:
+        extra["scores"] = torch.tensor([0.1, 0.4, 0.3, 0.9], dtype=torch.float64)
+    return EmbeddingBatch(query=q, document=d, **extra)
+
+
+def losses() -> dict[str, torch.nn.Module]:
+    return {
+        "infonce": InfoNCE(temperature=0.1),
+        "distill": EmbeddingDistillation(5, 6).double(),
+        "gor": GlobalOrthogonal(),
+    }
+
+
+def test_weighted_sum_and_parts():
+    obj = Objective(losses(), {"infonce": 1.0, "distill": 2.0, "gor": 0.5})
+    batch = leaf_batch()
+    total, parts = obj(batch)
+    assert set(parts) == {"infonce", "distill", "gor"}
+    expected = sum(w * obj.losses[n](batch) for n, w in {"infonce": 1.0, "distill": 2.0, "gor": 0.5}.items())
+    assert total.item() == pytest.approx(expected.item(), rel=1e-12)
+    for name, value in parts.items():  # parts are the unweighted losses
+        assert value.item() == pytest.approx(obj.losses[name](batch).item(), rel=1e-12)
+
+
+def test_zero_weight_is_reported_with_true_value_and_gives_no_gradient():
+    batch = leaf_batch()
+    obj = Objective(losses(), {"infonce": 1.0, "distill": 2.0, "gor": 0.0})
+    total, parts = obj(batch)
+    gor_value = GlobalOrthogonal()(batch)
+    assert parts["gor"].item() == pytest.approx(gor_value.item(), rel=1e-12) and parts["gor"].item() > 0
+    assert not parts["gor"].requires_grad and parts["infonce"].requires_grad
+    total.backward()
+    got_q, got_d = batch.query.grad.clone(), batch.document.grad.clone()
+
+    ref = leaf_batch()
+    ref_losses = losses()
+    (ref_losses["infonce"](ref) + 2.0 * ref_losses["distill"](ref)).backward()
+    assert torch.equal(got_q, ref.query.grad) and torch.equal(got_d, ref.document.grad)
+    # and the zero-weight term really would have changed the gradient
+    ref_all = leaf_batch()
+    (
+        ref_losses["infonce"](ref_all) + 2.0 * ref_losses["distill"](ref_all) + GlobalOrthogonal()(ref_all)
+    ).backward()
+    assert not torch.allclose(got_q, ref_all.query.grad)
+
+
+def test_zero_weight_projection_gets_no_gradient():
+    obj = Objective(losses(), {"infonce": 1.0, "distill": 0.0, "gor": 1.0})
+    total, parts = obj(leaf_batch())
+    total.backward()
+    assert obj.losses["distill"].proj.weight.grad is None
+    assert "distill" in parts
+
+
+def test_learnable_pieces_are_parameters_of_the_objective():
+    obj = Objective(
+        {"infonce": InfoNCE(learnable_temperature=True), "distill": EmbeddingDistillation(5, 6)},
+        {"infonce": 1, "distill": 1},
+    )
+    names = {n for n, _ in obj.named_parameters()}
+    assert names == {"losses.infonce.log_tau", "losses.distill.proj.weight", "losses.distill.proj.bias"}
+    assert set(obj.log_values()) == {"infonce/temperature"}
+    wrapped = Objective({"nce": Matryoshka(InfoNCE(temperature=0.05), [2, 4])}, {"nce": 1})
+    assert wrapped.log_values()["nce/temperature"].item() == pytest.approx(0.05)
+
+
+def test_keys_must_match():
+    with pytest.raises(ValueError, match="'gor'"):
+        Objective(losses(), {"infonce": 1.0, "distill": 1.0})
+    with pytest.raises(ValueError, match="'cosent'"):
+        Objective(losses(), {"infonce": 1.0, "distill": 1.0, "gor": 1.0, "cosent": 1.0})
+    with pytest.raises(ValueError, match="'gor'"):
+        Objective(losses(), {"infonce": 1.0, "distill": 1.0, "gor": -1.0})
+    with pytest.raises(ValueError, match="'gor'"):
+        Objective(losses(), {"infonce": 1.0, "distill": 1.0, "gor": "x"})
+    with pytest.raises(TypeError, match="'gor'"):
+        Objective({"gor": lambda b: b.query.sum()}, {"gor": 1.0})
+
+
+def test_missing_inputs_raise_or_skip():
+    mixed = {
+        "cosent": CoSENT(),
+        "infonce": InfoNCE(temperature=0.1),
+        "distill": EmbeddingDistillation(5, 6).double(),
+    }
+    weights = {"cosent": 1.0, "infonce": 1.0, "distill": 2.0}
+    strict = Objective(mixed, weights)
+    with pytest.raises(ValueError, match=r"'cosent'.*scores"):
+        strict(leaf_batch())
+
+    obj = Objective(mixed, weights, skip_missing=True)
+    # an InfoNCE + distillation batch (no scores): CoSENT is absent
+    batch = leaf_batch()
+    total, parts = obj(batch)
+    assert set(parts) == {"infonce", "distill"}
+    assert total.item() == pytest.approx((parts["infonce"] + 2 * parts["distill"]).item(), rel=1e-12)
+    # a graded batch without teacher vectors: only CoSENT
+    total, parts = obj(leaf_batch(with_teacher=False, scores=True))
+    assert set(parts) == {"cosent", "infonce"}
+    assert obj.missing_fields("distill", leaf_batch(with_teacher=False)) == [
+        "teacher_query",
+        "teacher_document",
+    ]
+
+
+def test_nothing_trainable_ran_gives_constant_zero():
+    obj = Objective({"cosent": CoSENT()}, {"cosent": 1.0}, skip_missing=True)
+    total, parts = obj(leaf_batch())
+    assert parts == {} and total.item() == 0.0 and not total.requires_grad
+
+
+def test_accepts_hydra_containers():
+    from omegaconf import OmegaConf
+
+    obj = Objective(losses(), OmegaConf.create({"infonce": 1, "distill": 2.0, "gor": 0}))
+    assert obj.weights == {"infonce": 1.0, "distill": 2.0, "gor": 0.0}

@@ -141,6 +141,8 @@ class StudentEncoder(nn.Module):
         if self.tokenizer.pad_token is None:  # decoders often have none
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = padding_side
+        if getattr(self.backbone, "pooler", None) is not None:
+            self.backbone.pooler = None  # BERT-style [CLS] pooler: unused by our pooling (and by DDP's gradients)
         if keep_layers is not None:
             prune_layers(self.backbone, list(keep_layers))
         self.pooling = pooling

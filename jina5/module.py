@@ -11,6 +11,7 @@ Learnable pieces of losses (distillation projection psi, a learnable temperature
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 
 import lightning as L
@@ -63,7 +64,8 @@ class EmbeddingModule(L.LightningModule):
         encoder: the student.
         objective: weighted losses (see ``jina5.objective``).
         optimizer: a partial optimizer constructor (Hydra ``_partial_: true``), called with param groups.
-        scheduler: {kind: constant|linear|cosine, warmup_steps, min_lr_ratio}.
+        scheduler: {kind: constant|linear|cosine, warmup_steps, min_lr_ratio, total_steps (None: the
+            trainer's max_steps)}.
         gather_across_devices: all-gather embeddings over DDP ranks, so in-batch negatives span the
             global batch (gradients flow to the local slice; DDP's averaging then gives the global
             loss's gradient).
@@ -89,6 +91,26 @@ class EmbeddingModule(L.LightningModule):
         self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # ------------------------------------------------------------------ training
+    def on_train_start(self) -> None:
+        self.encoder.train()  # HF backbones load in eval mode; fine-tuning uses their dropout
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning does not save RNG states; dropout masks after a resume must match an unbroken run.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading works
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(states["python"])
+
     def embedding_batch(self, batch: dict) -> EmbeddingBatch:
         q = self.encoder(**batch["query"])  # (B, D)
         d = self.encoder(**batch["document"])  # (B, D)
@@ -154,7 +176,7 @@ class EmbeddingModule(L.LightningModule):
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = self.optimizer_factory([g for g in groups if g["params"]])
         cfg = self.scheduler_cfg
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        total = cfg.get("total_steps") or (int(self.trainer.estimated_stepping_batches) if self.trainer else 1)
         schedule = lr_lambda(cfg.get("kind", "constant"), int(cfg.get("warmup_steps", 0)), total,
                              float(cfg.get("min_lr_ratio", 0.0)))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

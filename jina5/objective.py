@@ -66,6 +66,9 @@ class Objective(nn.Module):
                 raise ValueError(f"Objective: weight {name!r} must be finite and >= 0, got {w}")
             self.weights[name] = w
         self.losses = nn.ModuleDict(losses)
+        for name, loss in self.losses.items():
+            if self.weights[name] == 0.0:  # no gradient reaches it: freeze it (DDP rejects unused parameters)
+                loss.requires_grad_(False)
         self.skip_missing = skip_missing
 
     def missing_fields(self, name: str, batch: EmbeddingBatch) -> list[str]:

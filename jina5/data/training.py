@@ -296,8 +296,9 @@ class PairDataModule(L.LightningDataModule):
         weights = [s.weight if s.weight is not None else n for s, n in zip(self.specs, sizes, strict=True)]
         sampler = OneDatasetPerStep(sizes, [s.batch_size for s in self.specs], weights, self.seed, rank, world,
                                     self._start_step, [s.name for s in self.specs])
+        # its own generator: creating the iterator must not draw from the global RNG (resume == unbroken run)
         return DataLoader(_Rows(), batch_sampler=sampler, collate_fn=PairCollator(self.encoder, self.tables),
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         """Dev pairs in fixed batches of 64: {query, document} tokens + row positions."""
@@ -314,4 +315,4 @@ class PairDataModule(L.LightningDataModule):
                                          max_length=spec.document_max_length),
             }
 
-        return DataLoader(list(range(n)), batch_size=64, collate_fn=collate)
+        return DataLoader(list(range(n)), batch_size=64, collate_fn=collate, generator=torch.Generator())

@@ -1,0 +1,148 @@
+"""Training core: every experiment composes and runs; DDP on CPU; resume == unbroken run; NaN stops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from helpers import CONF_DIR, compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from jina5.module import lr_lambda
+from jina5.train import train
+
+EXPERIMENTS = sorted(str(p.relative_to(CONF_DIR / "experiment").with_suffix("")) for p in (CONF_DIR / "experiment").rglob("*.yaml"))
+SMALL_DATA = [
+    "data.datasets=[{name: bbc, batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 64},"
+    "{name: lee_background, batch_size: 4, query_max_length: 16, document_max_length: 32, unlabeled: true, max_rows: 32}]",
+    "data.dev_datasets=[bbc]",
+    "data.dev_pairs=16",
+]
+TINY = {
+    "bert": ["student.source=tiny:bert", "student_dim=32"],
+    "qwen3": ["student=qwen3_0_6b", "student.source=tiny:qwen3", "student_dim=32", "student.max_length=48"],
+    "eurobert": ["student=eurobert_210m", "student.source=tiny:eurobert", "student_dim=32", "student.max_length=48"],
+}
+TINY_TEACHER = ["teacher.source=tiny:mpnet", "teacher_dim=32"]
+
+
+def run_cfg(tmp_path: Path, *overrides: str, student: str = "bert"):
+    cfg = compose([*TINY[student], *TINY_TEACHER, *SMALL_DATA, f"paths.output_root={tmp_path}",
+                   "trainer.enable_progress_bar=false", *overrides])
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "runs" / cfg.run_name)
+        del cfg.hydra
+    return cfg
+
+
+class LossRecorder(L.Callback):
+    def __init__(self):
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses[trainer.global_step] = float(outputs["loss"])
+
+
+def test_experiment_list_is_complete():
+    assert {"ablation/pure_distill", "ablation/pure_contrastive", "ablation/combined"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_fast_dev_run(tmp_path, experiment):
+    cfg = run_cfg(tmp_path, f"experiment={experiment}", "+trainer.fast_dev_run=2")
+    summary = train(cfg)
+    assert summary["steps"] == 2
+    run_dir = Path(cfg.paths.output_dir)
+    assert (run_dir / "encoder" / "jina5_encoder.json").exists()
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.experiment_name == cfg.experiment_name
+
+
+@pytest.mark.parametrize("student", ["qwen3", "eurobert"])
+def test_paper_architectures_at_toy_size(tmp_path, student):
+    cfg = run_cfg(tmp_path, "experiment=ablation/combined", "+trainer.fast_dev_run=2", student=student)
+    assert train(cfg)["steps"] == 2
+
+
+def test_matryoshka_and_binary_aware_switches(tmp_path):
+    cfg = run_cfg(tmp_path, "experiment=ablation/combined", "+trainer.fast_dev_run=1",
+                  "objective.matryoshka.enabled=true", "objective.matryoshka.dims=[8,16,32]",
+                  "objective.binary_aware=[infonce,gor]")
+    assert train(cfg)["steps"] == 1
+
+
+def test_zero_weight_losses_are_logged(tmp_path):
+    cfg = run_cfg(tmp_path, "experiment=ablation/pure_distill", "trainer.max_steps=2", "trainer.log_every_n_steps=1",
+                  "trainer.val_check_interval=2")
+    summary = train(cfg)
+    for name in ("train/distill", "train/infonce", "train/gor", "train/score_distill", "val/ndcg@10", "val/teacher_cos"):
+        assert name in summary["metrics"], name
+
+
+def test_done_runs_are_skipped(tmp_path):
+    cfg = run_cfg(tmp_path, "trainer.max_steps=1", "trainer.val_check_interval=1")
+    first = train(cfg)
+    recorder = LossRecorder()
+    assert train(cfg, callbacks=[recorder]) == first and not recorder.losses
+
+
+def test_resume_from_last_ckpt_matches_unbroken_run(tmp_path):
+    common = ["experiment=ablation/combined", "trainer.log_every_n_steps=1", "scheduler.total_steps=6",
+              "trainer.val_check_interval=3", "scheduler.warmup_steps=2"]
+    unbroken = LossRecorder()
+    train(run_cfg(tmp_path / "a", *common, "trainer.max_steps=6"), callbacks=[unbroken])
+    first_half = LossRecorder()
+    train(run_cfg(tmp_path / "b", *common, "trainer.max_steps=3"), callbacks=[first_half])
+    second_half = LossRecorder()
+    cfg = run_cfg(tmp_path / "b", *common, "trainer.max_steps=6", "skip_done=false")
+    summary = train(cfg, callbacks=[second_half])
+    assert summary["steps"] == 6
+    assert sorted(second_half.losses) == [4, 5, 6]
+    for step in (1, 2, 3):
+        assert first_half.losses[step] == pytest.approx(unbroken.losses[step], rel=1e-6)
+    for step in (4, 5, 6):
+        assert second_half.losses[step] == pytest.approx(unbroken.losses[step], rel=1e-5), step
+
+
+def test_nan_loss_stops_naming_step_and_dataset(tmp_path, monkeypatch):
+    from jina5.losses.gor import GlobalOrthogonal
+
+    monkeypatch.setattr(GlobalOrthogonal, "forward", lambda self, batch: batch.query.sum() * float("nan"))
+    cfg = run_cfg(tmp_path, "experiment=ablation/combined", "trainer.max_steps=2")
+    with pytest.raises(FloatingPointError, match=r"step 0 .*dataset '(bbc|lee_background)'"):
+        train(cfg)
+
+
+def test_unknown_objective_key_is_named(tmp_path):
+    cfg = run_cfg(tmp_path, "+objective.temprature=0.1", "trainer.max_steps=1")
+    with pytest.raises(KeyError, match="temprature"):
+        train(cfg)
+
+
+def test_wrong_student_dim_is_named(tmp_path):
+    cfg = run_cfg(tmp_path, "student_dim=64", "trainer.max_steps=1")
+    with pytest.raises(ValueError, match="student_dim"):
+        train(cfg)
+
+
+def test_ddp_spawn_on_cpu(tmp_path):
+    cfg = run_cfg(tmp_path, "trainer=ddp_cpu", "experiment=ablation/combined", "trainer.max_steps=2",
+                  "trainer.val_check_interval=2")
+    summary = train(cfg)
+    assert summary["steps"] == 2
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2
+    assert json.loads((Path(cfg.paths.output_dir) / "done.json").read_text())["steps"] == 2
+
+
+def test_lr_schedule_values():
+    f = lr_lambda("cosine", warmup_steps=2, total_steps=6, min_ratio=0.1)
+    assert [round(f(s), 6) for s in range(7)] == [0.5, 1.0, 1.0, round(0.1 + 0.9 * 0.5 * (1 + 0.7071067811865476), 6),
+                                                   0.55, round(0.1 + 0.9 * 0.5 * (1 - 0.7071067811865476), 6), 0.1]
+    g = lr_lambda("linear", 0, 4, 0.0)
+    assert [g(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]

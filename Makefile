@@ -29,3 +29,7 @@ lint: setup
 
 clean:
 	rm -rf $(VENV)
+
+# The embedded default's main job (a single run until the ablation sweep lands).
+train: setup
+	$(BIN)/python -m jina5.train experiment=ablation/combined

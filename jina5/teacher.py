@@ -6,12 +6,14 @@ run of a sweep: on a CPU the teacher costs more per text than a student training
 Cache layout (``TeacherCache.path``)::
 
     meta.json            {"fingerprint", "instruction", "dim", "dtype": "float16", "source"}
-    shard-00000.npz      keys (n, 20) uint8 = sha1(cache_text(text)), emb (n, D) float16,
+    shard-<uid>.npz      keys (n, 20) uint8 = sha1(cache_text(text)), emb (n, D) float16,
                          checksum = sha256(keys bytes + emb bytes)
-    shard-00001.npz      ...
+    shard-<uid>.npz      ...
 
 Each shard is written to a temporary file and renamed into place only when complete, so an
-interrupted run resumes from the last finished shard and never reads half a shard. On load every
+interrupted run resumes from the last finished shard and never reads half a shard. Shard names are
+unique, so several caches (or processes of a sweep) may add to one directory; each picks up the
+others' shards before computing. On load every
 shard's checksum and shape is verified; a cache made by another teacher, with another instruction
 or dimension, or a truncated/corrupt shard raises ``TeacherCacheError`` naming the file.
 """
@@ -24,6 +26,7 @@ import logging
 import os
 import time
 import unicodedata
+import uuid
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,6 +134,7 @@ class TeacherCache:
         self.path = Path(path) if path else cache_root() / "teacher" / f"{teacher.fingerprint[:16]}-{instr}"
         self._index: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
+        self._loaded: set[str] = set()
         self._open()
 
     # ----------------------------------------------------------------- on-disk state
@@ -160,8 +164,13 @@ class TeacherCache:
                     )
         else:
             _atomic_write_bytes(meta_file, json.dumps(want, indent=2).encode())
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Load the shards that appeared on disk since the last look (other caches or processes)."""
         for shard_file in sorted(self.path.glob("shard-*.npz")):
-            self._load_shard(shard_file)
+            if shard_file.name not in self._loaded and not shard_file.name.endswith(".tmp.npz"):
+                self._load_shard(shard_file)
 
     def _load_shard(self, shard_file: Path) -> None:
         try:
@@ -177,11 +186,12 @@ class TeacherCache:
             raise TeacherCacheError(f"{shard_file}: checksum mismatch (corrupt); delete it to recompute")
         shard_id = len(self._shards)
         self._shards.append(emb)
+        self._loaded.add(shard_file.name)
         for row, key in enumerate(keys):
             self._index[key.tobytes()] = (shard_id, row)
 
     def _write_shard(self, keys: list[bytes], emb: np.ndarray) -> None:
-        shard_file = self.path / f"shard-{len(self._shards):05d}.npz"
+        shard_file = self.path / f"shard-{uuid.uuid4().hex[:16]}.npz"
         key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
         emb16 = emb.astype(np.float16)
         tmp = shard_file.with_suffix(".tmp.npz")
@@ -212,6 +222,7 @@ class TeacherCache:
 
     def fill(self, texts: Sequence[str]) -> int:
         """Compute and persist every missing text, shard by shard; returns how many were computed."""
+        self.refresh()
         todo = self.missing(texts)
         if not todo:
             return 0

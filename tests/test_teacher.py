@@ -99,3 +99,16 @@ def test_corrupt_shard_is_detected(tmp_path, damage):
                 z.writestr(n, b)
     with pytest.raises(TeacherCacheError, match=shard.name):
         TeacherCache(CountingTeacher(), path=tmp_path / "c", progress=False)
+
+
+def test_two_caches_on_one_directory_share_and_never_clobber(tmp_path):
+    teacher = CountingTeacher()
+    first = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False)
+    second = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False)  # opened before any shard
+    a = first.get(TEXTS[:5])
+    teacher.calls = 0
+    b = second.get(TEXTS[:5] + TEXTS[5:8])
+    assert teacher.calls == 3  # it picked up the first cache's shards and computed only the rest
+    np.testing.assert_array_equal(a, b[:5])
+    reopened = TeacherCache(CountingTeacher(), path=tmp_path / "c", progress=False)
+    assert len(reopened) == 8

@@ -265,7 +265,10 @@ class PairDataModule(L.LightningDataModule):
     def teacher_caches(self) -> tuple[TeacherCache, TeacherCache] | None:
         if self.teacher is None:
             return None
-        return (TeacherCache(self.teacher, self.query_instruction), TeacherCache(self.teacher, self.document_instruction))
+        query_cache = TeacherCache(self.teacher, self.query_instruction)
+        if self.document_instruction == self.query_instruction:
+            return query_cache, query_cache
+        return query_cache, TeacherCache(self.teacher, self.document_instruction)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables:

@@ -1,0 +1,285 @@
+"""Every table and figure of the ablations, rebuilt from the results store alone (no retraining).
+
+    python experiments/tables.py                        # every sweep the store has results for
+    python experiments/tables.py --sweep default --out results/ablation
+
+Aggregation (one run = the latest evaluation of one (experiment, seed)): per task the main metric
+(nDCG@10, Spearman, accuracy, V-measure) at a (dim, precision); tasks of one data set (chatterbot's
+languages) are averaged first; a task type is the mean over its data sets; ``overall`` is the mean
+of the task-type averages. Over seeds: mean and sample std; two regimes whose overall means differ
+by less than the larger of their stds are reported as a tie.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from jina5.eval.metrics import MAIN_METRIC  # noqa: E402
+from jina5.eval.store import ResultsStore  # noqa: E402
+
+SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+TASK_TYPES = ("retrieval", "sts", "classification", "clustering")
+# The paper's numbers (MTEB-v2 retrieval nDCG@10 / RTEB), for the Table 5 and Table 6 analogs.
+PAPER_TABLE5 = {
+    "loss_ablation/nce_distill_gor": "64.50 / 66.45", "loss_ablation/nce_distill": "64.21 / 66.16",
+    "loss_ablation/nce_gor": "64.11 / 66.11", "loss_ablation/distill_gor": "63.49 / 65.05",
+    "loss_ablation/nce": "63.38 / 65.14", "loss_ablation/distill": "63.16 / 64.37",
+}
+PAPER_TABLE6 = {"binary/with_gor": "64.50 -> 62.60 (-1.90)", "binary/without_gor": "64.21 -> 61.13 (-3.08)",
+                "binary/binary_aware": "(not in the paper)"}
+
+
+def load_sweeps() -> dict:
+    return yaml.safe_load(SWEEPS_FILE.read_text())
+
+
+def seed_keys(seeds: pd.Series) -> pd.Series:
+    """Seeds as group keys that keep baselines (seed None) instead of dropping them."""
+    return seeds.map(lambda s: "none" if pd.isna(s) else str(int(s)))
+
+
+def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep, for each (experiment, seed), only the records of its latest evaluation run_id."""
+    if df.empty:
+        return df
+    df = df.copy()
+    df["seed_key"] = seed_keys(df["seed"])
+    last = df.sort_values("time").groupby(["experiment", "seed_key"])["run_id"].last()
+    keep = df.set_index(["experiment", "seed_key"]).index.map(last.to_dict()) == df["run_id"]
+    return df[keep].drop(columns="seed_key")
+
+
+def main_metric_rows(run: pd.DataFrame) -> pd.DataFrame:
+    """The main-metric records of one run's held-out tasks."""
+    is_task = run["task"].isin(TASK_TYPES)
+    rows = run[is_task].copy()
+    return rows[rows["metric"] == rows["task"].map(MAIN_METRIC)]
+
+
+def full_dim(run: pd.DataFrame) -> int:
+    return int(main_metric_rows(run)["dim"].max())
+
+
+def type_averages(run: pd.DataFrame, dim: int | None = None, precision: str = "float32") -> dict[str, float]:
+    """{task type: mean over data sets, "overall": mean over types} of one run at (dim, precision)."""
+    rows = main_metric_rows(run)
+    if rows.empty:
+        return {}
+    dim = full_dim(run) if dim is None else dim
+    rows = rows[(rows["dim"] == dim) & (rows["precision"] == precision)]
+    per_dataset = rows.groupby(["task", "dataset"])["value"].mean()
+    out = {t: float(per_dataset[t].mean()) for t in TASK_TYPES if t in per_dataset.index.get_level_values(0)}
+    if out:
+        out["overall"] = float(sum(out.values()) / len(out))
+    return out
+
+
+def run_summary(run: pd.DataFrame) -> dict:
+    """Float full-dim averages, binary and 128-dim overall, training seconds of one run."""
+    full = type_averages(run)
+    train = run[(run["task"] == "training") & (run["metric"] == "train_seconds")]["value"]
+    return {
+        **{f"float/{k}": v for k, v in full.items()},
+        "binary/overall": type_averages(run, precision="binary").get("overall", math.nan),
+        "int8/overall": type_averages(run, precision="int8").get("overall", math.nan),
+        "dim128/overall": type_averages(run, dim=128).get("overall", math.nan),
+        "binary/retrieval": type_averages(run, precision="binary").get("retrieval", math.nan),
+        "train_seconds": float(train.iloc[-1]) if len(train) else math.nan,
+    }
+
+
+def regime_table(df: pd.DataFrame, experiments: Sequence[str]) -> pd.DataFrame:
+    """One row per experiment (mean and std over its seeds) of ``run_summary``'s values."""
+    rows = []
+    for exp in experiments:
+        runs = df[df["experiment"] == exp]
+        if runs.empty:
+            continue
+        per_seed = pd.DataFrame([run_summary(g) for _, g in runs.groupby(seed_keys(runs["seed"]))])
+        row = {"experiment": exp, "seeds": len(per_seed)}
+        for col in per_seed.columns:
+            row[col] = per_seed[col].mean()
+            row[f"{col}_std"] = per_seed[col].std(ddof=1) if len(per_seed) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fmt(mean: float, std: float, scale: float = 100.0) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean * scale:.2f}" + ("" if std is None or math.isnan(std) else f" ± {std * scale:.2f}")
+
+
+def ties(table: pd.DataFrame, col: str = "float/overall") -> dict[str, str]:
+    """Mark each experiment 'best', 'tie' (within the larger std of it and the best) or ''."""
+    if table.empty or col not in table:
+        return {}
+    best = table.loc[table[col].idxmax()]
+    out = {}
+    for _, r in table.iterrows():
+        spreads = [v for v in (r.get(f"{col}_std"), best.get(f"{col}_std")) if v is not None and not math.isnan(v)]
+        spread = max(spreads) if spreads else math.nan
+        if r["experiment"] == best["experiment"]:
+            out[r["experiment"]] = "best"
+        elif not math.isnan(spread) and best[col] - r[col] < spread:
+            out[r["experiment"]] = "tie"
+        else:
+            out[r["experiment"]] = ""
+    return out
+
+
+def markdown(table: pd.DataFrame, columns: Sequence[tuple[str, str]], extra: dict[str, dict[str, str]] | None = None) -> str:
+    """A markdown table: one row per experiment; ``columns`` = (header, value column)."""
+    extra = extra or {}
+    heads = ["experiment", "seeds", *[h for h, _ in columns], *extra]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for _, r in table.iterrows():
+        cells = [r["experiment"], str(int(r["seeds"]))]
+        for _, col in columns:
+            if col == "train_seconds":
+                cells.append("-" if math.isnan(r[col]) else f"{r[col]:.0f}")
+            else:
+                cells.append(fmt(r.get(col, math.nan), r.get(f"{col}_std", math.nan)))
+        cells += [extra[k].get(r["experiment"], "") for k in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+DEFAULT_COLUMNS = [("retrieval", "float/retrieval"), ("sts", "float/sts"), ("classification", "float/classification"),
+                   ("clustering", "float/clustering"), ("overall", "float/overall"), ("binary", "binary/overall"),
+                   ("128-d", "dim128/overall"), ("train s", "train_seconds")]
+
+
+def truncation_curve(df: pd.DataFrame, experiments: Sequence[str], path: Path, precision: str = "float32") -> None:
+    """Overall score against Matryoshka dim, one line per experiment."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for exp in experiments:
+        runs = df[df["experiment"] == exp]
+        if runs.empty:
+            continue
+        dims = sorted(main_metric_rows(runs)["dim"].unique())
+        per_seed = [[type_averages(g, d, precision).get("overall", math.nan) for d in dims]
+                    for _, g in runs.groupby(seed_keys(runs["seed"]))]
+        ys = pd.DataFrame(per_seed).mean().to_numpy() * 100
+        ax.plot(dims, ys, marker="o", label=exp)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("embedding dim (Matryoshka truncation)")
+    ax.set_ylabel(f"overall average ({precision}) x 100")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def precision_bars(table: pd.DataFrame, path: Path) -> None:
+    """Float vs int8 vs binary overall average per experiment."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.27
+    xs = range(len(table))
+    for k, (name, col) in enumerate([("float32", "float/overall"), ("int8", "int8/overall"), ("binary", "binary/overall")]):
+        ax.bar([x + (k - 1) * width for x in xs], table[col] * 100, width, label=name)
+    ax.set_xticks(list(xs), table["experiment"], rotation=20, fontsize=7, ha="right")
+    ax.set_ylabel("overall average x 100")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def dev_curves(df: pd.DataFrame, experiments: Sequence[str], path: Path, metric: str = "ndcg@10") -> None:
+    """Dev-set retrieval score against training step, one line per experiment (seed mean)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for exp in experiments:
+        curve = df[(df["experiment"] == exp) & (df["task"] == "dev_curve") & (df["metric"] == metric)]
+        if curve.empty:
+            continue
+        mean = curve.groupby("step")["value"].mean()
+        ax.plot(mean.index, mean.to_numpy() * 100, marker=".", label=exp)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"dev {metric} x 100")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build(store: str | Path, sweep: str, out: str | Path) -> dict:
+    """Write ``summary.md``, ``summary.json`` and the figures of ``sweep`` into ``out``; returns the json."""
+    spec = load_sweeps()[sweep]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = latest_runs(ResultsStore(store).read())
+    names = [*spec.get("baselines", []), *experiment_names(spec["experiments"])]
+    table = regime_table(df, names) if not df.empty else pd.DataFrame()
+    lines = [f"# {spec['title']}", ""]
+    result: dict = {"sweep": sweep, "regimes": {}}
+    if not table.empty:
+        extra = {"vs best": ties(table)}
+        if sweep == "table5":
+            table5 = table.copy()
+            lines += ["Retrieval nDCG@10 (x100, held-out test splits) beside the paper's MTEB-v2 / RTEB numbers.", "",
+                      markdown(table5, [("retrieval", "float/retrieval"), ("overall", "float/overall")],
+                               {**extra, "paper": PAPER_TABLE5}), ""]
+        elif sweep == "table6":
+            table6 = table.copy()
+            table6["drop"] = table6["binary/retrieval"] - table6["float/retrieval"]
+            lines += ["Retrieval nDCG@10 (x100) at float32 and binary (sign bits, Hamming search).", "",
+                      markdown(table6, [("float", "float/retrieval"), ("binary", "binary/retrieval"), ("binary - float", "drop")],
+                               {"paper": PAPER_TABLE6}), ""]
+        else:
+            lines += ["Main metric per task type (x100) at float32 / full dim; `binary` and `128-d` are overall averages.",
+                      "", markdown(table, DEFAULT_COLUMNS, extra), ""]
+        for _, r in table.iterrows():
+            result["regimes"][r["experiment"]] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                                  for k, v in r.items() if k != "experiment"}
+        truncation_curve(df, names, out / "truncation.png")
+        truncation_curve(df, names, out / "truncation_binary.png", precision="binary")
+        precision_bars(table, out / "precision.png")
+        lines += ["![truncation](truncation.png) ![precision](precision.png)", ""]
+    curves = experiment_names(spec["experiments"])
+    if not df.empty and (df["task"] == "dev_curve").any():
+        dev_curves(df, curves, out / "dev_curves.png")
+        lines += ["![dev curves](dev_curves.png)", ""]
+    (out / "summary.md").write_text("\n".join(lines))
+    (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
+def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
+    """Config path (``ablation/combined``) -> the ``experiment_name`` it sets (``combined``)."""
+    return [yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())["experiment_name"]
+            for e in experiment_configs]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", default="results/results.jsonl")
+    ap.add_argument("--sweep", default=None, help="one sweep of experiments/sweeps.yaml (default: all)")
+    ap.add_argument("--out", default=None, help="output dir (default results/<sweep>, results/ablation for default)")
+    args = ap.parse_args()
+    for sweep in [args.sweep] if args.sweep else list(load_sweeps()):
+        out = args.out or default_out(sweep)
+        build(args.store, sweep, out)
+        print(Path(out, "summary.md").read_text())
+
+
+def default_out(sweep: str) -> str:
+    return "results/ablation" if sweep == "default" else f"results/{sweep}"
+
+
+if __name__ == "__main__":
+    main()

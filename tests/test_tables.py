@@ -1,0 +1,129 @@
+"""Tables, figures and the notebook are rebuilt from a results store alone; values checked by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from jina5.eval.store import ResultsStore
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+import tables  # noqa: E402
+
+MAIN = {"retrieval": "ndcg@10", "sts": "spearman", "classification": "accuracy", "clustering": "v_measure"}
+
+
+def records(base: float, binary_drop: float = 0.1) -> list[dict]:
+    """Two retrieval data sets (one with two languages), one of each other type, dims 128 and 384."""
+    out = []
+    tasks = [("retrieval", "news", ""), ("retrieval", "chatterbot", "english"), ("retrieval", "chatterbot", "german"),
+             ("sts", "lee_sts", ""), ("classification", "bbc", ""), ("clustering", "bbc", "")]
+    for k, (task, dataset, lang) in enumerate(tasks):
+        for dim in (128, 384):
+            for precision in ("float32", "binary"):
+                value = base + 0.01 * k - (0.05 if dim == 128 else 0) - (binary_drop if precision == "binary" else 0)
+                out.append({"task": task, "dataset": dataset, "language": lang, "split": "test", "metric": MAIN[task],
+                            "dim": dim, "precision": precision, "value": value})
+                out.append({**out[-1], "metric": "other", "value": 0.0})  # non-main metrics are ignored
+    return out
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    path = tmp_path / "results.jsonl"
+    s = ResultsStore(path)
+    for seed, base in ((0, 0.50), (1, 0.54)):
+        s.append(records(base), {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"})
+        s.append([{"task": "training", "dataset": "dev", "language": "", "split": "dev", "metric": "train_seconds",
+                   "dim": None, "precision": "float32", "value": 100.0 + seed}],
+                 {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"})
+        for step, v in ((10, 0.2), (20, 0.3)):
+            s.append([{"task": "dev_curve", "dataset": "dev", "language": "", "split": "dev", "metric": "ndcg@10",
+                       "dim": None, "precision": "float32", "value": v + seed / 10, "step": step}],
+                     {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"})
+    s.append(records(0.30), {"run_id": "pure_distill-0-old", "experiment": "pure_distill", "seed": 0, "model": "m"})
+    s.append(records(0.52), {"run_id": "pure_distill-0-new", "experiment": "pure_distill", "seed": 0, "model": "m"})
+    s.append(records(0.70, binary_drop=0.2), {"run_id": "t", "experiment": "teacher", "seed": None, "model": "t"})
+    return path
+
+
+def by_hand_overall(base: float, dim_shift: float = 0.0, drop: float = 0.0) -> float:
+    v = lambda k: base + 0.01 * k - dim_shift - drop  # noqa: E731
+    retrieval = (v(0) + (v(1) + v(2)) / 2) / 2  # chatterbot's languages first, then the two data sets
+    return (retrieval + v(3) + v(4) + v(5)) / 4
+
+
+def test_type_averages_by_hand(store):
+    df = tables.latest_runs(ResultsStore(store).read())
+    run = df[(df["experiment"] == "combined") & (df["seed"] == 0)]
+    got = tables.type_averages(run)
+    assert got["retrieval"] == pytest.approx((0.50 + (0.51 + 0.52) / 2) / 2)
+    assert got["sts"] == pytest.approx(0.53)
+    assert got["overall"] == pytest.approx(by_hand_overall(0.50))
+    assert tables.type_averages(run, dim=128)["overall"] == pytest.approx(by_hand_overall(0.50, 0.05))
+    assert tables.type_averages(run, precision="binary")["overall"] == pytest.approx(by_hand_overall(0.50, drop=0.1))
+
+
+def test_latest_run_wins_and_seeds_give_mean_and_std(store):
+    df = tables.latest_runs(ResultsStore(store).read())
+    assert set(df[df["experiment"] == "pure_distill"]["run_id"]) == {"pure_distill-0-new"}
+    table = tables.regime_table(df, ["teacher", "combined", "pure_distill"]).set_index("experiment")
+    a, b = by_hand_overall(0.50), by_hand_overall(0.54)
+    assert table.loc["combined", "float/overall"] == pytest.approx((a + b) / 2)
+    assert table.loc["combined", "float/overall_std"] == pytest.approx(math.sqrt(((a - b) / 2) ** 2 * 2))
+    assert table.loc["combined", "train_seconds"] == pytest.approx(100.5)
+    assert table.loc["combined", "seeds"] == 2
+    assert math.isnan(table.loc["teacher", "float/overall_std"])
+    # pure_distill (0.52 base, one seed) is within combined's spread of the best (teacher, no spread) -> not a tie
+    marks = tables.ties(table.reset_index())
+    assert marks["teacher"] == "best" and marks["pure_distill"] == ""
+
+
+def test_tie_when_difference_is_within_the_spread(store):
+    df = tables.latest_runs(ResultsStore(store).read())
+    table = tables.regime_table(df, ["combined", "pure_distill"])
+    assert tables.ties(table) == {"combined": "best", "pure_distill": "tie"}  # 0.52 vs 0.52 +- 0.028
+
+
+def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "load_sweeps", lambda: {"default": {
+        "title": "t", "experiments": ["ablation/combined", "ablation/pure_distill"], "baselines": ["teacher"]}})
+    out = tmp_path / "out"
+    result = tables.build(store, "default", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(result, default=float))
+    combined = summary["regimes"]["combined"]
+    assert combined["float/overall"] == pytest.approx((by_hand_overall(0.50) + by_hand_overall(0.54)) / 2)
+    assert combined["dim128/overall"] == pytest.approx((by_hand_overall(0.50, 0.05) + by_hand_overall(0.54, 0.05)) / 2)
+    for key in ("float/retrieval", "float/sts", "float/classification", "float/clustering", "binary/overall",
+                "train_seconds"):
+        assert key in combined
+    md = (out / "summary.md").read_text()
+    assert "| teacher | 1 |" in md and "best" in md
+    for fig in ("truncation.png", "precision.png", "dev_curves.png"):
+        assert (out / fig).stat().st_size > 1000
+
+
+def test_every_sweep_names_existing_experiment_configs():
+    for name, spec in tables.load_sweeps().items():
+        names = tables.experiment_names(spec["experiments"])
+        assert len(set(names)) == len(names), name
+
+
+def test_notebook_executes_against_the_store(store):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(ROOT / "notebooks" / "explore_results.ipynb", as_version=4)
+    nb.cells[1].source = f'STORE = r"{store}"\nEXPERIMENTS = ["teacher", "combined"]\nSEEDS = None'
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    client.execute()
+    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "experiments: ['combined', 'teacher']" in outputs or "experiments: ['teacher', 'combined']" in outputs
+    assert "| combined | 2 |" in outputs

@@ -30,6 +30,15 @@ lint: setup
 clean:
 	rm -rf $(VENV)
 
-# The embedded default's main job (a single run until the ablation sweep lands).
+# The main job: the default ablation (pure distillation / pure contrastive / combined) on the
+# embedded default, evaluated with the teacher and the untrained student; tables in results/ablation.
+ablate: setup
+	$(BIN)/python experiments/sweep.py default
+
+# One training run of the embedded default.
 train: setup
 	$(BIN)/python -m jina5.train experiment=ablation/combined
+
+# The held-out suite for a model: make evaluate MODEL=outputs/runs/combined-seed0
+evaluate: setup
+	$(BIN)/python -m jina5.evaluate model=$(MODEL)

@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--eval", dest="eval_overrides", action="append", default=[],
                     help="an override for the evaluation config, e.g. --eval eval=smoke")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     spec = load_sweeps()[args.sweep]
     overrides = [*spec.get("overrides", []), *args.overrides]
     seeds = list(range(args.seeds))

@@ -58,13 +58,21 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         train_dict = OmegaConf.to_container(train_cfg, resolve=False) if train_cfg is not None else None
         experiment = train_cfg.get("experiment_name") if train_cfg is not None else None
         seed = train_cfg.get("seed") if train_cfg is not None else None
-        loaded = LoadedModel(StudentEncoder.from_pretrained(path / "encoder"), str(path), "run",
-                             experiment or path.name, seed, train_dict)
+        loaded = LoadedModel(
+            StudentEncoder.from_pretrained(path / "encoder"),
+            str(path),
+            "run",
+            experiment or path.name,
+            seed,
+            train_dict,
+        )
     elif path.is_dir() and ((path / JINA5_CONFIG).exists() or (path / "config.json").exists()):
         # our export carries its pooling / prompts / max length; a plain HF or sentence-transformers dir
         # takes cfg.pooling
         kwargs = {} if (path / JINA5_CONFIG).exists() else {"pooling": cfg.pooling}
-        loaded = LoadedModel(StudentEncoder.from_pretrained(path, **kwargs), str(path), "encoder_dir", path.name, None)
+        loaded = LoadedModel(
+            StudentEncoder.from_pretrained(path, **kwargs), str(path), "encoder_dir", path.name, None
+        )
     elif path.exists():
         raise FileNotFoundError(
             f"model={spec!r} is a path but neither a run dir (with encoder/) nor an encoder dir "
@@ -106,21 +114,36 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         },
     }
     tasks, skipped = build_tasks(eval_cfg)
-    log.info("model %s (%s, %d-d, max_length %d, prompts %s)", model.name, model.kind, model.encoder.dim,
-             model.encoder.max_length, model.encoder.prompts)
+    log.info(
+        "model %s (%s, %d-d, max_length %d, prompts %s)",
+        model.name,
+        model.kind,
+        model.encoder.dim,
+        model.encoder.max_length,
+        model.encoder.prompts,
+    )
     log.info("tasks:\n%s", format_task_list(tasks, skipped))
     store = ResultsStore(cfg.results)
     fingerprint = model_fingerprint(model.encoder)
     stats: dict[str, Any] = {}
     records = run_suite(
-        model.encoder, eval_cfg, store=store, run=run, fingerprint=fingerprint,
-        reuse=bool(cfg.reuse_cached), tasks=(tasks, skipped), progress=bool(cfg.progress), stats=stats,
+        model.encoder,
+        eval_cfg,
+        store=store,
+        run=run,
+        fingerprint=fingerprint,
+        reuse=bool(cfg.reuse_cached),
+        tasks=(tasks, skipped),
+        progress=bool(cfg.progress),
+        stats=stats,
     )
     texts = stats["texts_encoded"]
     table = summarise(records)
     seconds = time.perf_counter() - start
-    title = (f"{model.name}  run_id={run['run_id']}  experiment={experiment}  seed={seed}  "
-             f"({len(tasks)} tasks, {len(skipped)} skipped; {texts} texts encoded; {seconds:.0f} s total)")
+    title = (
+        f"{model.name}  run_id={run['run_id']}  experiment={experiment}  seed={seed}  "
+        f"({len(tasks)} tasks, {len(skipped)} skipped; {texts} texts encoded; {seconds:.0f} s total)"
+    )
     text = format_summary(table, title)
     if skipped:
         text += "\nskipped:\n" + "\n".join(f"  {s.name}: {s.reason}" for s in skipped)
@@ -129,8 +152,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     summary_file.parent.mkdir(parents=True, exist_ok=True)
     summary_file.write_text(text + "\n")
     log.info("appended %d records to %s; summary in %s", len(records), store.path, summary_file)
-    return {"run": run, "records": records, "summary": table, "texts_encoded": texts, "seconds": seconds,
-            "skipped": skipped}
+    return {
+        "run": run,
+        "records": records,
+        "summary": table,
+        "texts_encoded": texts,
+        "seconds": seconds,
+        "skipped": skipped,
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 from jina5.eval.metrics import MAIN_METRIC, check_precisions, relative_drops, truncate
 from jina5.eval.store import ResultsStore
@@ -65,6 +66,7 @@ class MemoEncode:
         self.model = model
         self.batch_size = batch_size
         self.progress = progress
+        self.threads = torch.get_num_threads()  # the model encodes with these, even inside run_suite's limit
         self.texts_encoded = 0
         self.seconds = 0.0
         self._memo: dict[tuple[str | None, str], np.ndarray] = {}
@@ -76,18 +78,28 @@ class MemoEncode:
             return prompt
         if prompt not in self._warned:
             self._warned.add(prompt)
-            log.warning("the model has no %r prompt (prompts: %s): encoding without a prefix", prompt,
-                        sorted(prompts))
+            log.warning(
+                "the model has no %r prompt (prompts: %s): encoding without a prefix", prompt, sorted(prompts)
+            )
         return None
 
     def _encode(self, texts: list[str], prompt: str | None) -> np.ndarray:
-        if hasattr(self.model, "encode"):
-            return self.model.encode(texts, prompt=prompt, batch_size=self.batch_size,
-                                     progress=self.progress and len(texts) >= 256)
-        return self.model(texts, prompt=prompt)
+        with threadpool_limits(limits=self.threads):
+            if hasattr(self.model, "encode"):
+                return self.model.encode(
+                    texts,
+                    prompt=prompt,
+                    batch_size=self.batch_size,
+                    progress=self.progress and len(texts) >= 256,
+                )
+            return self.model(texts, prompt=prompt)
 
     def __call__(
-        self, texts: Sequence[str], prompt: str | None = None, dim: int | None = None, precision: str = "float32"
+        self,
+        texts: Sequence[str],
+        prompt: str | None = None,
+        dim: int | None = None,
+        precision: str = "float32",
     ) -> np.ndarray:
         prompt = self._prompt(prompt)
         todo = list(dict.fromkeys(t for t in texts if (prompt, t) not in self._memo))
@@ -103,12 +115,81 @@ class MemoEncode:
         return quantize(truncate(out, dim), precision)
 
 
+class _BaseView:
+    """An encoder with task adapters, encoding with every adapter disabled (the stage-1 model)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return self.encoder.prompts_for()
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def encode(self, texts: Sequence[str], prompt: str | None = None, **kwargs: Any) -> np.ndarray:
+        with self.encoder.adapters_disabled():
+            return self.encoder.encode(texts, prompt=prompt, **kwargs)
+
+
+class AdapterRouter:
+    """Which encoder view scores a task type: for a model with task adapters (``model.adapters``),
+    ``model.for_task(jina5.adapters.EVAL_TASK_TO_ADAPTER[type])`` when that adapter exists, else the
+    model with adapters disabled (logged once); for any other model, the model itself. Each view has
+    its own :class:`MemoEncode` (the same text encodes differently under different adapters)."""
+
+    def __init__(self, model: Any, batch_size: int, progress: bool, enabled: bool = True) -> None:
+        self.model = model
+        self.adapters = list(getattr(model, "adapters", None) or []) if enabled else []
+        self._memos: dict[str | None, MemoEncode] = {}
+        self._kw = {"batch_size": batch_size, "progress": progress}
+
+    def route(self, task_type: str) -> tuple[MemoEncode, str | None]:
+        """(encode function, adapter name or None) for ``task_type``."""
+        name: str | None = None
+        if self.adapters:
+            from jina5.adapters import adapter_for_eval_task  # imports peft: only for adapter models
+
+            wanted = adapter_for_eval_task(task_type)
+            name = wanted if wanted in self.adapters else None
+            if name is None and None not in self._memos:  # say it once
+                log.info(
+                    "no %r adapter (adapters: %s): %s tasks use the base model",
+                    wanted,
+                    self.adapters,
+                    task_type,
+                )
+        if name not in self._memos:
+            view = (
+                self.model
+                if not self.adapters
+                else (self.model.for_task(name) if name else _BaseView(self.model))
+            )
+            self._memos[name] = MemoEncode(view, **self._kw)
+        return self._memos[name], name
+
+    @property
+    def texts_encoded(self) -> int:
+        return sum(m.texts_encoded for m in self._memos.values())
+
+    @property
+    def seconds(self) -> float:
+        return sum(m.seconds for m in self._memos.values())
+
+
 def model_fingerprint(encoder: Any) -> str:
     """sha256 over the backbone config, the encoder settings (pooling, prompts, max length, ...) and
     every weight's bytes; the same model loaded from anywhere gets the same fingerprint."""
     h = hashlib.sha256()
     cfg = encoder.backbone.config.to_dict()
-    for volatile in ("_name_or_path", "transformers_version", "_attn_implementation_autoset", "architectures"):
+    for volatile in (
+        "_name_or_path",
+        "transformers_version",
+        "_attn_implementation_autoset",
+        "architectures",
+    ):
         cfg.pop(volatile, None)
     settings = {k: v for k, v in encoder.encoder_config().items() if k != "source"}
     h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
@@ -141,7 +222,11 @@ def _full_dim(encode: Callable, model: Any) -> int:
 
 # ---------------------------------------------------------------------------------------------- cache
 def _cached(
-    table: pd.DataFrame | None, fingerprint: str | None, task: EvalTask, dims: list[int], precisions: list[str]
+    table: pd.DataFrame | None,
+    fingerprint: str | None,
+    task: EvalTask,
+    dims: list[int],
+    precisions: list[str],
 ) -> tuple[list[dict], str] | None:
     """The latest stored records of (fingerprint, task.key) covering every (dim, precision), or None."""
     if table is None or fingerprint is None or "task_key" not in table.columns:
@@ -155,13 +240,24 @@ def _cached(
     if not {(d, p) for d in dims for p in precisions} <= have:
         return None
     rows = rows[rows["dim"].astype(int).isin(dims) & rows["precision"].isin(precisions)]
-    keep = ("task", "dataset", "language", "split", "metric", "dim", "precision", "value", "relative_drop",
-            "task_name", "task_key", "eval_seconds")
+    keep = (
+        "task",
+        "dataset",
+        "language",
+        "split",
+        "metric",
+        "dim",
+        "precision",
+        "value",
+        "relative_drop",
+        "task_name",
+        "task_key",
+        "eval_seconds",
+        "adapter",
+    )
     out = []
     for rec in rows.to_dict(orient="records"):
-        r = {k: rec.get(k) for k in keep}
-        r["language"] = None if _isna(r["language"]) else r["language"]
-        r["relative_drop"] = None if _isna(r["relative_drop"]) else r["relative_drop"]
+        r = {k: None if _isna(rec.get(k)) else rec.get(k) for k in keep}
         r["dim"] = int(r["dim"])
         out.append(r)
     return out, str(latest)
@@ -197,12 +293,15 @@ def run_suite(
         reuse: reuse stored results of the same (fingerprint, task key, dims, precisions).
         types: restrict to some task types; tasks: prebuilt ``build_tasks`` output.
         batch_size / progress: passed to ``encode`` (default ``eval_cfg.batch_size``, 64).
+            ``eval_cfg.threads`` (default 1) caps the BLAS / OpenMP threads of the evaluators
+            (scikit-learn, faiss); encoding keeps torch's thread count.
         stats: if given, filled with ``texts_encoded``, ``encode_seconds``, ``dims``, ``precisions``
             and ``tasks`` (per task: name, seconds, cached_from).
 
     Each record: task, dataset, language, split, metric, dim, precision, value, relative_drop
     (vs float32 at full dim), task_name, task_key, eval_seconds (the task's wall time where it was
-    computed), cached_from (run_id it was reused from, or None).
+    computed), cached_from (run_id it was reused from, or None), adapter (the task adapter that
+    encoded it, None for a plain model; see :class:`AdapterRouter`).
     """
     cfg = _plain(eval_cfg)
     precisions = check_precisions(cfg.get("precisions", ["float32"]))
@@ -212,10 +311,13 @@ def run_suite(
         store = ResultsStore(store)
     if store is not None and not run:
         raise ValueError("run_suite: a store needs run fields (run_id, experiment, seed, model)")
-    encode = MemoEncode(model, batch_size=batch_size or int(cfg.get("batch_size", 64)), progress=progress)
+    router = AdapterRouter(
+        model, batch_size or int(cfg.get("batch_size", 64)), progress, bool(cfg.get("route_adapters", True))
+    )
     if fingerprint is None and hasattr(model, "backbone") and hasattr(model, "encoder_config"):
         fingerprint = model_fingerprint(model)
-    full = _full_dim(encode, model)
+    threads = cfg.get("threads", 1)
+    full = _full_dim(router.route(TASK_TYPES[0])[0], model)
     dims = eval_dims(cfg.get("dims"), full)
     todo, skipped = tasks if tasks is not None else build_tasks(cfg, types)
     table = store.read() if (store is not None and reuse and fingerprint and store.path.exists()) else None
@@ -226,33 +328,61 @@ def run_suite(
     task_log: list[dict] = []
     for n, task in enumerate(todo, start=1):
         hit = _cached(table, fingerprint, task, dims, precisions) if reuse else None
-        start, before = time.perf_counter(), encode.texts_encoded
+        encode, adapter = router.route(task.type)
+        start, before = time.perf_counter(), router.texts_encoded
         if hit is not None:
             recs = [{**r, "cached_from": hit[1]} for r in hit[0]]
             status = f"cached (run {hit[1]})"
         else:
-            recs = relative_drops(task.run(encode, dims, precisions))
+            # k-means / probes / faiss on these small problems: 1 thread is fastest (eval.threads)
+            with threadpool_limits(limits=threads):
+                recs = relative_drops(task.run(encode, dims, precisions))
             seconds = round(time.perf_counter() - start, 2)
-            recs = [{**r, "task_name": task.name, "task_key": task.key, "eval_seconds": seconds,
-                     "cached_from": None} for r in recs]
-            status = f"{seconds:.1f} s, {encode.texts_encoded - before} texts encoded"
+            recs = [
+                {
+                    **r,
+                    "task_name": task.name,
+                    "task_key": task.key,
+                    "eval_seconds": seconds,
+                    "cached_from": None,
+                    "adapter": adapter,
+                }
+                for r in recs
+            ]
+            status = f"{seconds:.1f} s, {router.texts_encoded - before} texts encoded"
         main = _main_value(recs, task.type, full)
-        log.info("[%d/%d] %s -> %s %.4f (%s)", n, len(todo), task.describe(), MAIN_METRIC[task.type], main, status)
+        log.info(
+            "[%d/%d] %s -> %s %.4f (%s)", n, len(todo), task.describe(), MAIN_METRIC[task.type], main, status
+        )
         if store is not None:
             store.append(recs, run_fields)
         records += recs
-        task_log.append({"name": task.name, "seconds": round(time.perf_counter() - start, 2),
-                         "cached_from": hit[1] if hit else None})
-    log.info("eval: encoded %d texts in %.1f s", encode.texts_encoded, encode.seconds)
+        task_log.append(
+            {
+                "name": task.name,
+                "seconds": round(time.perf_counter() - start, 2),
+                "cached_from": hit[1] if hit else None,
+            }
+        )
+    log.info("eval: encoded %d texts in %.1f s", router.texts_encoded, router.seconds)
     if stats is not None:
-        stats.update(texts_encoded=encode.texts_encoded, encode_seconds=round(encode.seconds, 2), dims=dims,
-                     precisions=precisions, tasks=task_log, skipped=skipped)
+        stats.update(
+            texts_encoded=router.texts_encoded,
+            encode_seconds=round(router.seconds, 2),
+            dims=dims,
+            precisions=precisions,
+            tasks=task_log,
+            skipped=skipped,
+        )
     return records
 
 
 def _main_value(recs: list[dict], task_type: str, full: int) -> float:
-    vals = [r["value"] for r in recs
-            if (r["metric"], r["dim"], r["precision"]) == (MAIN_METRIC[task_type], full, "float32")]
+    vals = [
+        r["value"]
+        for r in recs
+        if (r["metric"], r["dim"], r["precision"]) == (MAIN_METRIC[task_type], full, "float32")
+    ]
     return vals[0] if vals else float("nan")
 
 
@@ -276,13 +406,23 @@ def _task_rows(df: pd.DataFrame) -> pd.DataFrame:
 
         seconds = g["eval_seconds"].iloc[0] if "eval_seconds" in g.columns else float("nan")
         cached = bool(g["cached_from"].notna().any()) if "cached_from" in g.columns else False
-        rows.append({
-            "task": task, "dataset": dataset, "language": g["language"].iloc[0], "task_name": name,
-            "metric": MAIN_METRIC[task], "full_dim": full, "score": value(full, "float32"),
-            "binary": value(full, "binary"), "int8": value(full, "int8"), "min_dim": small,
-            "min_dim_score": value(small, "float32"),
-            "seconds": float(seconds) if seconds is not None else float("nan"), "cached": cached,
-        })
+        rows.append(
+            {
+                "task": task,
+                "dataset": dataset,
+                "language": g["language"].iloc[0],
+                "task_name": name,
+                "metric": MAIN_METRIC[task],
+                "full_dim": full,
+                "score": value(full, "float32"),
+                "binary": value(full, "binary"),
+                "int8": value(full, "int8"),
+                "min_dim": small,
+                "min_dim_score": value(small, "float32"),
+                "seconds": float(seconds) if seconds is not None else float("nan"),
+                "cached": cached,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -297,6 +437,11 @@ def summarise(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     = (score - value) / score, and ``seconds`` (per-task wall time; summed for averages).
     """
     df = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame([dict(r) for r in records])
+    if "run_id" in df.columns and df["run_id"].nunique() > 1:
+        raise ValueError(
+            f"summarise takes one run's records; got runs {sorted(df['run_id'].unique())[:5]} "
+            "(filter first, e.g. store.read(run_id=...))"
+        )
     if df.empty:
         return pd.DataFrame(columns=["level", "task", "dataset", "language", "task_name", *SUMMARY_COLUMNS])
     if "task_name" not in df.columns:
@@ -305,35 +450,66 @@ def summarise(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     tasks.insert(0, "level", "task")
     out = []
     type_rows = []
-    for task_type in [t for t in TASK_TYPES if t in set(tasks["task"])] + sorted(set(tasks["task"]) - set(TASK_TYPES)):
+    for task_type in [t for t in TASK_TYPES if t in set(tasks["task"])] + sorted(
+        set(tasks["task"]) - set(TASK_TYPES)
+    ):
         t = tasks[tasks["task"] == task_type]
         datasets_rows = []
         for dataset, g in t.groupby("dataset", sort=False):
             out.append(g)
             agg = g[list(SUMMARY_COLUMNS)].mean().to_dict()
-            row = {"level": "dataset", "task": task_type, "dataset": dataset, "language": None,
-                   "task_name": f"{task_type}/{dataset} (mean of {len(g)})", "metric": MAIN_METRIC.get(task_type),
-                   "full_dim": g["full_dim"].iloc[0], "min_dim": g["min_dim"].iloc[0],
-                   "seconds": g["seconds"].sum(), "cached": bool(g["cached"].any()), **agg}
+            row = {
+                "level": "dataset",
+                "task": task_type,
+                "dataset": dataset,
+                "language": None,
+                "task_name": f"{task_type}/{dataset} (mean of {len(g)})",
+                "metric": MAIN_METRIC.get(task_type),
+                "full_dim": g["full_dim"].iloc[0],
+                "min_dim": g["min_dim"].iloc[0],
+                "seconds": g["seconds"].sum(),
+                "cached": bool(g["cached"].any()),
+                **agg,
+            }
             datasets_rows.append(row)
             if len(g) > 1:
                 out.append(pd.DataFrame([row]))
         d = pd.DataFrame(datasets_rows)
-        type_row = {"level": "type", "task": task_type, "dataset": None, "language": None,
-                    "task_name": f"{task_type} average ({len(d)} datasets)", "metric": MAIN_METRIC.get(task_type),
-                    "full_dim": d["full_dim"].iloc[0], "min_dim": d["min_dim"].iloc[0],
-                    "seconds": d["seconds"].sum(), "cached": bool(d["cached"].any()),
-                    **d[list(SUMMARY_COLUMNS)].mean().to_dict()}
+        type_row = {
+            "level": "type",
+            "task": task_type,
+            "dataset": None,
+            "language": None,
+            "task_name": f"{task_type} average ({len(d)} datasets)",
+            "metric": MAIN_METRIC.get(task_type),
+            "full_dim": d["full_dim"].iloc[0],
+            "min_dim": d["min_dim"].iloc[0],
+            "seconds": d["seconds"].sum(),
+            "cached": bool(d["cached"].any()),
+            **d[list(SUMMARY_COLUMNS)].mean().to_dict(),
+        }
         type_rows.append(type_row)
         out.append(pd.DataFrame([type_row]))
     types = pd.DataFrame(type_rows)
-    out.append(pd.DataFrame([{
-        "level": "overall", "task": "overall", "dataset": None, "language": None,
-        "task_name": f"overall (mean of {len(types)} task types)", "metric": None,
-        "full_dim": types["full_dim"].iloc[0], "min_dim": types["min_dim"].iloc[0],
-        "seconds": types["seconds"].sum(), "cached": bool(types["cached"].any()),
-        **types[list(SUMMARY_COLUMNS)].mean().to_dict(),
-    }]))
+    out.append(
+        pd.DataFrame(
+            [
+                {
+                    "level": "overall",
+                    "task": "overall",
+                    "dataset": None,
+                    "language": None,
+                    "task_name": f"overall (mean of {len(types)} task types)",
+                    "metric": None,
+                    "full_dim": types["full_dim"].iloc[0],
+                    "min_dim": types["min_dim"].iloc[0],
+                    "seconds": types["seconds"].sum(),
+                    "cached": bool(types["cached"].any()),
+                    **types[list(SUMMARY_COLUMNS)].mean().to_dict(),
+                }
+            ]
+        )
+    )
     table = pd.concat(out, ignore_index=True)
     for col, drop in (("binary", "binary_drop"), ("int8", "int8_drop"), ("min_dim_score", "min_dim_drop")):
         table[drop] = (table["score"] - table[col]) / table["score"]
@@ -345,8 +521,10 @@ def format_summary(table: pd.DataFrame, title: str = "") -> str:
     if table.empty:
         return f"{title}\n(no results)"
     full, small = int(table["full_dim"].iloc[0]), int(table["min_dim"].iloc[0])
-    header = (f"{'task':44s} {'metric':10s} {'f32@' + str(full):>9s} {'bin@' + str(full):>9s} "
-              f"{'int8@' + str(full):>9s} {'f32@' + str(small):>9s} {'bin drop':>9s} {'seconds':>8s}")
+    header = (
+        f"{'task':44s} {'metric':10s} {'f32@' + str(full):>9s} {'bin@' + str(full):>9s} "
+        f"{'int8@' + str(full):>9s} {'f32@' + str(small):>9s} {'bin drop':>9s} {'seconds':>8s}"
+    )
     lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
 
     def fmt(v: Any, scale: float = 100.0, spec: str = "9.2f") -> str:

@@ -45,6 +45,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from jina5.assets import cache_root
 from jina5.data.schema import dataset_stats, normalise_text
 from jina5.data.sources import load_corpus
 from jina5.data.splits import DEFAULT_FRACTIONS, split_corpus
@@ -127,7 +128,15 @@ class EvalTask:
         """sha256 of (suite version, name, type, split, settings, inputs): the cache key of its results."""
         if self._key is None:
             h = hashlib.sha256()
-            head = [SUITE_VERSION, self.name, self.type, self.dataset, self.language, self.split, self.settings]
+            head = [
+                SUITE_VERSION,
+                self.name,
+                self.type,
+                self.dataset,
+                self.language,
+                self.split,
+                self.settings,
+            ]
             h.update(json.dumps(head, sort_keys=True, default=str).encode())
             h.update(json.dumps(self.inputs, sort_keys=True, default=str).encode())
             self._key = h.hexdigest()
@@ -150,8 +159,14 @@ class EvalTask:
         if self.type == "retrieval":
             qrels = {int(q): {int(d): g for d, g in rel.items()} for q, rel in i["qrels"].items()}
             recs = evaluate_retrieval(
-                encode, i["queries"], i["corpus"], qrels, dims, precisions,
-                k_values=s["k_values"], rescore=s["rescore"],
+                encode,
+                i["queries"],
+                i["corpus"],
+                qrels,
+                dims,
+                precisions,
+                k_values=s["k_values"],
+                rescore=s["rescore"],
             )
             if s["metrics"] is not None:
                 recs = [r for r in recs if r["metric"] in s["metrics"]]
@@ -159,12 +174,26 @@ class EvalTask:
             recs = evaluate_sts(encode, i["texts_a"], i["texts_b"], i["scores"], dims, precisions)
         elif self.type == "classification":
             recs = evaluate_classification(
-                encode, i["train_texts"], i["train_labels"], i["test_texts"], i["test_labels"], dims,
-                precisions, n_per_class=s["n_per_class"], seeds=s["seeds"], max_iter=s["max_iter"],
+                encode,
+                i["train_texts"],
+                i["train_labels"],
+                i["test_texts"],
+                i["test_labels"],
+                dims,
+                precisions,
+                n_per_class=s["n_per_class"],
+                seeds=s["seeds"],
+                max_iter=s["max_iter"],
             )
         else:
             recs = evaluate_clustering(
-                encode, i["texts"], i["labels"], dims, precisions, seeds=s["seeds"], max_docs=None,
+                encode,
+                i["texts"],
+                i["labels"],
+                dims,
+                precisions,
+                seeds=s["seeds"],
+                max_docs=None,
                 batch_size=s["batch_size"],
             )
         where = {"dataset": self.dataset, "language": self.language, "split": self.split}
@@ -254,9 +283,10 @@ def _cap(n: int, cap: int | None, seed: int) -> np.ndarray:
 
 
 def _column(ds: datasets.Dataset, column: str, where: str) -> list:
+    """A whole column as a list (one Arrow conversion; iterating ``ds[column]`` goes row by row)."""
     if column not in ds.column_names:
         raise ValueError(f"{where}: no column {column!r} (columns: {ds.column_names})")
-    return list(ds[column])
+    return ds.select_columns([column]).to_dict()[column]
 
 
 def retrieval_inputs(queries: Sequence[str], documents: Sequence[str]) -> dict[str, Any]:
@@ -309,8 +339,13 @@ def _labelled(ds: datasets.Dataset, s: dict, where: str) -> tuple[list[str], lis
     labels = _column(ds, s["label_column"], where)
     keep = [n for n, lab in enumerate(labels) if lab is not None and str(lab).strip()]
     if len(keep) < len(labels):
-        log.info("%s: %d of %d rows have an empty %r and are not used", where, len(labels) - len(keep),
-                 len(labels), s["label_column"])
+        log.info(
+            "%s: %d of %d rows have an empty %r and are not used",
+            where,
+            len(labels) - len(keep),
+            len(labels),
+            s["label_column"],
+        )
     return [texts[n] for n in keep], [str(labels[n]) for n in keep]
 
 
@@ -364,15 +399,30 @@ def _empty_reason(ds: datasets.Dataset, corpus: str, split: str) -> str:
 Builder = Callable[..., tuple[dict, dict]]
 
 
+_BUILT: dict[str, tuple[list[EvalTask], list[SkippedTask]]] = {}
+
+
 def build_tasks(
-    eval_cfg: Mapping[str, Any], types: Iterable[str] | None = None
+    eval_cfg: Mapping[str, Any], types: Iterable[str] | None = None, reuse: bool = True
 ) -> tuple[list[EvalTask], list[SkippedTask]]:
     """The configured tasks (in config order) and the skipped ones, each skip logged with its reason.
 
     ``eval_cfg`` holds ``split_seed``, ``split`` and one block per task type (module docstring);
-    ``types`` restricts to some task types.
+    ``types`` restricts to some task types. With ``reuse`` the result of an identical earlier call
+    in this process (same config, types and cache root) is returned as is (a sweep evaluating many
+    runs parses and splits the corpora once); treat the tasks as read-only.
     """
     cfg = _plain(eval_cfg)
+    types = list(types) if types is not None else None
+    relevant = {k: cfg.get(k) for k in ("split_seed", "split", *TASK_TYPES)}  # not dims, precisions, ...
+    memo_key = json.dumps([relevant, types, str(cache_root())], sort_keys=True, default=str)
+    if reuse and memo_key in _BUILT:
+        return _BUILT[memo_key]
+    _BUILT[memo_key] = built = _build_tasks(cfg, types)
+    return built
+
+
+def _build_tasks(cfg: dict, types: list[str] | None) -> tuple[list[EvalTask], list[SkippedTask]]:
     splits = _Splits(int(cfg.get("split_seed", 0)))
     tasks: list[EvalTask] = []
     skipped: list[SkippedTask] = []
@@ -388,7 +438,9 @@ def build_tasks(
             skip(base, _empty_reason(ds, s["corpus"], s["split"]))
             continue
         train = (
-            splits.get(s["corpus"], s["train_split"], s["fractions"]) if task_type == "classification" else None
+            splits.get(s["corpus"], s["train_split"], s["fractions"])
+            if task_type == "classification"
+            else None
         )
         if s["group_by"]:
             values = _column(ds, s["group_by"], f"{base} ({s['split']} split)")
@@ -416,6 +468,8 @@ def build_tasks(
             if reason:
                 skip(name, reason)
                 continue
-            language = group if s["group_by"] == "language" else _single_value(list(part["language"]))
+            language = (
+                group if s["group_by"] == "language" else _single_value(_column(part, "language", where))
+            )
             tasks.append(EvalTask(task_type, s["corpus"], language, s["split"], name, inputs, settings, info))
     return tasks, skipped

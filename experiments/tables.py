@@ -162,6 +162,16 @@ DEFAULT_COLUMNS = [("retrieval", "float/retrieval"), ("sts", "float/sts"), ("cla
                    ("128-d", "dim128/overall"), ("train s", "train_seconds")]
 
 
+def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path: Path) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def truncation_curve(df: pd.DataFrame, experiments: Sequence[str], path: Path, precision: str = "float32") -> None:
     """Overall score against Matryoshka dim, one line per experiment."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -175,13 +185,7 @@ def truncation_curve(df: pd.DataFrame, experiments: Sequence[str], path: Path, p
         ys = pd.DataFrame(per_seed).mean().to_numpy() * 100
         ax.plot(dims, ys, marker="o", label=exp)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("embedding dim (Matryoshka truncation)")
-    ax.set_ylabel(f"overall average ({precision}) x 100")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_line_plot(fig, ax, "embedding dim (Matryoshka truncation)", f"overall average ({precision}) x 100", path)
 
 
 def precision_bars(table: pd.DataFrame, path: Path) -> None:
@@ -208,13 +212,7 @@ def dev_curves(df: pd.DataFrame, experiments: Sequence[str], path: Path, metric:
             continue
         mean = curve.groupby("step")["value"].mean()
         ax.plot(mean.index, mean.to_numpy() * 100, marker=".", label=exp)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"dev {metric} x 100")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_line_plot(fig, ax, "training step", f"dev {metric} x 100", path)
 
 
 def build(store: str | Path, sweep: str, out: str | Path) -> dict:

@@ -630,3 +630,21 @@ def test_wrappers_compose():
         inner(batch.map_student(lambda z, d=d: torch.sign(z[..., :d]) / math.sqrt(d))).item() for d in (2, 6)
     )
     assert both == pytest.approx(manual, rel=1e-12)
+
+
+def test_fit_projection_recovers_a_linear_teacher_and_lowers_the_loss():
+    from jina5.losses import EmbeddingBatch, EmbeddingDistillation
+
+    gen = torch.Generator().manual_seed(0)
+    s = torch.nn.functional.normalize(torch.randn(200, 8, generator=gen), dim=-1)
+    true_w, true_b = torch.randn(12, 8, generator=gen), torch.randn(12, generator=gen)
+    t = s @ true_w.T + true_b
+    loss = EmbeddingDistillation(8, 12)
+    batch = EmbeddingBatch(query=s[:100], document=s[100:], teacher_query=t[:100], teacher_document=t[100:])
+    before = float(loss(batch))
+    cos = loss.fit_projection(s, t, ridge=1e-8)
+    assert cos > 0.9999
+    assert torch.allclose(loss.proj.weight, true_w, atol=1e-4) and torch.allclose(loss.proj.bias, true_b, atol=1e-4)
+    assert float(loss(batch)) < 1e-3 < before
+    with pytest.raises(ValueError, match="student-side"):
+        EmbeddingDistillation(8, 12, side="teacher").fit_projection(s, t)

@@ -13,13 +13,26 @@ every position).
 Layer pruning (``keep_layers``) keeps a chosen subset of the transformer blocks, in order, with their
 weights (DistilBERT-style initialisation of a smaller student): the embedded default student is
 all-MiniLM-L6-v2 with layers (0, 2, 4) kept.
+
+Task adapters (stage 2, see ``jina5.adapters``): ``add_adapter(task, lora_config)`` wraps the backbone
+in a peft ``PeftModel`` holding one LoRA adapter per task over ONE copy of the frozen weights;
+``encode(texts, task=, prompt=)`` switches adapter (peft ``set_adapter``, no reload) and prefixes
+(``task_prompts[task]``: the paper's ``Query: ``/``Document: `` for retrieval, ``Document: `` for every
+other task). ``adapters_disabled()`` gives the stage-1 model back (the frozen reference). A directory
+saved with adapters holds the base weights (un-merged) plus ``adapters/<task>/`` (peft format);
+``from_pretrained`` restores every adapter. ``merged(task)`` is a plain encoder with that adapter
+merged into the weights (what ``jina5.export`` writes for sentence-transformers).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import inspect
 import json
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +44,11 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from jina5.assets import resolve_model
 from jina5.quantize import quantize
 
+log = logging.getLogger(__name__)
+
 POOLINGS = ("mean", "cls", "last_token")
 JINA5_CONFIG = "jina5_encoder.json"
+ADAPTERS_DIR = "adapters"  # <encoder dir>/adapters/<task>/{adapter_config.json, adapter_model.safetensors}
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
 
@@ -100,6 +116,8 @@ class StudentEncoder(nn.Module):
         append_eos: append the EOS token after truncation (decoders with last-token pooling).
         padding_side: ``right | left``; the vectors do not depend on it.
         normalize: L2-normalise the pooled vector.
+        task_prompts: per-adapter prompts, ``{task: {prompt name: prefix}}``; used instead of ``prompts``
+            while that task's adapter is active (see ``jina5.adapters.DEFAULT_TASK_PROMPTS``).
     """
 
     def __init__(
@@ -115,6 +133,7 @@ class StudentEncoder(nn.Module):
         tokenizer=None,
         attn_implementation: str | None = None,
         torch_dtype: str | None = None,
+        task_prompts: dict[str, dict[str, str]] | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -147,6 +166,9 @@ class StudentEncoder(nn.Module):
             prune_layers(self.backbone, list(keep_layers))
         self.pooling = pooling
         self.prompts = dict(prompts or {})
+        self.task_prompts = {t: dict(p) for t, p in (task_prompts or {}).items()}
+        self.task: str | None = None  # the active adapter (None: no adapters)
+        self._trainable_adapters: set[str] = set()
         self.max_length = max_length
         self.append_eos = append_eos
         self.normalize = normalize
@@ -205,12 +227,112 @@ class StudentEncoder(nn.Module):
     ) -> dict[str, Tensor]:
         return self.pad(self.tokenize_ids(texts, prompt, max_length))
 
+    def prompts_for(self, task: str | None = None) -> dict[str, str]:
+        """The named prompts of ``task`` (default: the active adapter); the plain ``prompts`` when the task
+        has none of its own."""
+        task = task or self.task
+        return self.task_prompts.get(task, self.prompts) if task else self.prompts
+
     def prefix(self, prompt: str | None) -> str:
         if prompt is None:
             return ""
-        if prompt not in self.prompts:
-            raise KeyError(f"unknown prompt {prompt!r}; configured prompts: {sorted(self.prompts)}")
-        return self.prompts[prompt]
+        prompts = self.prompts_for()
+        if prompt not in prompts:
+            where = f" of task {self.task!r}" if self.task in self.task_prompts else ""
+            raise KeyError(f"unknown prompt {prompt!r}; configured prompts{where}: {sorted(prompts)}")
+        return prompts[prompt]
+
+    # ------------------------------------------------------------------ task adapters
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the task adapters on the backbone (empty for a plain model)."""
+        return list(self.backbone.peft_config) if _is_peft(self.backbone) else []
+
+    def add_adapter(self, task: str, config, prompts: dict[str, str] | None = None, trainable: bool = True) -> None:
+        """Add a fresh LoRA adapter ``task`` (peft ``LoraConfig``; B = 0, so the model is unchanged) and
+        activate it. Every backbone weight stays frozen; only the adapter's A, B are trainable."""
+        if task in self.adapters:
+            raise ValueError(f"adapter {task!r} exists already (adapters: {self.adapters})")
+        if _is_peft(self.backbone):
+            self.backbone.add_adapter(task, config)
+        else:
+            from peft import get_peft_model
+
+            self.backbone = get_peft_model(self.backbone, config, adapter_name=task)
+        if prompts is not None:
+            self.task_prompts[task] = dict(prompts)
+        if trainable:
+            self._trainable_adapters.add(task)
+        self.set_task(task)
+
+    def load_adapter(self, path: str | Path, task: str, trainable: bool = False) -> None:
+        """Load a peft adapter directory (``adapter_config.json`` + weights) as adapter ``task``."""
+        from peft import PeftModel
+
+        if task in self.adapters:
+            raise ValueError(f"adapter {task!r} exists already (adapters: {self.adapters})")
+        if _is_peft(self.backbone):
+            self.backbone.load_adapter(str(path), adapter_name=task, is_trainable=trainable)
+        else:
+            self.backbone = PeftModel.from_pretrained(self.backbone, str(path), adapter_name=task, is_trainable=trainable)
+        if trainable:
+            self._trainable_adapters.add(task)
+        self.set_task(task)
+
+    def set_task(self, task: str) -> None:
+        """Activate adapter ``task`` (and its prompts); the backbone is not reloaded."""
+        if task not in self.adapters:
+            raise KeyError(f"no adapter {task!r}; adapters: {self.adapters}")
+        self.backbone.set_adapter(task, inference_mode=task not in self._trainable_adapters)
+        self.task = task
+
+    @contextlib.contextmanager
+    def using_task(self, task: str | None) -> Iterator[None]:
+        """Activate adapter ``task`` inside the block, then the previous one again (None: no change)."""
+        previous = self.task
+        if task is not None and task != previous:
+            self.set_task(task)
+        try:
+            yield
+        finally:
+            if previous is not None and self.task != previous:
+                self.set_task(previous)
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """Inside the block the backbone runs without any adapter: the stage-1 (base) model."""
+        if not _is_peft(self.backbone):
+            yield
+            return
+        with self.backbone.disable_adapter():
+            yield
+
+    def for_task(self, task: str) -> TaskEncoder:
+        """A view whose ``encode`` always uses adapter ``task`` (for APIs that only pass ``prompt``)."""
+        if task not in self.adapters:
+            raise KeyError(f"no adapter {task!r}; adapters: {self.adapters}")
+        return TaskEncoder(self, task)
+
+    def merged(self, task: str) -> StudentEncoder:
+        """A plain StudentEncoder (no peft) with adapter ``task`` merged into the weights,
+        W' = W + (alpha / r) B A, and the task's prompts as its prompts. This encoder is unchanged."""
+        if task not in self.adapters:
+            raise KeyError(f"no adapter {task!r}; adapters: {self.adapters}")
+        peft_copy = copy.deepcopy(self.backbone)
+        peft_copy.set_adapter(task)
+        model = peft_copy.merge_and_unload(adapter_names=[task])
+        model.eval()
+        enc = StudentEncoder(
+            model, tokenizer=self.tokenizer, pooling=self.pooling, prompts=self.prompts_for(task),
+            max_length=self.max_length, append_eos=self.append_eos, padding_side=self.tokenizer.padding_side,
+            normalize=self.normalize,
+        )
+        enc.source = f"{self.source}+{task}"
+        return enc
+
+    def base_model(self) -> PreTrainedModel:
+        """The backbone without adapters (a copy when adapters exist; the backbone itself otherwise)."""
+        return copy.deepcopy(self.backbone).unload() if _is_peft(self.backbone) else self.backbone
 
     # ------------------------------------------------------------------ inference API
     @torch.inference_mode()
@@ -222,8 +344,12 @@ class StudentEncoder(nn.Module):
         dim: int | None = None,
         precision: str = "float32",
         progress: bool = False,
+        task: str | None = None,
     ) -> np.ndarray:
         """Embed texts -> numpy (N, dim) (quantized per ``precision``; one text gives (dim,)).
+
+        ``task`` selects the adapter (and its prompts) for this call, e.g.
+        ``encode(texts, task="retrieval", prompt="query")``; None keeps the active one.
 
         Texts are tokenised once and sorted by token length, so each batch pads to its own longest
         text; rows come back in input order. ``dim`` keeps the first ``dim`` components and
@@ -237,19 +363,22 @@ class StudentEncoder(nn.Module):
                 raise ValueError(f"encode: text {i} is {'empty' if isinstance(t, str) else type(t).__name__}")
         if dim is not None and not 0 < dim <= self.dim:
             raise ValueError(f"dim={dim} must be in (0, {self.dim}]")
+        if task is not None and task not in self.adapters:
+            raise KeyError(f"encode: no adapter {task!r}; adapters: {self.adapters}")
         was_training = self.training
         self.eval()
-        ids = self.tokenize_ids(texts, prompt)
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        device = next(self.parameters()).device
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode")
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in self.pad([ids[i] for i in rows]).items()}
-            out[rows] = self(**batch).cpu().numpy()
-            bar.update(len(rows))
-        bar.close()
+        with self.using_task(task):
+            ids = self.tokenize_ids(texts, prompt)
+            order = np.argsort([-len(x) for x in ids], kind="stable")
+            device = next(self.parameters()).device
+            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode")
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
+                batch = {k: v.to(device) for k, v in self.pad([ids[i] for i in rows]).items()}
+                out[rows] = self(**batch).cpu().numpy()
+                bar.update(len(rows))
+            bar.close()
         self.train(was_training)
         if dim is not None and dim < self.dim:
             out = out[:, :dim]
@@ -260,7 +389,9 @@ class StudentEncoder(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def encoder_config(self) -> dict:
-        return {
+        """The encoding settings (``jina5_encoder.json``); adapter keys only when there are adapters,
+        so a plain model's settings (and the teacher-cache / eval fingerprints made of them) never move."""
+        cfg = {
             "pooling": self.pooling,
             "prompts": self.prompts,
             "max_length": self.max_length,
@@ -269,27 +400,91 @@ class StudentEncoder(nn.Module):
             "normalize": self.normalize,
             "source": str(self.source),
         }
+        if self.adapters or self.task_prompts:
+            cfg.update(task_prompts=self.task_prompts, adapters=self.adapters, task=self.task)
+        return cfg
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers module
-        files (pooling, normalisation, prompts), so both ``StudentEncoder.from_pretrained`` and
-        ``sentence_transformers.SentenceTransformer(path)`` load it."""
+        """Write backbone + tokenizer + ``jina5_encoder.json``; ``StudentEncoder.from_pretrained`` loads it.
+
+        Without adapters the sentence-transformers module files (pooling, normalisation, prompts) are
+        written too, so ``sentence_transformers.SentenceTransformer(path)`` loads it. With adapters the
+        directory holds the base weights and ``adapters/<task>/`` (peft format) and no
+        sentence-transformers files (they would load the base model without any adapter): use
+        ``python -m jina5.export`` for a per-task sentence-transformers directory.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(path)
+        self.base_model().save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         (path / JINA5_CONFIG).write_text(json.dumps(self.encoder_config(), indent=2))
-        _write_sentence_transformers_files(path, self)
+        if self.adapters:
+            self.backbone.save_pretrained(str(path / ADAPTERS_DIR))
+            (path / "modules.json").unlink(missing_ok=True)
+        else:
+            _write_sentence_transformers_files(path, self)
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **overrides) -> StudentEncoder:
-        """Load a directory written by ``save_pretrained`` (its settings, overridable by kwargs)."""
+    def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> StudentEncoder:
+        """Load a directory written by ``save_pretrained`` (its settings, overridable by kwargs), with
+        every adapter it holds; the adapter that was active when saved is active again."""
         cfg_file = Path(path) / JINA5_CONFIG
         cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
         cfg.pop("source", None)
+        adapters, task = cfg.pop("adapters", []), cfg.pop("task", None)
         cfg.update(overrides)
-        return cls(str(path), **cfg)
+        enc = cls(str(path), **cfg)
+        for name in adapters:
+            adapter_dir = Path(path) / ADAPTERS_DIR / name
+            if not (adapter_dir / "adapter_config.json").exists():
+                raise FileNotFoundError(f"{cfg_file} lists adapter {name!r} but {adapter_dir} holds no adapter_config.json")
+            enc.load_adapter(adapter_dir, name, trainable=trainable_adapters)
+        if task is not None:
+            enc.set_task(task)
+        return enc
+
+
+class TaskEncoder:
+    """A StudentEncoder bound to one adapter: ``encode(texts, prompt=...)`` always uses ``task``.
+
+    Has the attributes evaluation code reads from an encoder (``prompts``, ``dim``, ``backbone``,
+    ``encoder_config()`` with the task in it, so fingerprints differ per task).
+    """
+
+    def __init__(self, encoder: StudentEncoder, task: str) -> None:
+        self.encoder, self.task = encoder, task
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return self.encoder.prompts_for(self.task)
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.encoder.backbone
+
+    @property
+    def source(self) -> str:
+        return f"{self.encoder.source}+{self.task}"
+
+    def encoder_config(self) -> dict:
+        return {**self.encoder.encoder_config(), "task": self.task}
+
+    def parameters(self):
+        return self.encoder.parameters()
+
+    def encode(self, texts: str | Sequence[str], prompt: str | None = None, **kwargs) -> np.ndarray:
+        return self.encoder.encode(texts, prompt=prompt, task=self.task, **kwargs)
+
+
+def _is_peft(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft ``PeftModel`` (peft cannot have made one if it was never imported)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def _write_sentence_transformers_files(path: Path, enc: StudentEncoder) -> None:

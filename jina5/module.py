@@ -2,7 +2,13 @@
 
     q = f(query tokens)        (B, D)      d = f(document tokens)  (B, D)
     n = f(negative tokens)     (B, K, D)   teacher vectors from the batch (cached, never computed here)
-    total, parts = objective(EmbeddingBatch(q, d, n, t_q, t_d, ...))
+    [b_q, b_d, b_n = f_base(...) under no_grad, adapters disabled: only when a loss requires base_*]
+    total, parts = objective(EmbeddingBatch(q, d, n, t_q, t_d, ..., b_q, b_d, b_n))
+
+The base vectors are the frozen stage-1 model (the student with every adapter disabled), the fixed
+reference of relational distillation (classification adapter). Computed in eval mode by default
+(``base_reference_dropout=False``): a fixed target has no dropout noise, and with a fresh adapter
+(B = 0) an eval-mode student equals its reference exactly.
 
 Learnable pieces of losses (distillation projection psi, a learnable temperature) are parameters of
 ``self.objective`` and so are optimised and checkpointed with the encoder.
@@ -70,6 +76,8 @@ class EmbeddingModule(L.LightningModule):
             global batch (gradients flow to the local slice; DDP's averaging then gives the global
             loss's gradient).
         weight_decay_exclude_1d: no weight decay on biases, norms and scalars.
+        base_reference_dropout: compute the base (adapter-off) reference in train mode, with dropout
+            (default False: eval mode, a deterministic target). The paper is silent.
     """
 
     def __init__(
@@ -80,6 +88,7 @@ class EmbeddingModule(L.LightningModule):
         scheduler: dict | None = None,
         gather_across_devices: bool = True,
         weight_decay_exclude_1d: bool = True,
+        base_reference_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -88,6 +97,8 @@ class EmbeddingModule(L.LightningModule):
         self.scheduler_cfg = dict(scheduler or {"kind": "constant", "warmup_steps": 0})
         self.gather_across_devices = gather_across_devices
         self.weight_decay_exclude_1d = weight_decay_exclude_1d
+        self.base_reference_dropout = base_reference_dropout
+        self.needs_base = any(f.startswith("base_") for f in objective.required_fields())
         self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # ------------------------------------------------------------------ training
@@ -117,15 +128,34 @@ class EmbeddingModule(L.LightningModule):
         n = None
         if batch.get("negatives") is not None:
             n = self.encoder(**batch["negatives"]).view(q.shape[0], batch["negatives_per_query"], -1)  # (B, K, D)
+        base = self.base_embeddings(batch) if self.needs_base else {}
         eb = EmbeddingBatch(
             query=q, document=d, negatives=n,
             teacher_query=batch.get("teacher_query"), teacher_document=batch.get("teacher_document"),
             scores=batch.get("scores"), labels=batch.get("labels"),
-            query_ids=batch.get("query_ids"), document_ids=batch.get("document_ids"),
+            query_ids=batch.get("query_ids"), document_ids=batch.get("document_ids"), **base,
         )
-        if self.gather_across_devices and self.trainer is not None and self.trainer.world_size > 1:
+        trainer = self._trainer  # None outside a fit (the property would raise)
+        if self.gather_across_devices and trainer is not None and trainer.world_size > 1:
             eb = EmbeddingBatch(**{k: gather_with_grad(v) for k, v in vars(eb).items()})
         return eb
+
+    @torch.no_grad()
+    def base_embeddings(self, batch: dict) -> dict[str, Tensor]:
+        """{base_query (B, D), base_document (B, D)[, base_negatives (B, K, D)]}: the student with every
+        adapter disabled (the frozen stage-1 model), without gradients."""
+        was_training = self.encoder.training
+        if not self.base_reference_dropout:
+            self.encoder.eval()
+        try:
+            with self.encoder.adapters_disabled():
+                out = {"base_query": self.encoder(**batch["query"]), "base_document": self.encoder(**batch["document"])}
+                if batch.get("negatives") is not None:
+                    k = batch["negatives_per_query"]
+                    out["base_negatives"] = self.encoder(**batch["negatives"]).view(out["base_query"].shape[0], k, -1)
+        finally:
+            self.encoder.train(was_training)
+        return out
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         total, parts = self.objective(self.embedding_batch(batch))
@@ -159,8 +189,9 @@ class EmbeddingModule(L.LightningModule):
         dev = getattr(self.trainer.datamodule, "dev", None)
         if dev is None or dev.teacher_document is None:
             return
-        t_q = torch.from_numpy(dev.teacher_query).to(q)
-        t_d = torch.from_numpy(dev.teacher_document).to(q)
+        seen = rows.sort().values.cpu()  # the dev rows validated (all, unless limit_val_batches / fast_dev_run)
+        t_q = torch.from_numpy(dev.teacher_query)[seen].to(q)
+        t_d = torch.from_numpy(dev.teacher_document)[seen].to(q)
         distill = find_distillation(self.objective)
         if distill is not None:
             cos = torch.cat([distilled_cosines(distill, q, t_q), distilled_cosines(distill, d, t_d)])

@@ -9,7 +9,10 @@ so every run logs every objective, but it contributes no gradient.
 Batches that lack a loss's inputs: a loss may declare ``requires``, a tuple of EmbeddingBatch field
 names. With ``skip_missing=False`` (default) a batch missing any of them raises a ValueError naming
 the loss and fields; with ``skip_missing=True`` that loss is skipped for the batch and is absent from
-``parts`` (the text-matching adapter switches CoSENT vs InfoNCE + distillation this way, per batch).
+``parts``. ``skip_if_present`` is the other half of a per-batch switch: ``{loss: [fields]}`` skips
+that loss on every batch where any of those fields is present (not None). The text-matching adapter
+switches per batch this way: CoSENT requires ``scores`` (skipped on unscored batches by
+``skip_missing``), InfoNCE and distillation are skipped where ``scores`` is present.
 
 The losses live in an ``nn.ModuleDict``, so their learnable pieces (the distillation projection, a
 learnable temperature) are parameters of the Objective, optimised and checkpointed with the model.
@@ -17,8 +20,9 @@ learnable temperature) are parameters of the Objective, optimised and checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +37,7 @@ class Objective(nn.Module):
         losses: name -> loss module (EmbeddingBatch -> scalar).
         weights: name -> weight >= 0; exactly the same names as ``losses``.
         skip_missing: skip (rather than raise on) a loss whose ``requires`` fields are None.
+        skip_if_present: loss name -> EmbeddingBatch fields; the loss is skipped on batches having any.
 
     ``parts`` maps each computed loss's name to its unweighted value (attached to the graph when the
     weight is nonzero, detached when it is 0). ``total`` is a 0-d tensor; if no loss with a nonzero
@@ -40,7 +45,11 @@ class Objective(nn.Module):
     """
 
     def __init__(
-        self, losses: Mapping[str, nn.Module], weights: Mapping[str, float], skip_missing: bool = False
+        self,
+        losses: Mapping[str, nn.Module],
+        weights: Mapping[str, float],
+        skip_missing: bool = False,
+        skip_if_present: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         losses = {str(k): v for k, v in losses.items()}
@@ -70,6 +79,19 @@ class Objective(nn.Module):
             if self.weights[name] == 0.0:  # no gradient reaches it: freeze it (DDP rejects unused parameters)
                 loss.requires_grad_(False)
         self.skip_missing = skip_missing
+        fields = {f.name for f in dataclasses.fields(EmbeddingBatch)}
+        self.skip_if_present: dict[str, list[str]] = {}
+        for name, present in (skip_if_present or {}).items():
+            if name not in self.losses:
+                raise ValueError(f"Objective: skip_if_present names loss {name!r}; losses are {sorted(self.losses)}")
+            unknown = [f for f in present if f not in fields]
+            if unknown:
+                raise ValueError(f"Objective: skip_if_present[{name!r}] has unknown batch fields {unknown}")
+            self.skip_if_present[str(name)] = [str(f) for f in present]
+
+    def required_fields(self) -> set[str]:
+        """Every EmbeddingBatch field some loss requires (e.g. ``base_query`` for relational distillation)."""
+        return {f for loss in self.losses.values() for f in getattr(loss, "requires", ())}
 
     def missing_fields(self, name: str, batch: EmbeddingBatch) -> list[str]:
         """The fields loss ``name`` requires that are None in ``batch``."""
@@ -79,6 +101,8 @@ class Objective(nn.Module):
         total: Tensor | None = None
         parts: dict[str, Tensor] = {}
         for name, loss in self.losses.items():
+            if any(getattr(batch, f) is not None for f in self.skip_if_present.get(name, ())):
+                continue
             missing = self.missing_fields(name, batch)
             if missing:
                 if self.skip_missing:
@@ -114,13 +138,14 @@ def build_objective(cfg: Mapping) -> Objective:
     ``losses``: name -> Hydra node of a loss; ``weights``: name -> weight; ``binary_aware``: names of
     losses computed on straight-through sign embeddings (``BinaryAware``); ``matryoshka``:
     {enabled, dims, weights}: when enabled every loss is wrapped in ``Matryoshka`` (outermost, so a
-    binary-aware loss is binarised after truncation).
+    binary-aware loss is binarised after truncation); ``skip_missing`` / ``skip_if_present``: the
+    per-batch switches of ``Objective``.
     """
     from hydra.utils import instantiate
 
     from jina5.losses import BinaryAware, Matryoshka
 
-    known = {"losses", "weights", "binary_aware", "matryoshka", "skip_missing"}
+    known = {"losses", "weights", "binary_aware", "matryoshka", "skip_missing", "skip_if_present"}
     unknown = set(cfg) - known
     if unknown:
         raise KeyError(f"unknown objective config keys {sorted(unknown)}; expected {sorted(known)}")
@@ -133,4 +158,6 @@ def build_objective(cfg: Mapping) -> Objective:
     if mrl.get("enabled"):
         dims, weights = list(mrl["dims"]), mrl.get("weights")
         losses = {n: Matryoshka(loss, dims, None if weights is None else list(weights)) for n, loss in losses.items()}
-    return Objective(losses, dict(cfg["weights"]), skip_missing=bool(cfg.get("skip_missing", False)))
+    skip_if_present = {k: list(v) for k, v in (cfg.get("skip_if_present") or {}).items()}
+    return Objective(losses, dict(cfg["weights"]), skip_missing=bool(cfg.get("skip_missing", False)),
+                     skip_if_present=skip_if_present)

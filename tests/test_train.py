@@ -27,7 +27,7 @@ TINY = {
     "qwen3": ["student=qwen3_0_6b", "student.source=tiny:qwen3", "student_dim=32", "student.max_length=48"],
     "eurobert": ["student=eurobert_210m", "student.source=tiny:eurobert", "student_dim=32", "student.max_length=48"],
 }
-TINY_TEACHER = ["teacher.source=tiny:mpnet", "teacher_dim=32"]
+TINY_TEACHER = ["teacher.source=tiny:mpnet", "teacher_dim=32", "objective.matryoshka.dims=[8,16,32]"]
 
 
 def run_cfg(tmp_path: Path, *overrides: str, student: str = "bert"):

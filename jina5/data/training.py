@@ -4,7 +4,15 @@
       --OneDatasetPerStep--> [row ids of one dataset] --PairCollator--> tensors for the module
 
 Every step draws ONE dataset (probability proportional to its row count, or to its configured
-weight) and takes that dataset's batch size and max lengths, as the paper does. The batch stream is a
+weight) and takes that dataset's batch size and max lengths, as the paper does.
+
+A dataset is a bundled corpus (``name``; its train split) or any ``load_source`` source (``source``:
+``hf:<name>[:<config>]:<split>`` or a local file / directory, with a ``columns`` mapping), used as it
+is. Rows come as given pairs (query -> document [+ negatives, score]), as (first sentence, rest) of
+unlabeled documents (``unlabeled``), or as label triplets (``label_triplets``: anchor, a same-label
+positive and ``label_negatives`` other-label negatives, from labelled texts; the classification
+adapter). With ``hard_negatives`` set, every dataset without negatives of its own gets mined ones
+(``jina5.data.hard_negatives``; the stage-1 model = the student with its adapters disabled). The batch stream is a
 pure function of (seed, step), so a resumed run continues with exactly the batches an uninterrupted
 run would have seen, and each DDP rank takes its own rows of the same dataset at the same step.
 """
@@ -17,12 +25,15 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import datasets
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
 from jina5.data.schema import normalise_text
+from jina5.data.sources import load_source
 from jina5.data.splits import load_split
 from jina5.encoder import StudentEncoder
 from jina5.teacher import Teacher, TeacherCache
@@ -32,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DatasetSpec:
-    """One training dataset of the mix (a bundled corpus name) and its per-step settings."""
+    """One training dataset of the mix (a bundled corpus name, or a source) and its per-step settings."""
 
     name: str
     batch_size: int = 32
@@ -41,6 +52,11 @@ class DatasetSpec:
     max_rows: int | None = None  # cap on training rows (CPU budget); None = all
     weight: float | None = None  # sampling weight; None = proportional to rows
     unlabeled: bool = False  # document-only corpus: pairs made as (first sentence, rest)
+    source: str | None = None  # hf:<name>[:<config>]:<split> | local file/dir; None = bundled corpus `name`
+    columns: dict[str, str] | None = None  # source column -> schema column, e.g. {sentence1: query}
+    task: str | None = None  # schema task of source rows that carry none (e.g. sts)
+    label_triplets: bool = False  # rows = (anchor, same-label positive, other-label negatives)
+    label_negatives: int = 7  # other-label negatives per anchor (paper: 7)
 
 
 @dataclass
@@ -71,9 +87,58 @@ def split_first_sentence(text: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+def label_triplets(
+    texts: Sequence[str], labels: Sequence[str], anchors: Sequence[int], n_negatives: int, seed: int
+) -> tuple[list[str], list[str], list[list[str]], list[str]]:
+    """(anchor, positive, negatives, label) rows for the ``anchors`` (indices into texts): the positive a
+    seeded draw among the anchor's other same-label texts, the negatives ``n_negatives`` draws (without
+    replacement) among texts of any other label. Anchors whose label has no other text are skipped."""
+    labels_arr = np.asarray(labels, dtype=object)
+    keys = [normalise_text(t) for t in texts]
+    by_label: dict[str, np.ndarray] = {lab: np.flatnonzero(labels_arr == lab) for lab in sorted(set(labels))}
+    if len(by_label) < 2:
+        raise ValueError(f"label triplets need at least 2 labels, got {sorted(by_label)}")
+    queries, documents, negatives, out_labels = [], [], [], []
+    for a in anchors:
+        rng = np.random.default_rng([seed, int(a)])
+        same = [j for j in by_label[labels[a]] if keys[j] != keys[a]]
+        if not same:
+            continue
+        other = np.flatnonzero(labels_arr != labels[a])
+        queries.append(texts[a])
+        documents.append(texts[int(rng.choice(same))])
+        negatives.append([texts[j] for j in rng.choice(other, size=min(n_negatives, len(other)), replace=False)])
+        out_labels.append(labels[a])
+    return queries, documents, negatives, out_labels
+
+
+def load_rows(spec: DatasetSpec, split: str = "train", split_seed: int = 0) -> datasets.Dataset:
+    """The schema rows of a spec: its source as it is (``spec.source``), else the bundled corpus's split."""
+    if spec.source:
+        return load_source(spec.source, spec.columns, task=spec.task, dataset=spec.name, drop_incomplete=True)
+    return load_split(spec.name, split, seed=split_seed)
+
+
+def _cap(n: int, max_rows: int | None, seed: int) -> np.ndarray:
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+
+
 def load_pair_table(spec: DatasetSpec, split: str = "train", split_seed: int = 0, row_seed: int = 0) -> PairTable:
-    """Rows of ``spec.name``'s ``split``, capped at ``max_rows`` by a seeded draw (counted in the log)."""
-    ds = load_split(spec.name, split, seed=split_seed)
+    """Rows of ``spec.name``'s ``split`` (or of ``spec.source``), capped at ``max_rows`` by a seeded draw
+    (counted in the log)."""
+    ds = load_rows(spec, split, split_seed)
+    if spec.label_triplets:
+        texts, labels = list(ds["document"]), list(ds["label"])
+        usable = [i for i, (t, lab) in enumerate(zip(texts, labels, strict=True)) if t.strip() and lab.strip()]
+        anchors = [usable[i] for i in _cap(len(usable), spec.max_rows, row_seed)]
+        if len(anchors) < len(usable):
+            log.info("%s/%s: using %d of %d labelled texts as anchors (max_rows)", spec.name, split, len(anchors), len(usable))
+        q, d, n, lab = label_triplets(texts, labels, anchors, spec.label_negatives, row_seed)
+        if len(q) < len(anchors):
+            log.info("%s: %d anchors have no other text of their label; skipped", spec.name, len(anchors) - len(q))
+        return PairTable(spec, q, d, n, [None] * len(q), lab)
     queries, documents = list(ds["query"]), list(ds["document"])
     negatives, scores, labels = list(ds["negatives"]), list(ds["score"]), list(ds["label"])
     if spec.unlabeled:
@@ -103,6 +168,30 @@ def attach_teacher(tables: Sequence[PairTable], query_cache: TeacherCache, docum
     for t in tables:
         t.teacher_query = query_cache.get(t.queries)
         t.teacher_document = document_cache.get(t.documents)
+
+
+def attach_hard_negatives(table: PairTable, encoder: StudentEncoder, cfg: MiningConfig) -> None:
+    """Mine ``cfg.num_negatives`` hard negatives per row of ``table`` (module doc of
+    ``jina5.data.hard_negatives``) with the stage-1 model: ``encoder`` with every adapter disabled,
+    over the table's documents deduplicated on normalised text."""
+    keys = [normalise_text(d) for d in table.documents]
+    unique: dict[str, int] = {}
+    corpus: list[str] = []
+    for key, doc in zip(keys, table.documents, strict=True):
+        if key not in unique:
+            unique[key] = len(corpus)
+            corpus.append(doc)
+    positive = [unique[k] for k in keys]
+    with encoder.adapters_disabled():
+        q = encoder.encode(table.queries, prompt="query", batch_size=cfg.batch_size)
+        d = encoder.encode(corpus, prompt="document", batch_size=cfg.batch_size)
+    mined, stats = mine_hard_negatives(q, d, positive, cfg)
+    table.negatives = [[corpus[j] for j in row] for row in mined]
+    log.info("%s: mined %d hard negatives per row for %d rows over %d documents (ranks %s); dropped %d "
+             "candidates as likely false negatives (margin %.3g), %d as near-duplicates of the positive; "
+             "%d taken outside the rank window; %d rows got fewer", table.spec.name, cfg.num_negatives,
+             stats.rows, len(corpus), list(cfg.rank_range), stats.dropped_margin, cfg.margin,
+             stats.dropped_near_duplicate, stats.from_top_up, stats.short_rows)
 
 
 def text_id(text: str) -> int:
@@ -238,6 +327,9 @@ class PairDataModule(L.LightningDataModule):
         dev_datasets / dev_pairs: corpora whose dev split gives ``dev_pairs`` pairs each.
         split_seed: the data split's seed (fixed across training seeds, so evaluation never moves).
         seed: the batch stream's seed.
+        hard_negatives: ``MiningConfig`` kwargs: mine negatives for every dataset without its own
+            (None: no mining).
+        max_rows_cap: a cap on every dataset's rows on top of its own ``max_rows`` (smoke runs).
     """
 
     def __init__(
@@ -252,9 +344,20 @@ class PairDataModule(L.LightningDataModule):
         split_seed: int = 0,
         seed: int = 0,
         num_workers: int = 0,
+        hard_negatives: dict | None = None,
+        max_rows_cap: int | None = None,
     ) -> None:
         super().__init__()
         self.specs = [DatasetSpec(**d) for d in datasets]
+        if max_rows_cap is not None:
+            for spec in self.specs:
+                spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
+        self.mining = None
+        if hard_negatives is not None:
+            mining = dict(hard_negatives)
+            if "rank_range" in mining:
+                mining["rank_range"] = tuple(mining["rank_range"])
+            self.mining = MiningConfig(**mining)
         self.encoder, self.teacher = encoder, teacher
         self.query_instruction, self.document_instruction = query_instruction, document_instruction
         self.dev_datasets, self.dev_pairs = list(dev_datasets), dev_pairs
@@ -274,6 +377,10 @@ class PairDataModule(L.LightningDataModule):
         if self.tables:
             return
         self.tables = [load_pair_table(s, "train", self.split_seed, self.seed) for s in self.specs]
+        if self.mining is not None:
+            for table in self.tables:
+                if not any(table.negatives):
+                    attach_hard_negatives(table, self.encoder, self.mining)
         dev_q, dev_d = [], []
         for name in self.dev_datasets:
             table = load_pair_table(DatasetSpec(name, max_rows=self.dev_pairs), "dev", self.split_seed, 0)

@@ -16,6 +16,7 @@ Learnable pieces of losses (distillation projection psi, a learnable temperature
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from torch import Tensor, nn
 from jina5.encoder import StudentEncoder
 from jina5.losses import EmbeddingBatch, EmbeddingDistillation
 from jina5.objective import Objective
+
+log = logging.getLogger(__name__)
 
 
 def lr_lambda(kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
@@ -78,6 +81,10 @@ class EmbeddingModule(L.LightningModule):
         weight_decay_exclude_1d: no weight decay on biases, norms and scalars.
         base_reference_dropout: compute the base (adapter-off) reference in train mode, with dropout
             (default False: eval mode, a deterministic target). The paper is silent.
+        projection_warm_start: before a fresh run, fit the distillation projection psi by ridge least
+            squares on this many training texts (half queries, half documents) and their cached teacher
+            vectors (``EmbeddingDistillation.fit_projection``); 0 keeps psi's random init. Skipped when
+            psi is frozen or absent, and on resume. The paper is silent.
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class EmbeddingModule(L.LightningModule):
         gather_across_devices: bool = True,
         weight_decay_exclude_1d: bool = True,
         base_reference_dropout: bool = False,
+        projection_warm_start: int = 0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -98,10 +106,34 @@ class EmbeddingModule(L.LightningModule):
         self.gather_across_devices = gather_across_devices
         self.weight_decay_exclude_1d = weight_decay_exclude_1d
         self.base_reference_dropout = base_reference_dropout
+        self.projection_warm_start = projection_warm_start
         self.needs_base = any(f.startswith("base_") for f in objective.required_fields())
         self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        if self.projection_warm_start and self.trainer.ckpt_path is None:
+            self.warm_start_projection(self.projection_warm_start)
+
+    def warm_start_projection(self, n_texts: int) -> None:
+        """Fit psi on a seeded sample of the training mix's texts (see ``projection_warm_start``)."""
+        distill = find_distillation(self.objective)
+        tables = getattr(self.trainer.datamodule, "tables", [])
+        if distill is None or distill.side != "student" or not distill.proj.weight.requires_grad:
+            return
+        if not tables or tables[0].teacher_query is None:
+            return
+        rng = np.random.default_rng(0)
+        keys = [(t, r) for t, table in enumerate(tables) for r in range(len(table))]
+        picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
+        queries = self.encoder.encode([tables[t].queries[r] for t, r in picks], prompt="query")
+        documents = self.encoder.encode([tables[t].documents[r] for t, r in picks], prompt="document")
+        teacher = np.concatenate([np.stack([tables[t].teacher_query[r] for t, r in picks]),
+                                  np.stack([tables[t].teacher_document[r] for t, r in picks])])
+        student = torch.from_numpy(np.concatenate([queries, documents]))
+        cos = distill.fit_projection(student.to(self.device), torch.from_numpy(teacher).to(self.device))
+        log.info("projection warm start on %d texts: mean cos(psi(s), t) = %.3f", len(student), cos)
+
     def on_train_start(self) -> None:
         self.encoder.train()  # HF backbones load in eval mode; fine-tuning uses their dropout
 

@@ -116,6 +116,14 @@ def load_stage1_projection(objective: Objective, run_dir: str | Path) -> None:
     log.info("init_from %s: distillation projection loaded (%s), trainable=%s", run_dir, sorted(found), any(requires_grad))
 
 
+def module_options(cfg: DictConfig) -> dict:
+    """``cfg.module``; a stage-2 run keeps its stage-1 projection, so no warm start there."""
+    options = OmegaConf.to_container(cfg.get("module") or {})
+    if cfg.get("init_from"):
+        options["projection_warm_start"] = 0
+    return options
+
+
 def build(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[EmbeddingModule, L.LightningDataModule, L.Trainer]:
     """Student, teacher, data, objective and trainer from the config (nothing runs yet)."""
     encoder = build_student(cfg)
@@ -130,7 +138,7 @@ def build(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[Embedd
         load_stage1_projection(objective, cfg.init_from)
     module = EmbeddingModule(
         encoder, objective, optimizer=instantiate(cfg.optimizer),
-        scheduler=OmegaConf.to_container(cfg.scheduler), **OmegaConf.to_container(cfg.get("module") or {}),
+        scheduler=OmegaConf.to_container(cfg.scheduler), **module_options(cfg),
     )
     all_callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(callbacks)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=instantiate(cfg.logger))

@@ -146,3 +146,12 @@ def test_lr_schedule_values():
                                                    0.55, round(0.1 + 0.9 * 0.5 * (1 - 0.7071067811865476), 6), 0.1]
     g = lr_lambda("linear", 0, 4, 0.0)
     assert [g(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_projection_warm_start_fits_psi_before_step_0(tmp_path):
+    def teacher_cos(n_texts: int) -> float:
+        summary = train(run_cfg(tmp_path / str(n_texts), "experiment=ablation/pure_distill", "trainer.max_steps=1",
+                                "trainer.val_check_interval=1", "optimizer.lr=1e-12", f"module.projection_warm_start={n_texts}"))
+        return summary["metrics"]["val/teacher_cos"]
+
+    assert teacher_cos(512) > teacher_cos(0) + 0.1

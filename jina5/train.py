@@ -173,7 +173,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     # Under ddp_spawn this process only gets rank 0's weights back: the step and metrics come from disk.
     state = json.loads(final.path.read_text())
     summary = {"run_dir": str(run_dir), "experiment": cfg.experiment_name, "seed": cfg.seed,
-               "steps": state["global_step"], "train_seconds": round(seconds, 1), "metrics": state["metrics"]}
+               "steps": state["global_step"], "train_seconds": state["train_seconds"],
+               "fit_seconds": round(seconds, 1), "metrics": state["metrics"]}
     if average is not None and average[0] == "step" and state["global_step"] <= average[1]:
         log.warning("adapter.average_with=%s: the run ended at step %d, before that checkpoint; final weights are "
                     "last.ckpt's (no averaging)", adapter.average_with, state["global_step"])
@@ -183,7 +184,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     if cfg.export:
         encoder.save_pretrained(run_dir / "encoder")
     done_file.write_text(json.dumps(summary, indent=2))
-    log.info("finished %s: %d steps in %.0f s", run_dir, state["global_step"], seconds)
+    log.info("finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)", run_dir,
+             state["global_step"], state["train_seconds"], seconds)
     return summary
 
 
@@ -204,17 +206,24 @@ def average_final_weights(module: EmbeddingModule, trainer: L.Trainer, run_dir: 
 
 class FinalState(L.Callback):
     """At the end of fit, in every training process: save ``checkpoints/last.ckpt`` and (rank 0)
-    ``final_state.json`` with the global step and the last logged metrics."""
+    ``final_state.json`` with the global step, the last logged metrics and the training loop's wall
+    time (``train_seconds``: from the first step's start, so without data setup and teacher caching)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.path = run_dir / "final_state.json"
+        self.start = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            self.path.write_text(json.dumps({"global_step": trainer.global_step, "metrics": metrics}))
+            seconds = round(time.perf_counter() - self.start, 1)
+            self.path.write_text(json.dumps({"global_step": trainer.global_step, "metrics": metrics,
+                                             "train_seconds": seconds}))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

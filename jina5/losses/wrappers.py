@@ -30,11 +30,20 @@ from jina5.losses._util import unit
 from jina5.losses.batch import EmbeddingBatch
 
 
-def _inner_requires(inner: nn.Module) -> tuple[str, ...]:
-    return tuple(getattr(inner, "requires", ()))
+class _Wrapper(nn.Module):
+    """A loss around an inner loss: passes through its ``requires`` and ``log_values``."""
+
+    inner: nn.Module
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return tuple(getattr(self.inner, "requires", ()))
+
+    def log_values(self) -> dict[str, Tensor]:
+        return self.inner.log_values() if hasattr(self.inner, "log_values") else {}
 
 
-class Matryoshka(nn.Module):
+class Matryoshka(_Wrapper):
     """L = sum_k w_k * inner(batch truncated to dims[k] and re-normalised); see the module docstring.
 
     Args:
@@ -55,13 +64,6 @@ class Matryoshka(nn.Module):
             raise ValueError(f"Matryoshka got {len(weights)} weights for {len(dims)} dims {dims}")
         self.inner, self.dims, self.weights = inner, dims, weights
 
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return _inner_requires(self.inner)
-
-    def log_values(self) -> dict[str, Tensor]:
-        return self.inner.log_values() if hasattr(self.inner, "log_values") else {}
-
     def forward(self, batch: EmbeddingBatch) -> Tensor:
         too_big = [d for d in self.dims if d > batch.dim]
         if too_big:
@@ -78,7 +80,7 @@ def straight_through_sign(z: Tensor) -> Tensor:
     return z + (b - z).detach()
 
 
-class BinaryAware(nn.Module):
+class BinaryAware(_Wrapper):
     """inner(batch with student vectors replaced by straight-through sign(z)/sqrt(D)); see module doc.
 
     Args:
@@ -88,13 +90,6 @@ class BinaryAware(nn.Module):
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return _inner_requires(self.inner)
-
-    def log_values(self) -> dict[str, Tensor]:
-        return self.inner.log_values() if hasattr(self.inner, "log_values") else {}
 
     def forward(self, batch: EmbeddingBatch) -> Tensor:
         return self.inner(batch.map_student(straight_through_sign))

@@ -426,6 +426,17 @@ def _task_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _mean_row(frame: pd.DataFrame, level: str, task: str, dataset: str | None, name: str,
+              metric: str | None) -> dict:
+    """One aggregate row: the mean of ``frame``'s value columns, its summed seconds, any-cached."""
+    return {
+        "level": level, "task": task, "dataset": dataset, "language": None, "task_name": name, "metric": metric,
+        "full_dim": frame["full_dim"].iloc[0], "min_dim": frame["min_dim"].iloc[0],
+        "seconds": frame["seconds"].sum(), "cached": bool(frame["cached"].any()),
+        **frame[list(SUMMARY_COLUMNS)].mean().to_dict(),
+    }
+
+
 def summarise(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     """Main-metric table of one run's records, with data-set means, task-type and overall averages.
 
@@ -457,59 +468,19 @@ def summarise(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
         datasets_rows = []
         for dataset, g in t.groupby("dataset", sort=False):
             out.append(g)
-            agg = g[list(SUMMARY_COLUMNS)].mean().to_dict()
-            row = {
-                "level": "dataset",
-                "task": task_type,
-                "dataset": dataset,
-                "language": None,
-                "task_name": f"{task_type}/{dataset} (mean of {len(g)})",
-                "metric": MAIN_METRIC.get(task_type),
-                "full_dim": g["full_dim"].iloc[0],
-                "min_dim": g["min_dim"].iloc[0],
-                "seconds": g["seconds"].sum(),
-                "cached": bool(g["cached"].any()),
-                **agg,
-            }
+            row = _mean_row(g, "dataset", task_type, dataset, f"{task_type}/{dataset} (mean of {len(g)})",
+                            MAIN_METRIC.get(task_type))
             datasets_rows.append(row)
             if len(g) > 1:
                 out.append(pd.DataFrame([row]))
         d = pd.DataFrame(datasets_rows)
-        type_row = {
-            "level": "type",
-            "task": task_type,
-            "dataset": None,
-            "language": None,
-            "task_name": f"{task_type} average ({len(d)} datasets)",
-            "metric": MAIN_METRIC.get(task_type),
-            "full_dim": d["full_dim"].iloc[0],
-            "min_dim": d["min_dim"].iloc[0],
-            "seconds": d["seconds"].sum(),
-            "cached": bool(d["cached"].any()),
-            **d[list(SUMMARY_COLUMNS)].mean().to_dict(),
-        }
+        type_row = _mean_row(d, "type", task_type, None, f"{task_type} average ({len(d)} datasets)",
+                             MAIN_METRIC.get(task_type))
         type_rows.append(type_row)
         out.append(pd.DataFrame([type_row]))
     types = pd.DataFrame(type_rows)
-    out.append(
-        pd.DataFrame(
-            [
-                {
-                    "level": "overall",
-                    "task": "overall",
-                    "dataset": None,
-                    "language": None,
-                    "task_name": f"overall (mean of {len(types)} task types)",
-                    "metric": None,
-                    "full_dim": types["full_dim"].iloc[0],
-                    "min_dim": types["min_dim"].iloc[0],
-                    "seconds": types["seconds"].sum(),
-                    "cached": bool(types["cached"].any()),
-                    **types[list(SUMMARY_COLUMNS)].mean().to_dict(),
-                }
-            ]
-        )
-    )
+    out.append(pd.DataFrame([_mean_row(types, "overall", "overall", None,
+                                       f"overall (mean of {len(types)} task types)", None)]))
     table = pd.concat(out, ignore_index=True)
     for col, drop in (("binary", "binary_drop"), ("int8", "int8_drop"), ("min_dim_score", "min_dim_drop")):
         table[drop] = (table["score"] - table[col]) / table["score"]

@@ -36,11 +36,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from jina5.adapters import adapter_settings, check_task, lora_config
 from jina5.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, parse_average_with
+from jina5.csv_logger import AlignLogStep, ResumableCSVLogger
 from jina5.encoder import StudentEncoder
 from jina5.module import EmbeddingModule, find_distillation
 from jina5.objective import Objective, build_objective
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_step(ckpt_path: str | None) -> int:
+    """``global_step`` of a Lightning checkpoint (0 for None); memory-mapped, so big ones load cheaply."""
+    if ckpt_path is None:
+        return 0
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -166,8 +174,11 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
 
     final = FinalState(run_dir)
     start = time.perf_counter()
-    trainer.callbacks.append(final)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
+    trainer.callbacks.extend([final, AlignLogStep()])
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, run_dir)
+    if isinstance(trainer.logger, ResumableCSVLogger):
+        trainer.logger.keep_before_step = checkpoint_step(ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
 
     # Under ddp_spawn this process only gets rank 0's weights back: the step and metrics come from disk.

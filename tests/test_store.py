@@ -133,3 +133,42 @@ def test_git_commit_best_effort(monkeypatch):
         assert store_mod.git_commit() is None
     finally:
         store_mod.git_commit.cache_clear()
+
+
+def test_config_is_written_once_per_run_and_joined_back(tmp_path):
+    path = tmp_path / "results.jsonl"
+    store = ResultsStore(path)
+    for task in ("sts", "retrieval", "clustering"):  # the suite appends task by task
+        store.append(_records({(64, "float32"): 0.5, (32, "float32"): 0.4}, task=task), _run("a"))
+    changed = _run("b")
+    changed["config"] = {"lr": 2e-4}
+    store.append(_records({(64, "float32"): 0.6}), changed)
+
+    assert store.runs_path == tmp_path / "results.runs.jsonl"
+    runs = [json.loads(line) for line in store.runs_path.read_text().splitlines()]
+    assert [r["run_id"] for r in runs] == ["a", "b"]
+    assert all("config" not in json.loads(line) for line in path.read_text().splitlines())
+
+    df = store.read()
+    assert len(df) == 7
+    assert all(c == _run("a")["config"] for c in df.loc[df["run_id"] == "a", "config"])
+    assert df.loc[df["run_id"] == "b", "config"].tolist() == [{"lr": 2e-4}]
+    # a second writer of the same run (another process) re-states the config; the last one wins
+    again = _run("a")
+    again["config"] = {"lr": 3e-4}
+    ResultsStore(path).append(_records({(64, "binary"): 0.3}), again)
+    assert all(c == {"lr": 3e-4} for c in store.read(run_id="a")["config"])
+
+
+def test_legacy_inline_config_and_torn_run_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    legacy = {**_run("old"), **_records({(64, "float32"): 0.5})[0]}  # config on the metric line
+    path.write_text(json.dumps(legacy) + "\n")
+    store = ResultsStore(path)
+    store.append(_records({(64, "float32"): 0.7}), _run("new"))
+    df = store.read()
+    assert df["config"].tolist() == [_run("old")["config"], _run("new")["config"]]
+    with store.runs_path.open("a") as f:
+        f.write('{"run_id": "torn", "con\n')
+    with pytest.raises(ValueError, match=r"results\.runs\.jsonl:2: malformed run line"):
+        store.read()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import pytest
 import torch
 from helpers import CONF_DIR, compose
@@ -107,6 +108,12 @@ def test_resume_from_last_ckpt_matches_unbroken_run(tmp_path):
         assert first_half.losses[step] == pytest.approx(unbroken.losses[step], rel=1e-6)
     for step in (4, 5, 6):
         assert second_half.losses[step] == pytest.approx(unbroken.losses[step], rel=1e-5), step
+    # the resumed run's metrics.csv still holds the curve before the interruption, each step once
+    logged = [pd.read_csv(tmp_path / run / "runs" / "combined-seed0" / "logs" / "metrics.csv") for run in ("a", "b")]
+    for name in ("train/loss", "val/ndcg@10"):
+        a, b = (df.dropna(subset=[name]).set_index("step")[name] for df in logged)
+        assert b.index.tolist() == a.index.tolist() and len(a) >= (6 if name == "train/loss" else 2), name
+        assert b.to_numpy() == pytest.approx(a.to_numpy(), rel=1e-5), name
 
 
 def test_nan_loss_stops_naming_step_and_dataset(tmp_path, monkeypatch):

@@ -1,15 +1,22 @@
 """Results store: one JSON line per metric value; the only interface between runs and tables.
 
-Each line holds the required fields :data:`REQUIRED` (run_id, experiment, seed, model, task,
-dataset, language, split, metric, dim, precision, value), ``model_fingerprint`` (defaults to
-``model``), the run's resolved ``config`` (dict), ``git_commit`` (``git rev-parse HEAD`` of the
-code's checkout, None outside a repository) and ``time`` (ISO 8601, UTC), plus any extra
-fields of the record (e.g. ``relative_drop``). A required field may be None (e.g. ``language``
-for a monolingual set) but must be present, in the record or in the run.
+Each line of ``results.jsonl`` holds the required fields :data:`REQUIRED` (run_id, experiment,
+seed, model, task, dataset, language, split, metric, dim, precision, value), ``model_fingerprint``
+(defaults to ``model``), ``git_commit`` (``git rev-parse HEAD`` of the code's checkout, None
+outside a repository) and ``time`` (ISO 8601, UTC), plus any extra fields of the record (e.g.
+``relative_drop``). A required field may be None (e.g. ``language`` for a monolingual set) but
+must be present, in the record or in the run.
 
-Appends open the file with O_APPEND and issue one ``write`` per line followed by ``fsync``, so
+The run's resolved ``config`` (a few KB) is written once per run to the sidecar
+``results.runs.jsonl`` (``{"run_id", "time", "config"}``; the last line per run_id wins) instead of
+on each of the run's ~1,000 metric lines, and :meth:`ResultsStore.read` joins it back as the
+``config`` column. Keep the two files together. A metric line that carries its own ``config``
+(older stores) keeps it.
+
+Appends open the files with O_APPEND and issue one ``write`` per line followed by ``fsync``, so
 concurrent writers on a local file system do not interleave lines, and a crash loses at most
-the line being written (which :meth:`ResultsStore.read` then reports by line number).
+the line being written (which :meth:`ResultsStore.read` then reports by line number). The run
+line is written before the run's metric lines, so no metric line lacks its config.
 """
 
 from __future__ import annotations
@@ -65,19 +72,62 @@ def _plain_config(config: Any) -> dict:
     return dict(config)
 
 
+def runs_path_for(path: Path) -> Path:
+    """The run-config sidecar of a results file: ``results.jsonl`` -> ``results.runs.jsonl``."""
+    return path.with_name(f"{path.stem}.runs{path.suffix or '.jsonl'}")
+
+
+def _append_lines(path: Path, lines: list[dict]) -> None:
+    """Append JSON lines with O_APPEND, one ``write`` per line, then ``fsync``."""
+    encoded = [(json.dumps(line, default=str) + "\n").encode() for line in lines]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for data in encoded:
+            view = memoryview(data)
+            while view:  # one write per line; loop only on a (rare) short write
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_lines(path: Path, what: str, required: tuple[str, ...]) -> list[dict]:
+    """Parse a JSON-lines file; a torn or incomplete line raises naming ``path:line``."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: malformed {what} line ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: {what} line is not a JSON object")
+            missing = [f for f in required if f not in row]
+            if missing:
+                raise ValueError(f"{path}:{lineno}: missing required field(s) {missing}")
+            rows.append(row)
+    return rows
+
+
 class ResultsStore:
-    """Append-only JSON-lines results file; see the module docstring for the line schema."""
+    """Append-only JSON-lines results file + run-config sidecar; see the module docstring."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.runs_path = runs_path_for(self.path)
+        self._configs_written: dict[str, dict] = {}  # run_id -> config this object already wrote
 
     # ------------------------------------------------------------------ writing
     def lines_for(self, records: Iterable[Mapping], run: Mapping) -> list[dict]:
-        """The full lines :meth:`append` would write for ``records`` of ``run`` (validated)."""
+        """The metric lines :meth:`append` would write for ``records`` of ``run`` (validated)."""
         base = {k: v for k, v in run.items() if k != "config"}
         base.setdefault("model_fingerprint", run.get("model"))
         base.setdefault("git_commit", git_commit())
-        base["config"] = _plain_config(run.get("config"))
         base["time"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         lines = []
         for i, rec in enumerate(records):
@@ -97,44 +147,30 @@ class ResultsStore:
         """Append one JSON line per record (record fields override run fields); returns the count.
 
         All lines are built and validated before the first write, so a bad record writes nothing.
+        The run's config goes to the sidecar once per (store object, run_id, config).
         """
-        encoded = [
-            (json.dumps(line, default=str, sort_keys=False) + "\n").encode()
-            for line in self.lines_for(records, run)
-        ]
-        if not encoded:
+        lines = self.lines_for(records, run)
+        if not lines:
             return 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            for data in encoded:
-                view = memoryview(data)
-                while view:  # one write per line; loop only on a (rare) short write
-                    view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return len(encoded)
+        config = _plain_config(run.get("config"))
+        run_id = str(lines[0]["run_id"])
+        if self._configs_written.get(run_id) != config:
+            _append_lines(self.runs_path, [{"run_id": run_id, "time": lines[0]["time"], "config": config}])
+            self._configs_written[run_id] = config
+        _append_lines(self.path, lines)
+        return len(lines)
 
     # ------------------------------------------------------------------ reading
     def _rows(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        rows = []
-        with self.path.open(encoding="utf-8") as f:
-            for lineno, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}:{lineno}: malformed results line ({e.msg})") from e
-                if not isinstance(row, dict):
-                    raise ValueError(f"{self.path}:{lineno}: results line is not a JSON object")
-                missing = [f for f in REQUIRED if f not in row]
-                if missing:
-                    raise ValueError(f"{self.path}:{lineno}: missing required field(s) {missing}")
-                rows.append(row)
+        rows = _read_lines(self.path, "results", REQUIRED)
+        if rows:
+            configs = {
+                str(r["run_id"]): r["config"]
+                for r in _read_lines(self.runs_path, "run", ("run_id", "config"))
+            }
+            for row in rows:
+                if "config" not in row:
+                    row["config"] = configs.get(str(row["run_id"]))
         return rows
 
     def read(self, **filters: Any) -> pd.DataFrame:

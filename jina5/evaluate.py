@@ -45,6 +45,15 @@ class LoadedModel:
     train_config: dict | None = None
 
 
+def run_label(train_cfg: DictConfig) -> str:
+    """The experiment a training run is reported as: its ``run_name`` without ``-seed<seed>``, so a run
+    given its own name (``combined-lr3e-4-seed0``) is not merged with ``combined``; else ``experiment_name``."""
+    name, suffix = train_cfg.get("run_name"), f"-seed{train_cfg.get('seed')}"
+    if not name:
+        return train_cfg.get("experiment_name")
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
 def load_model(cfg: DictConfig) -> LoadedModel:
     """Resolve ``cfg.model`` (module docstring) into a StudentEncoder plus its run identity."""
     spec = str(cfg.model)
@@ -56,8 +65,8 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     elif path.is_dir() and (path / "encoder").is_dir():
         train_cfg = OmegaConf.load(path / "config.yaml") if (path / "config.yaml").exists() else None
         train_dict = OmegaConf.to_container(train_cfg, resolve=False) if train_cfg is not None else None
-        experiment = train_cfg.get("experiment_name") if train_cfg is not None else None
         seed = train_cfg.get("seed") if train_cfg is not None else None
+        experiment = run_label(train_cfg) if train_cfg is not None else None
         loaded = LoadedModel(
             StudentEncoder.from_pretrained(path / "encoder"),
             str(path),

@@ -8,7 +8,8 @@
 The run directory (``outputs/runs/<experiment>-seed<seed>``) receives ``checkpoints/last.ckpt`` (and
 the best), ``encoder/`` (the exported student), ``config.yaml`` (the resolved config), the CSV
 training log and ``done.json`` (steps, wall time, last metrics). A rerun resumes from ``last.ckpt``
-and skips a run whose ``done.json`` exists.
+and skips a run whose ``done.json`` exists, after checking that the directory's ``config.yaml`` holds the
+same settings (``jina5.run_config``; ``trainer.max_steps`` may grow: that extends the run).
 
 Stage 2 (``adapter`` config set, experiments ``adapter/<task>``): the student is the stage-1 run's
 ``encoder/`` (``init_from``; without it a fresh adapter goes on the configured student, logged), a
@@ -40,6 +41,7 @@ from jina5.csv_logger import AlignLogStep, ResumableCSVLogger
 from jina5.encoder import StudentEncoder
 from jina5.module import EmbeddingModule, find_distillation
 from jina5.objective import Objective, build_objective
+from jina5.run_config import check_same_run
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +159,16 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Fit (resuming from last.ckpt when there is one), then write checkpoint, encoder, config, done.json."""
     run_dir = Path(cfg.paths.output_dir)
     done_file = run_dir / "done.json"
+    reuses = (cfg.skip_done and done_file.exists()) or resolve_checkpoint(cfg.ckpt_path, run_dir) is not None
+    if reuses:
+        check_same_run(cfg, run_dir)
     if cfg.skip_done and done_file.exists():
-        log.info("%s is finished (done.json); skipping (set skip_done=false to retrain)", run_dir)
-        return json.loads(done_file.read_text())
+        done = json.loads(done_file.read_text())
+        if done["steps"] >= cfg.trainer.max_steps:
+            log.info("%s is finished (done.json); skipping (set skip_done=false to retrain)", run_dir)
+            return done
+        log.warning("%s: extending a finished run from %d to %d steps (resuming last.ckpt; with scheduler."
+                    "total_steps=null the lr schedule's horizon moves too)", run_dir, done["steps"], cfg.trainer.max_steps)
     L.seed_everything(cfg.seed, workers=True)
     adapter = cfg.get("adapter") or {}
     average = parse_average_with(adapter.get("average_with"))
@@ -176,6 +185,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     start = time.perf_counter()
     trainer.callbacks.extend([final, AlignLogStep()])
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)  # before fitting: what a resume is checked against
     if isinstance(trainer.logger, ResumableCSVLogger):
         trainer.logger.keep_before_step = checkpoint_step(ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -191,7 +202,6 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
                     "last.ckpt's (no averaging)", adapter.average_with, state["global_step"])
     elif average is not None:
         summary["averaged_with"] = average_final_weights(module, trainer, run_dir, adapter)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if cfg.export:
         encoder.save_pretrained(run_dir / "encoder")
     done_file.write_text(json.dumps(summary, indent=2))

@@ -100,7 +100,7 @@ def test_resume_from_last_ckpt_matches_unbroken_run(tmp_path):
     first_half = LossRecorder()
     train(run_cfg(tmp_path / "b", *common, "trainer.max_steps=3"), callbacks=[first_half])
     second_half = LossRecorder()
-    cfg = run_cfg(tmp_path / "b", *common, "trainer.max_steps=6", "skip_done=false")
+    cfg = run_cfg(tmp_path / "b", *common, "trainer.max_steps=6")  # a finished run, extended
     summary = train(cfg, callbacks=[second_half])
     assert summary["steps"] == 6
     assert sorted(second_half.losses) == [4, 5, 6]
@@ -162,3 +162,30 @@ def test_projection_warm_start_fits_psi_before_step_0(tmp_path):
         return summary["metrics"]["val/teacher_cos"]
 
     assert teacher_cos(512) > teacher_cos(0) + 0.1
+
+
+def test_rerun_with_other_settings_is_refused_not_reused(tmp_path):
+    train(run_cfg(tmp_path, "trainer.max_steps=1", "trainer.val_check_interval=1"))
+    with pytest.raises(ValueError, match=r"optimizer\.lr: 0\.0001 -> 0\.0003") as err:
+        train(run_cfg(tmp_path, "trainer.max_steps=1", "trainer.val_check_interval=1", "optimizer.lr=3e-4"))
+    assert "run_name=" in str(err.value)
+    # its own run_name gives it its own directory; retraining in place is allowed on request
+    other = train(run_cfg(tmp_path, "trainer.max_steps=1", "trainer.val_check_interval=1", "optimizer.lr=3e-4",
+                          "run_name=combined-lr3e-4-seed0"))
+    assert other["run_dir"].endswith("combined-lr3e-4-seed0")
+    again = train(run_cfg(tmp_path, "trainer.max_steps=1", "trainer.val_check_interval=1", "optimizer.lr=3e-4",
+                          "skip_done=false", "ckpt_path=null"))
+    assert again["steps"] == 1
+
+
+def test_config_changes_ignores_bookkeeping_and_moved_dirs():
+    from jina5.run_config import config_changes
+
+    old = {"paths": {"output_dir": "/a/runs/x"}, "trainer": {"max_steps": 80, "default_root_dir": "/a/runs/x"},
+           "optimizer": {"lr": 1e-4}, "logger": {"save_dir": "/a/runs/x"}, "skip_done": True}
+    new = {"paths": {"output_dir": "/b/runs/x"}, "trainer": {"max_steps": 300, "default_root_dir": "/b/runs/x"},
+           "optimizer": {"lr": 1e-4}, "logger": {"save_dir": "/b/runs/x"}, "skip_done": False}
+    assert config_changes(old, new) == []
+    new["optimizer"]["lr"] = 2e-4
+    new["objective"] = {"weights": {"gor": 1.0}}
+    assert config_changes(old, new) == ["objective.weights.gor: '<absent>' -> 1.0", "optimizer.lr: 0.0001 -> 0.0002"]

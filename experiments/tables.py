@@ -163,6 +163,40 @@ DEFAULT_COLUMNS = [("retrieval", "float/retrieval"), ("sts", "float/sts"), ("cla
                    ("128-d", "dim128/overall"), ("train s", "train_seconds")]
 
 
+def dim_table(df: pd.DataFrame, experiments: Sequence[str], precision: str = "float32") -> pd.DataFrame:
+    """Overall average (seed mean) at every evaluated Matryoshka dim: one row per experiment, one column per dim."""
+    rows = {}
+    for exp in experiments:
+        runs = df[df["experiment"] == exp]
+        if runs.empty or main_metric_rows(runs).empty:
+            continue
+        dims = sorted(int(d) for d in main_metric_rows(runs)["dim"].unique())
+        per_seed = pd.DataFrame([{d: type_averages(g, d, precision).get("overall", math.nan) for d in dims}
+                                 for _, g in runs.groupby(seed_keys(runs["seed"]))])
+        rows[exp] = per_seed.mean()
+    return pd.DataFrame(rows).T
+
+
+def curve_table(df: pd.DataFrame, experiments: Sequence[str], metric: str = "ndcg@10") -> pd.DataFrame:
+    """Dev ``metric`` (seed mean) at every checked step: one row per experiment, one column per step."""
+    rows = {}
+    for exp in experiments:
+        curve = df[(df["experiment"] == exp) & (df["task"] == "dev_curve") & (df["metric"] == metric)]
+        if not curve.empty:
+            rows[exp] = curve.groupby(curve["step"].astype(int))["value"].mean()
+    return pd.DataFrame(rows).T
+
+
+def wide_markdown(table: pd.DataFrame, corner: str, every: int = 1) -> str:
+    """A markdown table of a (row label x numeric column) frame, values x100; every ``every``-th column
+    (and the last) shown."""
+    cols = [c for i, c in enumerate(table.columns) if i % every == 0 or i == len(table.columns) - 1]
+    lines = ["| " + " | ".join([corner, *map(str, cols)]) + " |", "|" + "---|" * (len(cols) + 1)]
+    for name, row in table.iterrows():
+        lines.append("| " + " | ".join([str(name), *(fmt(row[c], math.nan) for c in cols)]) + " |")
+    return "\n".join(lines)
+
+
 def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path: Path) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -174,17 +208,11 @@ def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path
 
 
 def truncation_curve(df: pd.DataFrame, experiments: Sequence[str], path: Path, precision: str = "float32") -> None:
-    """Overall score against Matryoshka dim, one line per experiment."""
+    """Overall score against Matryoshka dim, one line per experiment (``dim_table``)."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for exp in experiments:
-        runs = df[df["experiment"] == exp]
-        if runs.empty:
-            continue
-        dims = sorted(main_metric_rows(runs)["dim"].unique())
-        per_seed = [[type_averages(g, d, precision).get("overall", math.nan) for d in dims]
-                    for _, g in runs.groupby(seed_keys(runs["seed"]))]
-        ys = pd.DataFrame(per_seed).mean().to_numpy() * 100
-        ax.plot(dims, ys, marker="o", label=exp)
+    for exp, row in dim_table(df, experiments, precision).iterrows():
+        row = row.dropna()
+        ax.plot(row.index, row.to_numpy() * 100, marker="o", label=exp)
     ax.set_xscale("log", base=2)
     save_line_plot(fig, ax, "embedding dim (Matryoshka truncation)", f"overall average ({precision}) x 100", path)
 
@@ -205,14 +233,11 @@ def precision_bars(table: pd.DataFrame, path: Path) -> None:
 
 
 def dev_curves(df: pd.DataFrame, experiments: Sequence[str], path: Path, metric: str = "ndcg@10") -> None:
-    """Dev-set retrieval score against training step, one line per experiment (seed mean)."""
+    """Dev-set retrieval score against training step, one line per experiment (``curve_table``)."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for exp in experiments:
-        curve = df[(df["experiment"] == exp) & (df["task"] == "dev_curve") & (df["metric"] == metric)]
-        if curve.empty:
-            continue
-        mean = curve.groupby("step")["value"].mean()
-        ax.plot(mean.index, mean.to_numpy() * 100, marker=".", label=exp)
+    for exp, row in curve_table(df, experiments, metric).iterrows():
+        row = row.dropna()
+        ax.plot(row.index, row.to_numpy() * 100, marker=".", label=exp)
     save_line_plot(fig, ax, "training step", f"dev {metric} x 100", path)
 
 
@@ -245,6 +270,10 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
         for _, r in table.iterrows():
             result["regimes"][r["experiment"]] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                                                   for k, v in r.items() if k != "experiment"}
+        dims = dim_table(df, names)
+        if not dims.empty:
+            lines += ["Overall average (x100, float32) at each Matryoshka dim.", "", wide_markdown(dims, "experiment \\ dim"), ""]
+            result["truncation"] = {exp: {int(d): v for d, v in row.dropna().items()} for exp, row in dims.iterrows()}
         truncation_curve(df, names, out / "truncation.png")
         truncation_curve(df, names, out / "truncation_binary.png", precision="binary")
         precision_bars(table, out / "precision.png")
@@ -252,6 +281,12 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     curves = experiment_names(spec["experiments"])
     if not df.empty and (df["task"] == "dev_curve").any():
         dev_curves(df, curves, out / "dev_curves.png")
+        steps = curve_table(df, curves)
+        if not steps.empty:
+            every = max(1, len(steps.columns) // 10)
+            lines += ["Dev retrieval nDCG@10 (x100) against training step.", "",
+                      wide_markdown(steps, "experiment \\ step", every), ""]
+            result["dev_curves"] = {exp: {int(k): v for k, v in row.dropna().items()} for exp, row in steps.iterrows()}
         lines += ["![dev curves](dev_curves.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))

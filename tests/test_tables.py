@@ -103,8 +103,14 @@ def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
     for key in ("float/retrieval", "float/sts", "float/classification", "float/clustering", "binary/overall",
                 "train_seconds"):
         assert key in combined
+    # the truncation and dev-curve tables (seed means), in json and markdown
+    assert summary["truncation"]["combined"]["128"] == pytest.approx(combined["dim128/overall"])
+    assert summary["truncation"]["teacher"]["384"] == pytest.approx(by_hand_overall(0.70))
+    assert summary["dev_curves"] == {"combined": {"10": pytest.approx(0.25), "20": pytest.approx(0.35)}}
     md = (out / "summary.md").read_text()
     assert "| teacher | 1 |" in md and "best" in md
+    assert "| experiment \\ dim | 128 | 384 |" in md and "| experiment \\ step | 10 | 20 |" in md
+    assert "| combined | 25.00 | 35.00 |" in md
     for fig in ("truncation.png", "precision.png", "dev_curves.png"):
         assert (out / fig).stat().st_size > 1000
 

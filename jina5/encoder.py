@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from jina5.assets import resolve_model
 from jina5.quantize import quantize
@@ -102,6 +102,18 @@ def prune_layers(model: PreTrainedModel, keep: Sequence[int]) -> None:
         model.config.layer_types = [layer_types[i] for i in keep]
 
 
+def no_pooler_kwargs(path: str | Path) -> dict:
+    """``{"add_pooling_layer": False}`` where the backbone class takes it (BERT, MPNet, RoBERTa...).
+
+    Our exports are saved without the unused [CLS] pooler; building the model without one avoids a
+    report of "missing" pooler weights on every load.
+    """
+    config = AutoConfig.from_pretrained(path)
+    model_class = AutoModel._model_mapping.get(type(config), None)
+    takes_it = model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    return {"add_pooling_layer": False} if takes_it else {}
+
+
 class StudentEncoder(nn.Module):
     """HF backbone + pooling + normalisation, with named prompts (prefixes) and ``encode``.
 
@@ -153,6 +165,8 @@ class StudentEncoder(nn.Module):
             kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
             if torch_dtype:
                 kwargs["dtype"] = getattr(torch, torch_dtype)
+            if (Path(path) / JINA5_CONFIG).exists():
+                kwargs.update(no_pooler_kwargs(path))
             self.backbone = AutoModel.from_pretrained(path, **kwargs)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             self.source = source

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from jina5.encoder import StudentEncoder, pool
+from jina5.encoder import StudentEncoder, no_pooler_kwargs, pool
 from jina5.tiny import tiny_model_and_tokenizer
 
 TEXTS = ["a b", "hello there my friend", "x", "the quick brown fox jumps"]
@@ -115,3 +115,8 @@ def test_save_and_reload_round_trip(tmp_path):
     assert again.pooling == "cls" and again.prompts == {"query": "q: "} and again.max_length == 40
     assert again.backbone.config.num_hidden_layers == 2
     np.testing.assert_allclose(enc.encode(TEXTS, prompt="query"), again.encode(TEXTS, prompt="query"), atol=1e-6)
+    # saved without the unused pooler, and rebuilt without one (no "missing weights" on load)
+    assert not any(k.startswith("pooler.") for k in again.backbone.state_dict())
+    assert no_pooler_kwargs(tmp_path / "enc") == {"add_pooling_layer": False}
+    StudentEncoder("tiny:qwen3").save_pretrained(tmp_path / "qwen3")
+    assert no_pooler_kwargs(tmp_path / "qwen3") == {}  # a decoder takes no such argument

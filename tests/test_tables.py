@@ -115,6 +115,20 @@ def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
         assert (out / fig).stat().st_size > 1000
 
 
+def test_curves_only_sweep_gets_the_curve_table(store, tmp_path, monkeypatch):
+    # figure3's runs are not evaluated on the suite: the store holds their curves and train time only
+    path = tmp_path / "curves.jsonl"
+    ResultsStore(path).append(
+        [r for r in ResultsStore(store).read(experiment="combined").to_dict("records") if r["task"] != "retrieval"
+         and r["task"] in ("training", "dev_curve")],
+        {"run_id": "c", "experiment": "combined", "seed": 0, "model": "m"})
+    monkeypatch.setattr(tables, "load_sweeps", lambda: {"figure3": {
+        "title": "t", "experiments": ["ablation/combined"], "baselines": [], "evaluate": False}})
+    result = tables.build(path, "figure3", tmp_path / "out")
+    assert result["regimes"] == {} and result["dev_curves"]["combined"] == {10: pytest.approx(0.25), 20: pytest.approx(0.35)}
+    assert (tmp_path / "out" / "dev_curves.png").stat().st_size > 1000
+
+
 def test_every_sweep_names_existing_experiment_configs():
     for name, spec in tables.load_sweeps().items():
         names = tables.experiment_names(spec["experiments"])

@@ -138,7 +138,7 @@ class ResultsStore:
                     f"results record {i} ({rec.get('task')}/{rec.get('metric')}) is missing required "
                     f"field(s) {missing}; give them in the record or in the run"
                 )
-            line["dim"] = None if line["dim"] is None else int(line["dim"])  # None: not an embedding metric
+            line["dim"] = None if _isna(line["dim"]) else int(line["dim"])  # None: not an embedding metric
             line["value"] = float(line["value"])
             lines.append(line)
         return lines

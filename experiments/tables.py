@@ -238,6 +238,9 @@ def dev_curves(df: pd.DataFrame, experiments: Sequence[str], path: Path, metric:
     for exp, row in curve_table(df, experiments, metric).iterrows():
         row = row.dropna()
         ax.plot(row.index, row.to_numpy() * 100, marker=".", label=exp)
+    teacher = df[(df["task"] == "dev_curve") & (df["metric"] == f"teacher_{metric}") & df["experiment"].isin(experiments)]
+    if len(teacher):
+        ax.axhline(teacher["value"].mean() * 100, color="gray", linestyle="--", label="teacher")
     save_line_plot(fig, ax, "training step", f"dev {metric} x 100", path)
 
 
@@ -284,7 +287,10 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
         steps = curve_table(df, curves)
         if not steps.empty:
             every = max(1, len(steps.columns) // 10)
-            lines += ["Dev retrieval nDCG@10 (x100) against training step.", "",
+            teacher = df[(df["task"] == "dev_curve") & (df["metric"] == "teacher_ndcg@10")
+                         & df["experiment"].isin(curves)]["value"]
+            ceiling = f" The teacher on the same dev pairs: {teacher.mean() * 100:.2f}." if len(teacher) else ""
+            lines += [f"Dev retrieval nDCG@10 (x100) against training step.{ceiling}", "",
                       wide_markdown(steps, "experiment \\ step", every), ""]
             result["dev_curves"] = {exp: {int(k): v for k, v in row.dropna().items()} for exp, row in steps.iterrows()}
         lines += ["![dev curves](dev_curves.png)", ""]

@@ -229,6 +229,7 @@ class EmbeddingModule(L.LightningModule):
             cos = torch.cat([distilled_cosines(distill, q, t_q), distilled_cosines(distill, d, t_d)])
             self.log("val/teacher_cos", cos.mean(), sync_dist=True)
         self.log("val/teacher_sim_corr", similarity_agreement(d, t_d), sync_dist=True)
+        self.log("val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True)  # the teacher on the same pairs
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

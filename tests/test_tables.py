@@ -122,11 +122,15 @@ def test_curves_only_sweep_gets_the_curve_table(store, tmp_path, monkeypatch):
         [r for r in ResultsStore(store).read(experiment="combined").to_dict("records") if r["task"] != "retrieval"
          and r["task"] in ("training", "dev_curve")],
         {"run_id": "c", "experiment": "combined", "seed": 0, "model": "m"})
+    ResultsStore(path).append([{"task": "dev_curve", "dataset": "dev", "language": "", "split": "dev", "dim": None,
+                                "precision": "float32", "metric": "teacher_ndcg@10", "value": 0.9, "step": 10}],
+                              {"run_id": "combined-0", "experiment": "combined", "seed": 0, "model": "m"})
     monkeypatch.setattr(tables, "load_sweeps", lambda: {"figure3": {
         "title": "t", "experiments": ["ablation/combined"], "baselines": [], "evaluate": False}})
     result = tables.build(path, "figure3", tmp_path / "out")
     assert result["regimes"] == {} and result["dev_curves"]["combined"] == {10: pytest.approx(0.25), 20: pytest.approx(0.35)}
     assert (tmp_path / "out" / "dev_curves.png").stat().st_size > 1000
+    assert "The teacher on the same dev pairs: 90.00." in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_every_sweep_names_existing_experiment_configs():

@@ -81,7 +81,8 @@ def test_zero_weight_losses_are_logged(tmp_path):
     cfg = run_cfg(tmp_path, "experiment=ablation/pure_distill", "trainer.max_steps=2", "trainer.log_every_n_steps=1",
                   "trainer.val_check_interval=2")
     summary = train(cfg)
-    for name in ("train/distill", "train/infonce", "train/gor", "train/score_distill", "val/ndcg@10", "val/teacher_cos"):
+    for name in ("train/distill", "train/infonce", "train/gor", "train/score_distill", "val/ndcg@10", "val/teacher_cos",
+                 "val/teacher_ndcg@10"):
         assert name in summary["metrics"], name
 
 

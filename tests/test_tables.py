@@ -78,6 +78,10 @@ def test_latest_run_wins_and_seeds_give_mean_and_std(store):
     assert table.loc["combined", "float/overall_std"] == pytest.approx(math.sqrt(((a - b) / 2) ** 2 * 2))
     assert table.loc["combined", "train_seconds"] == pytest.approx(100.5)
     assert table.loc["combined", "seeds"] == 2
+    # the binary drop is taken per seed, so its std is the spread of the drop (here the same in both seeds)
+    assert table.loc["combined", "binary_drop/retrieval"] == pytest.approx(-0.1)
+    assert table.loc["combined", "binary_drop/retrieval_std"] == pytest.approx(0.0, abs=1e-12)
+    assert table.loc["teacher", "binary_drop/retrieval"] == pytest.approx(-0.2)
     assert math.isnan(table.loc["teacher", "float/overall_std"])
     # pure_distill (0.52 base, one seed) is within combined's spread of the best (teacher, no spread) -> not a tie
     marks = tables.ties(table.reset_index())
@@ -109,6 +113,8 @@ def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
     assert summary["dev_curves"] == {"combined": {"10": pytest.approx(0.25), "20": pytest.approx(0.35)}}
     md = (out / "summary.md").read_text()
     assert "| teacher | 1 |" in md and "best" in md
+    assert summary["regimes"]["teacher"]["float/overall"] > combined["float/overall"]
+    assert "| combined | 2 |" in md and md.split("| combined | 2 |")[1].split("\n")[0].rstrip().endswith("| best |")
     assert "| experiment \\ dim | 128 | 384 |" in md and "| experiment \\ step | 10 | 20 |" in md
     assert "| combined | 25.00 | 35.00 |" in md
     for fig in ("truncation.png", "precision.png", "dev_curves.png"):

@@ -6,10 +6,9 @@ would otherwise skip (``done.json``) or resume (``last.ckpt``) the default run a
 the lr=3e-4 one. ``jina5.train`` writes the resolved config to ``<run dir>/config.yaml`` before
 fitting and, before reusing anything, compares it with the new one via :func:`config_changes`.
 
-Keys in :data:`RESUME_SAFE` may differ (bookkeeping and logging, or ``trainer.max_steps``: extending a
-run);
-paths that contain the run directory are compared relative to it, so a moved ``outputs/`` still
-matches.
+Keys in :data:`RESUME_SAFE` may differ (bookkeeping and logging, or ``trainer.max_steps``: extending
+a run); paths that contain the run directory are compared relative to it, so a moved ``outputs/``
+still matches.
 """
 
 from __future__ import annotations

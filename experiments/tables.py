@@ -292,7 +292,8 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
             teacher = df[(df["task"] == "dev_curve") & (df["metric"] == "teacher_ndcg@10")
                          & df["experiment"].isin(curves)]["value"]
             ceiling = f" The teacher on the same dev pairs: {teacher.mean() * 100:.2f}." if len(teacher) else ""
-            lines += [f"Dev retrieval nDCG@10 (x100) against training step.{ceiling}", "",
+            lines += [f"Dev retrieval nDCG@10 (x100) against training step (Lightning's 0-based step: 9 = after 10"
+                      f" optimizer steps).{ceiling}", "",
                       wide_markdown(steps, "experiment \\ step", every), ""]
             result["dev_curves"] = {exp: {int(k): v for k, v in row.dropna().items()} for exp, row in steps.iterrows()}
         lines += ["![dev curves](dev_curves.png)", ""]

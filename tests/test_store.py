@@ -158,6 +158,10 @@ def test_config_is_written_once_per_run_and_joined_back(tmp_path):
     again["config"] = {"lr": 3e-4}
     ResultsStore(path).append(_records({(64, "binary"): 0.3}), again)
     assert all(c == {"lr": 3e-4} for c in store.read(run_id="a")["config"])
+    # records that name their own run_id get the run's config too
+    own = [{**r, "run_id": "c"} for r in _records({(64, "float32"): 0.1})]
+    store.append(own, _run("ignored"))
+    assert store.read(run_id="c")["config"].tolist() == [_run("x")["config"]]
 
 
 def test_legacy_inline_config_and_torn_run_line(tmp_path):

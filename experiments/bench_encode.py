@@ -22,7 +22,11 @@ from jina5.encoder import StudentEncoder
 
 def benchmark_texts(n: int) -> list[str]:
     """Real text of mixed lengths: sentences and paragraphs of gensim's Lee background corpus."""
-    docs = package_file("gensim", "gensim/test/test_data/lee_background.cor").read_text(encoding="latin-1").splitlines()
+    docs = (
+        package_file("gensim", "gensim/test/test_data/lee_background.cor")
+        .read_text(encoding="latin-1")
+        .splitlines()
+    )
     sentences = [s for d in docs for s in re.split(r"(?<=[.!?])\s+", d) if len(s.split()) > 3]
     pool = sentences + docs
     rng = np.random.default_rng(0)
@@ -59,8 +63,10 @@ def main() -> None:
         theirs.encode(texts, batch_size=args.batch_size, normalize_embeddings=True)
         runs["sentence-transformers"].append(len(texts) / (time.perf_counter() - t))
     med = {k: statistics.median(v) for k, v in runs.items()}
-    print(f"model {args.model}, {len(texts)} texts, batch {args.batch_size}, max_length {args.max_length}, "
-          f"torch threads {torch.get_num_threads()}, rounds {args.rounds} (median)")
+    print(
+        f"model {args.model}, {len(texts)} texts, batch {args.batch_size}, max_length {args.max_length}, "
+        f"torch threads {torch.get_num_threads()}, rounds {args.rounds} (median)"
+    )
     for k, v in med.items():
         print(f"  {k:22s} {v:8.1f} texts/s   rounds: {', '.join(f'{x:.1f}' for x in runs[k])}")
     print(f"ratio jina5 / sentence-transformers: {med['jina5'] / med['sentence-transformers']:.3f}")

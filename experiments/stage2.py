@@ -108,7 +108,12 @@ def compare(stage1: pd.DataFrame, adapted: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame, header: str) -> str:
-    lines = [header, "", "| level | task | data set | metric | stage-1 | + adapter | delta |", "|---|---|---|---|---:|---:|---:|"]
+    lines = [
+        header,
+        "",
+        "| level | task | data set | metric | stage-1 | + adapter | delta |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
     for r in table.itertuples():
         lines.append(
             f"| {r.level} | {r.task} | {r.name} | {r.metric or ''} | {100 * r.score_stage1:.2f} | "
@@ -119,16 +124,24 @@ def markdown(table: pd.DataFrame, header: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage1", type=Path, required=True, help="stage-1 run dir (encoder/ + checkpoints/last.ckpt)")
+    ap.add_argument(
+        "--stage1", type=Path, required=True, help="stage-1 run dir (encoder/ + checkpoints/last.ckpt)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "stage2")
     ap.add_argument("--steps", type=int, default=60, help="training steps per adapter (CPU budget)")
     ap.add_argument("--steps-for", action="append", default=[], metavar="TASK=N", help="per-task step count")
-    ap.add_argument("--lr-scale", type=float, default=1.0,
-                    help="multiply every adapter's (paper) lr: the paper's lrs assume 8k-30k steps")
+    ap.add_argument(
+        "--lr-scale",
+        type=float,
+        default=1.0,
+        help="multiply every adapter's (paper) lr: the paper's lrs assume 8k-30k steps",
+    )
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     ap.add_argument("--eval", default="default", help="conf/eval/<name>.yaml (default | smoke)")
     ap.add_argument("--full-eval", action="store_true", help="also the configured dims and binary / int8")
-    ap.add_argument("--override", action="append", default=[], help="extra Hydra override for every training run")
+    ap.add_argument(
+        "--override", action="append", default=[], help="extra Hydra override for every training run"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     per_task = {k.replace("-", "_"): int(v) for k, v in (s.split("=", 1) for s in args.steps_for)}
@@ -136,31 +149,62 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    run_dirs = [train_adapter(t, stage1, out, per_task.get(t, args.steps), args.lr_scale, args.override)
-                for t in args.tasks]
+    run_dirs = [
+        train_adapter(t, stage1, out, per_task.get(t, args.steps), args.lr_scale, args.override)
+        for t in args.tasks
+    ]
     combined = combine_adapters(run_dirs, out / "adapters")
     base = StudentEncoder.from_pretrained(stage1 / "encoder")
     eval_cfg = eval_config(args.eval, args.full_eval)
     store = out / "results.jsonl"
     start = time.perf_counter()
-    rec_stage1 = run_suite(base, eval_cfg, store=str(store), run={
-        "run_id": f"stage2-stage1-{stage1.name}", "experiment": "stage1", "seed": 0, "model": str(stage1)})
-    rec_adapter = run_suite(combined, eval_cfg, store=str(store), run={
-        "run_id": f"stage2-adapters-{stage1.name}", "experiment": "stage2_adapters", "seed": 0,
-        "model": str(out / "adapters")})
+    rec_stage1 = run_suite(
+        base,
+        eval_cfg,
+        store=str(store),
+        run={
+            "run_id": f"stage2-stage1-{stage1.name}",
+            "experiment": "stage1",
+            "seed": 0,
+            "model": str(stage1),
+        },
+    )
+    rec_adapter = run_suite(
+        combined,
+        eval_cfg,
+        store=str(store),
+        run={
+            "run_id": f"stage2-adapters-{stage1.name}",
+            "experiment": "stage2_adapters",
+            "seed": 0,
+            "model": str(out / "adapters"),
+        },
+    )
     log.info("evaluation: %.0f s", time.perf_counter() - start)
 
     table = compare(summarise(rec_stage1), summarise(rec_adapter))
     steps = {t: per_task.get(t, args.steps) for t in args.tasks}
     lrs = {t: experiment_lr(t) * args.lr_scale for t in args.tasks}
-    header = (f"Stage 2 on {stage1} (adapters: {combined.adapters}; steps {steps}; lr {lrs} (paper x {args.lr_scale:g}); "
-              f"eval={args.eval}, float32, full dim {combined.dim}); scores x 100")
+    header = (
+        f"Stage 2 on {stage1} (adapters: {combined.adapters}; steps {steps}; lr {lrs} (paper x {args.lr_scale:g}); "
+        f"eval={args.eval}, float32, full dim {combined.dim}); scores x 100"
+    )
     text = markdown(table, header)
     print(text)
     (out / "stage2_table.md").write_text(text + "\n")
-    (out / "stage2_table.json").write_text(json.dumps(
-        {"stage1": str(stage1), "steps": steps, "lr": lrs, "eval": args.eval, "rows": table.to_dict(orient="records")},
-        indent=2, default=str))
+    (out / "stage2_table.json").write_text(
+        json.dumps(
+            {
+                "stage1": str(stage1),
+                "steps": steps,
+                "lr": lrs,
+                "eval": args.eval,
+                "rows": table.to_dict(orient="records"),
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

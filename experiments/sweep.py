@@ -54,7 +54,9 @@ class Phases:
     def report(self) -> str:
         width = max(len(t) for t, _ in self.times)
         rows = [f"  {t:<{width}}  {s:7.1f} s" for t, s in self.times]
-        return "\n".join(["per-phase time:", *rows, f"  {'total':<{width}}  {sum(s for _, s in self.times):7.1f} s"])
+        return "\n".join(
+            ["per-phase time:", *rows, f"  {'total':<{width}}  {sum(s for _, s in self.times):7.1f} s"]
+        )
 
 
 def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
@@ -75,16 +77,30 @@ def training_records(run: Path) -> list[dict]:
 
     base = {"dataset": "dev", "language": "", "split": "dev", "dim": None, "precision": "float32"}
     done = json.loads((run / "done.json").read_text())
-    records = [{**base, "task": "training", "metric": "train_seconds", "value": done["train_seconds"],
-                "step": done["steps"]}]
+    records = [
+        {
+            **base,
+            "task": "training",
+            "metric": "train_seconds",
+            "value": done["train_seconds"],
+            "step": done["steps"],
+        }
+    ]
     metrics = run / "logs" / "metrics.csv"
     if metrics.exists():
         log = pd.read_csv(metrics)
         for col in [c for c in log.columns if c.startswith(("val/", "train/"))]:
             task = "dev_curve" if col.startswith("val/") else "training_curve"
             for step, value in log[["step", col]].dropna().itertuples(index=False):
-                records.append({**base, "task": task, "metric": col.split("/", 1)[1], "value": float(value),
-                                "step": int(step)})
+                records.append(
+                    {
+                        **base,
+                        "task": task,
+                        "metric": col.split("/", 1)[1],
+                        "value": float(value),
+                        "step": int(step),
+                    }
+                )
     return records
 
 
@@ -100,9 +116,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("sweep", help=f"one of: {', '.join(load_sweeps())}")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--results", default="results/results.jsonl", help="the results store")
-    ap.add_argument("--out", default=None, help="tables/figures dir (default results/ablation or results/<sweep>)")
-    ap.add_argument("--eval", dest="eval_overrides", action="append", default=[],
-                    help="an override for the evaluation config, e.g. --eval eval=smoke")
+    ap.add_argument(
+        "--out", default=None, help="tables/figures dir (default results/ablation or results/<sweep>)"
+    )
+    ap.add_argument(
+        "--eval",
+        dest="eval_overrides",
+        action="append",
+        default=[],
+        help="an override for the evaluation config, e.g. --eval eval=smoke",
+    )
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = ap.parse_intermixed_args(argv)
     spec = load_sweeps()[args.sweep]
@@ -114,9 +137,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in BUNDLED_MODELS:
             print(f"  {name}: {prepare_bundled(name)}")
 
-    with phases(f"training {len(spec['experiments'])} experiment(s) x {len(seeds)} seed(s) as one Hydra multirun"):
-        cmd = [sys.executable, "-m", "jina5.train", "-m", "experiment=" + ",".join(spec["experiments"]),
-               "seed=" + ",".join(map(str, seeds)), *overrides]
+    with phases(
+        f"training {len(spec['experiments'])} experiment(s) x {len(seeds)} seed(s) as one Hydra multirun"
+    ):
+        cmd = [
+            sys.executable,
+            "-m",
+            "jina5.train",
+            "-m",
+            "experiment=" + ",".join(spec["experiments"]),
+            "seed=" + ",".join(map(str, seeds)),
+            *overrides,
+        ]
         print("  " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)
 
@@ -137,7 +169,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     fields = out["run"]
                 else:
                     cfg = compose_config("train", [f"experiment={experiment}", f"seed={seed}", *overrides])
-                    fields = {"run_id": run_id, "experiment": cfg.experiment_name, "seed": seed, "model": str(run)}
+                    fields = {
+                        "run_id": run_id,
+                        "experiment": cfg.experiment_name,
+                        "seed": seed,
+                        "model": str(run),
+                    }
                 store.append(training_records(run), fields)
 
     with phases("tables and figures from the results store"):

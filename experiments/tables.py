@@ -33,13 +33,18 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 TASK_TYPES = ("retrieval", "sts", "classification", "clustering")
 # The paper's numbers (MTEB-v2 retrieval nDCG@10 / RTEB), for the Table 5 and Table 6 analogs.
 PAPER_TABLE5 = {
-    "loss_ablation/nce_distill_gor": "64.50 / 66.45", "loss_ablation/nce_distill": "64.21 / 66.16",
-    "loss_ablation/nce_gor": "64.11 / 66.11", "loss_ablation/distill_gor": "63.49 / 65.05",
-    "loss_ablation/nce": "63.38 / 65.14", "loss_ablation/distill": "63.16 / 64.37",
+    "loss_ablation/nce_distill_gor": "64.50 / 66.45",
+    "loss_ablation/nce_distill": "64.21 / 66.16",
+    "loss_ablation/nce_gor": "64.11 / 66.11",
+    "loss_ablation/distill_gor": "63.49 / 65.05",
+    "loss_ablation/nce": "63.38 / 65.14",
+    "loss_ablation/distill": "63.16 / 64.37",
 }
-PAPER_TABLE6 = {"loss_ablation/nce_distill_gor": "with GOR: 64.50 -> 62.60 (-1.90)",
-                "loss_ablation/nce_distill": "without GOR: 64.21 -> 61.13 (-3.08)",
-                "binary/binary_aware": "(not in the paper)"}
+PAPER_TABLE6 = {
+    "loss_ablation/nce_distill_gor": "with GOR: 64.50 -> 62.60 (-1.90)",
+    "loss_ablation/nce_distill": "without GOR: 64.21 -> 61.13 (-3.08)",
+    "binary/binary_aware": "(not in the paper)",
+}
 
 
 def load_sweeps() -> dict:
@@ -97,8 +102,10 @@ def run_summary(run: pd.DataFrame) -> dict:
         "int8/overall": type_averages(run, precision="int8").get("overall", math.nan),
         "dim128/overall": type_averages(run, dim=128).get("overall", math.nan),
         "binary/retrieval": type_averages(run, precision="binary").get("retrieval", math.nan),
-        "binary_drop/retrieval": (type_averages(run, precision="binary").get("retrieval", math.nan)
-                                  - full.get("retrieval", math.nan)),
+        "binary_drop/retrieval": (
+            type_averages(run, precision="binary").get("retrieval", math.nan)
+            - full.get("retrieval", math.nan)
+        ),
         "train_seconds": float(train.iloc[-1]) if len(train) else math.nan,
     }
 
@@ -132,7 +139,9 @@ def ties(table: pd.DataFrame, col: str = "float/overall") -> dict[str, str]:
     best = table.loc[table[col].idxmax()]
     out = {}
     for _, r in table.iterrows():
-        spreads = [v for v in (r.get(f"{col}_std"), best.get(f"{col}_std")) if v is not None and not math.isnan(v)]
+        spreads = [
+            v for v in (r.get(f"{col}_std"), best.get(f"{col}_std")) if v is not None and not math.isnan(v)
+        ]
         spread = max(spreads) if spreads else math.nan
         if r["experiment"] == best["experiment"]:
             out[r["experiment"]] = "best"
@@ -143,7 +152,9 @@ def ties(table: pd.DataFrame, col: str = "float/overall") -> dict[str, str]:
     return out
 
 
-def markdown(table: pd.DataFrame, columns: Sequence[tuple[str, str]], extra: dict[str, dict[str, str]] | None = None) -> str:
+def markdown(
+    table: pd.DataFrame, columns: Sequence[tuple[str, str]], extra: dict[str, dict[str, str]] | None = None
+) -> str:
     """A markdown table: one row per experiment; ``columns`` = (header, value column)."""
     extra = extra or {}
     heads = ["experiment", "seeds", *[h for h, _ in columns], *extra]
@@ -160,9 +171,16 @@ def markdown(table: pd.DataFrame, columns: Sequence[tuple[str, str]], extra: dic
     return "\n".join(lines)
 
 
-DEFAULT_COLUMNS = [("retrieval", "float/retrieval"), ("sts", "float/sts"), ("classification", "float/classification"),
-                   ("clustering", "float/clustering"), ("overall", "float/overall"), ("binary", "binary/overall"),
-                   ("128-d", "dim128/overall"), ("train s", "train_seconds")]
+DEFAULT_COLUMNS = [
+    ("retrieval", "float/retrieval"),
+    ("sts", "float/sts"),
+    ("classification", "float/classification"),
+    ("clustering", "float/clustering"),
+    ("overall", "float/overall"),
+    ("binary", "binary/overall"),
+    ("128-d", "dim128/overall"),
+    ("train s", "train_seconds"),
+]
 
 
 def dim_table(df: pd.DataFrame, experiments: Sequence[str], precision: str = "float32") -> pd.DataFrame:
@@ -173,8 +191,12 @@ def dim_table(df: pd.DataFrame, experiments: Sequence[str], precision: str = "fl
         if runs.empty or main_metric_rows(runs).empty:
             continue
         dims = sorted(int(d) for d in main_metric_rows(runs)["dim"].unique())
-        per_seed = pd.DataFrame([{d: type_averages(g, d, precision).get("overall", math.nan) for d in dims}
-                                 for _, g in runs.groupby(seed_keys(runs["seed"]))])
+        per_seed = pd.DataFrame(
+            [
+                {d: type_averages(g, d, precision).get("overall", math.nan) for d in dims}
+                for _, g in runs.groupby(seed_keys(runs["seed"]))
+            ]
+        )
         rows[exp] = per_seed.mean()
     return pd.DataFrame(rows).T
 
@@ -209,14 +231,18 @@ def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path
     plt.close(fig)
 
 
-def truncation_curve(df: pd.DataFrame, experiments: Sequence[str], path: Path, precision: str = "float32") -> None:
+def truncation_curve(
+    df: pd.DataFrame, experiments: Sequence[str], path: Path, precision: str = "float32"
+) -> None:
     """Overall score against Matryoshka dim, one line per experiment (``dim_table``)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for exp, row in dim_table(df, experiments, precision).iterrows():
         row = row.dropna()
         ax.plot(row.index, row.to_numpy() * 100, marker="o", label=exp)
     ax.set_xscale("log", base=2)
-    save_line_plot(fig, ax, "embedding dim (Matryoshka truncation)", f"overall average ({precision}) x 100", path)
+    save_line_plot(
+        fig, ax, "embedding dim (Matryoshka truncation)", f"overall average ({precision}) x 100", path
+    )
 
 
 def precision_bars(table: pd.DataFrame, path: Path) -> None:
@@ -224,7 +250,9 @@ def precision_bars(table: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.27
     xs = range(len(table))
-    for k, (name, col) in enumerate([("float32", "float/overall"), ("int8", "int8/overall"), ("binary", "binary/overall")]):
+    for k, (name, col) in enumerate(
+        [("float32", "float/overall"), ("int8", "int8/overall"), ("binary", "binary/overall")]
+    ):
         ax.bar([x + (k - 1) * width for x in xs], table[col] * 100, width, label=name)
     ax.set_xticks(list(xs), table["experiment"], rotation=20, fontsize=7, ha="right")
     ax.set_ylabel("overall average x 100")
@@ -240,7 +268,11 @@ def dev_curves(df: pd.DataFrame, experiments: Sequence[str], path: Path, metric:
     for exp, row in curve_table(df, experiments, metric).iterrows():
         row = row.dropna()
         ax.plot(row.index, row.to_numpy() * 100, marker=".", label=exp)
-    teacher = df[(df["task"] == "dev_curve") & (df["metric"] == f"teacher_{metric}") & df["experiment"].isin(experiments)]
+    teacher = df[
+        (df["task"] == "dev_curve")
+        & (df["metric"] == f"teacher_{metric}")
+        & df["experiment"].isin(experiments)
+    ]
     if len(teacher):
         ax.axhline(teacher["value"].mean() * 100, color="gray", linestyle="--", label="teacher")
     save_line_plot(fig, ax, "training step", f"dev {metric} x 100", path)
@@ -261,24 +293,56 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
         extra = {"vs best": ties(trained)}  # among the trained runs: the baselines frame them
         if sweep == "table5":
             extra = {"vs best": ties(trained, "float/retrieval")}  # Table 5 ranks by retrieval
-            lines += ["Retrieval nDCG@10 (x100, held-out test splits) beside the paper's MTEB-v2 / RTEB numbers.", "",
-                      markdown(table, [("retrieval", "float/retrieval"), ("overall", "float/overall")],
-                               {**extra, "paper": PAPER_TABLE5}), ""]
+            lines += [
+                "Retrieval nDCG@10 (x100, held-out test splits) beside the paper's MTEB-v2 / RTEB numbers.",
+                "",
+                markdown(
+                    table,
+                    [("retrieval", "float/retrieval"), ("overall", "float/overall")],
+                    {**extra, "paper": PAPER_TABLE5},
+                ),
+                "",
+            ]
         elif sweep == "table6":
-            lines += ["Retrieval nDCG@10 (x100) at float32 and binary (sign bits, Hamming search); `binary - float`",
-                      "is computed per seed, so its ± is the spread of the drop itself.", "",
-                      markdown(table, [("float", "float/retrieval"), ("binary", "binary/retrieval"),
-                                       ("binary - float", "binary_drop/retrieval")], {"paper": PAPER_TABLE6}), ""]
+            lines += [
+                "Retrieval nDCG@10 (x100) at float32 and binary (sign bits, Hamming search); `binary - float`",
+                "is computed per seed, so its ± is the spread of the drop itself.",
+                "",
+                markdown(
+                    table,
+                    [
+                        ("float", "float/retrieval"),
+                        ("binary", "binary/retrieval"),
+                        ("binary - float", "binary_drop/retrieval"),
+                    ],
+                    {"paper": PAPER_TABLE6},
+                ),
+                "",
+            ]
         else:
-            lines += ["Main metric per task type (x100) at float32 / full dim; `binary` and `128-d` are overall averages.",
-                      "", markdown(table, DEFAULT_COLUMNS, extra), ""]
+            lines += [
+                "Main metric per task type (x100) at float32 / full dim; `binary` and `128-d` are overall averages.",
+                "",
+                markdown(table, DEFAULT_COLUMNS, extra),
+                "",
+            ]
         for _, r in table.iterrows():
-            result["regimes"][r["experiment"]] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                                  for k, v in r.items() if k != "experiment"}
+            result["regimes"][r["experiment"]] = {
+                k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in r.items()
+                if k != "experiment"
+            }
         dims = dim_table(df, names)
         if not dims.empty:
-            lines += ["Overall average (x100, float32) at each Matryoshka dim.", "", wide_markdown(dims, "experiment \\ dim"), ""]
-            result["truncation"] = {exp: {int(d): v for d, v in row.dropna().items()} for exp, row in dims.iterrows()}
+            lines += [
+                "Overall average (x100, float32) at each Matryoshka dim.",
+                "",
+                wide_markdown(dims, "experiment \\ dim"),
+                "",
+            ]
+            result["truncation"] = {
+                exp: {int(d): v for d, v in row.dropna().items()} for exp, row in dims.iterrows()
+            }
         truncation_curve(df, names, out / "truncation.png")
         truncation_curve(df, names, out / "truncation_binary.png", precision="binary")
         precision_bars(table, out / "precision.png")
@@ -289,13 +353,24 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
         steps = curve_table(df, curves)
         if not steps.empty:
             every = max(1, len(steps.columns) // 10)
-            teacher = df[(df["task"] == "dev_curve") & (df["metric"] == "teacher_ndcg@10")
-                         & df["experiment"].isin(curves)]["value"]
-            ceiling = f" The teacher on the same dev pairs: {teacher.mean() * 100:.2f}." if len(teacher) else ""
-            lines += [f"Dev retrieval nDCG@10 (x100) against training step (Lightning's 0-based step: 9 = after 10"
-                      f" optimizer steps).{ceiling}", "",
-                      wide_markdown(steps, "experiment \\ step", every), ""]
-            result["dev_curves"] = {exp: {int(k): v for k, v in row.dropna().items()} for exp, row in steps.iterrows()}
+            teacher = df[
+                (df["task"] == "dev_curve")
+                & (df["metric"] == "teacher_ndcg@10")
+                & df["experiment"].isin(curves)
+            ]["value"]
+            ceiling = (
+                f" The teacher on the same dev pairs: {teacher.mean() * 100:.2f}." if len(teacher) else ""
+            )
+            lines += [
+                f"Dev retrieval nDCG@10 (x100) against training step (Lightning's 0-based step: 9 = after 10"
+                f" optimizer steps).{ceiling}",
+                "",
+                wide_markdown(steps, "experiment \\ step", every),
+                "",
+            ]
+            result["dev_curves"] = {
+                exp: {int(k): v for k, v in row.dropna().items()} for exp, row in steps.iterrows()
+            }
         lines += ["![dev curves](dev_curves.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))
@@ -304,15 +379,19 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
 
 def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
     """Config path (``ablation/combined``) -> the ``experiment_name`` it sets (``combined``)."""
-    return [yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())["experiment_name"]
-            for e in experiment_configs]
+    return [
+        yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())["experiment_name"]
+        for e in experiment_configs
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", default="results/results.jsonl")
     ap.add_argument("--sweep", default=None, help="one sweep of experiments/sweeps.yaml (default: all)")
-    ap.add_argument("--out", default=None, help="output dir (default results/<sweep>, results/ablation for default)")
+    ap.add_argument(
+        "--out", default=None, help="output dir (default results/<sweep>, results/ablation for default)"
+    )
     args = ap.parse_args()
     for sweep in [args.sweep] if args.sweep else list(load_sweeps()):
         out = args.out or default_out(sweep)

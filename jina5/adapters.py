@@ -59,7 +59,9 @@ def adapter_for_eval_task(task_type: str) -> str:
     try:
         return EVAL_TASK_TO_ADAPTER[task_type]
     except KeyError:
-        raise KeyError(f"no adapter for evaluation task type {task_type!r}; known: {sorted(EVAL_TASK_TO_ADAPTER)}") from None
+        raise KeyError(
+            f"no adapter for evaluation task type {task_type!r}; known: {sorted(EVAL_TASK_TO_ADAPTER)}"
+        ) from None
 
 
 def check_task(task: str) -> str:
@@ -95,8 +97,12 @@ def lora_config(
     if not 0 <= dropout < 1:
         raise ValueError(f"adapter.dropout must be in [0, 1), got {dropout}")
     return LoraConfig(
-        r=int(rank), lora_alpha=alpha, lora_dropout=float(dropout), bias=bias,
-        target_modules=target_modules_for(model_type, target_modules), init_lora_weights=True,
+        r=int(rank),
+        lora_alpha=alpha,
+        lora_dropout=float(dropout),
+        bias=bias,
+        target_modules=target_modules_for(model_type, target_modules),
+        init_lora_weights=True,
     )
 
 

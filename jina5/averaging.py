@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 _STEP = re.compile(r"^step=(\d+)$")
 
 
-def average_state_dicts(last: Mapping[str, Tensor], other: Mapping[str, Tensor], weight: float = 0.5) -> dict[str, Tensor]:
+def average_state_dicts(
+    last: Mapping[str, Tensor], other: Mapping[str, Tensor], weight: float = 0.5
+) -> dict[str, Tensor]:
     """w * last + (1 - w) * other per floating tensor; other entries must be equal (taken from last)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"average weight must be in [0, 1], got {weight}")
@@ -74,10 +76,16 @@ def other_checkpoint(run_dir: Path, spec: str | int, best_model_path: str | None
     if kind == "step":
         path = step_checkpoint(run_dir, step)
     elif kind == "best":
-        candidates = [Path(best_model_path)] if best_model_path else sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        candidates = (
+            [Path(best_model_path)]
+            if best_model_path
+            else sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        )
         if not candidates:
-            raise FileNotFoundError(f"average_with=best but {run_dir / 'checkpoints'} holds no best-*.ckpt "
-                                    "(is a ModelCheckpoint with a monitored metric configured?)")
+            raise FileNotFoundError(
+                f"average_with=best but {run_dir / 'checkpoints'} holds no best-*.ckpt "
+                "(is a ModelCheckpoint with a monitored metric configured?)"
+            )
         path = candidates[-1]
     else:
         raise ValueError(f"nothing to average with: {spec!r}")
@@ -99,7 +107,9 @@ class SaveAtSteps(L.Callback):
     def __init__(self, run_dir: Path, steps: list[int]) -> None:
         self.run_dir, self.steps = Path(run_dir), sorted(set(int(s) for s in steps))
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if trainer.global_step in self.steps:
             path = step_checkpoint(self.run_dir, trainer.global_step)
             if not path.exists():

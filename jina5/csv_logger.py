@@ -37,7 +37,11 @@ class _KeepingWriter(ExperimentWriter):
             reader = csv.DictReader(f)
             keys = sorted(reader.fieldnames or [])
             rows = list(reader)
-        kept = [r for r in rows if r.get("step") not in (None, "") and int(float(r["step"])) < self.keep_before_step]
+        kept = [
+            r
+            for r in rows
+            if r.get("step") not in (None, "") and int(float(r["step"])) < self.keep_before_step
+        ]
         if not kept:
             os.remove(path)
             return
@@ -46,7 +50,13 @@ class _KeepingWriter(ExperimentWriter):
             writer.writeheader()
             writer.writerows(kept)
         self.metrics_keys = keys
-        log.info("%s: resuming at step %d, kept %d of %d logged rows", path, self.keep_before_step, len(kept), len(rows))
+        log.info(
+            "%s: resuming at step %d, kept %d of %d logged rows",
+            path,
+            self.keep_before_step,
+            len(kept),
+            len(rows),
+        )
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -85,7 +95,9 @@ class AlignLogStep(Callback):
     def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
         self._aligned = False
 
-    def on_train_batch_start(self, trainer: Trainer, module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if not self._aligned:
             trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
             self._aligned = True

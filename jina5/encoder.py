@@ -110,7 +110,9 @@ def no_pooler_kwargs(path: str | Path) -> dict:
     """
     config = AutoConfig.from_pretrained(path)
     model_class = AutoModel._model_mapping.get(type(config), None)
-    takes_it = model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    takes_it = (
+        model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    )
     return {"add_pooling_layer": False} if takes_it else {}
 
 
@@ -175,7 +177,9 @@ class StudentEncoder(nn.Module):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = padding_side
         if getattr(self.backbone, "pooler", None) is not None:
-            self.backbone.pooler = None  # BERT-style [CLS] pooler: unused by our pooling (and by DDP's gradients)
+            self.backbone.pooler = (
+                None  # BERT-style [CLS] pooler: unused by our pooling (and by DDP's gradients)
+            )
         if keep_layers is not None:
             prune_layers(self.backbone, list(keep_layers))
         self.pooling = pooling
@@ -262,7 +266,9 @@ class StudentEncoder(nn.Module):
         """Names of the task adapters on the backbone (empty for a plain model)."""
         return list(self.backbone.peft_config) if _is_peft(self.backbone) else []
 
-    def add_adapter(self, task: str, config, prompts: dict[str, str] | None = None, trainable: bool = True) -> None:
+    def add_adapter(
+        self, task: str, config, prompts: dict[str, str] | None = None, trainable: bool = True
+    ) -> None:
         """Add a fresh LoRA adapter ``task`` (peft ``LoraConfig``; B = 0, so the model is unchanged) and
         activate it. Every backbone weight stays frozen; only the adapter's A, B are trainable."""
         if task in self.adapters:
@@ -288,7 +294,9 @@ class StudentEncoder(nn.Module):
         if _is_peft(self.backbone):
             self.backbone.load_adapter(str(path), adapter_name=task, is_trainable=trainable)
         else:
-            self.backbone = PeftModel.from_pretrained(self.backbone, str(path), adapter_name=task, is_trainable=trainable)
+            self.backbone = PeftModel.from_pretrained(
+                self.backbone, str(path), adapter_name=task, is_trainable=trainable
+            )
         if trainable:
             self._trainable_adapters.add(task)
         self.set_task(task)
@@ -337,8 +345,13 @@ class StudentEncoder(nn.Module):
         model = peft_copy.merge_and_unload(adapter_names=[task])
         model.eval()
         enc = StudentEncoder(
-            model, tokenizer=self.tokenizer, pooling=self.pooling, prompts=self.prompts_for(task),
-            max_length=self.max_length, append_eos=self.append_eos, padding_side=self.tokenizer.padding_side,
+            model,
+            tokenizer=self.tokenizer,
+            pooling=self.pooling,
+            prompts=self.prompts_for(task),
+            max_length=self.max_length,
+            append_eos=self.append_eos,
+            padding_side=self.tokenizer.padding_side,
             normalize=self.normalize,
         )
         enc.source = f"{self.source}+{task}"
@@ -440,7 +453,9 @@ class StudentEncoder(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> StudentEncoder:
+    def from_pretrained(
+        cls, path: str | Path, trainable_adapters: bool = False, **overrides
+    ) -> StudentEncoder:
         """Load a directory written by ``save_pretrained`` (its settings, overridable by kwargs), with
         every adapter it holds; the adapter that was active when saved is active again."""
         cfg_file = Path(path) / JINA5_CONFIG
@@ -452,7 +467,9 @@ class StudentEncoder(nn.Module):
         for name in adapters:
             adapter_dir = Path(path) / ADAPTERS_DIR / name
             if not (adapter_dir / "adapter_config.json").exists():
-                raise FileNotFoundError(f"{cfg_file} lists adapter {name!r} but {adapter_dir} holds no adapter_config.json")
+                raise FileNotFoundError(
+                    f"{cfg_file} lists adapter {name!r} but {adapter_dir} holds no adapter_config.json"
+                )
             enc.load_adapter(adapter_dir, name, trainable=trainable_adapters)
         if task is not None:
             enc.set_task(task)
@@ -508,16 +525,22 @@ def _write_sentence_transformers_files(path: Path, enc: StudentEncoder) -> None:
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     if enc.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
         (path / "2_Normalize").mkdir(exist_ok=True)
     (path / "modules.json").write_text(json.dumps(modules, indent=2))
     (path / "1_Pooling").mkdir(exist_ok=True)
     (path / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": enc.dim, "pooling_mode": mode, "include_prompt": True}, indent=2)
+        json.dumps(
+            {"word_embedding_dimension": enc.dim, "pooling_mode": mode, "include_prompt": True}, indent=2
+        )
     )
     (path / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": enc.max_length, "do_lower_case": False}, indent=2)
     )
     (path / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": enc.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2)
+        json.dumps(
+            {"prompts": enc.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2
+        )
     )

@@ -52,7 +52,9 @@ def export_sentence_transformers(encoder: StudentEncoder, task: str | None, out:
         task = encoder.adapters[0]
     merged = encoder.merged(task)
     path = merged.save_pretrained(out)
-    log.info("exported adapter %r merged, prompts %s -> %s (sentence-transformers)", task, merged.prompts, path)
+    log.info(
+        "exported adapter %r merged, prompts %s -> %s (sentence-transformers)", task, merged.prompts, path
+    )
     return path
 
 
@@ -70,8 +72,10 @@ def combine_adapters(runs: Sequence[str | Path], out: str | Path) -> StudentEnco
     for run in runs[1:]:
         other = load_encoder(run)
         if not same_backbone(combined, other):
-            raise ValueError(f"{run}: its backbone differs from {runs[0]}'s; adapters of different stage-1 "
-                             "students cannot share one directory")
+            raise ValueError(
+                f"{run}: its backbone differs from {runs[0]}'s; adapters of different stage-1 "
+                "students cannot share one directory"
+            )
         for task in other.adapters:
             if task in combined.adapters:
                 raise ValueError(f"adapter {task!r} is in more than one run ({run})")

@@ -34,7 +34,9 @@ from jina5.objective import Objective
 log = logging.getLogger(__name__)
 
 
-def lr_lambda(kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
+def lr_lambda(
+    kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
+) -> Callable[[int], float]:
     """Multiplier of the base lr at optimizer step s: linear warmup to 1 over ``warmup_steps``, then
     ``constant``: 1; ``linear``: 1 -> min_ratio; ``cosine``: min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2,
     with p = (s - warmup) / (total - warmup) the fraction of the decay done."""
@@ -128,8 +130,12 @@ class EmbeddingModule(L.LightningModule):
         picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
         queries = self.encoder.encode([tables[t].queries[r] for t, r in picks], prompt="query")
         documents = self.encoder.encode([tables[t].documents[r] for t, r in picks], prompt="document")
-        teacher = np.concatenate([np.stack([tables[t].teacher_query[r] for t, r in picks]),
-                                  np.stack([tables[t].teacher_document[r] for t, r in picks])])
+        teacher = np.concatenate(
+            [
+                np.stack([tables[t].teacher_query[r] for t, r in picks]),
+                np.stack([tables[t].teacher_document[r] for t, r in picks]),
+            ]
+        )
         student = torch.from_numpy(np.concatenate([queries, documents]))
         cos = distill.fit_projection(student.to(self.device), torch.from_numpy(teacher).to(self.device))
         log.info("projection warm start on %d texts: mean cos(psi(s), t) = %.3f", len(student), cos)
@@ -159,13 +165,21 @@ class EmbeddingModule(L.LightningModule):
         d = self.encoder(**batch["document"])  # (B, D)
         n = None
         if batch.get("negatives") is not None:
-            n = self.encoder(**batch["negatives"]).view(q.shape[0], batch["negatives_per_query"], -1)  # (B, K, D)
+            n = self.encoder(**batch["negatives"]).view(
+                q.shape[0], batch["negatives_per_query"], -1
+            )  # (B, K, D)
         base = self.base_embeddings(batch) if self.needs_base else {}
         eb = EmbeddingBatch(
-            query=q, document=d, negatives=n,
-            teacher_query=batch.get("teacher_query"), teacher_document=batch.get("teacher_document"),
-            scores=batch.get("scores"), labels=batch.get("labels"),
-            query_ids=batch.get("query_ids"), document_ids=batch.get("document_ids"), **base,
+            query=q,
+            document=d,
+            negatives=n,
+            teacher_query=batch.get("teacher_query"),
+            teacher_document=batch.get("teacher_document"),
+            scores=batch.get("scores"),
+            labels=batch.get("labels"),
+            query_ids=batch.get("query_ids"),
+            document_ids=batch.get("document_ids"),
+            **base,
         )
         trainer = self._trainer  # None outside a fit (the property would raise)
         if self.gather_across_devices and trainer is not None and trainer.world_size > 1:
@@ -181,10 +195,15 @@ class EmbeddingModule(L.LightningModule):
             self.encoder.eval()
         try:
             with self.encoder.adapters_disabled():
-                out = {"base_query": self.encoder(**batch["query"]), "base_document": self.encoder(**batch["document"])}
+                out = {
+                    "base_query": self.encoder(**batch["query"]),
+                    "base_document": self.encoder(**batch["document"]),
+                }
                 if batch.get("negatives") is not None:
                     k = batch["negatives_per_query"]
-                    out["base_negatives"] = self.encoder(**batch["negatives"]).view(out["base_query"].shape[0], k, -1)
+                    out["base_negatives"] = self.encoder(**batch["negatives"]).view(
+                        out["base_query"].shape[0], k, -1
+                    )
         finally:
             self.encoder.train(was_training)
         return out
@@ -221,7 +240,9 @@ class EmbeddingModule(L.LightningModule):
         dev = getattr(self.trainer.datamodule, "dev", None)
         if dev is None or dev.teacher_document is None:
             return
-        seen = rows.sort().values.cpu()  # the dev rows validated (all, unless limit_val_batches / fast_dev_run)
+        seen = (
+            rows.sort().values.cpu()
+        )  # the dev rows validated (all, unless limit_val_batches / fast_dev_run)
         t_q = torch.from_numpy(dev.teacher_query)[seen].to(q)
         t_d = torch.from_numpy(dev.teacher_document)[seen].to(q)
         distill = find_distillation(self.objective)
@@ -229,7 +250,9 @@ class EmbeddingModule(L.LightningModule):
             cos = torch.cat([distilled_cosines(distill, q, t_q), distilled_cosines(distill, d, t_d)])
             self.log("val/teacher_cos", cos.mean(), sync_dist=True)
         self.log("val/teacher_sim_corr", similarity_agreement(d, t_d), sync_dist=True)
-        self.log("val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True)  # the teacher on the same pairs
+        self.log(
+            "val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True
+        )  # the teacher on the same pairs
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -240,9 +263,15 @@ class EmbeddingModule(L.LightningModule):
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = self.optimizer_factory([g for g in groups if g["params"]])
         cfg = self.scheduler_cfg
-        total = cfg.get("total_steps") or (int(self.trainer.estimated_stepping_batches) if self.trainer else 1)
-        schedule = lr_lambda(cfg.get("kind", "constant"), int(cfg.get("warmup_steps", 0)), total,
-                             float(cfg.get("min_lr_ratio", 0.0)))
+        total = cfg.get("total_steps") or (
+            int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        )
+        schedule = lr_lambda(
+            cfg.get("kind", "constant"),
+            int(cfg.get("warmup_steps", 0)),
+            total,
+            float(cfg.get("min_lr_ratio", 0.0)),
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

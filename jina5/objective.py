@@ -83,7 +83,9 @@ class Objective(nn.Module):
         self.skip_if_present: dict[str, list[str]] = {}
         for name, present in (skip_if_present or {}).items():
             if name not in self.losses:
-                raise ValueError(f"Objective: skip_if_present names loss {name!r}; losses are {sorted(self.losses)}")
+                raise ValueError(
+                    f"Objective: skip_if_present names loss {name!r}; losses are {sorted(self.losses)}"
+                )
             unknown = [f for f in present if f not in fields]
             if unknown:
                 raise ValueError(f"Objective: skip_if_present[{name!r}] has unknown batch fields {unknown}")
@@ -152,12 +154,21 @@ def build_objective(cfg: Mapping) -> Objective:
     losses: dict[str, nn.Module] = {name: instantiate(node) for name, node in cfg["losses"].items()}
     for name in cfg.get("binary_aware") or []:
         if name not in losses:
-            raise KeyError(f"objective.binary_aware names {name!r}, which is not in objective.losses {sorted(losses)}")
+            raise KeyError(
+                f"objective.binary_aware names {name!r}, which is not in objective.losses {sorted(losses)}"
+            )
         losses[name] = BinaryAware(losses[name])
     mrl = cfg.get("matryoshka") or {}
     if mrl.get("enabled"):
         dims, weights = list(mrl["dims"]), mrl.get("weights")
-        losses = {n: Matryoshka(loss, dims, None if weights is None else list(weights)) for n, loss in losses.items()}
+        losses = {
+            n: Matryoshka(loss, dims, None if weights is None else list(weights))
+            for n, loss in losses.items()
+        }
     skip_if_present = {k: list(v) for k, v in (cfg.get("skip_if_present") or {}).items()}
-    return Objective(losses, dict(cfg["weights"]), skip_missing=bool(cfg.get("skip_missing", False)),
-                     skip_if_present=skip_if_present)
+    return Objective(
+        losses,
+        dict(cfg["weights"]),
+        skip_missing=bool(cfg.get("skip_missing", False)),
+        skip_if_present=skip_if_present,
+    )

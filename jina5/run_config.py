@@ -19,8 +19,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-RESUME_SAFE = ("skip_done", "ckpt_path", "export", "paths", "logger", "trainer.max_steps",
-               "trainer.enable_progress_bar", "trainer.enable_model_summary")
+RESUME_SAFE = (
+    "skip_done",
+    "ckpt_path",
+    "export",
+    "paths",
+    "logger",
+    "trainer.max_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -56,10 +64,14 @@ def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
-    changes = config_changes(OmegaConf.to_container(OmegaConf.load(saved), resolve=False),
-                             OmegaConf.to_container(cfg, resolve=True))
+    changes = config_changes(
+        OmegaConf.to_container(OmegaConf.load(saved), resolve=False),
+        OmegaConf.to_container(cfg, resolve=True),
+    )
     if changes:
-        shown = "\n  ".join(changes[:10]) + (f"\n  ... and {len(changes) - 10} more" if len(changes) > 10 else "")
+        shown = "\n  ".join(changes[:10]) + (
+            f"\n  ... and {len(changes) - 10} more" if len(changes) > 10 else ""
+        )
         raise ValueError(
             f"{run_dir} holds a run trained with another config ({saved}); reusing it would report that run "
             f"for this one. Changed:\n  {shown}\nGive this run its own directory, e.g. "

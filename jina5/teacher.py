@@ -77,8 +77,12 @@ class Teacher:
         encoder: StudentEncoder | None = None,
     ) -> None:
         self.encoder = encoder or StudentEncoder(
-            source, pooling=pooling, max_length=max_length, append_eos=append_eos,
-            padding_side=padding_side, torch_dtype=torch_dtype,
+            source,
+            pooling=pooling,
+            max_length=max_length,
+            append_eos=append_eos,
+            padding_side=padding_side,
+            torch_dtype=torch_dtype,
         )
         self.encoder.eval().requires_grad_(False)
         self.batch_size = batch_size
@@ -97,7 +101,9 @@ class Teacher:
             cfg = self.encoder.backbone.config.to_dict()
             for volatile in ("_name_or_path", "transformers_version", "_attn_implementation_autoset"):
                 cfg.pop(volatile, None)
-            settings = {k: v for k, v in self.encoder.encoder_config().items() if k not in ("source", "prompts")}
+            settings = {
+                k: v for k, v in self.encoder.encoder_config().items() if k not in ("source", "prompts")
+            }
             h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
             for name, tensor in self.encoder.backbone.state_dict().items():
                 h.update(name.encode())
@@ -155,7 +161,9 @@ class TeacherCache:
             try:
                 have = json.loads(meta_file.read_text())
             except json.JSONDecodeError as err:
-                raise TeacherCacheError(f"{meta_file}: unreadable ({err}); delete the directory to rebuild") from None
+                raise TeacherCacheError(
+                    f"{meta_file}: unreadable ({err}); delete the directory to rebuild"
+                ) from None
             for key in ("fingerprint", "instruction", "dim", "dtype"):
                 if have.get(key) != want[key]:
                     raise TeacherCacheError(
@@ -177,7 +185,9 @@ class TeacherCache:
             with np.load(shard_file) as z:
                 keys, emb, checksum = z["keys"], z["emb"], bytes(z["checksum"])
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as err:
-            raise TeacherCacheError(f"{shard_file}: truncated or corrupt ({err}); delete it to recompute") from None
+            raise TeacherCacheError(
+                f"{shard_file}: truncated or corrupt ({err}); delete it to recompute"
+            ) from None
         if emb.ndim != 2 or emb.shape[1] != self.teacher.dim or keys.shape != (emb.shape[0], 20):
             raise TeacherCacheError(
                 f"{shard_file}: shapes keys {keys.shape} emb {emb.shape} do not fit teacher dim {self.teacher.dim}"
@@ -227,19 +237,31 @@ class TeacherCache:
         if not todo:
             return 0
         todo.sort(key=len)  # similar lengths per shard -> little padding inside the encoder batches
-        bar = tqdm(total=len(todo), unit="text", desc=f"teacher cache ({Path(self.teacher.source).name})",
-                   disable=not self.progress)
+        bar = tqdm(
+            total=len(todo),
+            unit="text",
+            desc=f"teacher cache ({Path(self.teacher.source).name})",
+            disable=not self.progress,
+        )
         start = time.perf_counter()
         for lo in range(0, len(todo), self.shard_size):
             chunk = todo[lo : lo + self.shard_size]
             emb = self.teacher.embed(chunk, self.instruction)
             if not np.isfinite(emb).all():
-                raise TeacherCacheError(f"teacher produced non-finite vectors for shard starting at text {lo}")
+                raise TeacherCacheError(
+                    f"teacher produced non-finite vectors for shard starting at text {lo}"
+                )
             self._write_shard([text_key(t) for t in chunk], emb)
             bar.update(len(chunk))
         bar.close()
         rate = len(todo) / max(time.perf_counter() - start, 1e-9)
-        log.info("teacher cache %s: computed %d texts (%.1f texts/s), %d cached", self.path, len(todo), rate, len(self))
+        log.info(
+            "teacher cache %s: computed %d texts (%.1f texts/s), %d cached",
+            self.path,
+            len(todo),
+            rate,
+            len(self),
+        )
         return len(todo)
 
     def get(self, texts: Sequence[str]) -> np.ndarray:

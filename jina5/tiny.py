@@ -18,9 +18,14 @@ DECODERS = ("qwen3",)
 
 def char_tokenizer(add_cls_sep: bool = True) -> PreTrainedTokenizerFast:
     """Lower-case letters, digits and punctuation, one token per character (whitespace split)."""
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + list(string.ascii_lowercase + string.digits + string.punctuation))}
+    vocab = {
+        tok: i
+        for i, tok in enumerate(SPECIALS + list(string.ascii_lowercase + string.digits + string.punctuation))
+    }
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=1000))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Split("", "isolated")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Split("", "isolated")]
+    )
     from tokenizers import normalizers
 
     tok.normalizer = normalizers.Lowercase()
@@ -29,7 +34,12 @@ def char_tokenizer(add_cls_sep: bool = True) -> PreTrainedTokenizerFast:
             single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
         )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", eos_token="[EOS]"
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        eos_token="[EOS]",
     )
 
 
@@ -39,12 +49,21 @@ def tiny_model_and_tokenizer(
     """A random-init ``model_type`` backbone with ``layers`` blocks of width ``hidden``, and its tokenizer."""
     tokenizer = char_tokenizer(add_cls_sep=model_type not in DECODERS)
     common = dict(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=2 * hidden, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
     )
     if model_type in ("qwen3", "eurobert"):
-        common.update(num_key_value_heads=heads, head_dim=hidden // heads, bos_token_id=tokenizer.cls_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
+        common.update(
+            num_key_value_heads=heads,
+            head_dim=hidden // heads,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     if model_type == "eurobert":
         common.update(mask_token_id=tokenizer.unk_token_id)
     config = AutoConfig.for_model(model_type, **common)

@@ -72,11 +72,15 @@ def build_student(cfg: DictConfig) -> StudentEncoder:
     if init_from:
         encoder_dir = Path(init_from) / "encoder"
         if not encoder_dir.is_dir():
-            raise FileNotFoundError(f"init_from={init_from!r}: no encoder/ directory (is it a finished stage-1 run dir?)")
+            raise FileNotFoundError(
+                f"init_from={init_from!r}: no encoder/ directory (is it a finished stage-1 run dir?)"
+            )
         encoder = StudentEncoder.from_pretrained(encoder_dir)
         if encoder.adapters:
-            raise ValueError(f"init_from={init_from!r}: its encoder already has adapters {encoder.adapters}; "
-                             "init_from takes a stage-1 run")
+            raise ValueError(
+                f"init_from={init_from!r}: its encoder already has adapters {encoder.adapters}; "
+                "init_from takes a stage-1 run"
+            )
         log.info("init_from %s: the student is its encoder/ (student.* settings are not used)", init_from)
     else:
         encoder = instantiate(cfg.student)
@@ -84,16 +88,26 @@ def build_student(cfg: DictConfig) -> StudentEncoder:
     if adapter:
         task = check_task(adapter.task)
         if not init_from:
-            log.warning("adapter %r without init_from: a fresh LoRA adapter on the configured student %s, not on "
-                        "a stage-1 run (set init_from=<stage-1 run dir> for stage 2)", task, cfg.student.source)
+            log.warning(
+                "adapter %r without init_from: a fresh LoRA adapter on the configured student %s, not on "
+                "a stage-1 run (set init_from=<stage-1 run dir> for stage 2)",
+                task,
+                cfg.student.source,
+            )
         settings = adapter_settings(adapter)
         config = lora_config(encoder.backbone.config.model_type, **settings)
         prompts = adapter.get("prompts", {}).get(task)
         encoder.add_adapter(task, config, prompts=dict(prompts) if prompts is not None else None)
         trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
         total = sum(p.numel() for p in encoder.parameters())
-        log.info("adapter %r: LoRA rank %s on %s; %d of %d student parameters trainable", task, config.r,
-                 sorted(config.target_modules), trainable, total)
+        log.info(
+            "adapter %r: LoRA rank %s on %s; %d of %d student parameters trainable",
+            task,
+            config.r,
+            sorted(config.target_modules),
+            trainable,
+            total,
+        )
     return encoder
 
 
@@ -108,22 +122,33 @@ def load_stage1_projection(objective: Objective, run_dir: str | Path) -> None:
         return
     ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
     if not ckpt.exists():
-        raise FileNotFoundError(f"init_from={str(run_dir)!r}: no {ckpt} to take the distillation projection from")
+        raise FileNotFoundError(
+            f"init_from={str(run_dir)!r}: no {ckpt} to take the distillation projection from"
+        )
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     found = {m.group(1): v for k, v in state.items() if (m := _PROJECTION_KEY.match(k))}
     if not found:
-        log.warning("init_from %s: %s holds no distillation projection; psi keeps its fresh init", run_dir, ckpt)
+        log.warning(
+            "init_from %s: %s holds no distillation projection; psi keeps its fresh init", run_dir, ckpt
+        )
         return
     own = distill.proj.state_dict()
     for name, value in found.items():
         if name not in own or own[name].shape != value.shape:
-            raise ValueError(f"init_from {ckpt}: projection {name} has shape {tuple(value.shape)}, this objective's "
-                             f"is {tuple(own[name].shape) if name in own else 'absent'} (another teacher or student?)")
+            raise ValueError(
+                f"init_from {ckpt}: projection {name} has shape {tuple(value.shape)}, this objective's "
+                f"is {tuple(own[name].shape) if name in own else 'absent'} (another teacher or student?)"
+            )
     requires_grad = [p.requires_grad for p in distill.proj.parameters()]
     distill.proj.load_state_dict(found)
     for p, flag in zip(distill.proj.parameters(), requires_grad, strict=True):
         p.requires_grad_(flag)
-    log.info("init_from %s: distillation projection loaded (%s), trainable=%s", run_dir, sorted(found), any(requires_grad))
+    log.info(
+        "init_from %s: distillation projection loaded (%s), trainable=%s",
+        run_dir,
+        sorted(found),
+        any(requires_grad),
+    )
 
 
 def module_options(cfg: DictConfig) -> dict:
@@ -134,21 +159,30 @@ def module_options(cfg: DictConfig) -> dict:
     return options
 
 
-def build(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[EmbeddingModule, L.LightningDataModule, L.Trainer]:
+def build(
+    cfg: DictConfig, callbacks: Sequence[L.Callback] = ()
+) -> tuple[EmbeddingModule, L.LightningDataModule, L.Trainer]:
     """Student, teacher, data, objective and trainer from the config (nothing runs yet)."""
     encoder = build_student(cfg)
     if encoder.dim != cfg.student_dim:
-        raise ValueError(f"config key student_dim={cfg.student_dim} but the student {cfg.student.source} has dim {encoder.dim}")
+        raise ValueError(
+            f"config key student_dim={cfg.student_dim} but the student {cfg.student.source} has dim {encoder.dim}"
+        )
     teacher = instantiate(cfg.teacher) if cfg.get("teacher") and cfg.get("use_teacher", True) else None
     if teacher is not None and teacher.dim != cfg.teacher_dim:
-        raise ValueError(f"config key teacher_dim={cfg.teacher_dim} but the teacher {cfg.teacher.source} has dim {teacher.dim}")
+        raise ValueError(
+            f"config key teacher_dim={cfg.teacher_dim} but the teacher {cfg.teacher.source} has dim {teacher.dim}"
+        )
     datamodule = instantiate(cfg.data, encoder=encoder, teacher=teacher)
     objective = build_objective(cfg.objective)
     if cfg.get("init_from"):
         load_stage1_projection(objective, cfg.init_from)
     module = EmbeddingModule(
-        encoder, objective, optimizer=instantiate(cfg.optimizer),
-        scheduler=OmegaConf.to_container(cfg.scheduler), **module_options(cfg),
+        encoder,
+        objective,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=OmegaConf.to_container(cfg.scheduler),
+        **module_options(cfg),
     )
     all_callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(callbacks)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=instantiate(cfg.logger))
@@ -167,16 +201,23 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
         if done["steps"] >= cfg.trainer.max_steps:
             log.info("%s is finished (done.json); skipping (set skip_done=false to retrain)", run_dir)
             return done
-        log.warning("%s: extending a finished run from %d to %d steps (resuming last.ckpt; with scheduler."
-                    "total_steps=null the lr schedule's horizon moves too)", run_dir, done["steps"], cfg.trainer.max_steps)
+        log.warning(
+            "%s: extending a finished run from %d to %d steps (resuming last.ckpt; with scheduler."
+            "total_steps=null the lr schedule's horizon moves too)",
+            run_dir,
+            done["steps"],
+            cfg.trainer.max_steps,
+        )
     L.seed_everything(cfg.seed, workers=True)
     adapter = cfg.get("adapter") or {}
     average = parse_average_with(adapter.get("average_with"))
     extra = list(callbacks)
     if average is not None and average[0] == "step":
         if not 0 < average[1] < cfg.trainer.max_steps:
-            raise ValueError(f"adapter.average_with=step={average[1]} must be a step in (0, trainer.max_steps="
-                             f"{cfg.trainer.max_steps})")
+            raise ValueError(
+                f"adapter.average_with=step={average[1]} must be a step in (0, trainer.max_steps="
+                f"{cfg.trainer.max_steps})"
+            )
         extra.append(SaveAtSteps(run_dir, [average[1]]))
     module, datamodule, trainer = build(cfg, extra)
     encoder = module.encoder
@@ -186,7 +227,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     trainer.callbacks.extend([final, AlignLogStep()])
     ckpt_path = resolve_checkpoint(cfg.ckpt_path, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)  # before fitting: what a resume is checked against
+    OmegaConf.save(
+        cfg, run_dir / "config.yaml", resolve=True
+    )  # before fitting: what a resume is checked against
     if isinstance(trainer.logger, ResumableCSVLogger):
         trainer.logger.keep_before_step = checkpoint_step(ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -194,33 +237,54 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
 
     # Under ddp_spawn this process only gets rank 0's weights back: the step and metrics come from disk.
     state = json.loads(final.path.read_text())
-    summary = {"run_dir": str(run_dir), "experiment": cfg.experiment_name, "seed": cfg.seed,
-               "steps": state["global_step"], "train_seconds": state["train_seconds"],
-               "fit_seconds": round(seconds, 1), "metrics": state["metrics"]}
+    summary = {
+        "run_dir": str(run_dir),
+        "experiment": cfg.experiment_name,
+        "seed": cfg.seed,
+        "steps": state["global_step"],
+        "train_seconds": state["train_seconds"],
+        "fit_seconds": round(seconds, 1),
+        "metrics": state["metrics"],
+    }
     if average is not None and average[0] == "step" and state["global_step"] <= average[1]:
-        log.warning("adapter.average_with=%s: the run ended at step %d, before that checkpoint; final weights are "
-                    "last.ckpt's (no averaging)", adapter.average_with, state["global_step"])
+        log.warning(
+            "adapter.average_with=%s: the run ended at step %d, before that checkpoint; final weights are "
+            "last.ckpt's (no averaging)",
+            adapter.average_with,
+            state["global_step"],
+        )
     elif average is not None:
         summary["averaged_with"] = average_final_weights(module, trainer, run_dir, adapter)
     if cfg.export:
         encoder.save_pretrained(run_dir / "encoder")
     done_file.write_text(json.dumps(summary, indent=2))
-    log.info("finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)", run_dir,
-             state["global_step"], state["train_seconds"], seconds)
+    log.info(
+        "finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)",
+        run_dir,
+        state["global_step"],
+        state["train_seconds"],
+        seconds,
+    )
     return summary
 
 
-def average_final_weights(module: EmbeddingModule, trainer: L.Trainer, run_dir: Path, adapter: DictConfig) -> str:
+def average_final_weights(
+    module: EmbeddingModule, trainer: L.Trainer, run_dir: Path, adapter: DictConfig
+) -> str:
     """Load w * last + (1 - w) * other into ``module`` (``jina5.averaging``), save it as
     ``checkpoints/averaged.ckpt`` and return the other checkpoint's path."""
-    best = getattr(trainer.checkpoint_callback, "best_model_path", None) if trainer.checkpoint_callback else None
+    best = (
+        getattr(trainer.checkpoint_callback, "best_model_path", None) if trainer.checkpoint_callback else None
+    )
     other = other_checkpoint(run_dir, adapter.average_with, best or None)
     last = run_dir / "checkpoints" / "last.ckpt"
     weight = float(adapter.get("average_weight", 0.5))
     state = average_checkpoints(last, other, weight)
     module.load_state_dict(state)
-    torch.save({"state_dict": state, "averaged": {"last": str(last), "other": str(other), "weight": weight}},
-               run_dir / "checkpoints" / "averaged.ckpt")
+    torch.save(
+        {"state_dict": state, "averaged": {"last": str(last), "other": str(other), "weight": weight}},
+        run_dir / "checkpoints" / "averaged.ckpt",
+    )
     log.info("final weights: %.2f x %s + %.2f x %s", weight, last.name, 1 - weight, other.name)
     return str(other)
 
@@ -243,8 +307,9 @@ class FinalState(L.Callback):
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             seconds = round(time.perf_counter() - self.start, 1)
-            self.path.write_text(json.dumps({"global_step": trainer.global_step, "metrics": metrics,
-                                             "train_seconds": seconds}))
+            self.path.write_text(
+                json.dumps({"global_step": trainer.global_step, "metrics": metrics, "train_seconds": seconds})
+            )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

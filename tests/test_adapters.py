@@ -35,7 +35,9 @@ def tiny_encoder(model_type: str = "bert", layers: int = 2) -> StudentEncoder:
 
 def add_random_adapter(enc: StudentEncoder, task: str, seed: int) -> None:
     """A LoRA adapter whose B is random (a fresh one has B = 0 and changes nothing)."""
-    enc.add_adapter(task, lora_config(enc.backbone.config.model_type, rank=4, alpha=8), DEFAULT_TASK_PROMPTS[task])
+    enc.add_adapter(
+        task, lora_config(enc.backbone.config.model_type, rank=4, alpha=8), DEFAULT_TASK_PROMPTS[task]
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in enc.named_parameters():
@@ -48,8 +50,16 @@ FAST = ["student.max_length=32", "teacher.max_length=32"]  # short texts: these 
 
 def own_data_cfg(tmp_path: Path, *overrides: str):
     """Like test_train.run_cfg (tiny student and teacher) but with the experiment's own data config."""
-    cfg = compose([*TINY["bert"], *TINY_TEACHER, f"paths.output_root={tmp_path}", "trainer.enable_progress_bar=false",
-                   *FAST, *overrides])
+    cfg = compose(
+        [
+            *TINY["bert"],
+            *TINY_TEACHER,
+            f"paths.output_root={tmp_path}",
+            "trainer.enable_progress_bar=false",
+            *FAST,
+            *overrides,
+        ]
+    )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "runs" / cfg.run_name)
@@ -67,8 +77,12 @@ def test_lora_goes_on_every_attention_and_mlp_linear(model_type):
     enc = tiny_encoder(model_type)
     linear = {n for n, m in enc.backbone.named_modules() if isinstance(m, torch.nn.Linear)}
     enc.add_adapter("retrieval", lora_config(model_type, rank=4, alpha=4))
-    wrapped = {n.removeprefix("base_model.model.") for n, m in enc.backbone.named_modules() if hasattr(m, "lora_A")}
-    assert wrapped == linear and len(wrapped) == 2 * (6 if model_type == "mpnet" else 7) - 2 * (model_type == "bert")
+    wrapped = {
+        n.removeprefix("base_model.model.") for n, m in enc.backbone.named_modules() if hasattr(m, "lora_A")
+    }
+    assert wrapped == linear and len(wrapped) == 2 * (6 if model_type == "mpnet" else 7) - 2 * (
+        model_type == "bert"
+    )
     trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_A.retrieval." in n or ".lora_B.retrieval." in n for n in trainable)
 
@@ -122,7 +136,9 @@ def test_export_round_trip_through_sentence_transformers(tmp_path):
             np.testing.assert_allclose(theirs, ours, atol=1e-5)
     # the merged exports differ from each other (the adapter is really in the weights)
     a = SentenceTransformer(str(tmp_path / "retrieval"), device="cpu").encode(TEXTS, prompt_name="document")
-    b = SentenceTransformer(str(tmp_path / "text-matching"), device="cpu").encode(TEXTS, prompt_name="document")
+    b = SentenceTransformer(str(tmp_path / "text-matching"), device="cpu").encode(
+        TEXTS, prompt_name="document"
+    )
     assert np.abs(a - b).max() > 1e-2
 
 
@@ -131,17 +147,23 @@ def test_export_round_trip_real_minilm(tmp_path):
     """The same through sentence-transformers with the real (pruned) MiniLM student and a trained-size adapter."""
     from sentence_transformers import SentenceTransformer
 
-    enc = StudentEncoder("sentence-transformers/all-MiniLM-L6-v2", keep_layers=[0, 2, 4], max_length=128,
-                         prompts=PROMPTS)
+    enc = StudentEncoder(
+        "sentence-transformers/all-MiniLM-L6-v2", keep_layers=[0, 2, 4], max_length=128, prompts=PROMPTS
+    )
     enc.add_adapter("retrieval", lora_config("bert"), DEFAULT_TASK_PROMPTS["retrieval"])
     with torch.no_grad():
         for name, p in enc.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.02)
-    st = SentenceTransformer(str(export_sentence_transformers(enc, "retrieval", tmp_path / "st")), device="cpu")
+    st = SentenceTransformer(
+        str(export_sentence_transformers(enc, "retrieval", tmp_path / "st")), device="cpu"
+    )
     for prompt in ("query", "document"):
-        np.testing.assert_allclose(st.encode(TEXTS, prompt_name=prompt), enc.encode(TEXTS, task="retrieval", prompt=prompt),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            st.encode(TEXTS, prompt_name=prompt),
+            enc.encode(TEXTS, task="retrieval", prompt=prompt),
+            atol=1e-5,
+        )
 
 
 def test_multi_adapter_directory_restores_every_adapter(tmp_path):
@@ -204,8 +226,12 @@ def test_mining_never_returns_the_positive_or_a_near_duplicate():
         assert all(q[i] @ d[j] <= pos_score[i] - 0.05 for j in row)
     assert stats.dropped_near_duplicate + stats.dropped_margin > 0  # the filters had something to drop
     # without the filters the planted near-duplicates would be picked: the test can fail
-    loose, _ = mine_hard_negatives(q, d, positive, MiningConfig(num_negatives=5, rank_range=(0, 30), margin=-10,
-                                                               max_positive_similarity=1.1))
+    loose, _ = mine_hard_negatives(
+        q,
+        d,
+        positive,
+        MiningConfig(num_negatives=5, rank_range=(0, 30), margin=-10, max_positive_similarity=1.1),
+    )
     assert sum(40 + i in row for i, row in enumerate(loose)) > 0
 
 
@@ -226,8 +252,11 @@ def test_attach_hard_negatives_skips_exact_duplicates_of_the_positive():
     queries = [f"query {i}" for i in range(60)]
     docs[1] = docs[0].upper() + "  "  # same normalised text as row 0's positive
     table = PairTable(DatasetSpec("toy"), queries, docs)
-    attach_hard_negatives(table, enc, MiningConfig(num_negatives=4, rank_range=(0, 20), margin=-1.0,
-                                                   max_positive_similarity=1.1))
+    attach_hard_negatives(
+        table,
+        enc,
+        MiningConfig(num_negatives=4, rank_range=(0, 20), margin=-1.0, max_positive_similarity=1.1),
+    )
     for doc, negs in zip(table.documents, table.negatives, strict=True):
         assert len(negs) == 4
         assert normalise_text(doc) not in {normalise_text(n) for n in negs}
@@ -248,8 +277,12 @@ def test_objective_skip_if_present_switches_per_batch():
     from jina5.losses import CoSENT, EmbeddingBatch, InfoNCE
     from jina5.objective import Objective
 
-    obj = Objective({"cosent": CoSENT(), "infonce": InfoNCE()}, {"cosent": 1.0, "infonce": 1.0}, skip_missing=True,
-                    skip_if_present={"infonce": ["scores"]})
+    obj = Objective(
+        {"cosent": CoSENT(), "infonce": InfoNCE()},
+        {"cosent": 1.0, "infonce": 1.0},
+        skip_missing=True,
+        skip_if_present={"infonce": ["scores"]},
+    )
     q, d = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=-1)
     assert set(obj(EmbeddingBatch(q, d))[1]) == {"infonce"}
     assert set(obj(EmbeddingBatch(q, d, scores=torch.rand(4)))[1]) == {"cosent"}
@@ -269,8 +302,15 @@ def test_average_state_dicts_by_hand():
 
 # ---------------------------------------------------------------------------------------------- training
 def test_only_adapter_weights_train(tmp_path):
-    cfg = run_cfg(tmp_path, *FAST, "experiment=adapter/retrieval", "trainer.max_steps=1", "adapter.average_with=null",
-                  "optimizer.lr=1e-2", "data.dev_datasets=[]")
+    cfg = run_cfg(
+        tmp_path,
+        *FAST,
+        "experiment=adapter/retrieval",
+        "trainer.max_steps=1",
+        "adapter.average_with=null",
+        "optimizer.lr=1e-2",
+        "data.dev_datasets=[]",
+    )
     module, datamodule, trainer = build(cfg)
     encoder = module.encoder
     trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
@@ -287,9 +327,13 @@ def test_only_adapter_weights_train(tmp_path):
 
 
 def test_relational_loss_is_zero_at_step_zero_through_the_module(tmp_path):
-    cfg = own_data_cfg(tmp_path, "experiment=adapter/classification", "data.dev_datasets=[]",
-                       "data.datasets=[{name: bbc, label_triplets: true, label_negatives: 7, batch_size: 4, "
-                       "query_max_length: 24, document_max_length: 24, max_rows: 16}]")
+    cfg = own_data_cfg(
+        tmp_path,
+        "experiment=adapter/classification",
+        "data.dev_datasets=[]",
+        "data.datasets=[{name: bbc, label_triplets: true, label_negatives: 7, batch_size: 4, "
+        "query_max_length: 24, document_max_length: 24, max_rows: 16}]",
+    )
     module, datamodule, _ = build(cfg)
     datamodule.setup("fit")
     assert all(any(t.negatives) for t in datamodule.tables)  # label triplets carry 7 negatives
@@ -313,8 +357,16 @@ def test_relational_loss_is_zero_at_step_zero_through_the_module(tmp_path):
 
 
 def test_retrieval_checkpoint_average_equals_manual_average(tmp_path):
-    cfg = run_cfg(tmp_path, *FAST, "experiment=adapter/retrieval", "trainer.max_steps=4", "adapter.average_with=2",
-                  "adapter.average_weight=0.5", "optimizer.lr=1e-2", "trainer.val_check_interval=2")
+    cfg = run_cfg(
+        tmp_path,
+        *FAST,
+        "experiment=adapter/retrieval",
+        "trainer.max_steps=4",
+        "adapter.average_with=2",
+        "adapter.average_weight=0.5",
+        "optimizer.lr=1e-2",
+        "trainer.val_check_interval=2",
+    )
     summary = train(cfg)
     ckpts = Path(cfg.paths.output_dir) / "checkpoints"
     assert summary["averaged_with"].endswith("step2.ckpt")
@@ -335,16 +387,27 @@ def test_retrieval_checkpoint_average_equals_manual_average(tmp_path):
 
 def test_text_matching_switches_losses_per_batch(tmp_path):
     rng = np.random.default_rng(0)
-    rows = [{"sentence1": f"sentence {i} about {w}", "sentence2": f"another text on {w} {i}", "score": float(s)}
-            for i, (w, s) in enumerate(zip(rng.choice(["cats", "stocks", "rain"], 40), rng.uniform(0, 1, 40),
-                                           strict=True))]
+    rows = [
+        {"sentence1": f"sentence {i} about {w}", "sentence2": f"another text on {w} {i}", "score": float(s)}
+        for i, (w, s) in enumerate(
+            zip(rng.choice(["cats", "stocks", "rain"], 40), rng.uniform(0, 1, 40), strict=True)
+        )
+    ]
     scored = tmp_path / "scored.jsonl"
     scored.write_text("\n".join(json.dumps(r) for r in rows))
-    data = ("data.datasets=[{name: toy_sts, source: '" + str(scored) + "', task: sts, batch_size: 8, "
-            "columns: {sentence1: query, sentence2: document, score: score}},"
-            "{name: bbc, batch_size: 8, query_max_length: 16, document_max_length: 24, max_rows: 40}]")
-    cfg = run_cfg(tmp_path, *FAST, "experiment=adapter/text_matching", data, "trainer.max_steps=6",
-                  "data.dev_datasets=[]")
+    data = (
+        "data.datasets=[{name: toy_sts, source: '" + str(scored) + "', task: sts, batch_size: 8, "
+        "columns: {sentence1: query, sentence2: document, score: score}},"
+        "{name: bbc, batch_size: 8, query_max_length: 16, document_max_length: 24, max_rows: 40}]"
+    )
+    cfg = run_cfg(
+        tmp_path,
+        *FAST,
+        "experiment=adapter/text_matching",
+        data,
+        "trainer.max_steps=6",
+        "data.dev_datasets=[]",
+    )
     seen: list[tuple[bool, tuple[str, ...]]] = []
 
     class Spy(__import__("lightning").Callback):
@@ -366,28 +429,45 @@ def test_text_matching_switches_losses_per_batch(tmp_path):
 @pytest.fixture(scope="module")
 def stage1_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage1")
-    cfg = run_cfg(root, *FAST, "experiment=ablation/pure_distill", "trainer.max_steps=2", "trainer.val_check_interval=2")
+    cfg = run_cfg(
+        root, *FAST, "experiment=ablation/pure_distill", "trainer.max_steps=2", "trainer.val_check_interval=2"
+    )
     train(cfg)
     return Path(cfg.paths.output_dir)
 
 
 def test_init_from_loads_the_stage1_encoder_and_projection(tmp_path, stage1_run):
-    cfg = run_cfg(tmp_path, *FAST, "experiment=adapter/retrieval", f"init_from={stage1_run}", "+trainer.fast_dev_run=1")
+    cfg = run_cfg(
+        tmp_path, *FAST, "experiment=adapter/retrieval", f"init_from={stage1_run}", "+trainer.fast_dev_run=1"
+    )
     module, _, _ = build(cfg)
     stage1 = torch.load(stage1_run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    torch.testing.assert_close(module.objective.losses["distill"].proj.weight,
-                               stage1["objective.losses.distill.proj.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        module.objective.losses["distill"].proj.weight,
+        stage1["objective.losses.distill.proj.weight"],
+        rtol=0,
+        atol=0,
+    )
     base = StudentEncoder.from_pretrained(stage1_run / "encoder")
     with module.encoder.adapters_disabled():
-        np.testing.assert_array_equal(module.encoder.encode(TEXTS, prompt="query"), base.encode(TEXTS, prompt="query"))
+        np.testing.assert_array_equal(
+            module.encoder.encode(TEXTS, prompt="query"), base.encode(TEXTS, prompt="query")
+        )
     summary = train(cfg)
     assert summary["steps"] == 1
-    assert (Path(cfg.paths.output_dir) / "encoder" / "adapters" / "retrieval" / "adapter_config.json").exists()
+    assert (
+        Path(cfg.paths.output_dir) / "encoder" / "adapters" / "retrieval" / "adapter_config.json"
+    ).exists()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["retrieval", "text_matching", "clustering", "classification"])
 def test_adapter_experiments_on_their_own_data(tmp_path, stage1_run, task):
-    cfg = own_data_cfg(tmp_path, f"experiment=adapter/{task}", f"init_from={stage1_run}", "data.max_rows_cap=48",
-                       "+trainer.fast_dev_run=2")
+    cfg = own_data_cfg(
+        tmp_path,
+        f"experiment=adapter/{task}",
+        f"init_from={stage1_run}",
+        "data.max_rows_cap=48",
+        "+trainer.fast_dev_run=2",
+    )
     assert train(cfg)["steps"] == 2

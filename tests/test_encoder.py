@@ -31,8 +31,14 @@ def test_pool_hand_computed():
 
 @pytest.mark.parametrize(
     "model_type,pooling,eos",
-    [("bert", "mean", False), ("bert", "cls", False), ("mpnet", "mean", False),
-     ("qwen3", "last_token", True), ("eurobert", "mean", False), ("eurobert", "last_token", False)],
+    [
+        ("bert", "mean", False),
+        ("bert", "cls", False),
+        ("mpnet", "mean", False),
+        ("qwen3", "last_token", True),
+        ("eurobert", "mean", False),
+        ("eurobert", "last_token", False),
+    ],
 )
 def test_left_and_right_padding_give_identical_vectors(model_type, pooling, eos):
     right = tiny_encoder(model_type, pooling=pooling, append_eos=eos, padding_side="right")
@@ -114,7 +120,9 @@ def test_save_and_reload_round_trip(tmp_path):
     again = StudentEncoder.from_pretrained(tmp_path / "enc")
     assert again.pooling == "cls" and again.prompts == {"query": "q: "} and again.max_length == 40
     assert again.backbone.config.num_hidden_layers == 2
-    np.testing.assert_allclose(enc.encode(TEXTS, prompt="query"), again.encode(TEXTS, prompt="query"), atol=1e-6)
+    np.testing.assert_allclose(
+        enc.encode(TEXTS, prompt="query"), again.encode(TEXTS, prompt="query"), atol=1e-6
+    )
     # saved without the unused pooler, and rebuilt without one (no "missing weights" on load)
     assert not any(k.startswith("pooler.") for k in again.backbone.state_dict())
     assert no_pooler_kwargs(tmp_path / "enc") == {"add_pooling_layer": False}

@@ -97,8 +97,10 @@ def test_load_model_from_a_run_dir_and_an_encoder_dir(tmp_path):
     exported = load_model(_cfg(f"model={run_dir / 'encoder'}", "max_length=12"))
     assert (exported.kind, exported.seed, exported.encoder.max_length) == ("encoder_dir", None, 12)
     # a run given its own run_name is reported under it (seed suffix dropped), not merged into "combined"
-    OmegaConf.save(OmegaConf.create({"experiment_name": "combined", "seed": 3, "run_name": "combined-lr3e-4-seed3"}),
-                   run_dir / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"experiment_name": "combined", "seed": 3, "run_name": "combined-lr3e-4-seed3"}),
+        run_dir / "config.yaml",
+    )
     assert load_model(_cfg(f"model={run_dir}")).experiment == "combined-lr3e-4"
     hub = load_model(_cfg("model=tiny:bert", "prompts={query: 'q: ', document: 'd: '}"))
     assert hub.kind == "source" and hub.encoder.prompts == {"query": "q: ", "document": "d: "}

@@ -644,7 +644,9 @@ def test_fit_projection_recovers_a_linear_teacher_and_lowers_the_loss():
     before = float(loss(batch))
     cos = loss.fit_projection(s, t, ridge=1e-8)
     assert cos > 0.9999
-    assert torch.allclose(loss.proj.weight, true_w, atol=1e-4) and torch.allclose(loss.proj.bias, true_b, atol=1e-4)
+    assert torch.allclose(loss.proj.weight, true_w, atol=1e-4) and torch.allclose(
+        loss.proj.bias, true_b, atol=1e-4
+    )
     assert float(loss(batch)) < 1e-3 < before
     with pytest.raises(ValueError, match="student-side"):
         EmbeddingDistillation(8, 12, side="teacher").fit_projection(s, t)

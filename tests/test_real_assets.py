@@ -9,7 +9,11 @@ from jina5.assets import BUNDLED_MODELS, AssetMissingError, package_file, resolv
 from jina5.encoder import StudentEncoder
 
 pytestmark = pytest.mark.integration
-SENTENCES = ["A man plays a guitar.", "Someone is playing an instrument.", "The central bank raised interest rates."]
+SENTENCES = [
+    "A man plays a guitar.",
+    "Someone is playing an instrument.",
+    "The central bank raised interest rates.",
+]
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))

@@ -95,7 +95,9 @@ def test_default_task_list(default_tasks):
     assert all(t.language == t.name.rsplit("/", 1)[1] and t.info["pairs"] >= 20 for t in chatter)
     lee = tasks["sts/lee_sts"]
     assert len(lee.inputs["scores"]) == 1225 and lee.info["texts"] == 50
-    assert len(tasks["classification/rotten_tomatoes"].inputs["test_texts"]) == 500  # conf/eval/default.yaml max_test
+    assert (
+        len(tasks["classification/rotten_tomatoes"].inputs["test_texts"]) == 500
+    )  # conf/eval/default.yaml max_test
     assert len(tasks["clustering/healthtweets"].inputs["texts"]) == 1000  # max_docs
     assert tasks["clustering/healthtweets"].info["labels"] == 16
     news = tasks["retrieval/news"]

@@ -11,13 +11,26 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import sweep  # noqa: E402
 
 TOY = [
-    "student.source=tiny:bert", "student_dim=32", "teacher.source=tiny:mpnet", "teacher_dim=32",
+    "student.source=tiny:bert",
+    "student_dim=32",
+    "teacher.source=tiny:mpnet",
+    "teacher_dim=32",
     "data.datasets=[{name: bbc, batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 48}]",
-    "data.dev_datasets=[bbc]", "data.dev_pairs=16", "trainer.max_steps=2", "trainer.val_check_interval=2",
-    "trainer.enable_progress_bar=false", "objective.matryoshka.dims=[8,16,32]",
+    "data.dev_datasets=[bbc]",
+    "data.dev_pairs=16",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.enable_progress_bar=false",
+    "objective.matryoshka.dims=[8,16,32]",
 ]
-TOY_EVAL = ["--eval", "eval=smoke", "--eval", "baselines.teacher.source=tiny:mpnet",
-            "--eval", "baselines.untrained_student.source=tiny:bert"]
+TOY_EVAL = [
+    "--eval",
+    "eval=smoke",
+    "--eval",
+    "baselines.teacher.source=tiny:mpnet",
+    "--eval",
+    "baselines.untrained_student.source=tiny:bert",
+]
 
 
 def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypatch, capsys):
@@ -29,11 +42,24 @@ def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypa
     for phase in ("[1/4]", "[2/4] training 3 experiment(s) x 1 seed(s)", "[3/4]", "[4/4]", "per-phase time:"):
         assert phase in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["regimes"]) == {"teacher", "untrained_student", "pure_distill", "pure_contrastive", "combined"}
+    assert set(summary["regimes"]) == {
+        "teacher",
+        "untrained_student",
+        "pure_distill",
+        "pure_contrastive",
+        "combined",
+    }
     for regime in ("pure_distill", "pure_contrastive", "combined"):
         values = summary["regimes"][regime]
-        for key in ("float/overall", "float/retrieval", "float/sts", "float/classification", "float/clustering",
-                    "binary/overall", "train_seconds"):
+        for key in (
+            "float/overall",
+            "float/retrieval",
+            "float/sts",
+            "float/classification",
+            "float/clustering",
+            "binary/overall",
+            "train_seconds",
+        ):
             assert values[key] is not None, (regime, key)
     for run in ("pure_distill-seed0", "pure_contrastive-seed0", "combined-seed0"):
         assert (tmp_path / "outputs" / "runs" / run / "done.json").exists()

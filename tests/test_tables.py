@@ -21,14 +21,35 @@ MAIN = {"retrieval": "ndcg@10", "sts": "spearman", "classification": "accuracy",
 def records(base: float, binary_drop: float = 0.1) -> list[dict]:
     """Two retrieval data sets (one with two languages), one of each other type, dims 128 and 384."""
     out = []
-    tasks = [("retrieval", "news", ""), ("retrieval", "chatterbot", "english"), ("retrieval", "chatterbot", "german"),
-             ("sts", "lee_sts", ""), ("classification", "bbc", ""), ("clustering", "bbc", "")]
+    tasks = [
+        ("retrieval", "news", ""),
+        ("retrieval", "chatterbot", "english"),
+        ("retrieval", "chatterbot", "german"),
+        ("sts", "lee_sts", ""),
+        ("classification", "bbc", ""),
+        ("clustering", "bbc", ""),
+    ]
     for k, (task, dataset, lang) in enumerate(tasks):
         for dim in (128, 384):
             for precision in ("float32", "binary"):
-                value = base + 0.01 * k - (0.05 if dim == 128 else 0) - (binary_drop if precision == "binary" else 0)
-                out.append({"task": task, "dataset": dataset, "language": lang, "split": "test", "metric": MAIN[task],
-                            "dim": dim, "precision": precision, "value": value})
+                value = (
+                    base
+                    + 0.01 * k
+                    - (0.05 if dim == 128 else 0)
+                    - (binary_drop if precision == "binary" else 0)
+                )
+                out.append(
+                    {
+                        "task": task,
+                        "dataset": dataset,
+                        "language": lang,
+                        "split": "test",
+                        "metric": MAIN[task],
+                        "dim": dim,
+                        "precision": precision,
+                        "value": value,
+                    }
+                )
                 out.append({**out[-1], "metric": "other", "value": 0.0})  # non-main metrics are ignored
     return out
 
@@ -38,17 +59,51 @@ def store(tmp_path) -> Path:
     path = tmp_path / "results.jsonl"
     s = ResultsStore(path)
     for seed, base in ((0, 0.50), (1, 0.54)):
-        s.append(records(base), {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"})
-        s.append([{"task": "training", "dataset": "dev", "language": "", "split": "dev", "metric": "train_seconds",
-                   "dim": None, "precision": "float32", "value": 100.0 + seed}],
-                 {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"})
+        s.append(
+            records(base),
+            {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"},
+        )
+        s.append(
+            [
+                {
+                    "task": "training",
+                    "dataset": "dev",
+                    "language": "",
+                    "split": "dev",
+                    "metric": "train_seconds",
+                    "dim": None,
+                    "precision": "float32",
+                    "value": 100.0 + seed,
+                }
+            ],
+            {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"},
+        )
         for step, v in ((10, 0.2), (20, 0.3)):
-            s.append([{"task": "dev_curve", "dataset": "dev", "language": "", "split": "dev", "metric": "ndcg@10",
-                       "dim": None, "precision": "float32", "value": v + seed / 10, "step": step}],
-                     {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"})
-    s.append(records(0.30), {"run_id": "pure_distill-0-old", "experiment": "pure_distill", "seed": 0, "model": "m"})
-    s.append(records(0.52), {"run_id": "pure_distill-0-new", "experiment": "pure_distill", "seed": 0, "model": "m"})
-    s.append(records(0.70, binary_drop=0.2), {"run_id": "t", "experiment": "teacher", "seed": None, "model": "t"})
+            s.append(
+                [
+                    {
+                        "task": "dev_curve",
+                        "dataset": "dev",
+                        "language": "",
+                        "split": "dev",
+                        "metric": "ndcg@10",
+                        "dim": None,
+                        "precision": "float32",
+                        "value": v + seed / 10,
+                        "step": step,
+                    }
+                ],
+                {"run_id": f"combined-{seed}", "experiment": "combined", "seed": seed, "model": "m"},
+            )
+    s.append(
+        records(0.30), {"run_id": "pure_distill-0-old", "experiment": "pure_distill", "seed": 0, "model": "m"}
+    )
+    s.append(
+        records(0.52), {"run_id": "pure_distill-0-new", "experiment": "pure_distill", "seed": 0, "model": "m"}
+    )
+    s.append(
+        records(0.70, binary_drop=0.2), {"run_id": "t", "experiment": "teacher", "seed": None, "model": "t"}
+    )
     return path
 
 
@@ -66,7 +121,9 @@ def test_type_averages_by_hand(store):
     assert got["sts"] == pytest.approx(0.53)
     assert got["overall"] == pytest.approx(by_hand_overall(0.50))
     assert tables.type_averages(run, dim=128)["overall"] == pytest.approx(by_hand_overall(0.50, 0.05))
-    assert tables.type_averages(run, precision="binary")["overall"] == pytest.approx(by_hand_overall(0.50, drop=0.1))
+    assert tables.type_averages(run, precision="binary")["overall"] == pytest.approx(
+        by_hand_overall(0.50, drop=0.1)
+    )
 
 
 def test_latest_run_wins_and_seeds_give_mean_and_std(store):
@@ -95,17 +152,34 @@ def test_tie_when_difference_is_within_the_spread(store):
 
 
 def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(tables, "load_sweeps", lambda: {"default": {
-        "title": "t", "experiments": ["ablation/combined", "ablation/pure_distill"], "baselines": ["teacher"]}})
+    monkeypatch.setattr(
+        tables,
+        "load_sweeps",
+        lambda: {
+            "default": {
+                "title": "t",
+                "experiments": ["ablation/combined", "ablation/pure_distill"],
+                "baselines": ["teacher"],
+            }
+        },
+    )
     out = tmp_path / "out"
     result = tables.build(store, "default", out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(result, default=float))
     combined = summary["regimes"]["combined"]
     assert combined["float/overall"] == pytest.approx((by_hand_overall(0.50) + by_hand_overall(0.54)) / 2)
-    assert combined["dim128/overall"] == pytest.approx((by_hand_overall(0.50, 0.05) + by_hand_overall(0.54, 0.05)) / 2)
-    for key in ("float/retrieval", "float/sts", "float/classification", "float/clustering", "binary/overall",
-                "train_seconds"):
+    assert combined["dim128/overall"] == pytest.approx(
+        (by_hand_overall(0.50, 0.05) + by_hand_overall(0.54, 0.05)) / 2
+    )
+    for key in (
+        "float/retrieval",
+        "float/sts",
+        "float/classification",
+        "float/clustering",
+        "binary/overall",
+        "train_seconds",
+    ):
         assert key in combined
     # the truncation and dev-curve tables (seed means), in json and markdown
     assert summary["truncation"]["combined"]["128"] == pytest.approx(combined["dim128/overall"])
@@ -114,7 +188,9 @@ def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
     md = (out / "summary.md").read_text()
     assert "| teacher | 1 |" in md and "best" in md
     assert summary["regimes"]["teacher"]["float/overall"] > combined["float/overall"]
-    assert "| combined | 2 |" in md and md.split("| combined | 2 |")[1].split("\n")[0].rstrip().endswith("| best |")
+    assert "| combined | 2 |" in md and md.split("| combined | 2 |")[1].split("\n")[0].rstrip().endswith(
+        "| best |"
+    )
     assert "| experiment \\ dim | 128 | 384 |" in md and "| experiment \\ step | 10 | 20 |" in md
     assert "| combined | 25.00 | 35.00 |" in md
     for fig in ("truncation.png", "precision.png", "dev_curves.png"):
@@ -125,16 +201,46 @@ def test_curves_only_sweep_gets_the_curve_table(store, tmp_path, monkeypatch):
     # figure3's runs are not evaluated on the suite: the store holds their curves and train time only
     path = tmp_path / "curves.jsonl"
     ResultsStore(path).append(
-        [r for r in ResultsStore(store).read(experiment="combined").to_dict("records") if r["task"] != "retrieval"
-         and r["task"] in ("training", "dev_curve")],
-        {"run_id": "c", "experiment": "combined", "seed": 0, "model": "m"})
-    ResultsStore(path).append([{"task": "dev_curve", "dataset": "dev", "language": "", "split": "dev", "dim": None,
-                                "precision": "float32", "metric": "teacher_ndcg@10", "value": 0.9, "step": 10}],
-                              {"run_id": "combined-0", "experiment": "combined", "seed": 0, "model": "m"})
-    monkeypatch.setattr(tables, "load_sweeps", lambda: {"figure3": {
-        "title": "t", "experiments": ["ablation/combined"], "baselines": [], "evaluate": False}})
+        [
+            r
+            for r in ResultsStore(store).read(experiment="combined").to_dict("records")
+            if r["task"] != "retrieval" and r["task"] in ("training", "dev_curve")
+        ],
+        {"run_id": "c", "experiment": "combined", "seed": 0, "model": "m"},
+    )
+    ResultsStore(path).append(
+        [
+            {
+                "task": "dev_curve",
+                "dataset": "dev",
+                "language": "",
+                "split": "dev",
+                "dim": None,
+                "precision": "float32",
+                "metric": "teacher_ndcg@10",
+                "value": 0.9,
+                "step": 10,
+            }
+        ],
+        {"run_id": "combined-0", "experiment": "combined", "seed": 0, "model": "m"},
+    )
+    monkeypatch.setattr(
+        tables,
+        "load_sweeps",
+        lambda: {
+            "figure3": {
+                "title": "t",
+                "experiments": ["ablation/combined"],
+                "baselines": [],
+                "evaluate": False,
+            }
+        },
+    )
     result = tables.build(path, "figure3", tmp_path / "out")
-    assert result["regimes"] == {} and result["dev_curves"]["combined"] == {10: pytest.approx(0.25), 20: pytest.approx(0.35)}
+    assert result["regimes"] == {} and result["dev_curves"]["combined"] == {
+        10: pytest.approx(0.25),
+        20: pytest.approx(0.35),
+    }
     assert (tmp_path / "out" / "dev_curves.png").stat().st_size > 1000
     assert "The teacher on the same dev pairs: 90.00." in (tmp_path / "out" / "summary.md").read_text()
 
@@ -150,10 +256,17 @@ def test_notebook_executes_against_the_store(store):
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "notebooks" / "explore_results.ipynb", as_version=4)
     nb.cells[1].source = f'STORE = r"{store}"\nEXPERIMENTS = ["teacher", "combined"]\nSEEDS = None'
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                                     resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    )
     client.execute()
-    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
-                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "experiments: ['combined', 'teacher']" in outputs or "experiments: ['teacher', 'combined']" in outputs
+    outputs = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+    assert (
+        "experiments: ['combined', 'teacher']" in outputs or "experiments: ['teacher', 'combined']" in outputs
+    )
     assert "| combined | 2 |" in outputs

@@ -65,10 +65,14 @@ def test_other_teacher_or_instruction_is_rejected(tmp_path):
         TeacherCache(CountingTeacher(seed=1), path=tmp_path / "c", progress=False)
     with pytest.raises(TeacherCacheError, match="dim"):
         wide = CountingTeacher(hidden=64)
-        wide._fingerprint = TeacherCache(CountingTeacher(), path=tmp_path / "x", progress=False).teacher.fingerprint
+        wide._fingerprint = TeacherCache(
+            CountingTeacher(), path=tmp_path / "x", progress=False
+        ).teacher.fingerprint
         TeacherCache(wide, path=tmp_path / "c", progress=False)
     with pytest.raises(TeacherCacheError, match="instruction"):
-        TeacherCache(CountingTeacher(seed=0), instruction="Identify the topic: ", path=tmp_path / "c", progress=False)
+        TeacherCache(
+            CountingTeacher(seed=0), instruction="Identify the topic: ", path=tmp_path / "c", progress=False
+        )
 
 
 def test_default_paths_separate_teachers_and_instructions(tmp_path, monkeypatch):
@@ -104,7 +108,9 @@ def test_corrupt_shard_is_detected(tmp_path, damage):
 def test_two_caches_on_one_directory_share_and_never_clobber(tmp_path):
     teacher = CountingTeacher()
     first = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False)
-    second = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False)  # opened before any shard
+    second = TeacherCache(
+        teacher, path=tmp_path / "c", shard_size=4, progress=False
+    )  # opened before any shard
     a = first.get(TEXTS[:5])
     teacher.calls = 0
     b = second.get(TEXTS[:5] + TEXTS[5:8])

@@ -37,13 +37,17 @@ class MiningConfig:
     margin: float = 0.05
     max_positive_similarity: float = 0.95
     seed: int = 0
-    search_depth: int | None = None  # candidates retrieved per query; None = 2 x rank_hi (enough for the top-up)
+    search_depth: int | None = (
+        None  # candidates retrieved per query; None = 2 x rank_hi (enough for the top-up)
+    )
     batch_size: int = 64  # encode batch size
 
     def __post_init__(self) -> None:
         lo, hi = (int(x) for x in self.rank_range)
         if not 0 <= lo < hi:
-            raise ValueError(f"hard_negatives.rank_range must be [lo, hi) with 0 <= lo < hi, got {list(self.rank_range)}")
+            raise ValueError(
+                f"hard_negatives.rank_range must be [lo, hi) with 0 <= lo < hi, got {list(self.rank_range)}"
+            )
         if self.num_negatives < 1:
             raise ValueError(f"hard_negatives.num_negatives must be >= 1, got {self.num_negatives}")
         self.rank_range = (lo, hi)
@@ -94,7 +98,11 @@ def mine_hard_negatives(
         ranks = np.arange(len(cand))
         window = cand[usable & (ranks >= lo) & (ranks < hi)]
         rng = np.random.default_rng([cfg.seed, i])
-        chosen = list(rng.choice(window, size=min(cfg.num_negatives, len(window)), replace=False)) if len(window) else []
+        chosen = (
+            list(rng.choice(window, size=min(cfg.num_negatives, len(window)), replace=False))
+            if len(window)
+            else []
+        )
         stats.from_window += len(chosen)
         if len(chosen) < cfg.num_negatives:
             deeper = list(cand[usable & (ranks >= hi)])

@@ -107,7 +107,9 @@ def label_triplets(
         other = np.flatnonzero(labels_arr != labels[a])
         queries.append(texts[a])
         documents.append(texts[int(rng.choice(same))])
-        negatives.append([texts[j] for j in rng.choice(other, size=min(n_negatives, len(other)), replace=False)])
+        negatives.append(
+            [texts[j] for j in rng.choice(other, size=min(n_negatives, len(other)), replace=False)]
+        )
         out_labels.append(labels[a])
     return queries, documents, negatives, out_labels
 
@@ -125,19 +127,31 @@ def _cap(n: int, max_rows: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
 
 
-def load_pair_table(spec: DatasetSpec, split: str = "train", split_seed: int = 0, row_seed: int = 0) -> PairTable:
+def load_pair_table(
+    spec: DatasetSpec, split: str = "train", split_seed: int = 0, row_seed: int = 0
+) -> PairTable:
     """Rows of ``spec.name``'s ``split`` (or of ``spec.source``), capped at ``max_rows`` by a seeded draw
     (counted in the log)."""
     ds = load_rows(spec, split, split_seed)
     if spec.label_triplets:
         texts, labels = list(ds["document"]), list(ds["label"])
-        usable = [i for i, (t, lab) in enumerate(zip(texts, labels, strict=True)) if t.strip() and lab.strip()]
+        usable = [
+            i for i, (t, lab) in enumerate(zip(texts, labels, strict=True)) if t.strip() and lab.strip()
+        ]
         anchors = [usable[i] for i in _cap(len(usable), spec.max_rows, row_seed)]
         if len(anchors) < len(usable):
-            log.info("%s/%s: using %d of %d labelled texts as anchors (max_rows)", spec.name, split, len(anchors), len(usable))
+            log.info(
+                "%s/%s: using %d of %d labelled texts as anchors (max_rows)",
+                spec.name,
+                split,
+                len(anchors),
+                len(usable),
+            )
         q, d, n, lab = label_triplets(texts, labels, anchors, spec.label_negatives, row_seed)
         if len(q) < len(anchors):
-            log.info("%s: %d anchors have no other text of their label; skipped", spec.name, len(anchors) - len(q))
+            log.info(
+                "%s: %d anchors have no other text of their label; skipped", spec.name, len(anchors) - len(q)
+            )
         return PairTable(spec, q, d, n, [None] * len(q), lab)
     queries, documents = list(ds["query"]), list(ds["document"])
     negatives, scores, labels = list(ds["negatives"]), list(ds["score"]), list(ds["label"])
@@ -145,11 +159,19 @@ def load_pair_table(spec: DatasetSpec, split: str = "train", split_seed: int = 0
         pairs = [split_first_sentence(d) for d in documents]
         kept = [i for i, p in enumerate(pairs) if p is not None]
         if len(kept) < len(pairs):
-            log.info("%s: %d of %d unlabeled documents have one sentence and make no pair; skipped",
-                     spec.name, len(pairs) - len(kept), len(pairs))
+            log.info(
+                "%s: %d of %d unlabeled documents have one sentence and make no pair; skipped",
+                spec.name,
+                len(pairs) - len(kept),
+                len(pairs),
+            )
         queries = [pairs[i][0] for i in kept]
         documents = [pairs[i][1] for i in kept]
-        negatives, scores, labels = [negatives[i] for i in kept], [scores[i] for i in kept], [labels[i] for i in kept]
+        negatives, scores, labels = (
+            [negatives[i] for i in kept],
+            [scores[i] for i in kept],
+            [labels[i] for i in kept],
+        )
     missing = [i for i, q in enumerate(queries) if not q.strip()]
     if missing:
         raise ValueError(f"{spec.name}/{split}: rows {missing[:5]} have no query; a pair dataset needs one")
@@ -157,11 +179,17 @@ def load_pair_table(spec: DatasetSpec, split: str = "train", split_seed: int = 0
         keep = np.sort(np.random.default_rng(row_seed).choice(len(queries), spec.max_rows, replace=False))
         log.info("%s/%s: using %d of %d rows (max_rows)", spec.name, split, spec.max_rows, len(queries))
         queries, documents = [queries[i] for i in keep], [documents[i] for i in keep]
-        negatives, scores, labels = [negatives[i] for i in keep], [scores[i] for i in keep], [labels[i] for i in keep]
+        negatives, scores, labels = (
+            [negatives[i] for i in keep],
+            [scores[i] for i in keep],
+            [labels[i] for i in keep],
+        )
     return PairTable(spec, queries, documents, negatives, scores, labels)
 
 
-def attach_teacher(tables: Sequence[PairTable], query_cache: TeacherCache, document_cache: TeacherCache) -> None:
+def attach_teacher(
+    tables: Sequence[PairTable], query_cache: TeacherCache, document_cache: TeacherCache
+) -> None:
     """Fill every table's teacher vectors from the caches (computing, once, what is missing)."""
     query_cache.fill([q for t in tables for q in t.queries])
     document_cache.fill([d for t in tables for d in t.documents])
@@ -187,16 +215,28 @@ def attach_hard_negatives(table: PairTable, encoder: StudentEncoder, cfg: Mining
         d = encoder.encode(corpus, prompt="document", batch_size=cfg.batch_size)
     mined, stats = mine_hard_negatives(q, d, positive, cfg)
     table.negatives = [[corpus[j] for j in row] for row in mined]
-    log.info("%s: mined %d hard negatives per row for %d rows over %d documents (ranks %s); dropped %d "
-             "candidates as likely false negatives (margin %.3g), %d as near-duplicates of the positive; "
-             "%d taken outside the rank window; %d rows got fewer", table.spec.name, cfg.num_negatives,
-             stats.rows, len(corpus), list(cfg.rank_range), stats.dropped_margin, cfg.margin,
-             stats.dropped_near_duplicate, stats.from_top_up, stats.short_rows)
+    log.info(
+        "%s: mined %d hard negatives per row for %d rows over %d documents (ranks %s); dropped %d "
+        "candidates as likely false negatives (margin %.3g), %d as near-duplicates of the positive; "
+        "%d taken outside the rank window; %d rows got fewer",
+        table.spec.name,
+        cfg.num_negatives,
+        stats.rows,
+        len(corpus),
+        list(cfg.rank_range),
+        stats.dropped_margin,
+        cfg.margin,
+        stats.dropped_near_duplicate,
+        stats.from_top_up,
+        stats.short_rows,
+    )
 
 
 def text_id(text: str) -> int:
     """Signed 63-bit hash of the normalised text (duplicate masking in InfoNCE)."""
-    return int.from_bytes(hashlib.blake2b(normalise_text(text).encode(), digest_size=8).digest(), "little") >> 1
+    return (
+        int.from_bytes(hashlib.blake2b(normalise_text(text).encode(), digest_size=8).digest(), "little") >> 1
+    )
 
 
 class OneDatasetPerStep(Sampler[list[tuple[int, int]]]):
@@ -220,8 +260,11 @@ class OneDatasetPerStep(Sampler[list[tuple[int, int]]]):
         names: Sequence[str] | None = None,
     ) -> None:
         names = list(names or range(len(sizes)))
-        small = [f"{nm} ({n} rows < {b} x {world_size})" for nm, n, b in zip(names, sizes, batch_sizes, strict=True)
-                 if n < b * world_size]
+        small = [
+            f"{nm} ({n} rows < {b} x {world_size})"
+            for nm, n, b in zip(names, sizes, batch_sizes, strict=True)
+            if n < b * world_size
+        ]
         if small:
             raise ValueError(f"datasets need at least batch_size x world_size rows: {', '.join(small)}")
         p = np.asarray(weights, dtype=np.float64)
@@ -404,11 +447,24 @@ class PairDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sizes = [len(t) for t in self.tables]
         weights = [s.weight if s.weight is not None else n for s, n in zip(self.specs, sizes, strict=True)]
-        sampler = OneDatasetPerStep(sizes, [s.batch_size for s in self.specs], weights, self.seed, rank, world,
-                                    self._start_step, [s.name for s in self.specs])
+        sampler = OneDatasetPerStep(
+            sizes,
+            [s.batch_size for s in self.specs],
+            weights,
+            self.seed,
+            rank,
+            world,
+            self._start_step,
+            [s.name for s in self.specs],
+        )
         # its own generator: creating the iterator must not draw from the global RNG (resume == unbroken run)
-        return DataLoader(_Rows(), batch_sampler=sampler, collate_fn=PairCollator(self.encoder, self.tables),
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            _Rows(),
+            batch_sampler=sampler,
+            collate_fn=PairCollator(self.encoder, self.tables),
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Dev pairs in fixed batches of 64: {query, document} tokens + row positions."""
@@ -420,9 +476,12 @@ class PairDataModule(L.LightningDataModule):
         def collate(idx: list[int]) -> dict:
             return {
                 "rows": torch.tensor(idx),
-                "query": enc.tokenize([dev.queries[i] for i in idx], "query", max_length=spec.query_max_length),
-                "document": enc.tokenize([dev.documents[i] for i in idx], "document",
-                                         max_length=spec.document_max_length),
+                "query": enc.tokenize(
+                    [dev.queries[i] for i in idx], "query", max_length=spec.query_max_length
+                ),
+                "document": enc.tokenize(
+                    [dev.documents[i] for i in idx], "document", max_length=spec.document_max_length
+                ),
             }
 
         return DataLoader(list(range(n)), batch_size=64, collate_fn=collate, generator=torch.Generator())

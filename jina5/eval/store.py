@@ -153,10 +153,15 @@ class ResultsStore:
         if not lines:
             return 0
         config = _plain_config(run.get("config"))
-        new_runs = [run_id for run_id in dict.fromkeys(str(line["run_id"]) for line in lines)
-                    if self._configs_written.get(run_id) != config]  # records may name their own run_id
+        new_runs = [
+            run_id
+            for run_id in dict.fromkeys(str(line["run_id"]) for line in lines)
+            if self._configs_written.get(run_id) != config
+        ]  # records may name their own run_id
         if new_runs:
-            _append_lines(self.runs_path, [{"run_id": r, "time": lines[0]["time"], "config": config} for r in new_runs])
+            _append_lines(
+                self.runs_path, [{"run_id": r, "time": lines[0]["time"], "config": config} for r in new_runs]
+            )
             self._configs_written.update(dict.fromkeys(new_runs, config))
         _append_lines(self.path, lines)
         return len(lines)

@@ -426,13 +426,21 @@ def _task_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _mean_row(frame: pd.DataFrame, level: str, task: str, dataset: str | None, name: str,
-              metric: str | None) -> dict:
+def _mean_row(
+    frame: pd.DataFrame, level: str, task: str, dataset: str | None, name: str, metric: str | None
+) -> dict:
     """One aggregate row: the mean of ``frame``'s value columns, its summed seconds, any-cached."""
     return {
-        "level": level, "task": task, "dataset": dataset, "language": None, "task_name": name, "metric": metric,
-        "full_dim": frame["full_dim"].iloc[0], "min_dim": frame["min_dim"].iloc[0],
-        "seconds": frame["seconds"].sum(), "cached": bool(frame["cached"].any()),
+        "level": level,
+        "task": task,
+        "dataset": dataset,
+        "language": None,
+        "task_name": name,
+        "metric": metric,
+        "full_dim": frame["full_dim"].iloc[0],
+        "min_dim": frame["min_dim"].iloc[0],
+        "seconds": frame["seconds"].sum(),
+        "cached": bool(frame["cached"].any()),
         **frame[list(SUMMARY_COLUMNS)].mean().to_dict(),
     }
 
@@ -468,19 +476,29 @@ def summarise(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
         datasets_rows = []
         for dataset, g in t.groupby("dataset", sort=False):
             out.append(g)
-            row = _mean_row(g, "dataset", task_type, dataset, f"{task_type}/{dataset} (mean of {len(g)})",
-                            MAIN_METRIC.get(task_type))
+            row = _mean_row(
+                g,
+                "dataset",
+                task_type,
+                dataset,
+                f"{task_type}/{dataset} (mean of {len(g)})",
+                MAIN_METRIC.get(task_type),
+            )
             datasets_rows.append(row)
             if len(g) > 1:
                 out.append(pd.DataFrame([row]))
         d = pd.DataFrame(datasets_rows)
-        type_row = _mean_row(d, "type", task_type, None, f"{task_type} average ({len(d)} datasets)",
-                             MAIN_METRIC.get(task_type))
+        type_row = _mean_row(
+            d, "type", task_type, None, f"{task_type} average ({len(d)} datasets)", MAIN_METRIC.get(task_type)
+        )
         type_rows.append(type_row)
         out.append(pd.DataFrame([type_row]))
     types = pd.DataFrame(type_rows)
-    out.append(pd.DataFrame([_mean_row(types, "overall", "overall", None,
-                                       f"overall (mean of {len(types)} task types)", None)]))
+    out.append(
+        pd.DataFrame(
+            [_mean_row(types, "overall", "overall", None, f"overall (mean of {len(types)} task types)", None)]
+        )
+    )
     table = pd.concat(out, ignore_index=True)
     for col, drop in (("binary", "binary_drop"), ("int8", "int8_drop"), ("min_dim_score", "min_dim_drop")):
         table[drop] = (table["score"] - table[col]) / table["score"]

@@ -110,7 +110,9 @@ class EmbeddingDistillation(nn.Module):
         self.proj.weight.copy_(sol[:-1].T.to(self.proj.weight.dtype))
         if self.proj.bias is not None:
             self.proj.bias.copy_(sol[-1].to(self.proj.bias.dtype))
-        return float(F.cosine_similarity(self.project_student(student.float()), teacher.float(), dim=-1).mean())
+        return float(
+            F.cosine_similarity(self.project_student(student.float()), teacher.float(), dim=-1).mean()
+        )
 
     def project_student(self, z: Tensor) -> Tensor:
         """psi_d(z) = W[:, :d] z + b for a (..., d) student input (side="student")."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import inspect
 import json
 import logging
@@ -114,6 +115,28 @@ def no_pooler_kwargs(path: str | Path) -> dict:
         model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
     )
     return {"add_pooling_layer": False} if takes_it else {}
+
+
+VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "_attn_implementation_autoset")
+
+
+def content_fingerprint(
+    encoder: StudentEncoder,
+    skip_settings: Sequence[str] = ("source",),
+    skip_config: Sequence[str] = VOLATILE_CONFIG,
+) -> str:
+    """sha256 over the backbone config (less ``skip_config``), the encoder settings (less
+    ``skip_settings``) and every weight's bytes: the same model loaded from anywhere hashes the same."""
+    h = hashlib.sha256()
+    cfg = encoder.backbone.config.to_dict()
+    for key in skip_config:
+        cfg.pop(key, None)
+    settings = {k: v for k, v in encoder.encoder_config().items() if k not in skip_settings}
+    h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
+    for name, tensor in encoder.backbone.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class StudentEncoder(nn.Module):

@@ -32,11 +32,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from jina5.assets import cache_root
-from jina5.encoder import StudentEncoder
+from jina5.encoder import StudentEncoder, content_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +94,10 @@ class Teacher:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over the architecture config, the encoding settings and every weight's bytes."""
+        """sha256 over the architecture config, the encoding settings (not the prompts: the instruction
+        is a cache key of its own) and every weight's bytes."""
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            cfg = self.encoder.backbone.config.to_dict()
-            for volatile in ("_name_or_path", "transformers_version", "_attn_implementation_autoset"):
-                cfg.pop(volatile, None)
-            settings = {
-                k: v for k, v in self.encoder.encoder_config().items() if k not in ("source", "prompts")
-            }
-            h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
-            for name, tensor in self.encoder.backbone.state_dict().items():
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-            self._fingerprint = h.hexdigest()
+            self._fingerprint = content_fingerprint(self.encoder, skip_settings=("source", "prompts"))
         return self._fingerprint
 
     def embed(self, texts: Sequence[str], instruction: str = "") -> np.ndarray:

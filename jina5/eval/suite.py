@@ -29,8 +29,6 @@ data sets; the overall average is the mean of the task-type averages.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +39,7 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
+from jina5.encoder import VOLATILE_CONFIG, content_fingerprint
 from jina5.eval.metrics import MAIN_METRIC, check_precisions, relative_drops, truncate
 from jina5.eval.store import ResultsStore
 from jina5.eval.tasks import TASK_TYPES, EvalTask, SkippedTask, _plain, build_tasks
@@ -180,23 +179,9 @@ class AdapterRouter:
 
 
 def model_fingerprint(encoder: Any) -> str:
-    """sha256 over the backbone config, the encoder settings (pooling, prompts, max length, ...) and
-    every weight's bytes; the same model loaded from anywhere gets the same fingerprint."""
-    h = hashlib.sha256()
-    cfg = encoder.backbone.config.to_dict()
-    for volatile in (
-        "_name_or_path",
-        "transformers_version",
-        "_attn_implementation_autoset",
-        "architectures",
-    ):
-        cfg.pop(volatile, None)
-    settings = {k: v for k, v in encoder.encoder_config().items() if k != "source"}
-    h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
-    for name, tensor in encoder.backbone.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """``content_fingerprint`` with the prompts included (they change every score) and the
+    ``architectures`` list ignored (``save_pretrained`` rewrites it to the class that loaded the weights)."""
+    return content_fingerprint(encoder, skip_config=(*VOLATILE_CONFIG, "architectures"))
 
 
 def eval_dims(dims: Iterable[int] | None, full: int) -> list[int]:

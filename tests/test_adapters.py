@@ -9,10 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
-from test_train import TINY, TINY_TEACHER, run_cfg
+from test_train import run_cfg
 
 from jina5.adapters import DEFAULT_TASK_PROMPTS, EVAL_TASK_TO_ADAPTER, lora_config
 from jina5.averaging import average_state_dicts
@@ -49,22 +46,8 @@ FAST = ["student.max_length=32", "teacher.max_length=32"]  # short texts: these 
 
 
 def own_data_cfg(tmp_path: Path, *overrides: str):
-    """Like test_train.run_cfg (tiny student and teacher) but with the experiment's own data config."""
-    cfg = compose(
-        [
-            *TINY["bert"],
-            *TINY_TEACHER,
-            f"paths.output_root={tmp_path}",
-            "trainer.enable_progress_bar=false",
-            *FAST,
-            *overrides,
-        ]
-    )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "runs" / cfg.run_name)
-        del cfg.hydra
-    return cfg
+    """``run_cfg`` (tiny student and teacher) with the experiment's own data config."""
+    return run_cfg(tmp_path, *FAST, *overrides, small_data=False)
 
 
 def lora_free(state: dict) -> dict:

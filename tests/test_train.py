@@ -39,12 +39,14 @@ TINY = {
 TINY_TEACHER = ["teacher.source=tiny:mpnet", "teacher_dim=32", "objective.matryoshka.dims=[8,16,32]"]
 
 
-def run_cfg(tmp_path: Path, *overrides: str, student: str = "bert"):
+def run_cfg(tmp_path: Path, *overrides: str, student: str = "bert", small_data: bool = True):
+    """A composed training config on toy models in ``tmp_path``; ``small_data=False`` keeps the
+    experiment's own data config."""
     cfg = compose(
         [
             *TINY[student],
             *TINY_TEACHER,
-            *SMALL_DATA,
+            *(SMALL_DATA if small_data else []),
             f"paths.output_root={tmp_path}",
             "trainer.enable_progress_bar=false",
             *overrides,
@@ -226,31 +228,15 @@ def test_projection_warm_start_fits_psi_before_step_0(tmp_path):
 
 
 def test_rerun_with_other_settings_is_refused_not_reused(tmp_path):
-    train(run_cfg(tmp_path, "trainer.max_steps=1", "trainer.val_check_interval=1"))
+    one_step = ["trainer.max_steps=1", "trainer.val_check_interval=1"]
+    train(run_cfg(tmp_path, *one_step))
     with pytest.raises(ValueError, match=r"optimizer\.lr: 0\.0001 -> 0\.0003") as err:
-        train(run_cfg(tmp_path, "trainer.max_steps=1", "trainer.val_check_interval=1", "optimizer.lr=3e-4"))
+        train(run_cfg(tmp_path, *one_step, "optimizer.lr=3e-4"))
     assert "run_name=" in str(err.value)
     # its own run_name gives it its own directory; retraining in place is allowed on request
-    other = train(
-        run_cfg(
-            tmp_path,
-            "trainer.max_steps=1",
-            "trainer.val_check_interval=1",
-            "optimizer.lr=3e-4",
-            "run_name=combined-lr3e-4-seed0",
-        )
-    )
+    other = train(run_cfg(tmp_path, *one_step, "optimizer.lr=3e-4", "run_name=combined-lr3e-4-seed0"))
     assert other["run_dir"].endswith("combined-lr3e-4-seed0")
-    again = train(
-        run_cfg(
-            tmp_path,
-            "trainer.max_steps=1",
-            "trainer.val_check_interval=1",
-            "optimizer.lr=3e-4",
-            "skip_done=false",
-            "ckpt_path=null",
-        )
-    )
+    again = train(run_cfg(tmp_path, *one_step, "optimizer.lr=3e-4", "skip_done=false", "ckpt_path=null"))
     assert again["steps"] == 1
 
 

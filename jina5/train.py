@@ -193,8 +193,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Fit (resuming from last.ckpt when there is one), then write checkpoint, encoder, config, done.json."""
     run_dir = Path(cfg.paths.output_dir)
     done_file = run_dir / "done.json"
-    reuses = (cfg.skip_done and done_file.exists()) or resolve_checkpoint(cfg.ckpt_path, run_dir) is not None
-    if reuses:
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path, run_dir)
+    if (cfg.skip_done and done_file.exists()) or ckpt_path is not None:  # about to reuse this directory
         check_same_run(cfg, run_dir)
     if cfg.skip_done and done_file.exists():
         done = json.loads(done_file.read_text())
@@ -225,11 +225,9 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     final = FinalState(run_dir)
     start = time.perf_counter()
     trainer.callbacks.extend([final, AlignLogStep()])
-    ckpt_path = resolve_checkpoint(cfg.ckpt_path, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(
-        cfg, run_dir / "config.yaml", resolve=True
-    )  # before fitting: what a resume is checked against
+    # written before fitting: what a resumed or rerun run is checked against
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if isinstance(trainer.logger, ResumableCSVLogger):
         trainer.logger.keep_before_step = checkpoint_step(ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -160,14 +160,17 @@ class EmbeddingModule(L.LightningModule):
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
 
-    def embedding_batch(self, batch: dict) -> EmbeddingBatch:
-        q = self.encoder(**batch["query"])  # (B, D)
-        d = self.encoder(**batch["document"])  # (B, D)
+    def encode_triplet(self, batch: dict) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors."""
+        q = self.encoder(**batch["query"])
+        d = self.encoder(**batch["document"])
         n = None
         if batch.get("negatives") is not None:
-            n = self.encoder(**batch["negatives"]).view(
-                q.shape[0], batch["negatives_per_query"], -1
-            )  # (B, K, D)
+            n = self.encoder(**batch["negatives"]).view(q.shape[0], batch["negatives_per_query"], -1)
+        return q, d, n
+
+    def embedding_batch(self, batch: dict) -> EmbeddingBatch:
+        q, d, n = self.encode_triplet(batch)
         base = self.base_embeddings(batch) if self.needs_base else {}
         eb = EmbeddingBatch(
             query=q,
@@ -195,17 +198,12 @@ class EmbeddingModule(L.LightningModule):
             self.encoder.eval()
         try:
             with self.encoder.adapters_disabled():
-                out = {
-                    "base_query": self.encoder(**batch["query"]),
-                    "base_document": self.encoder(**batch["document"]),
-                }
-                if batch.get("negatives") is not None:
-                    k = batch["negatives_per_query"]
-                    out["base_negatives"] = self.encoder(**batch["negatives"]).view(
-                        out["base_query"].shape[0], k, -1
-                    )
+                q, d, n = self.encode_triplet(batch)
         finally:
             self.encoder.train(was_training)
+        out = {"base_query": q, "base_document": d}
+        if n is not None:
+            out["base_negatives"] = n
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -240,9 +238,8 @@ class EmbeddingModule(L.LightningModule):
         dev = getattr(self.trainer.datamodule, "dev", None)
         if dev is None or dev.teacher_document is None:
             return
-        seen = (
-            rows.sort().values.cpu()
-        )  # the dev rows validated (all, unless limit_val_batches / fast_dev_run)
+        # the dev rows validated (all, unless limit_val_batches / fast_dev_run)
+        seen = rows.sort().values.cpu()
         t_q = torch.from_numpy(dev.teacher_query)[seen].to(q)
         t_d = torch.from_numpy(dev.teacher_document)[seen].to(q)
         distill = find_distillation(self.objective)
@@ -250,9 +247,7 @@ class EmbeddingModule(L.LightningModule):
             cos = torch.cat([distilled_cosines(distill, q, t_q), distilled_cosines(distill, d, t_d)])
             self.log("val/teacher_cos", cos.mean(), sync_dist=True)
         self.log("val/teacher_sim_corr", similarity_agreement(d, t_d), sync_dist=True)
-        self.log(
-            "val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True
-        )  # the teacher on the same pairs
+        self.log("val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True)  # teacher, same pairs
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -200,9 +200,8 @@ class StudentEncoder(nn.Module):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = padding_side
         if getattr(self.backbone, "pooler", None) is not None:
-            self.backbone.pooler = (
-                None  # BERT-style [CLS] pooler: unused by our pooling (and by DDP's gradients)
-            )
+            # BERT-style [CLS] pooler: unused by our pooling (and by DDP's gradients)
+            self.backbone.pooler = None
         if keep_layers is not None:
             prune_layers(self.backbone, list(keep_layers))
         self.pooling = pooling
@@ -289,13 +288,20 @@ class StudentEncoder(nn.Module):
         """Names of the task adapters on the backbone (empty for a plain model)."""
         return list(self.backbone.peft_config) if _is_peft(self.backbone) else []
 
+    def _require_adapter(self, task: str, where: str = "") -> None:
+        if task not in self.adapters:
+            raise KeyError(f"{where}no adapter {task!r}; adapters: {self.adapters}")
+
+    def _require_new_adapter(self, task: str) -> None:
+        if task in self.adapters:
+            raise ValueError(f"adapter {task!r} exists already (adapters: {self.adapters})")
+
     def add_adapter(
         self, task: str, config, prompts: dict[str, str] | None = None, trainable: bool = True
     ) -> None:
         """Add a fresh LoRA adapter ``task`` (peft ``LoraConfig``; B = 0, so the model is unchanged) and
         activate it. Every backbone weight stays frozen; only the adapter's A, B are trainable."""
-        if task in self.adapters:
-            raise ValueError(f"adapter {task!r} exists already (adapters: {self.adapters})")
+        self._require_new_adapter(task)
         if _is_peft(self.backbone):
             self.backbone.add_adapter(task, config)
         else:
@@ -312,8 +318,7 @@ class StudentEncoder(nn.Module):
         """Load a peft adapter directory (``adapter_config.json`` + weights) as adapter ``task``."""
         from peft import PeftModel
 
-        if task in self.adapters:
-            raise ValueError(f"adapter {task!r} exists already (adapters: {self.adapters})")
+        self._require_new_adapter(task)
         if _is_peft(self.backbone):
             self.backbone.load_adapter(str(path), adapter_name=task, is_trainable=trainable)
         else:
@@ -326,8 +331,7 @@ class StudentEncoder(nn.Module):
 
     def set_task(self, task: str) -> None:
         """Activate adapter ``task`` (and its prompts); the backbone is not reloaded."""
-        if task not in self.adapters:
-            raise KeyError(f"no adapter {task!r}; adapters: {self.adapters}")
+        self._require_adapter(task)
         self.backbone.set_adapter(task, inference_mode=task not in self._trainable_adapters)
         self.task = task
 
@@ -354,15 +358,13 @@ class StudentEncoder(nn.Module):
 
     def for_task(self, task: str) -> TaskEncoder:
         """A view whose ``encode`` always uses adapter ``task`` (for APIs that only pass ``prompt``)."""
-        if task not in self.adapters:
-            raise KeyError(f"no adapter {task!r}; adapters: {self.adapters}")
+        self._require_adapter(task)
         return TaskEncoder(self, task)
 
     def merged(self, task: str) -> StudentEncoder:
         """A plain StudentEncoder (no peft) with adapter ``task`` merged into the weights,
         W' = W + (alpha / r) B A, and the task's prompts as its prompts. This encoder is unchanged."""
-        if task not in self.adapters:
-            raise KeyError(f"no adapter {task!r}; adapters: {self.adapters}")
+        self._require_adapter(task)
         peft_copy = copy.deepcopy(self.backbone)
         peft_copy.set_adapter(task)
         model = peft_copy.merge_and_unload(adapter_names=[task])
@@ -413,8 +415,8 @@ class StudentEncoder(nn.Module):
                 raise ValueError(f"encode: text {i} is {'empty' if isinstance(t, str) else type(t).__name__}")
         if dim is not None and not 0 < dim <= self.dim:
             raise ValueError(f"dim={dim} must be in (0, {self.dim}]")
-        if task is not None and task not in self.adapters:
-            raise KeyError(f"encode: no adapter {task!r}; adapters: {self.adapters}")
+        if task is not None:
+            self._require_adapter(task, where="encode: ")
         was_training = self.training
         self.eval()
         with self.using_task(task):

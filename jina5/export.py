@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from jina5.encoder import StudentEncoder
+from jina5.encoder import ADAPTERS_DIR, StudentEncoder
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def combine_adapters(runs: Sequence[str | Path], out: str | Path) -> StudentEnco
         for task in other.adapters:
             if task in combined.adapters:
                 raise ValueError(f"adapter {task!r} is in more than one run ({run})")
-            combined.load_adapter(encoder_dir(run) / "adapters" / task, task)
+            combined.load_adapter(encoder_dir(run) / ADAPTERS_DIR / task, task)
             if task in other.task_prompts:
                 combined.task_prompts[task] = other.task_prompts[task]
     combined.save_pretrained(out)

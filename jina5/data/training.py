@@ -98,13 +98,16 @@ def label_triplets(
     by_label: dict[str, np.ndarray] = {lab: np.flatnonzero(labels_arr == lab) for lab in sorted(set(labels))}
     if len(by_label) < 2:
         raise ValueError(f"label triplets need at least 2 labels, got {sorted(by_label)}")
+    other_label = {
+        lab: np.flatnonzero(labels_arr != lab) for lab in by_label
+    }  # once per label, not per anchor
     queries, documents, negatives, out_labels = [], [], [], []
     for a in anchors:
         rng = np.random.default_rng([seed, int(a)])
         same = [j for j in by_label[labels[a]] if keys[j] != keys[a]]
         if not same:
             continue
-        other = np.flatnonzero(labels_arr != labels[a])
+        other = other_label[labels[a]]
         queries.append(texts[a])
         documents.append(texts[int(rng.choice(same))])
         negatives.append(
@@ -122,6 +125,7 @@ def load_rows(spec: DatasetSpec, split: str = "train", split_seed: int = 0) -> d
 
 
 def _cap(n: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices: all n, or a seeded draw of max_rows of them."""
     if max_rows is None or n <= max_rows:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
@@ -175,9 +179,9 @@ def load_pair_table(
     missing = [i for i, q in enumerate(queries) if not q.strip()]
     if missing:
         raise ValueError(f"{spec.name}/{split}: rows {missing[:5]} have no query; a pair dataset needs one")
-    if spec.max_rows is not None and len(queries) > spec.max_rows:
-        keep = np.sort(np.random.default_rng(row_seed).choice(len(queries), spec.max_rows, replace=False))
-        log.info("%s/%s: using %d of %d rows (max_rows)", spec.name, split, spec.max_rows, len(queries))
+    keep = _cap(len(queries), spec.max_rows, row_seed)
+    if len(keep) < len(queries):
+        log.info("%s/%s: using %d of %d rows (max_rows)", spec.name, split, len(keep), len(queries))
         queries, documents = [queries[i] for i in keep], [documents[i] for i in keep]
         negatives, scores, labels = (
             [negatives[i] for i in keep],

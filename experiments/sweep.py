@@ -65,9 +65,8 @@ def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-def run_dir(experiment: str, seed: int, overrides: Sequence[str]) -> Path:
-    """Where ``jina5.train`` writes (experiment, seed): outputs/runs/<experiment_name>-seed<seed>."""
-    cfg = compose_config("train", [f"experiment={experiment}", f"seed={seed}", *overrides])
+def run_dir(cfg: DictConfig) -> Path:
+    """Where ``jina5.train`` writes a composed training config: outputs/runs/<run_name>."""
     return Path(cfg.paths.output_root) / "runs" / cfg.run_name
 
 
@@ -160,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 evaluate_model(baseline, args.eval_overrides, args.results)
         for experiment in spec["experiments"]:
             for seed in seeds:
-                run = run_dir(experiment, seed, overrides)
+                cfg = compose_config("train", [f"experiment={experiment}", f"seed={seed}", *overrides])
+                run = run_dir(cfg)
                 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
                 run_id = f"{run.name}-{stamp}"
                 if spec.get("evaluate", True):
@@ -168,7 +168,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                     out = evaluate_model(str(run), [*args.eval_overrides, f"run_id={run_id}"], args.results)
                     fields = out["run"]
                 else:
-                    cfg = compose_config("train", [f"experiment={experiment}", f"seed={seed}", *overrides])
                     fields = {
                         "run_id": run_id,
                         "experiment": cfg.experiment_name,

@@ -231,12 +231,10 @@ def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path
     plt.close(fig)
 
 
-def truncation_curve(
-    df: pd.DataFrame, experiments: Sequence[str], path: Path, precision: str = "float32"
-) -> None:
-    """Overall score against Matryoshka dim, one line per experiment (``dim_table``)."""
+def truncation_curve(dims: pd.DataFrame, path: Path, precision: str = "float32") -> None:
+    """Overall score against Matryoshka dim, one line per row of a ``dim_table``."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for exp, row in dim_table(df, experiments, precision).iterrows():
+    for exp, row in dims.iterrows():
         row = row.dropna()
         ax.plot(row.index, row.to_numpy() * 100, marker="o", label=exp)
     ax.set_xscale("log", base=2)
@@ -262,19 +260,25 @@ def precision_bars(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def dev_curves(df: pd.DataFrame, experiments: Sequence[str], path: Path, metric: str = "ndcg@10") -> None:
-    """Dev-set retrieval score against training step, one line per experiment (``curve_table``)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for exp, row in curve_table(df, experiments, metric).iterrows():
-        row = row.dropna()
-        ax.plot(row.index, row.to_numpy() * 100, marker=".", label=exp)
-    teacher = df[
+def teacher_dev_level(df: pd.DataFrame, experiments: Sequence[str], metric: str = "ndcg@10") -> float | None:
+    """The teacher's dev ``metric`` on the same dev pairs (logged as ``val/teacher_<metric>``), or None."""
+    rows = df[
         (df["task"] == "dev_curve")
         & (df["metric"] == f"teacher_{metric}")
         & df["experiment"].isin(experiments)
     ]
-    if len(teacher):
-        ax.axhline(teacher["value"].mean() * 100, color="gray", linestyle="--", label="teacher")
+    return float(rows["value"].mean()) if len(rows) else None
+
+
+def dev_curves(steps: pd.DataFrame, teacher: float | None, path: Path, metric: str = "ndcg@10") -> None:
+    """Dev-set retrieval score against training step, one line per row of a ``curve_table``; the
+    teacher's level dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for exp, row in steps.iterrows():
+        row = row.dropna()
+        ax.plot(row.index, row.to_numpy() * 100, marker=".", label=exp)
+    if teacher is not None:
+        ax.axhline(teacher * 100, color="gray", linestyle="--", label="teacher")
     save_line_plot(fig, ax, "training step", f"dev {metric} x 100", path)
 
 
@@ -284,15 +288,16 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = latest_runs(ResultsStore(store).read())
-    names = [*spec.get("baselines", []), *experiment_names(spec["experiments"])]
+    curves = experiment_names(spec["experiments"])
+    names = [*spec.get("baselines", []), *curves]
     table = regime_table(df, names) if not df.empty else pd.DataFrame()
     lines = [f"# {spec['title']}", ""]
     result: dict = {"sweep": sweep, "regimes": {}}
     if "float/overall" in table.columns:  # some run has held-out scores (figure3's runs have only curves)
         trained = table[~table["experiment"].isin(spec.get("baselines", []))]
-        extra = {"vs best": ties(trained)}  # among the trained runs: the baselines frame them
+        # among the trained runs (the baselines frame them); Table 5 ranks by retrieval
+        extra = {"vs best": ties(trained, "float/retrieval" if sweep == "table5" else "float/overall")}
         if sweep == "table5":
-            extra = {"vs best": ties(trained, "float/retrieval")}  # Table 5 ranks by retrieval
             lines += [
                 "Retrieval nDCG@10 (x100, held-out test splits) beside the paper's MTEB-v2 / RTEB numbers.",
                 "",
@@ -343,23 +348,18 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
             result["truncation"] = {
                 exp: {int(d): v for d, v in row.dropna().items()} for exp, row in dims.iterrows()
             }
-        truncation_curve(df, names, out / "truncation.png")
-        truncation_curve(df, names, out / "truncation_binary.png", precision="binary")
+        truncation_curve(dims, out / "truncation.png")
+        truncation_curve(dim_table(df, names, "binary"), out / "truncation_binary.png", precision="binary")
         precision_bars(table, out / "precision.png")
         lines += ["![truncation](truncation.png) ![precision](precision.png)", ""]
-    curves = experiment_names(spec["experiments"])
     if not df.empty and (df["task"] == "dev_curve").any():
-        dev_curves(df, curves, out / "dev_curves.png")
         steps = curve_table(df, curves)
+        teacher = teacher_dev_level(df, curves)
+        dev_curves(steps, teacher, out / "dev_curves.png")
         if not steps.empty:
             every = max(1, len(steps.columns) // 10)
-            teacher = df[
-                (df["task"] == "dev_curve")
-                & (df["metric"] == "teacher_ndcg@10")
-                & df["experiment"].isin(curves)
-            ]["value"]
             ceiling = (
-                f" The teacher on the same dev pairs: {teacher.mean() * 100:.2f}." if len(teacher) else ""
+                f" The teacher on the same dev pairs: {teacher * 100:.2f}." if teacher is not None else ""
             )
             lines += [
                 f"Dev retrieval nDCG@10 (x100) against training step (Lightning's 0-based step: 9 = after 10"

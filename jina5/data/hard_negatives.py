@@ -30,16 +30,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MiningConfig:
-    """The mining settings (the paper states neither the count nor the rule; see conf/data/stage2_retrieval.yaml)."""
+    """The mining settings (the paper states neither the count nor the rule; see conf/data/adapter_retrieval.yaml)."""
 
     num_negatives: int = 3
     rank_range: tuple[int, int] = (10, 50)
     margin: float = 0.05
     max_positive_similarity: float = 0.95
     seed: int = 0
-    search_depth: int | None = (
-        None  # candidates retrieved per query; None = 2 x rank_hi (enough for the top-up)
-    )
+    # candidates retrieved per query; None = 2 x rank_hi (enough for the top-up)
+    search_depth: int | None = None
     batch_size: int = 64  # encode batch size
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
 from jina5.assets import cache_root
 from jina5.data.schema import normalise_text
@@ -48,6 +49,16 @@ logger = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 MANIFEST_VERSION = 1
+
+
+def seeded_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded draw of ``min(n, cap)`` of ``range(n)`` (all of them when ``cap`` is None).
+
+    The one row-cap rule of the project: training tables, label anchors and evaluation tasks all use it.
+    """
+    if cap is None or n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(cap), replace=False))
 
 
 class SplitManifestMismatch(RuntimeError):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from jina5.encoder import StudentEncoder, no_pooler_kwargs, pool
+from jina5.encoder import StudentEncoder, pool
 from jina5.tiny import tiny_model_and_tokenizer
 
 TEXTS = ["a b", "hello there my friend", "x", "the quick brown fox jumps"]
@@ -112,19 +112,3 @@ def test_forward_is_differentiable():
     batch = enc.tokenize(TEXTS)
     enc(**batch).sum().backward()
     assert enc.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-
-
-def test_save_and_reload_round_trip(tmp_path):
-    enc = tiny_encoder(pooling="cls", prompts={"query": "q: "}, keep_layers=[0, 3], max_length=40)
-    enc.save_pretrained(tmp_path / "enc")
-    again = StudentEncoder.from_pretrained(tmp_path / "enc")
-    assert again.pooling == "cls" and again.prompts == {"query": "q: "} and again.max_length == 40
-    assert again.backbone.config.num_hidden_layers == 2
-    np.testing.assert_allclose(
-        enc.encode(TEXTS, prompt="query"), again.encode(TEXTS, prompt="query"), atol=1e-6
-    )
-    # saved without the unused pooler, and rebuilt without one (no "missing weights" on load)
-    assert not any(k.startswith("pooler.") for k in again.backbone.state_dict())
-    assert no_pooler_kwargs(tmp_path / "enc") == {"add_pooling_layer": False}
-    StudentEncoder("tiny:qwen3").save_pretrained(tmp_path / "qwen3")
-    assert no_pooler_kwargs(tmp_path / "qwen3") == {}  # a decoder takes no such argument

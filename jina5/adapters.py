@@ -12,16 +12,33 @@ so a fresh adapter leaves the model exactly as it was (B = 0), and switching ada
 suite reads it from here. ``DEFAULT_TASK_PROMPTS`` are the paper's prefixes per adapter: retrieval
 encodes queries with ``Query: `` and documents with ``Document: ``; every other task encodes every
 text with ``Document: `` (both prompt names map to it, so callers need not know the rule).
+
+The adapter lifecycle on an encoder is ``TaskAdapters`` (a mixin of ``jina5.encoder.Encoder``):
+``add_adapter(task, lora_config)`` wraps the backbone in a peft ``PeftModel`` holding one LoRA adapter
+per task over ONE copy of the frozen weights; ``set_task`` / ``using_task`` switch adapter (peft
+``set_adapter``, no reload) and with it the prompts (``task_prompts[task]``); ``adapters_disabled()``
+gives the stage-1 model back (the frozen reference); ``merged(task)`` is a plain encoder with that
+adapter merged into the weights (what ``jina5.export`` writes for sentence-transformers);
+``for_task(task)`` is a ``TaskEncoder`` view bound to one adapter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # peft is imported only when an adapter is built (this module's tables stay cheap)
+    import numpy as np
     from peft import LoraConfig
+    from torch import nn
+    from transformers import PreTrainedModel
+
+    from jina5.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +62,7 @@ DEFAULT_TASK_PROMPTS: dict[str, dict[str, str]] = {
 
 #: LoRA target modules per architecture family (peft matches module-name suffixes): every linear layer
 #: of attention and MLP. BERT's attention output, intermediate and output layers are all called
-#: ``dense`` (its [CLS] pooler, also ``dense``, is removed by StudentEncoder).
+#: ``dense`` (its [CLS] pooler, also ``dense``, is removed by Encoder).
 DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
     "bert": ["query", "key", "value", "dense"],
     "mpnet": ["q", "k", "v", "o", "dense"],
@@ -110,3 +127,162 @@ def adapter_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The ``lora_config`` kwargs of an ``adapter`` config node (conf/adapter/lora.yaml)."""
     keys = ("rank", "alpha", "dropout", "target_modules", "bias")
     return {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
+
+
+def is_peft(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft ``PeftModel`` (peft cannot have made one if it was never imported)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
+class TaskAdapters:
+    """The task-adapter lifecycle of ``jina5.encoder.Encoder`` (see the module docstring).
+
+    Reads and sets the encoder's ``backbone`` (a plain ``PreTrainedModel`` until the first adapter, then
+    a ``PeftModel``), ``task`` (the active adapter, None without adapters), ``task_prompts`` and
+    ``_trainable_adapters`` (adapters loaded or added for training; the others run in inference mode).
+    """
+
+    backbone: nn.Module
+    task: str | None
+    task_prompts: dict[str, dict[str, str]]
+    _trainable_adapters: set[str]
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the task adapters on the backbone (empty for a plain model)."""
+        return list(self.backbone.peft_config) if is_peft(self.backbone) else []
+
+    def _require_adapter(self, task: str, where: str = "") -> None:
+        if task not in self.adapters:
+            raise KeyError(f"{where}no adapter {task!r}; adapters: {self.adapters}")
+
+    def _require_new_adapter(self, task: str) -> None:
+        if task in self.adapters:
+            raise ValueError(f"adapter {task!r} exists already (adapters: {self.adapters})")
+
+    def add_adapter(
+        self, task: str, config: LoraConfig, prompts: dict[str, str] | None = None, trainable: bool = True
+    ) -> None:
+        """Add a fresh LoRA adapter ``task`` (peft ``LoraConfig``; B = 0, so the model is unchanged) and
+        activate it. Every backbone weight stays frozen; only the adapter's A, B are trainable."""
+        self._require_new_adapter(task)
+        if is_peft(self.backbone):
+            self.backbone.add_adapter(task, config)
+        else:
+            from peft import get_peft_model
+
+            self.backbone = get_peft_model(self.backbone, config, adapter_name=task)
+        if prompts is not None:
+            self.task_prompts[task] = dict(prompts)
+        if trainable:
+            self._trainable_adapters.add(task)
+        self.set_task(task)
+
+    def load_adapter(self, path: str | Path, task: str, trainable: bool = False) -> None:
+        """Load a peft adapter directory (``adapter_config.json`` + weights) as adapter ``task``."""
+        from peft import PeftModel
+
+        self._require_new_adapter(task)
+        if is_peft(self.backbone):
+            self.backbone.load_adapter(str(path), adapter_name=task, is_trainable=trainable)
+        else:
+            self.backbone = PeftModel.from_pretrained(
+                self.backbone, str(path), adapter_name=task, is_trainable=trainable
+            )
+        if trainable:
+            self._trainable_adapters.add(task)
+        self.set_task(task)
+
+    def set_task(self, task: str) -> None:
+        """Activate adapter ``task`` (and its prompts); the backbone is not reloaded."""
+        self._require_adapter(task)
+        self.backbone.set_adapter(task, inference_mode=task not in self._trainable_adapters)
+        self.task = task
+
+    @contextlib.contextmanager
+    def using_task(self, task: str | None) -> Iterator[None]:
+        """Activate adapter ``task`` inside the block, then the previous one again (None: no change)."""
+        previous = self.task
+        if task is not None and task != previous:
+            self.set_task(task)
+        try:
+            yield
+        finally:
+            if previous is not None and self.task != previous:
+                self.set_task(previous)
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """Inside the block the backbone runs without any adapter: the stage-1 (base) model."""
+        if not is_peft(self.backbone):
+            yield
+            return
+        with self.backbone.disable_adapter():
+            yield
+
+    def for_task(self: Encoder, task: str) -> TaskEncoder:
+        """A view whose ``encode`` always uses adapter ``task`` (for APIs that only pass ``prompt``)."""
+        self._require_adapter(task)
+        return TaskEncoder(self, task)
+
+    def merged(self: Encoder, task: str) -> Encoder:
+        """A plain encoder of this class (no peft) with adapter ``task`` merged into the weights,
+        W' = W + (alpha / r) B A, and the task's prompts as its prompts. This encoder is unchanged."""
+        self._require_adapter(task)
+        peft_copy = copy.deepcopy(self.backbone)
+        peft_copy.set_adapter(task)
+        model = peft_copy.merge_and_unload(adapter_names=[task])
+        model.eval()
+        enc = type(self)(
+            model,
+            tokenizer=self.tokenizer,
+            pooling=self.pooling,
+            prompts=self.prompts_for(task),
+            max_length=self.max_length,
+            append_eos=self.append_eos,
+            padding_side=self.tokenizer.padding_side,
+            normalize=self.normalize,
+        )
+        enc.source = f"{self.source}+{task}"
+        return enc
+
+    def base_model(self) -> PreTrainedModel:
+        """The backbone without adapters (a copy when adapters exist; the backbone itself otherwise)."""
+        return copy.deepcopy(self.backbone).unload() if is_peft(self.backbone) else self.backbone
+
+
+class TaskEncoder:
+    """An ``Encoder`` bound to one adapter: ``encode(texts, prompt=...)`` always uses ``task``.
+
+    Has the attributes evaluation code reads from an encoder (``prompts``, ``dim``, ``backbone``,
+    ``encoder_config()`` with the task in it, so fingerprints differ per task).
+    """
+
+    def __init__(self, encoder: Encoder, task: str) -> None:
+        self.encoder, self.task = encoder, task
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return self.encoder.prompts_for(self.task)
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.encoder.backbone
+
+    @property
+    def source(self) -> str:
+        return f"{self.encoder.source}+{self.task}"
+
+    def encoder_config(self) -> dict:
+        return {**self.encoder.encoder_config(), "task": self.task}
+
+    def parameters(self):
+        return self.encoder.parameters()
+
+    def encode(self, texts: str | Sequence[str], prompt: str | None = None, **kwargs) -> np.ndarray:
+        return self.encoder.encode(texts, prompt=prompt, task=self.task, **kwargs)

@@ -1,6 +1,9 @@
-"""StudentEncoder: a Hugging Face backbone + pooling + L2 normalisation, and THE inference API.
+"""Encoder: a Hugging Face backbone + pooling + L2 normalisation, and THE inference API.
 
     texts --tokenise (+ prefix)--> ids (B, L) --backbone--> hidden (B, L, H) --pool--> (B, H) --L2--> (B, H)
+
+One class for every model that embeds text here: the student, the teacher (``jina5.teacher``) and the
+baselines.
 
 Pooling (m = attention mask, 1 on real tokens):
 - ``mean``:       e = sum_t m_t h_t / sum_t m_t
@@ -14,42 +17,33 @@ Layer pruning (``keep_layers``) keeps a chosen subset of the transformer blocks,
 weights (DistilBERT-style initialisation of a smaller student): the embedded default student is
 all-MiniLM-L6-v2 with layers (0, 2, 4) kept.
 
-Task adapters (stage 2, see ``jina5.adapters``): ``add_adapter(task, lora_config)`` wraps the backbone
-in a peft ``PeftModel`` holding one LoRA adapter per task over ONE copy of the frozen weights;
-``encode(texts, task=, prompt=)`` switches adapter (peft ``set_adapter``, no reload) and prefixes
-(``task_prompts[task]``: the paper's ``Query: ``/``Document: `` for retrieval, ``Document: `` for every
-other task). ``adapters_disabled()`` gives the stage-1 model back (the frozen reference). A directory
-saved with adapters holds the base weights (un-merged) plus ``adapters/<task>/`` (peft format);
-``from_pretrained`` restores every adapter. ``merged(task)`` is a plain encoder with that adapter
-merged into the weights (what ``jina5.export`` writes for sentence-transformers).
+Task adapters (stage 2): the lifecycle (``add_adapter``, ``set_task``, ``adapters_disabled``,
+``merged``, ``for_task``...) is ``jina5.adapters.TaskAdapters``; here ``encode(texts, task=, prompt=)``
+switches adapter for one call and prefixes with that task's prompts (``task_prompts[task]``).
+Saving and loading (``save_pretrained`` / ``from_pretrained``) is ``jina5.encoder_io``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import hashlib
 import inspect
-import json
 import logging
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from jina5.adapters import TaskAdapters
 from jina5.assets import resolve_model
+from jina5.encoder_io import backbone_load_kwargs, load_encoder, save_encoder
 from jina5.quantize import quantize
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "last_token")
-JINA5_CONFIG = "jina5_encoder.json"
-ADAPTERS_DIR = "adapters"  # <encoder dir>/adapters/<task>/{adapter_config.json, adapter_model.safetensors}
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
 
@@ -103,43 +97,7 @@ def prune_layers(model: PreTrainedModel, keep: Sequence[int]) -> None:
         model.config.layer_types = [layer_types[i] for i in keep]
 
 
-def no_pooler_kwargs(path: str | Path) -> dict:
-    """``{"add_pooling_layer": False}`` where the backbone class takes it (BERT, MPNet, RoBERTa...).
-
-    Our exports are saved without the unused [CLS] pooler; building the model without one avoids a
-    report of "missing" pooler weights on every load.
-    """
-    config = AutoConfig.from_pretrained(path)
-    model_class = AutoModel._model_mapping.get(type(config), None)
-    takes_it = (
-        model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
-    )
-    return {"add_pooling_layer": False} if takes_it else {}
-
-
-VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "_attn_implementation_autoset")
-
-
-def content_fingerprint(
-    encoder: StudentEncoder,
-    skip_settings: Sequence[str] = ("source",),
-    skip_config: Sequence[str] = VOLATILE_CONFIG,
-) -> str:
-    """sha256 over the backbone config (less ``skip_config``), the encoder settings (less
-    ``skip_settings``) and every weight's bytes: the same model loaded from anywhere hashes the same."""
-    h = hashlib.sha256()
-    cfg = encoder.backbone.config.to_dict()
-    for key in skip_config:
-        cfg.pop(key, None)
-    settings = {k: v for k, v in encoder.encoder_config().items() if k not in skip_settings}
-    h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
-    for name, tensor in encoder.backbone.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class StudentEncoder(nn.Module):
+class Encoder(TaskAdapters, nn.Module):
     """HF backbone + pooling + normalisation, with named prompts (prefixes) and ``encode``.
 
     Args:
@@ -190,8 +148,7 @@ class StudentEncoder(nn.Module):
             kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
             if torch_dtype:
                 kwargs["dtype"] = getattr(torch, torch_dtype)
-            if (Path(path) / JINA5_CONFIG).exists():
-                kwargs.update(no_pooler_kwargs(path))
+            kwargs.update(backbone_load_kwargs(path))
             self.backbone = AutoModel.from_pretrained(path, **kwargs)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             self.source = source
@@ -282,110 +239,6 @@ class StudentEncoder(nn.Module):
             raise KeyError(f"unknown prompt {prompt!r}; configured prompts{where}: {sorted(prompts)}")
         return prompts[prompt]
 
-    # ------------------------------------------------------------------ task adapters
-    @property
-    def adapters(self) -> list[str]:
-        """Names of the task adapters on the backbone (empty for a plain model)."""
-        return list(self.backbone.peft_config) if _is_peft(self.backbone) else []
-
-    def _require_adapter(self, task: str, where: str = "") -> None:
-        if task not in self.adapters:
-            raise KeyError(f"{where}no adapter {task!r}; adapters: {self.adapters}")
-
-    def _require_new_adapter(self, task: str) -> None:
-        if task in self.adapters:
-            raise ValueError(f"adapter {task!r} exists already (adapters: {self.adapters})")
-
-    def add_adapter(
-        self, task: str, config, prompts: dict[str, str] | None = None, trainable: bool = True
-    ) -> None:
-        """Add a fresh LoRA adapter ``task`` (peft ``LoraConfig``; B = 0, so the model is unchanged) and
-        activate it. Every backbone weight stays frozen; only the adapter's A, B are trainable."""
-        self._require_new_adapter(task)
-        if _is_peft(self.backbone):
-            self.backbone.add_adapter(task, config)
-        else:
-            from peft import get_peft_model
-
-            self.backbone = get_peft_model(self.backbone, config, adapter_name=task)
-        if prompts is not None:
-            self.task_prompts[task] = dict(prompts)
-        if trainable:
-            self._trainable_adapters.add(task)
-        self.set_task(task)
-
-    def load_adapter(self, path: str | Path, task: str, trainable: bool = False) -> None:
-        """Load a peft adapter directory (``adapter_config.json`` + weights) as adapter ``task``."""
-        from peft import PeftModel
-
-        self._require_new_adapter(task)
-        if _is_peft(self.backbone):
-            self.backbone.load_adapter(str(path), adapter_name=task, is_trainable=trainable)
-        else:
-            self.backbone = PeftModel.from_pretrained(
-                self.backbone, str(path), adapter_name=task, is_trainable=trainable
-            )
-        if trainable:
-            self._trainable_adapters.add(task)
-        self.set_task(task)
-
-    def set_task(self, task: str) -> None:
-        """Activate adapter ``task`` (and its prompts); the backbone is not reloaded."""
-        self._require_adapter(task)
-        self.backbone.set_adapter(task, inference_mode=task not in self._trainable_adapters)
-        self.task = task
-
-    @contextlib.contextmanager
-    def using_task(self, task: str | None) -> Iterator[None]:
-        """Activate adapter ``task`` inside the block, then the previous one again (None: no change)."""
-        previous = self.task
-        if task is not None and task != previous:
-            self.set_task(task)
-        try:
-            yield
-        finally:
-            if previous is not None and self.task != previous:
-                self.set_task(previous)
-
-    @contextlib.contextmanager
-    def adapters_disabled(self) -> Iterator[None]:
-        """Inside the block the backbone runs without any adapter: the stage-1 (base) model."""
-        if not _is_peft(self.backbone):
-            yield
-            return
-        with self.backbone.disable_adapter():
-            yield
-
-    def for_task(self, task: str) -> TaskEncoder:
-        """A view whose ``encode`` always uses adapter ``task`` (for APIs that only pass ``prompt``)."""
-        self._require_adapter(task)
-        return TaskEncoder(self, task)
-
-    def merged(self, task: str) -> StudentEncoder:
-        """A plain StudentEncoder (no peft) with adapter ``task`` merged into the weights,
-        W' = W + (alpha / r) B A, and the task's prompts as its prompts. This encoder is unchanged."""
-        self._require_adapter(task)
-        peft_copy = copy.deepcopy(self.backbone)
-        peft_copy.set_adapter(task)
-        model = peft_copy.merge_and_unload(adapter_names=[task])
-        model.eval()
-        enc = StudentEncoder(
-            model,
-            tokenizer=self.tokenizer,
-            pooling=self.pooling,
-            prompts=self.prompts_for(task),
-            max_length=self.max_length,
-            append_eos=self.append_eos,
-            padding_side=self.tokenizer.padding_side,
-            normalize=self.normalize,
-        )
-        enc.source = f"{self.source}+{task}"
-        return enc
-
-    def base_model(self) -> PreTrainedModel:
-        """The backbone without adapters (a copy when adapters exist; the backbone itself otherwise)."""
-        return copy.deepcopy(self.backbone).unload() if _is_peft(self.backbone) else self.backbone
-
     # ------------------------------------------------------------------ inference API
     @torch.inference_mode()
     def encode(
@@ -439,7 +292,7 @@ class StudentEncoder(nn.Module):
         out = quantize(out, precision)
         return out[0] if single else out
 
-    # ------------------------------------------------------------------ persistence
+    # ------------------------------------------------------------------ settings and persistence
     def encoder_config(self) -> dict:
         """The encoding settings (``jina5_encoder.json``); adapter keys only when there are adapters,
         so a plain model's settings (and the teacher-cache / eval fingerprints made of them) never move."""
@@ -457,115 +310,18 @@ class StudentEncoder(nn.Module):
         return cfg
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write backbone + tokenizer + ``jina5_encoder.json``; ``StudentEncoder.from_pretrained`` loads it.
-
-        Without adapters the sentence-transformers module files (pooling, normalisation, prompts) are
-        written too, so ``sentence_transformers.SentenceTransformer(path)`` loads it. With adapters the
-        directory holds the base weights and ``adapters/<task>/`` (peft format) and no
-        sentence-transformers files (they would load the base model without any adapter): use
-        ``python -m jina5.export`` for a per-task sentence-transformers directory.
-        """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.base_model().save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        (path / JINA5_CONFIG).write_text(json.dumps(self.encoder_config(), indent=2))
-        if self.adapters:
-            self.backbone.save_pretrained(str(path / ADAPTERS_DIR))
-            (path / "modules.json").unlink(missing_ok=True)
-        else:
-            _write_sentence_transformers_files(path, self)
-        return path
+        """Write this encoder as a directory ``Encoder.from_pretrained`` loads (``jina5.encoder_io``):
+        backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers files without
+        adapters (``SentenceTransformer(path)`` loads it) or ``adapters/<task>/`` with them (then use
+        ``python -m jina5.export`` for a per-task sentence-transformers directory)."""
+        return save_encoder(self, path)
 
     @classmethod
-    def from_pretrained(
-        cls, path: str | Path, trainable_adapters: bool = False, **overrides
-    ) -> StudentEncoder:
+    def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> Encoder:
         """Load a directory written by ``save_pretrained`` (its settings, overridable by kwargs), with
         every adapter it holds; the adapter that was active when saved is active again."""
-        cfg_file = Path(path) / JINA5_CONFIG
-        cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
-        cfg.pop("source", None)
-        adapters, task = cfg.pop("adapters", []), cfg.pop("task", None)
-        cfg.update(overrides)
-        enc = cls(str(path), **cfg)
-        for name in adapters:
-            adapter_dir = Path(path) / ADAPTERS_DIR / name
-            if not (adapter_dir / "adapter_config.json").exists():
-                raise FileNotFoundError(
-                    f"{cfg_file} lists adapter {name!r} but {adapter_dir} holds no adapter_config.json"
-                )
-            enc.load_adapter(adapter_dir, name, trainable=trainable_adapters)
-        if task is not None:
-            enc.set_task(task)
-        return enc
+        return load_encoder(cls, path, trainable_adapters, **overrides)
 
 
-class TaskEncoder:
-    """A StudentEncoder bound to one adapter: ``encode(texts, prompt=...)`` always uses ``task``.
-
-    Has the attributes evaluation code reads from an encoder (``prompts``, ``dim``, ``backbone``,
-    ``encoder_config()`` with the task in it, so fingerprints differ per task).
-    """
-
-    def __init__(self, encoder: StudentEncoder, task: str) -> None:
-        self.encoder, self.task = encoder, task
-
-    @property
-    def prompts(self) -> dict[str, str]:
-        return self.encoder.prompts_for(self.task)
-
-    @property
-    def dim(self) -> int:
-        return self.encoder.dim
-
-    @property
-    def backbone(self) -> nn.Module:
-        return self.encoder.backbone
-
-    @property
-    def source(self) -> str:
-        return f"{self.encoder.source}+{self.task}"
-
-    def encoder_config(self) -> dict:
-        return {**self.encoder.encoder_config(), "task": self.task}
-
-    def parameters(self):
-        return self.encoder.parameters()
-
-    def encode(self, texts: str | Sequence[str], prompt: str | None = None, **kwargs) -> np.ndarray:
-        return self.encoder.encode(texts, prompt=prompt, task=self.task, **kwargs)
-
-
-def _is_peft(model: nn.Module) -> bool:
-    """Whether ``model`` is a peft ``PeftModel`` (peft cannot have made one if it was never imported)."""
-    peft = sys.modules.get("peft")
-    return peft is not None and isinstance(model, peft.PeftModel)
-
-
-def _write_sentence_transformers_files(path: Path, enc: StudentEncoder) -> None:
-    mode = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}[enc.pooling]
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if enc.normalize:
-        modules.append(
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-        )
-        (path / "2_Normalize").mkdir(exist_ok=True)
-    (path / "modules.json").write_text(json.dumps(modules, indent=2))
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    (path / "1_Pooling" / "config.json").write_text(
-        json.dumps(
-            {"word_embedding_dimension": enc.dim, "pooling_mode": mode, "include_prompt": True}, indent=2
-        )
-    )
-    (path / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": enc.max_length, "do_lower_case": False}, indent=2)
-    )
-    (path / "config_sentence_transformers.json").write_text(
-        json.dumps(
-            {"prompts": enc.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2
-        )
-    )
+#: The old name, kept for one release (the class encodes the teacher and the baselines too).
+StudentEncoder = Encoder

@@ -27,7 +27,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from jina5.encoder import JINA5_CONFIG, StudentEncoder
+from jina5.encoder import StudentEncoder
+from jina5.encoder_io import JINA5_CONFIG
 from jina5.eval.store import ResultsStore
 from jina5.eval.suite import format_summary, format_task_list, model_fingerprint, run_suite, summarise
 from jina5.eval.tasks import build_tasks

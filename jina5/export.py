@@ -9,7 +9,7 @@
 
     python -m jina5.export runs=[<run dir>,...] out=<dir>
         -> one multi-adapter directory (base weights + adapters/<task>/ for every adapter of every run)
-           that ``StudentEncoder.from_pretrained(out)`` loads with all its adapters. The runs must share
+           that ``Encoder.from_pretrained(out)`` loads with all its adapters. The runs must share
            the same frozen backbone (the same stage-1 student); this is checked weight by weight.
 
 ``run`` / ``runs`` entries may be run dirs (holding ``encoder/``) or encoder dirs themselves.
@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from jina5.encoder import ADAPTERS_DIR, StudentEncoder
+from jina5.encoder import Encoder
+from jina5.encoder_io import ADAPTERS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,15 @@ def encoder_dir(run: str | Path) -> Path:
     return path / "encoder" if (path / "encoder").is_dir() else path
 
 
-def load_encoder(run: str | Path) -> StudentEncoder:
+def load_run_encoder(run: str | Path) -> Encoder:
+    """The encoder saved in a run dir (``<run>/encoder``) or in an encoder dir, with its adapters."""
     path = encoder_dir(run)
     if not path.is_dir():
         raise FileNotFoundError(f"{run}: neither a run dir with encoder/ nor an encoder dir")
-    return StudentEncoder.from_pretrained(path)
+    return Encoder.from_pretrained(path)
 
 
-def export_sentence_transformers(encoder: StudentEncoder, task: str | None, out: str | Path) -> Path:
+def export_sentence_transformers(encoder: Encoder, task: str | None, out: str | Path) -> Path:
     """Write ``encoder`` with adapter ``task`` merged as a sentence-transformers directory at ``out``.
     ``task=None`` takes the encoder's only adapter."""
     if task is None:
@@ -58,19 +60,19 @@ def export_sentence_transformers(encoder: StudentEncoder, task: str | None, out:
     return path
 
 
-def same_backbone(a: StudentEncoder, b: StudentEncoder) -> bool:
+def same_backbone(a: Encoder, b: Encoder) -> bool:
     """Whether the two encoders' base weights (adapters off) are identical."""
     sa, sb = a.base_model().state_dict(), b.base_model().state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def combine_adapters(runs: Sequence[str | Path], out: str | Path) -> StudentEncoder:
+def combine_adapters(runs: Sequence[str | Path], out: str | Path) -> Encoder:
     """One encoder holding every adapter of ``runs`` (same backbone), saved at ``out`` and returned."""
     if not runs:
         raise ValueError("runs=[...] is empty")
-    combined = load_encoder(runs[0])
+    combined = load_run_encoder(runs[0])
     for run in runs[1:]:
-        other = load_encoder(run)
+        other = load_run_encoder(run)
         if not same_backbone(combined, other):
             raise ValueError(
                 f"{run}: its backbone differs from {runs[0]}'s; adapters of different stage-1 "
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit("runs=[...] needs out=<dir>")
         combine_adapters(list(cfg.runs), cfg.out)
     elif cfg.get("run"):
-        encoder = load_encoder(cfg.run)
+        encoder = load_run_encoder(cfg.run)
         task = cfg.get("task")
         name = task or (encoder.adapters[0] if len(encoder.adapters) == 1 else "model")
         out = cfg.get("out") or Path(cfg.run) / "export" / name

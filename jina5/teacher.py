@@ -35,7 +35,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jina5.assets import cache_root
-from jina5.encoder import StudentEncoder, content_fingerprint
+from jina5.encoder import Encoder
+from jina5.encoder_io import content_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,13 @@ def text_key(text: str) -> bytes:
 
 
 class Teacher:
-    """A frozen embedding model (any ``StudentEncoder`` backbone + pooling), no gradients.
+    """A frozen embedding model (any ``Encoder`` backbone + pooling), no gradients.
 
     Args:
         source: model source (see ``jina5.assets``), e.g. ``sentence-transformers/all-mpnet-base-v2``.
-        pooling / max_length / append_eos / padding_side: as for ``StudentEncoder``.
+        pooling / max_length / append_eos / padding_side: as for ``Encoder``.
         batch_size: texts per forward pass when filling the cache.
-        encoder: a ready ``StudentEncoder`` instead of ``source`` (tests).
+        encoder: a ready ``Encoder`` instead of ``source`` (tests).
     """
 
     def __init__(
@@ -73,9 +74,9 @@ class Teacher:
         padding_side: str = "right",
         batch_size: int = 32,
         torch_dtype: str | None = None,
-        encoder: StudentEncoder | None = None,
+        encoder: Encoder | None = None,
     ) -> None:
-        self.encoder = encoder or StudentEncoder(
+        self.encoder = encoder or Encoder(
             source,
             pooling=pooling,
             max_length=max_length,

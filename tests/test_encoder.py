@@ -1,4 +1,4 @@
-"""StudentEncoder: pooling under both padding sides, pruning, prompts, encode options, save/load."""
+"""Encoder core: pooling under both padding sides, pruning, prompts, encode options."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from jina5.encoder import StudentEncoder, pool
+from jina5.encoder import Encoder, pool
 from jina5.tiny import tiny_model_and_tokenizer
 
 TEXTS = ["a b", "hello there my friend", "x", "the quick brown fox jumps"]
 
 
-def tiny_encoder(model_type="bert", **kw) -> StudentEncoder:
+def tiny_encoder(model_type="bert", **kw) -> Encoder:
     model, tok = tiny_model_and_tokenizer(model_type)
-    return StudentEncoder(model, tokenizer=tok, **kw)
+    return Encoder(model, tokenizer=tok, **kw)
 
 
 def test_pool_hand_computed():
@@ -52,7 +52,7 @@ def test_left_and_right_padding_give_identical_vectors(model_type, pooling, eos)
 def test_layer_pruning_keeps_the_chosen_layers_weights():
     full, tok = tiny_model_and_tokenizer("bert", layers=6)
     originals = {i: {k: v.clone() for k, v in full.encoder.layer[i].state_dict().items()} for i in range(6)}
-    enc = StudentEncoder(full, tokenizer=tok, keep_layers=[0, 2, 4])
+    enc = Encoder(full, tokenizer=tok, keep_layers=[0, 2, 4])
     assert len(enc.backbone.encoder.layer) == 3 and enc.backbone.config.num_hidden_layers == 3
     for new, old in enumerate([0, 2, 4]):
         for k, v in enc.backbone.encoder.layer[new].state_dict().items():
@@ -61,7 +61,7 @@ def test_layer_pruning_keeps_the_chosen_layers_weights():
 
 def test_pruning_a_decoder_renumbers_layers_and_config():
     model, tok = tiny_model_and_tokenizer("qwen3", layers=4)
-    enc = StudentEncoder(model, tokenizer=tok, pooling="last_token", append_eos=True, keep_layers=[1, 3])
+    enc = Encoder(model, tokenizer=tok, pooling="last_token", append_eos=True, keep_layers=[1, 3])
     assert [layer.self_attn.layer_idx for layer in enc.backbone.layers] == [0, 1]
     assert len(enc.backbone.config.layer_types) == 2
     assert enc.encode(TEXTS).shape == (4, 32)
@@ -71,7 +71,7 @@ def test_pruning_a_decoder_renumbers_layers_and_config():
 def test_bad_keep_layers_raise(keep):
     model, tok = tiny_model_and_tokenizer("bert", layers=4)
     with pytest.raises(ValueError, match="keep_layers"):
-        StudentEncoder(model, tokenizer=tok, keep_layers=keep)
+        Encoder(model, tokenizer=tok, keep_layers=keep)
 
 
 def test_prompts_change_input_and_unknown_prompt_raises():

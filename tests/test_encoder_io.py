@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from jina5.adapters import DEFAULT_TASK_PROMPTS, lora_config
-from jina5.encoder import VOLATILE_CONFIG, content_fingerprint, no_pooler_kwargs
-from jina5.encoder import StudentEncoder as Encoder
+from jina5.encoder import Encoder
+from jina5.encoder_io import VOLATILE_CONFIG, content_fingerprint, no_pooler_kwargs
 
 TEXTS = ["the cat sat on the mat", "stock markets fell", "a b c", "rain tomorrow"]
 

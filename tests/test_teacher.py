@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.teacher import Teacher, TeacherCache, TeacherCacheError, cache_text
 from jina5.tiny import tiny_model_and_tokenizer
 
@@ -17,7 +17,7 @@ class CountingTeacher(Teacher):
 
     def __init__(self, seed=0, hidden=32):
         model, tok = tiny_model_and_tokenizer("bert", hidden=hidden, seed=seed)
-        super().__init__(encoder=StudentEncoder(model, tokenizer=tok), batch_size=4)
+        super().__init__(encoder=Encoder(model, tokenizer=tok), batch_size=4)
         self.calls = 0
 
     def embed(self, texts, instruction=""):

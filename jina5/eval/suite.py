@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
-from jina5.encoder import VOLATILE_CONFIG, content_fingerprint
+from jina5.encoder_io import VOLATILE_CONFIG, content_fingerprint
 from jina5.eval.metrics import MAIN_METRIC, check_precisions, relative_drops, truncate
 from jina5.eval.store import ResultsStore
 from jina5.eval.tasks import TASK_TYPES, EvalTask, SkippedTask, _plain, build_tasks

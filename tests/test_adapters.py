@@ -14,8 +14,8 @@ from test_train import run_cfg
 from jina5.adapters import DEFAULT_TASK_PROMPTS, EVAL_TASK_TO_ADAPTER, lora_config
 from jina5.averaging import average_state_dicts
 from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
+from jina5.data.pairs import DatasetSpec, PairTable, attach_hard_negatives, label_triplets
 from jina5.data.schema import normalise_text
-from jina5.data.training import DatasetSpec, PairTable, attach_hard_negatives, label_triplets
 from jina5.encoder import StudentEncoder
 from jina5.export import combine_adapters, export_sentence_transformers
 from jina5.tiny import tiny_model_and_tokenizer

@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
+from jina5.data.corpora import load_corpus
 from jina5.data.schema import normalise_text
-from jina5.data.sources import load_corpus
 from jina5.data.splits import load_split, manifest_path, split_corpus, text_sha1, training_texts_disjoint
 from jina5.encoder import StudentEncoder
 from jina5.eval.metrics import MAIN_METRIC

@@ -1,5 +1,8 @@
-"""The collator: [(dataset, row)] of one dataset -> tokenised texts (with the student's prefixes) and
-the rows' teacher vectors, scores and text ids."""
+"""The collator: a batch of (dataset, row) keys of one dataset -> the module's inputs.
+
+Texts are tokenised with the student's prefixes (query / document prompts) and each dataset's own max
+lengths; the rows' teacher vectors, scores and text ids (for duplicate masking) come along.
+"""
 
 from __future__ import annotations
 

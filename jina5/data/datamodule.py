@@ -40,6 +40,16 @@ class _Rows(Dataset):
 
 
 @dataclass
+class DistillationSample:
+    """Training pairs with their cached teacher vectors (fitting the distillation projection)."""
+
+    queries: list[str]  # k texts, encoded with the query prompt
+    documents: list[str]  # their k documents, encoded with the document prompt
+    teacher_query: np.ndarray  # (k, Dt) float32
+    teacher_document: np.ndarray  # (k, Dt) float32
+
+
+@dataclass
 class DevSet:
     """Held-out (query, document) pairs for the in-training check, with teacher vectors."""
 
@@ -127,6 +137,26 @@ class PairDataModule(L.LightningDataModule):
                 self.dev.teacher_query = caches[0].get(self.dev.queries)
                 self.dev.teacher_document = caches[1].get(self.dev.documents)
         log.info("training mix: %s", ", ".join(f"{t.spec.name}={len(t)}" for t in self.tables))
+
+    def distillation_sample(self, n_texts: int) -> DistillationSample | None:
+        """``k = min(n_texts // 2, rows)`` training pairs (so ``2k`` texts) with their teacher vectors.
+
+        The rows are a draw without replacement from all (dataset, row) keys of the mix, in mix order,
+        by ``np.random.default_rng(0)``: the same for every training seed, and no global RNG is touched.
+        None when the tables carry no teacher vectors (no teacher) or are not set up.
+        """
+        tables = self.tables
+        if not tables or tables[0].teacher_query is None:
+            return None
+        rng = np.random.default_rng(0)
+        keys = [(t, r) for t, table in enumerate(tables) for r in range(len(table))]
+        picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
+        return DistillationSample(
+            queries=[tables[t].queries[r] for t, r in picks],
+            documents=[tables[t].documents[r] for t, r in picks],
+            teacher_query=np.stack([tables[t].teacher_query[r] for t, r in picks]),
+            teacher_document=np.stack([tables[t].teacher_document[r] for t, r in picks]),
+        )
 
     def _start_step(self) -> int:
         trainer = self.trainer

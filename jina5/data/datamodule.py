@@ -11,7 +11,7 @@ from another and drop some of its datasets).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -27,6 +27,27 @@ from jina5.encoder import StudentEncoder
 from jina5.teacher import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
+
+
+def mix_specs(datasets: Mapping[str, Mapping | None], max_rows_cap: int | None = None) -> list[DatasetSpec]:
+    """The mix as ``DatasetSpec`` objects, in mapping order: ``DatasetSpec(name, **settings)`` for each
+    ``name: settings`` whose settings are not None, with ``max_rows = min(max_rows, max_rows_cap)``."""
+    if not isinstance(datasets, Mapping):
+        raise TypeError(
+            f"data.datasets must map each dataset name to its settings ({{news: {{batch_size: 32}}, ...}}), "
+            f"got {type(datasets).__name__}"
+        )
+    specs = []
+    for name, settings in datasets.items():
+        if settings is None:
+            continue
+        if "name" in settings:
+            raise ValueError(f"data.datasets.{name}: the key is the name; drop 'name: {settings['name']}'")
+        specs.append(DatasetSpec(name, **settings))
+    if max_rows_cap is not None:
+        for spec in specs:
+            spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
+    return specs
 
 
 class _Rows(Dataset):
@@ -63,7 +84,8 @@ class PairDataModule(L.LightningDataModule):
     """The training mix (one dataset per step) and a small dev slice for in-training checks.
 
     Args:
-        datasets: the mix, as ``DatasetSpec`` kwargs.
+        datasets: the mix: dataset name -> ``DatasetSpec`` settings, in sampling order; a None entry is
+            left out (``mix_specs``).
         encoder: the student (its tokenizer and prompts are used by the collator).
         teacher: the frozen teacher, or None when no loss or check needs teacher vectors.
         query_instruction / document_instruction: the teacher's prefixes for each side.
@@ -77,7 +99,7 @@ class PairDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        datasets: Sequence[dict],
+        datasets: Mapping[str, Mapping | None],
         encoder: StudentEncoder,
         teacher: Teacher | None = None,
         query_instruction: str = "",
@@ -91,10 +113,7 @@ class PairDataModule(L.LightningDataModule):
         max_rows_cap: int | None = None,
     ) -> None:
         super().__init__()
-        self.specs = [DatasetSpec(**d) for d in datasets]
-        if max_rows_cap is not None:
-            for spec in self.specs:
-                spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
+        self.specs = mix_specs(datasets, max_rows_cap)
         self.mining = None
         if hard_negatives is not None:
             mining = dict(hard_negatives)

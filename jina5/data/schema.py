@@ -158,9 +158,3 @@ def dataset_stats(ds: datasets.Dataset) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return stats if isinstance(stats, dict) else {}
-
-
-def check_schema(ds: datasets.Dataset, name: str = "") -> None:
-    """Raise ValueError if ``ds`` does not have exactly the schema's columns."""
-    if list(ds.column_names) != list(COLUMNS):
-        raise ValueError(f"dataset {name!r}: columns {ds.column_names} are not the schema's {list(COLUMNS)}")

@@ -41,8 +41,8 @@ import datasets
 import numpy as np
 
 from jina5.assets import cache_root
+from jina5.data.corpora import load_corpus
 from jina5.data.schema import normalise_text
-from jina5.data.sources import load_corpus
 
 logger = logging.getLogger(__name__)
 

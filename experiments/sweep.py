@@ -3,14 +3,21 @@
     python experiments/sweep.py default              # what `make ablate` runs
     python experiments/sweep.py table5 --seeds 3     # mean ± std over 3 seeds; ties printed as such
     python experiments/sweep.py figure3 trainer.max_steps=200   # extra Hydra overrides for every run
+    python experiments/sweep.py stage2 --stage1 outputs/runs/pure_distill-seed0 --steps 100 --lr-scale 10
+
+The sweeps are declared in experiments/sweeps.yaml. Stage 2 trains the task adapters with
+``init_from=<--stage1 run>`` into ``<output_root>/stage2/<stage-1 run name>/runs``, combines each seed's
+adapters into one encoder (``jina5.export.combine_adapters``) and evaluates it and the stage-1 run;
+``--steps`` / ``--lr-scale`` replace the sweep's training budget (steps, and x each experiment's lr).
 
 Phases (each announced as ``[k/4] ...`` and timed):
 1. assets: bundled models extracted and verified, corpora parsed and split (cached);
 2. training: ``python -m jina5.train -m experiment=<the sweep's configs> seed=0,...`` (one multirun;
    the first run fills the teacher cache, the others reuse it; finished runs are skipped, an
    interrupted run resumes from its last.ckpt);
-3. evaluation: the baselines and every run on the held-out suite (``jina5.evaluate``; results of an
-   unchanged model are reused from the store), plus each run's training curve and wall time;
+3. evaluation: the baselines (and a stage-1 run) and every run (or each seed's combined adapters) on the
+   held-out suite (``jina5.evaluate``; results of an unchanged model are reused from the store), plus
+   each run's training curve and wall time;
 4. tables and figures: ``experiments/tables.py`` from the results store alone.
 """
 
@@ -26,12 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import CONF_DIR, build, default_out, load_sweeps  # noqa: E402
+from tables import build, compose_config, default_out, load_sweeps  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
@@ -57,12 +62,6 @@ class Phases:
         return "\n".join(
             ["per-phase time:", *rows, f"  {'total':<{width}}  {sum(s for _, s in self.times):7.1f} s"]
         )
-
-
-def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -103,11 +102,120 @@ def training_records(run: Path) -> list[dict]:
     return records
 
 
+def stage1_overrides(stage1: Path, base: Sequence[str]) -> list[str]:
+    """Every stage-2 run starts from ``stage1`` and lives under ``<output_root>/stage2/<stage1 name>``, so
+    adapters trained on different stage-1 runs never share (or skip as done) one run dir."""
+    root = Path(compose_config("train", base).paths.output_root) / "stage2" / stage1.name
+    return [f"init_from={stage1}", f"paths.output_root={root}"]
+
+
+def budget_overrides(cfg: DictConfig, steps: int | None, lr_scale: float | None) -> list[str]:
+    """A training budget for the composed run config ``cfg``: ``steps`` optimizer steps (warmup
+    steps // 10, a dev check every min(steps, 100), checkpoint averaging with step steps // 2 where the
+    experiment averages) and its learning rate x ``lr_scale``. None leaves the experiment's own."""
+    out = []
+    if steps is not None:
+        out += [
+            f"trainer.max_steps={steps}",
+            f"trainer.val_check_interval={max(1, min(100, steps))}",
+            f"scheduler.warmup_steps={max(1, steps // 10)}",
+        ]
+        if (cfg.get("adapter") or {}).get("average_with") is not None:
+            out.append(f"adapter.average_with={steps // 2}" if steps >= 2 else "adapter.average_with=null")
+    if lr_scale is not None:
+        out.append(f"optimizer.lr={cfg.optimizer.lr * lr_scale:g}")
+    return out
+
+
+def training_commands(
+    experiments: dict[str, list[str]], seeds: Sequence[int], before: Sequence[str], after: Sequence[str]
+) -> list[list[str]]:
+    """``python -m jina5.train -m`` commands: one multirun per distinct set of per-experiment overrides
+    (``experiments``: {experiment config: its overrides}), each between ``before`` and ``after``."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for experiment, own in experiments.items():
+        groups.setdefault(tuple(own), []).append(experiment)
+    return [
+        [
+            sys.executable,
+            "-m",
+            "jina5.train",
+            "-m",
+            "experiment=" + ",".join(names),
+            "seed=" + ",".join(map(str, seeds)),
+            *before,
+            *own,
+            *after,
+        ]
+        for own, names in groups.items()
+    ]
+
+
 def evaluate_model(model: str, eval_overrides: Sequence[str], results: str) -> dict:
     from jina5.evaluate import evaluate
 
     cfg = compose_config("eval", [f"model={model}", f"results={results}", "progress=false", *eval_overrides])
     return evaluate(cfg)
+
+
+def evaluate_combined(
+    runs: Sequence[Path], label: str, seed: int, eval_overrides: Sequence[str], results: str
+) -> dict:
+    """Combine the adapters of ``runs`` (one backbone) into ``<output_root>/<label>-seed<seed>`` and
+    evaluate that encoder as experiment ``label``: each task type is scored by the adapter serving it."""
+    from jina5.export import combine_adapters
+
+    combined = runs[0].parent.parent / f"{label}-seed{seed}"
+    print(f"  {combined}: the adapters of {', '.join(r.name for r in runs)}", flush=True)
+    combine_adapters(runs, combined)
+    return evaluate_model(str(combined), [*eval_overrides, f"experiment={label}", f"seed={seed}"], results)
+
+
+def evaluate_sweep(
+    spec: dict,
+    seeds: Sequence[int],
+    run_overrides: dict[str, list[str]],
+    eval_overrides: Sequence[str],
+    results: str,
+    stage1: Path | None,
+) -> None:
+    """Phase 3 of a sweep (``spec``): its baselines and stage-1 run, then every trained run (or each
+    seed's combined adapters) through ``jina5.evaluate``, and every run's training records into the
+    store ``results``. ``run_overrides``: {experiment config: the overrides it was trained with}."""
+    evaluate = spec.get("evaluate", True)
+    if evaluate:
+        for baseline in spec.get("baselines", []):
+            print(f"  baseline {baseline}", flush=True)
+            evaluate_model(baseline, eval_overrides, results)
+        if stage1 is not None:
+            print(f"  stage 1 {stage1}", flush=True)
+            evaluate_model(str(stage1.resolve()), [*eval_overrides, f"experiment={spec['stage1']}"], results)
+    store = ResultsStore(results)
+    runs: dict[int, list[Path]] = {seed: [] for seed in seeds}
+    for experiment in spec["experiments"]:
+        for seed in seeds:
+            cfg = compose_config(
+                "train", [f"experiment={experiment}", f"seed={seed}", *run_overrides[experiment]]
+            )
+            run = run_dir(cfg)
+            runs[seed].append(run)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            run_id = f"{run.name}-{stamp}"
+            if evaluate and not spec.get("combine"):
+                print(f"  {run}", flush=True)
+                out = evaluate_model(str(run), [*eval_overrides, f"run_id={run_id}"], results)
+                fields = out["run"]
+            else:
+                fields = {
+                    "run_id": run_id,
+                    "experiment": cfg.experiment_name,
+                    "seed": seed,
+                    "model": str(run),
+                }
+            store.append(training_records(run), fields)
+    if evaluate and spec.get("combine"):
+        for seed, seed_runs in runs.items():
+            evaluate_combined(seed_runs, spec["combine"], seed, eval_overrides, results)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -125,10 +233,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[],
         help="an override for the evaluation config, e.g. --eval eval=smoke",
     )
+    ap.add_argument(
+        "--stage1", type=Path, default=None, help="stage 2: the stage-1 run dir the adapters start from"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="training steps per run (default: the sweep's steps)"
+    )
+    ap.add_argument(
+        "--lr-scale", type=float, default=None, help="x each experiment's lr (default: the sweep's)"
+    )
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = ap.parse_intermixed_args(argv)
     spec = load_sweeps()[args.sweep]
-    overrides = [*spec.get("overrides", []), *args.overrides]
+    if bool(spec.get("stage1")) != (args.stage1 is not None):
+        ap.error(f"--stage1 <run dir> is {'required' if spec.get('stage1') else 'only for a stage-2 sweep'}")
+    before = list(spec.get("overrides", []))
+    if args.stage1 is not None:
+        before += stage1_overrides(args.stage1.resolve(), [*before, *args.overrides])
+    overrides = [*before, *args.overrides]
+    eval_overrides = [*spec.get("eval_overrides", []), *args.eval_overrides]
+    steps = args.steps if args.steps is not None else spec.get("steps")
+    lr_scale = args.lr_scale if args.lr_scale is not None else spec.get("lr_scale")
     seeds = list(range(args.seeds))
     phases = Phases(4)
 
@@ -136,45 +261,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in BUNDLED_MODELS:
             print(f"  {name}: {prepare_bundled(name)}")
 
-    with phases(
-        f"training {len(spec['experiments'])} experiment(s) x {len(seeds)} seed(s) as one Hydra multirun"
-    ):
-        cmd = [
-            sys.executable,
-            "-m",
-            "jina5.train",
-            "-m",
-            "experiment=" + ",".join(spec["experiments"]),
-            "seed=" + ",".join(map(str, seeds)),
-            *overrides,
-        ]
-        print("  " + " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True)
+    own = {
+        e: budget_overrides(compose_config("train", [f"experiment={e}", *overrides]), steps, lr_scale)
+        if steps is not None or lr_scale is not None
+        else []
+        for e in spec["experiments"]
+    }
+    commands = training_commands(own, seeds, before, args.overrides)
+    how = "one Hydra multirun" if len(commands) == 1 else f"{len(commands)} Hydra multiruns"
+    with phases(f"training {len(spec['experiments'])} experiment(s) x {len(seeds)} seed(s) as {how}"):
+        for cmd in commands:
+            print("  " + " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True)
 
-    store = ResultsStore(args.results)
     with phases("evaluating baselines and runs on the held-out suite"):
-        if spec.get("evaluate", True):
-            for baseline in spec.get("baselines", []):
-                print(f"  baseline {baseline}", flush=True)
-                evaluate_model(baseline, args.eval_overrides, args.results)
-        for experiment in spec["experiments"]:
-            for seed in seeds:
-                cfg = compose_config("train", [f"experiment={experiment}", f"seed={seed}", *overrides])
-                run = run_dir(cfg)
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-                run_id = f"{run.name}-{stamp}"
-                if spec.get("evaluate", True):
-                    print(f"  {run}", flush=True)
-                    out = evaluate_model(str(run), [*args.eval_overrides, f"run_id={run_id}"], args.results)
-                    fields = out["run"]
-                else:
-                    fields = {
-                        "run_id": run_id,
-                        "experiment": cfg.experiment_name,
-                        "seed": seed,
-                        "model": str(run),
-                    }
-                store.append(training_records(run), fields)
+        run_overrides = {e: [*before, *own[e], *args.overrides] for e in spec["experiments"]}
+        evaluate_sweep(spec, seeds, run_overrides, eval_overrides, args.results, args.stage1)
 
     with phases("tables and figures from the results store"):
         out = args.out or default_out(args.sweep)

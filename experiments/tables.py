@@ -6,13 +6,18 @@
 Aggregation (one run = the latest evaluation of one (experiment, seed)): per task the main metric
 (nDCG@10, Spearman, accuracy, V-measure) at a (dim, precision); tasks of one data set (chatterbot's
 languages) are averaged first; a task type is the mean over its data sets; ``overall`` is the mean
-of the task-type averages. Over seeds: mean and sample std; two regimes whose overall means differ
-by less than the larger of their stds are reported as a tie.
+of the task-type averages. Over seeds: mean and sample std; two regimes whose means of the sweep's
+ranking value (``rank_by``, e.g. the overall average) differ by less than the larger of their stds are
+reported as a tie.
+
+What each sweep's tables show (columns, ranking value, the paper's numbers, a stage-1 vs adapter
+comparison) is declared in experiments/sweeps.yaml; this module only knows how to build them.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -24,6 +29,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from jina5.eval.metrics import MAIN_METRIC  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
@@ -31,23 +40,10 @@ from jina5.eval.store import ResultsStore  # noqa: E402
 SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 TASK_TYPES = ("retrieval", "sts", "classification", "clustering")
-# The paper's numbers (MTEB-v2 retrieval nDCG@10 / RTEB), for the Table 5 and Table 6 analogs.
-PAPER_TABLE5 = {
-    "loss_ablation/nce_distill_gor": "64.50 / 66.45",
-    "loss_ablation/nce_distill": "64.21 / 66.16",
-    "loss_ablation/nce_gor": "64.11 / 66.11",
-    "loss_ablation/distill_gor": "63.49 / 65.05",
-    "loss_ablation/nce": "63.38 / 65.14",
-    "loss_ablation/distill": "63.16 / 64.37",
-}
-PAPER_TABLE6 = {
-    "loss_ablation/nce_distill_gor": "with GOR: 64.50 -> 62.60 (-1.90)",
-    "loss_ablation/nce_distill": "without GOR: 64.21 -> 61.13 (-3.08)",
-    "binary/binary_aware": "(not in the paper)",
-}
 
 
 def load_sweeps() -> dict:
+    """experiments/sweeps.yaml: {sweep: its declaration (experiments, baselines, table layout, ...)}."""
     return yaml.safe_load(SWEEPS_FILE.read_text())
 
 
@@ -171,16 +167,24 @@ def markdown(
     return "\n".join(lines)
 
 
-DEFAULT_COLUMNS = [
-    ("retrieval", "float/retrieval"),
-    ("sts", "float/sts"),
-    ("classification", "float/classification"),
-    ("clustering", "float/clustering"),
-    ("overall", "float/overall"),
-    ("binary", "binary/overall"),
-    ("128-d", "dim128/overall"),
-    ("train s", "train_seconds"),
-]
+def comparison_markdown(
+    table: pd.DataFrame, columns: Sequence[tuple[str, str]], reference: str, candidate: str
+) -> str:
+    """A markdown table of two experiments of ``table``: one row per (header, value column), with the
+    ``reference``'s and the ``candidate``'s seed mean (± std) and ``delta`` = candidate - reference."""
+    rows = table.set_index("experiment").reindex([reference, candidate])
+    lines = [f"| task type | {reference} | {candidate} | delta |", "|---|---|---|---|"]
+    for header, col in columns:
+        (ref, cand), (ref_std, cand_std) = (
+            rows.get(c, pd.Series(math.nan, index=rows.index)) for c in (col, f"{col}_std")
+        )
+        delta = cand - ref
+        lines.append(
+            f"| {header} | {fmt(ref, ref_std)} | {fmt(cand, cand_std)} | "
+            + ("-" if math.isnan(delta) else f"{delta * 100:+.2f}")
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def dim_table(df: pd.DataFrame, experiments: Sequence[str], precision: str = "float32") -> pd.DataFrame:
@@ -282,6 +286,34 @@ def dev_curves(steps: pd.DataFrame, teacher: float | None, path: Path, metric: s
     save_line_plot(fig, ax, "training step", f"dev {metric} x 100", path)
 
 
+def reference_names(spec: dict) -> list[str]:
+    """The rows that frame a sweep's trained regimes: its baselines and its stage-1 run (stage 2)."""
+    return [*spec.get("baselines", []), *([spec["stage1"]] if spec.get("stage1") else [])]
+
+
+def regime_names(spec: dict) -> list[str]:
+    """The rows of a sweep's tables: its references, then its trained regimes (the combined adapters of
+    stage 2 stand for the separate adapter runs)."""
+    trained = [spec["combine"]] if spec.get("combine") else experiment_names(spec["experiments"])
+    return [*reference_names(spec), *trained]
+
+
+def main_table(table: pd.DataFrame, layout: dict, references: Sequence[str]) -> list[str]:
+    """The lines of a sweep's main table (``layout``: sweeps.yaml's ``table``); ``references`` (the
+    baselines) frame the trained rows and take no part in the ``vs best`` ranking."""
+    columns = list(layout["columns"].items())
+    if layout.get("compare"):
+        body = comparison_markdown(table, columns, *layout["compare"])
+    else:
+        extra = {}
+        if layout.get("rank_by"):
+            extra["vs best"] = ties(table[~table["experiment"].isin(references)], layout["rank_by"])
+        if layout.get("paper"):
+            extra["paper"] = layout["paper"]
+        body = markdown(table, columns, extra)
+    return [layout["caption"], "", body, ""]
+
+
 def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     """Write ``summary.md``, ``summary.json`` and the figures of ``sweep`` into ``out``; returns the json."""
     spec = load_sweeps()[sweep]
@@ -289,48 +321,13 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     df = latest_runs(ResultsStore(store).read())
     curves = experiment_names(spec["experiments"])
-    names = [*spec.get("baselines", []), *curves]
+    names = regime_names(spec)
     table = regime_table(df, names) if not df.empty else pd.DataFrame()
     lines = [f"# {spec['title']}", ""]
     result: dict = {"sweep": sweep, "regimes": {}}
     if "float/overall" in table.columns:  # some run has held-out scores (figure3's runs have only curves)
-        trained = table[~table["experiment"].isin(spec.get("baselines", []))]
-        # among the trained runs (the baselines frame them); Table 5 ranks by retrieval
-        extra = {"vs best": ties(trained, "float/retrieval" if sweep == "table5" else "float/overall")}
-        if sweep == "table5":
-            lines += [
-                "Retrieval nDCG@10 (x100, held-out test splits) beside the paper's MTEB-v2 / RTEB numbers.",
-                "",
-                markdown(
-                    table,
-                    [("retrieval", "float/retrieval"), ("overall", "float/overall")],
-                    {**extra, "paper": PAPER_TABLE5},
-                ),
-                "",
-            ]
-        elif sweep == "table6":
-            lines += [
-                "Retrieval nDCG@10 (x100) at float32 and binary (sign bits, Hamming search); `binary - float`",
-                "is computed per seed, so its ± is the spread of the drop itself.",
-                "",
-                markdown(
-                    table,
-                    [
-                        ("float", "float/retrieval"),
-                        ("binary", "binary/retrieval"),
-                        ("binary - float", "binary_drop/retrieval"),
-                    ],
-                    {"paper": PAPER_TABLE6},
-                ),
-                "",
-            ]
-        else:
-            lines += [
-                "Main metric per task type (x100) at float32 / full dim; `binary` and `128-d` are overall averages.",
-                "",
-                markdown(table, DEFAULT_COLUMNS, extra),
-                "",
-            ]
+        if spec.get("table"):
+            lines += main_table(table, spec["table"], reference_names(spec))
         for _, r in table.iterrows():
             result["regimes"][r["experiment"]] = {
                 k: (None if isinstance(v, float) and math.isnan(v) else v)
@@ -377,12 +374,24 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     return result
 
 
+def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """The config a Hydra app would get; ``${hydra:...}`` keys (runtime choices) resolve as in a run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@functools.cache
+def experiment_name(experiment_config: str) -> str:
+    """Config path (``ablation/combined``) -> the ``experiment_name`` its runs are stored under
+    (``combined``), read from the composed training config."""
+    return compose_config("train", [f"experiment={experiment_config}"]).experiment_name
+
+
 def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
-    """Config path (``ablation/combined``) -> the ``experiment_name`` it sets (``combined``)."""
-    return [
-        yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())["experiment_name"]
-        for e in experiment_configs
-    ]
+    return [experiment_name(e) for e in experiment_configs]
 
 
 def main() -> None:

@@ -16,3 +16,166 @@ def compose(overrides: list[str], config_name: str = "train"):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+
+
+# --- a fake results store (tables, sweeps) --------------------------------------------------------
+
+MAIN_METRICS = {
+    "retrieval": "ndcg@10",
+    "sts": "spearman",
+    "classification": "accuracy",
+    "clustering": "v_measure",
+}
+# what every evaluated regime of a summary.json holds (a None means a column came out empty)
+REGIME_KEYS = (
+    "float/overall",
+    "float/retrieval",
+    "float/sts",
+    "float/classification",
+    "float/clustering",
+    "binary/overall",
+    "train_seconds",
+)
+
+
+def task_records(
+    base: float,
+    binary_drop: float = 0.1,
+    precisions: tuple[str, ...] = ("float32", "binary"),
+    retrieval_shift: float = 0.0,
+) -> list[dict]:
+    """Held-out records: two retrieval data sets (one with two languages), one of each other type, dims
+    128 and 384. The main metric of task k is ``base + 0.01 k`` (+ ``retrieval_shift`` for retrieval),
+    minus 0.05 at dim 128, minus ``binary_drop`` in binary (int8: half of it); each comes with a
+    non-main metric of value 0."""
+    out = []
+    tasks = [
+        ("retrieval", "news", ""),
+        ("retrieval", "chatterbot", "english"),
+        ("retrieval", "chatterbot", "german"),
+        ("sts", "lee_sts", ""),
+        ("classification", "bbc", ""),
+        ("clustering", "bbc", ""),
+    ]
+    drop = {"float32": 0.0, "int8": binary_drop / 2, "binary": binary_drop}
+    for k, (task, dataset, lang) in enumerate(tasks):
+        for dim in (128, 384):
+            for precision in precisions:
+                value = base + 0.01 * k - (0.05 if dim == 128 else 0) - drop[precision]
+                value += retrieval_shift if task == "retrieval" else 0.0
+                main = {
+                    "task": task,
+                    "dataset": dataset,
+                    "language": lang,
+                    "split": "test",
+                    "metric": MAIN_METRICS[task],
+                    "dim": dim,
+                    "precision": precision,
+                    "value": value,
+                }
+                out += [main, {**main, "metric": "other", "value": 0.0}]  # non-main metrics are ignored
+    return out
+
+
+def dev_record(task: str, metric: str, value: float, step: int | None = None) -> dict:
+    """One dev-split record (``training`` wall time, ``dev_curve`` / ``training_curve`` points)."""
+    record = {
+        "task": task,
+        "dataset": "dev",
+        "language": "",
+        "split": "dev",
+        "metric": metric,
+        "dim": None,
+        "precision": "float32",
+        "value": value,
+    }
+    return record if step is None else {**record, "step": step}
+
+
+def write_fake_run(
+    store,
+    experiment: str,
+    seed: int | None,
+    base: float | None,
+    *,
+    run_id: str | None = None,
+    binary_drop: float = 0.1,
+    precisions: tuple[str, ...] = ("float32", "binary"),
+    retrieval_shift: float = 0.0,
+    train_seconds: float | None = None,
+    curve: dict[int, float] | None = None,
+    teacher_curve: dict[int, float] | None = None,
+) -> None:
+    """Append one evaluated run to ``store`` (a ResultsStore): held-out records at ``base`` (none if
+    None), its wall time, its dev nDCG@10 curve and the teacher's level on the same dev pairs."""
+    records = [] if base is None else task_records(base, binary_drop, precisions, retrieval_shift)
+    if train_seconds is not None:
+        records.append(dev_record("training", "train_seconds", train_seconds))
+    records += [dev_record("dev_curve", "ndcg@10", v, step) for step, v in (curve or {}).items()]
+    records += [
+        dev_record("dev_curve", "teacher_ndcg@10", v, step) for step, v in (teacher_curve or {}).items()
+    ]
+    run_id = run_id or f"{experiment}-seed{seed}"
+    store.append(records, {"run_id": run_id, "experiment": experiment, "seed": seed, "model": run_id})
+
+
+def write_golden_store(path) -> None:
+    """A store with every regime the sweeps of experiments/sweeps.yaml tabulate: baselines, one or two
+    seeds per trained regime (some within each other's spread, some not), an older evaluation that the
+    latest one replaces, int8 for a few, a regime best in retrieval but not overall (Table 5 ranks by
+    retrieval), dev curves, and curve-only runs (figure 3)."""
+    from jina5.eval.store import ResultsStore
+
+    store = ResultsStore(path)
+    write_fake_run(store, "teacher", None, 0.70, binary_drop=0.2, precisions=("float32", "int8", "binary"))
+    write_fake_run(store, "untrained_student", None, 0.20, binary_drop=0.05)
+    write_fake_run(store, "combined", 0, 0.30, run_id="combined-old", train_seconds=50.0)  # replaced below
+    evaluated = {  # experiment: (seed-0 base, seed-1 base or None, binary drop)
+        "pure_distill": (0.52, None, 0.12),
+        "pure_contrastive": (0.47, 0.49, 0.09),
+        "combined": (0.50, 0.54, 0.10),
+        "loss_ablation/nce_distill_gor": (0.531, 0.529, 0.05),
+        "loss_ablation/nce_distill": (0.522, 0.541, 0.11),
+        "loss_ablation/nce_gor": (0.515, None, 0.07),
+        "loss_ablation/distill_gor": (0.49, 0.47, 0.06),
+        "loss_ablation/nce": (0.50, None, 0.15),
+        "loss_ablation/distill": (0.46, 0.48, 0.13),
+        "binary/binary_aware": (0.505, 0.507, 0.02),
+        "truncation/pure_distill_matryoshka": (0.51, None, 0.12),
+        "truncation/pure_contrastive_matryoshka": (0.48, 0.46, 0.08),
+        "truncation/combined_matryoshka": (0.535, None, 0.09),
+        "stage1": (0.52, None, 0.12),
+        "stage2_adapters": (0.55, None, 0.10),
+    }
+    for k, (experiment, (base0, base1, drop)) in enumerate(evaluated.items()):
+        for seed, base in ((0, base0), (1, base1)):
+            if base is None:
+                continue
+            precisions = ("float32", "int8", "binary") if k % 3 == 0 else ("float32", "binary")
+            curve = (
+                {9: 0.2 + 0.01 * k + 0.02 * seed, 19: 0.3 + 0.01 * k + 0.02 * seed} if k % 2 == 0 else None
+            )
+            write_fake_run(
+                store,
+                experiment,
+                seed,
+                base,
+                binary_drop=drop,
+                precisions=precisions,
+                retrieval_shift=0.03 if experiment == "loss_ablation/nce_gor" else 0.0,
+                train_seconds=60.0 + 3 * k + seed,
+                curve=curve,
+            )
+    for k, experiment in enumerate(
+        ("objective_curve/distill", "objective_curve/infonce", "objective_curve/score_distill")
+    ):
+        for seed in (0, 1):
+            write_fake_run(
+                store,
+                experiment,
+                seed,
+                None,
+                train_seconds=40.0 + k + seed,
+                curve={step: 0.1 + 0.02 * step / 10 + 0.03 * k + 0.01 * seed for step in (9, 19, 29)},
+                teacher_curve={step: 0.8 for step in (9, 19, 29)},
+            )

@@ -1,10 +1,17 @@
-"""The ablation pipeline end to end at toy size: multirun training, evaluation, tables, rerun skips."""
+"""The ablation pipeline end to end at toy size: multirun training, evaluation, tables, rerun skips; the
+stage-2 sweep's plan (commands, evaluations, table) with training and evaluation faked."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from helpers import REGIME_KEYS, write_fake_run
+
+from jina5.eval.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -52,15 +59,7 @@ def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypa
     }
     for regime in ("pure_distill", "pure_contrastive", "combined"):
         values = summary["regimes"][regime]
-        for key in (
-            "float/overall",
-            "float/retrieval",
-            "float/sts",
-            "float/classification",
-            "float/clustering",
-            "binary/overall",
-            "train_seconds",
-        ):
+        for key in REGIME_KEYS:
             assert values[key] is not None, (regime, key)
     for run in ("pure_distill-seed0", "pure_contrastive-seed0", "combined-seed0"):
         assert (tmp_path / "outputs" / "runs" / run / "done.json").exists()
@@ -74,3 +73,117 @@ def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypa
     assert ckpt.stat().st_mtime_ns == stamp
     again = json.loads((out / "summary.json").read_text())
     assert again["regimes"]["combined"]["float/overall"] == summary["regimes"]["combined"]["float/overall"]
+
+
+def test_one_multirun_when_no_experiment_has_its_own_overrides():
+    experiments = ["ablation/pure_distill", "ablation/pure_contrastive", "ablation/combined"]
+    commands = sweep.training_commands({e: [] for e in experiments}, [0, 1], ["a=1"], ["b=2"])
+    assert commands == [
+        [
+            sys.executable,
+            "-m",
+            "jina5.train",
+            "-m",
+            "experiment=ablation/pure_distill,ablation/pure_contrastive,ablation/combined",
+            "seed=0,1",
+            "a=1",
+            "b=2",
+        ]
+    ]
+
+
+def test_budget_overrides_follow_steps_and_scale_each_experiments_lr():
+    retrieval = sweep.compose_config("train", ["experiment=adapter/retrieval"])  # lr 2e-5, averages
+    clustering = sweep.compose_config("train", ["experiment=adapter/clustering"])  # lr 1e-5
+    assert sweep.budget_overrides(retrieval, 60, 10.0) == [
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=60",
+        "scheduler.warmup_steps=6",
+        "adapter.average_with=30",
+        "optimizer.lr=0.0002",
+    ]
+    assert sweep.budget_overrides(clustering, 250, None) == [
+        "trainer.max_steps=250",
+        "trainer.val_check_interval=100",
+        "scheduler.warmup_steps=25",
+    ]
+    assert sweep.budget_overrides(clustering, None, 2.0) == ["optimizer.lr=2e-05"]
+    assert sweep.budget_overrides(clustering, None, None) == []
+
+
+def test_stage2_sweep_trains_from_stage1_and_compares_the_combined_adapters(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JINA5_ROOT", str(tmp_path))
+    stage1 = tmp_path / "outputs" / "runs" / "pure_distill-seed0"
+    runs = tmp_path / "outputs" / "stage2" / "pure_distill-seed0" / "runs"
+    tasks = ("retrieval", "text_matching", "clustering", "classification")
+    for task in tasks:  # what the training subprocesses would leave
+        (runs / f"adapter_{task}-seed0").mkdir(parents=True)
+        (runs / f"adapter_{task}-seed0" / "done.json").write_text(
+            json.dumps({"train_seconds": 5.0, "steps": 8})
+        )
+    results, out = tmp_path / "results.jsonl", tmp_path / "stage2"
+    commands, evaluated, combined = [], [], []
+    monkeypatch.setattr(sweep, "BUNDLED_MODELS", [])
+    monkeypatch.setattr(sweep, "subprocess", SimpleNamespace(run=lambda cmd, check: commands.append(cmd)))
+    monkeypatch.setattr("jina5.export.combine_adapters", lambda r, o: combined.append((list(r), o)))
+
+    def fake_evaluate(model, overrides, store):
+        evaluated.append((model, list(overrides)))
+        label = next(o.split("=", 1)[1] for o in overrides if o.startswith("experiment="))
+        write_fake_run(ResultsStore(store), label, 0, {"stage1": 0.52, "stage2_adapters": 0.55}[label])
+        return {"run": {"experiment": label}}
+
+    monkeypatch.setattr(sweep, "evaluate_model", fake_evaluate)
+    with pytest.raises(SystemExit):  # stage 2 needs its stage-1 run
+        sweep.main(["stage2", "--results", str(results)])
+    sweep.main(
+        [
+            "stage2",
+            "--stage1",
+            str(stage1),
+            "--steps",
+            "8",
+            "--lr-scale",
+            "10",
+            "--results",
+            str(results),
+            "--out",
+            str(out),
+            "--eval",
+            "eval=smoke",
+            "trainer.accelerator=cpu",
+        ]
+    )
+
+    # one multirun per adapter (their lrs differ), each from the stage-1 run, into its own output root
+    assert [c[4] for c in commands] == [f"experiment=adapter/{t}" for t in tasks]
+    lrs = {"retrieval": 2e-4, "text_matching": 5e-4, "clustering": 1e-4, "classification": 4e-3}
+    for task, cmd in zip(tasks, commands, strict=True):
+        assert cmd[5:] == [
+            "seed=0",
+            "trainer.enable_progress_bar=false",
+            f"init_from={stage1}",
+            f"paths.output_root={runs.parent}",
+            "trainer.max_steps=8",
+            "trainer.val_check_interval=8",
+            "scheduler.warmup_steps=1",
+            *(["adapter.average_with=4"] if task == "retrieval" else []),
+            f"optimizer.lr={lrs[task]:g}",
+            "trainer.accelerator=cpu",
+        ]
+    # the stage-1 run and the four adapters combined into one encoder, each evaluated once
+    assert combined == [([runs / f"adapter_{t}-seed0" for t in tasks], runs.parent / "stage2_adapters-seed0")]
+    float_only = ["eval.dims=[]", "eval.precisions=[float32]", "eval=smoke"]
+    assert evaluated == [
+        (str(stage1), [*float_only, "experiment=stage1"]),
+        (str(runs.parent / "stage2_adapters-seed0"), [*float_only, "experiment=stage2_adapters", "seed=0"]),
+    ]
+    # the adapter runs' wall times go to the store under their own labels
+    stored = ResultsStore(results).read()
+    seconds = stored[stored["metric"] == "train_seconds"]
+    assert sorted(seconds["experiment"]) == sorted(f"adapter_{t}" for t in tasks)
+    assert set(seconds["value"]) == {5.0}
+    md = (out / "summary.md").read_text()
+    assert "| task type | stage1 | stage2_adapters | delta |" in md
+    assert "| sts | 55.00 | 58.00 | +3.00 |" in md  # sts is task 3: base + 0.03
+    assert "[2/4] training 4 experiment(s) x 1 seed(s) as 4 Hydra multiruns" in capsys.readouterr().out

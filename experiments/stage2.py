@@ -33,7 +33,8 @@ from pathlib import Path
 import pandas as pd
 
 from jina5.encoder import StudentEncoder
-from jina5.eval.suite import run_suite, summarise
+from jina5.eval.suite import run_suite
+from jina5.eval.summary import summarise
 from jina5.export import combine_adapters
 
 log = logging.getLogger("stage2")

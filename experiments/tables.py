@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from jina5.eval.metrics import MAIN_METRIC  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
+from jina5.eval.task_types import MAIN_METRIC  # noqa: E402
 
 SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -381,26 +381,6 @@ def test_rerun_reuses_the_store_without_encoding(tiny_run, monkeypatch):
         run_suite(enc, {**_eval_cfg("smoke"), "dims": [8]}, store=store, run={**run, "run_id": "tiny-3"})
 
 
-def test_summarise_refuses_mixed_runs():
-    recs = [
-        {
-            "run_id": r,
-            "task": "sts",
-            "dataset": "x",
-            "language": None,
-            "metric": "spearman",
-            "dim": 8,
-            "precision": "float32",
-            "value": 0.5,
-        }
-        for r in ("a", "b")
-    ]
-    with pytest.raises(ValueError, match="one run's records"):
-        summarise(recs)
-    table = summarise(recs[:1])
-    assert table.loc[table["level"] == "overall", "score"].item() == 0.5
-
-
 @pytest.mark.slow
 def test_teacher_beats_the_untrained_student_on_the_default_suite(tmp_path):
     """The embedded default, real models. Cold: ~25 min on 2 cores (the teacher dominates); reuses

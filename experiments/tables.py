@@ -34,58 +34,16 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from jina5.eval.metrics import MAIN_METRIC  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
+from jina5.eval.summary import latest_runs, main_metric_rows, seed_keys, type_averages  # noqa: E402
 
 SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-TASK_TYPES = ("retrieval", "sts", "classification", "clustering")
 
 
 def load_sweeps() -> dict:
     """experiments/sweeps.yaml: {sweep: its declaration (experiments, baselines, table layout, ...)}."""
     return yaml.safe_load(SWEEPS_FILE.read_text())
-
-
-def seed_keys(seeds: pd.Series) -> pd.Series:
-    """Seeds as group keys that keep baselines (seed None) instead of dropping them."""
-    return seeds.map(lambda s: "none" if pd.isna(s) else str(int(s)))
-
-
-def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Keep, for each (experiment, seed), only the records of its latest evaluation run_id."""
-    if df.empty:
-        return df
-    df = df.copy()
-    df["seed_key"] = seed_keys(df["seed"])
-    last = df.sort_values("time").groupby(["experiment", "seed_key"])["run_id"].last()
-    keep = df.set_index(["experiment", "seed_key"]).index.map(last.to_dict()) == df["run_id"]
-    return df[keep].drop(columns="seed_key")
-
-
-def main_metric_rows(run: pd.DataFrame) -> pd.DataFrame:
-    """The main-metric records of one run's held-out tasks."""
-    is_task = run["task"].isin(TASK_TYPES)
-    rows = run[is_task].copy()
-    return rows[rows["metric"] == rows["task"].map(MAIN_METRIC)]
-
-
-def full_dim(run: pd.DataFrame) -> int:
-    return int(main_metric_rows(run)["dim"].max())
-
-
-def type_averages(run: pd.DataFrame, dim: int | None = None, precision: str = "float32") -> dict[str, float]:
-    """{task type: mean over data sets, "overall": mean over types} of one run at (dim, precision)."""
-    rows = main_metric_rows(run)
-    if rows.empty:
-        return {}
-    dim = full_dim(run) if dim is None else dim
-    rows = rows[(rows["dim"] == dim) & (rows["precision"] == precision)]
-    per_dataset = rows.groupby(["task", "dataset"])["value"].mean()
-    out = {t: float(per_dataset[t].mean()) for t in TASK_TYPES if t in per_dataset.index.get_level_values(0)}
-    if out:
-        out["overall"] = float(sum(out.values()) / len(out))
-    return out
 
 
 def run_summary(run: pd.DataFrame) -> dict:

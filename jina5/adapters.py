@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 ADAPTER_TASKS: tuple[str, ...] = ("retrieval", "text-matching", "clustering", "classification")
 
-#: evaluation task type (jina5.eval.tasks.TASK_TYPES) -> the adapter that encodes it
+#: evaluation task type (jina5.eval.task_types.TASK_TYPES) -> the adapter that encodes it
 EVAL_TASK_TO_ADAPTER: dict[str, str] = {
     "retrieval": "retrieval",
     "sts": "text-matching",

@@ -17,10 +17,8 @@ overall averages) is printed and written next to the store as ``<run_id>.summary
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from jina5.encoder import StudentEncoder
 from jina5.encoder_io import JINA5_CONFIG
-from jina5.eval.store import ResultsStore
-from jina5.eval.suite import format_summary, format_task_list, model_fingerprint, run_suite, summarise
-from jina5.eval.tasks import build_tasks
+from jina5.eval.encoding import model_fingerprint
+from jina5.eval.store import ResultsStore, new_run_id
+from jina5.eval.suite import run_suite
+from jina5.eval.summary import format_summary, summarise
+from jina5.eval.tasks import build_tasks, format_task_list
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,6 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     return loaded
 
 
-def _run_id(experiment: str, seed: int | None) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("_")[-60:]
-    return f"{name}-seed{seed}-{stamp}" if seed is not None else f"{name}-{stamp}"
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the suite for ``cfg.model``; returns {run, records, summary, texts_encoded, seconds}."""
     start = time.perf_counter()
@@ -111,7 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     seed = cfg.get("seed") if cfg.get("seed") is not None else model.seed
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     run = {
-        "run_id": cfg.get("run_id") or _run_id(experiment, seed),
+        "run_id": cfg.get("run_id") or new_run_id(experiment, seed),
         "experiment": experiment,
         "seed": seed,
         "model": model.name,

@@ -96,7 +96,7 @@ def test_fresh_adapter_is_the_base_model_and_switching_restores_exactly():
 
 
 def test_eval_task_routing_covers_every_task_type():
-    from jina5.eval.tasks import TASK_TYPES
+    from jina5.eval.task_types import TASK_TYPES
 
     assert set(EVAL_TASK_TO_ADAPTER) == set(TASK_TYPES)
     assert EVAL_TASK_TO_ADAPTER["sts"] == "text-matching"

@@ -29,6 +29,12 @@ def _one_thread():
         yield
 
 
+# The evaluators take every setting explicitly (the suite passes conf/eval/default.yaml's); MTEB's here.
+RETRIEVAL = {"k_values": (10, 100), "rescore": None}
+CLASSIFICATION = {"n_per_class": 8, "seeds": (0, 1, 2), "max_iter": 100}
+CLUSTERING = {"seeds": (0, 1, 2), "batch_size": 500}
+
+
 def _vec(key: str, dim: int = DIM) -> np.ndarray:
     v = np.random.default_rng(zlib.crc32(key.encode())).standard_normal(dim)
     return (v / np.linalg.norm(v)).astype(np.float32)
@@ -71,7 +77,7 @@ def test_planted_encoder_is_perfect_at_every_setting():
     queries, corpus, qrels = _retrieval_data()
     enc = FakeEncoder(planted)
     recs = evaluate_retrieval(
-        enc, queries, corpus, qrels, [DIM, 32], ["float32", "int8", "binary", "ubinary"]
+        enc, queries, corpus, qrels, [DIM, 32], ["float32", "int8", "binary", "ubinary"], **RETRIEVAL
     )
     assert enc.calls == [(100, "query"), (200, "document")]  # encoded once
     assert len(recs) == 2 * 4 * 6
@@ -81,7 +87,7 @@ def test_planted_encoder_is_perfect_at_every_setting():
 
 def test_random_encoder_scores_chance():
     queries, corpus, qrels = _retrieval_data()
-    recs = evaluate_retrieval(FakeEncoder(), queries, corpus, qrels, None, ["float32", "binary"])
+    recs = evaluate_retrieval(FakeEncoder(), queries, corpus, qrels, None, ["float32", "binary"], **RETRIEVAL)
     for p in ("float32", "binary"):
         # chance: one relevant doc of 200 -> E[nDCG@10] = sum_i (1/200) / log2(i+1) = 0.023,
         # E[recall@100] = 100/200 = 0.5, std over 100 queries 0.05
@@ -93,7 +99,7 @@ def test_k_capped_at_corpus_size_and_graded_qrels():
     queries, corpus, _ = _retrieval_data(n=20, n_queries=5)
     qrels = {0: {0: 2, 7: 1}, 3: {3: 1}, 4: {}}  # query 4 has nothing relevant: skipped
     enc = FakeEncoder(planted)
-    recs = evaluate_retrieval(enc, queries, corpus, qrels, None, ["float32"], k_values=(10, 100))
+    recs = evaluate_retrieval(enc, queries, corpus, qrels, None, ["float32"], **RETRIEVAL)
     assert enc.calls[0] == (2, "query")
     assert by_value(recs, "recall@100") == 1.0  # the whole corpus of 20 is ranked
     x = np.eye(20, dtype=np.float32)
@@ -102,7 +108,7 @@ def test_k_capped_at_corpus_size_and_graded_qrels():
     assert by_value(recs, "mrr@10") == 1.0
     assert by_value(recs, "ndcg@10") < 1.0  # doc 7 (grade 1) is random, not at rank 2
     with pytest.raises(ValueError, match="outside"):
-        evaluate_retrieval(enc, queries, corpus, {0: {20: 1}}, None, ["float32"])
+        evaluate_retrieval(enc, queries, corpus, {0: {20: 1}}, None, ["float32"], **RETRIEVAL)
 
 
 def test_hamming_search_matches_numpy_brute_force():
@@ -152,7 +158,9 @@ def test_rescoring_the_whole_corpus_recovers_float_ranking():
     np.testing.assert_array_equal(partial[:, 20:], plain[:, 20:])
 
     queries, corpus, qrels = _retrieval_data(n=120, n_queries=40)
-    recs = evaluate_retrieval(FakeEncoder(), queries, corpus, qrels, None, ["float32", "binary"], rescore=120)
+    recs = evaluate_retrieval(
+        FakeEncoder(), queries, corpus, qrels, None, ["float32", "binary"], k_values=(10, 100), rescore=120
+    )
     for m in ("ndcg@10", "mrr@10", "recall@100"):
         assert by_value(recs, m, "binary") == by_value(recs, m, "float32")
 
@@ -217,7 +225,16 @@ def test_classification_random_is_chance_and_matches_sklearn():
     test, y_test, _ = _labelled(100, 4, "te", separable=False)
     enc = FakeEncoder()
     recs = evaluate_classification(
-        enc, train, y_train, test, y_test, None, ["float32", "binary"], n_per_class=8
+        enc,
+        train,
+        y_train,
+        test,
+        y_test,
+        None,
+        ["float32", "binary"],
+        n_per_class=8,
+        seeds=(0, 1, 2),
+        max_iter=100,
     )
     assert enc.calls[1] == (400, "document") and enc.calls[0][0] <= 3 * 32
     for p in ("float32", "binary"):
@@ -237,7 +254,9 @@ def test_classification_separable_is_perfect():
     train, _, key = _labelled(50, 4, "c", separable=True)
     test, y_test, _ = _labelled(20, 4, "c", separable=True)
     enc = FakeEncoder(key)  # every text of a class gets the class vector
-    recs = evaluate_classification(enc, train, y_train, test, y_test, [DIM, 8], ["float32", "int8", "binary"])
+    recs = evaluate_classification(
+        enc, train, y_train, test, y_test, [DIM, 8], ["float32", "int8", "binary"], **CLASSIFICATION
+    )
     for r in recs:
         assert r["value"] == pytest.approx(1.0), r
 
@@ -245,7 +264,9 @@ def test_classification_separable_is_perfect():
 # ---------------------------------------------------------------------------- clustering
 def test_clustering_random_is_chance_and_matches_sklearn():
     texts, labels, _ = _labelled(60, 5, "x", separable=False)
-    recs = evaluate_clustering(FakeEncoder(), texts, labels, None, ["float32", "binary"], seeds=(0, 1))
+    recs = evaluate_clustering(
+        FakeEncoder(), texts, labels, None, ["float32", "binary"], seeds=(0, 1), batch_size=500
+    )
     for p in ("float32", "binary"):
         assert by_value(recs, "v_measure", p) < 0.1
     x = np.stack([_vec(t) for t in texts])
@@ -266,9 +287,9 @@ def test_clustering_separable_and_max_docs():
     def noisy(texts, prompt=None):  # class vector + small per-text noise
         return truncate(np.stack([_vec(key(t)) + 0.1 * _vec(t) for t in texts]), None)
 
-    recs = evaluate_clustering(noisy, texts, labels, [DIM, 16], ["float32", "int8", "binary"])
+    recs = evaluate_clustering(noisy, texts, labels, [DIM, 16], ["float32", "int8", "binary"], **CLUSTERING)
     for r in recs:
         assert r["value"] > 0.9, r
     enc = FakeEncoder()
-    evaluate_clustering(enc, texts, labels, None, ["float32"], max_docs=50)
+    evaluate_clustering(enc, texts, labels, None, ["float32"], max_docs=50, **CLUSTERING)
     assert enc.calls == [(50, "document")]

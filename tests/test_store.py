@@ -1,8 +1,9 @@
-"""Results store: round trip, filters, validation, malformed lines, cached baselines."""
+"""Results store: round trip, filters, validation, malformed lines, run ids and run configs."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -103,23 +104,21 @@ def test_malformed_line_raises_with_file_and_line(tmp_path):
 def test_empty_store_reads_empty_frame(tmp_path):
     df = ResultsStore(tmp_path / "none.jsonl").read()
     assert df.empty and list(df.columns) == list(COLUMNS)
-    assert ResultsStore(tmp_path / "none.jsonl").cached("teacher", "sts", "toy") is None
 
 
-def test_cached_returns_latest_run_records(tmp_path):
-    store = ResultsStore(tmp_path / "r.jsonl")
-    store.append(_records({(64, "float32"): 0.7}, task="sts"), _run("t1", model="teacher"))
-    store.append(
-        _records({(64, "float32"): 0.8, (64, "binary"): 0.6}, task="sts"), _run("t2", model="teacher")
-    )
-    store.append(_records({(64, "float32"): 0.1}, task="sts"), _run("s1", model="student"))
-    got = store.cached("teacher", "sts", "toy")
-    assert [(r["precision"], r["value"]) for r in got] == [("float32", 0.8), ("binary", 0.6)]
-    assert set(got[0]) == {"task", "dataset", "language", "split", "metric", "dim", "precision", "value"}
-    assert store.cached("teacher", "sts", "other") is None
-    assert store.cached("teacher", "sts", "toy", split="dev") is None
-    store.append(got, _run("s2-reuses-teacher", model="teacher"))  # reuse under a new run
-    assert store.read(run_id="s2-reuses-teacher")["value"].tolist() == [0.8, 0.6]
+def test_new_run_id_names_experiment_seed_and_utc_time():
+    assert re.fullmatch(r"combined-seed0-\d{8}T\d{12}Z", store_mod.new_run_id("combined", 0))
+    assert re.fullmatch(r"a_b-\d{8}T\d{12}Z", store_mod.new_run_id("/a b/", None))
+    assert store_mod.new_run_id("x" * 100, 1).startswith("x" * 60 + "-seed1-")
+
+
+def test_run_config_is_a_plain_dict():
+    from omegaconf import OmegaConf
+
+    assert store_mod.run_config(OmegaConf.create({"a": {"b": "${c}"}, "c": 1})) == {"a": {"b": 1}, "c": 1}
+    assert store_mod.run_config(None) == {}
+    with pytest.raises(TypeError, match="must be a mapping"):
+        store_mod.run_config(["a"])
 
 
 def test_git_commit_best_effort(monkeypatch):

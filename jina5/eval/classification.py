@@ -49,9 +49,10 @@ def evaluate_classification(
     test_labels: Sequence[Hashable],
     dims: Sequence[int | None] | None,
     precisions: Sequence[str],
-    n_per_class: int = 8,  # MTEB's samples_per_label default
-    seeds: Sequence[int] = (0, 1, 2),
-    max_iter: int = 100,  # MTEB's logistic-regression default
+    *,
+    n_per_class: int,
+    seeds: Sequence[int],
+    max_iter: int,
     prompt: str | None = "document",
 ) -> list[dict]:
     """Mean test accuracy and macro-F1 over ``seeds`` of a logistic regression per (dim, precision)."""

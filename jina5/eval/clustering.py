@@ -30,9 +30,10 @@ def evaluate_clustering(
     labels: Sequence[Hashable],
     dims: Sequence[int | None] | None,
     precisions: Sequence[str],
-    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    seeds: Sequence[int],
+    batch_size: int,
     max_docs: int | None = 16384,  # MTEB's ClusteringFast embeds at most 16384 documents
-    batch_size: int = 500,  # MiniBatchKMeans batch size, as MTEB
     prompt: str | None = "document",
 ) -> list[dict]:
     """Mean V-measure over ``seeds`` of k-means clusterings per (dim, precision)."""

@@ -37,12 +37,6 @@ Encode = Callable[..., np.ndarray]  # encode(texts, prompt=None, dim=None, preci
 Qrels = Mapping[Hashable, Mapping[Hashable, int]]
 Ranked = Mapping[Hashable, Sequence[Hashable]]
 
-MAIN_METRIC = {
-    "retrieval": "ndcg@10",
-    "sts": "spearman",
-    "classification": "accuracy",
-    "clustering": "v_measure",
-}
 # Fields that identify one score apart from the (dim, precision) setting, for relative drops.
 _GROUP_FIELDS = ("task", "dataset", "language", "split", "metric")
 

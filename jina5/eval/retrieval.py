@@ -143,8 +143,9 @@ def evaluate_retrieval(
     qrels: dict[int, dict[int, int]],
     dims: Sequence[int | None] | None,
     precisions: Sequence[str],
-    k_values: Sequence[int] = (10, 100),
-    rescore: int | None = None,
+    *,
+    k_values: Sequence[int],
+    rescore: int | None,
 ) -> list[dict]:
     """Score retrieval for every (dim, precision); returns metric records.
 

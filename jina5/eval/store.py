@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from jina5.eval.config import plain
 
 RUN_FIELDS = ("run_id", "experiment", "seed", "model")
 RECORD_FIELDS = ("task", "dataset", "language", "split", "metric", "dim", "precision", "value")
@@ -56,20 +59,25 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _plain_config(config: Any) -> dict:
-    """A resolved OmegaConf config (or any mapping) as a plain dict."""
-    if config is None:
-        return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(config, DictConfig):
-            return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+def run_config(config: Any) -> dict:
+    """A run's resolved config (OmegaConf or any mapping; None -> {}) as a plain dict."""
+    config = plain(config if config is not None else {})
     if not isinstance(config, Mapping):
         raise TypeError(f"run config must be a mapping, got {type(config).__name__}")
     return dict(config)
+
+
+def new_run_id(experiment: str, seed: int | None = None) -> str:
+    """``<experiment>-seed<seed>-<UTC time, microseconds>`` (``<experiment>-<time>`` without a seed);
+    the experiment name is reduced to ``[A-Za-z0-9_.-]`` and its last 60 characters."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("_")[-60:]
+    return f"{name}-seed{seed}-{stamp}" if seed is not None else f"{name}-{stamp}"
+
+
+def isna(value: Any) -> bool:
+    """None or a float NaN (what a missing field reads back as from a DataFrame)."""
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def runs_path_for(path: Path) -> Path:
@@ -138,7 +146,7 @@ class ResultsStore:
                     f"results record {i} ({rec.get('task')}/{rec.get('metric')}) is missing required "
                     f"field(s) {missing}; give them in the record or in the run"
                 )
-            line["dim"] = None if _isna(line["dim"]) else int(line["dim"])  # None: not an embedding metric
+            line["dim"] = None if isna(line["dim"]) else int(line["dim"])  # None: not an embedding metric
             line["value"] = float(line["value"])
             lines.append(line)
         return lines
@@ -152,7 +160,7 @@ class ResultsStore:
         lines = self.lines_for(records, run)
         if not lines:
             return 0
-        config = _plain_config(run.get("config"))
+        config = run_config(run.get("config"))
         new_runs = [
             run_id
             for run_id in dict.fromkeys(str(line["run_id"]) for line in lines)
@@ -198,26 +206,3 @@ class ResultsStore:
             else:
                 df = df[df[col] == want]
         return df.reset_index(drop=True)
-
-    def cached(self, model_fingerprint: str, task: str, dataset: str, **filters: Any) -> list[dict] | None:
-        """Records of the latest run that scored (model_fingerprint, task, dataset), or None.
-
-        Returns the per-record fields (task, dataset, language, split, metric, dim, precision,
-        value and extras such as relative_drop), ready for ``append(records, new_run)``; use it
-        to reuse baselines (teacher, untrained student) instead of re-encoding. ``filters``
-        narrow further (e.g. ``split="test"``).
-        """
-        df = self.read(model_fingerprint=model_fingerprint, task=task, dataset=dataset, **filters)
-        if df.empty:
-            return None
-        latest = df.loc[df["time"] == df["time"].max(), "run_id"].iloc[-1]
-        df = df[df["run_id"] == latest]
-        drop = [c for c in (*RUN_FIELDS, *META_FIELDS) if c in df.columns]
-        out = []
-        for rec in df.drop(columns=drop).to_dict(orient="records"):
-            out.append({k: v for k, v in rec.items() if k in RECORD_FIELDS or not _isna(v)})
-        return out
-
-
-def _isna(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)

@@ -26,15 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import CONF_DIR, build, default_out, load_sweeps  # noqa: E402
+from tables import build, default_out, load_sweeps  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
+from jina5.run_config import compose  # noqa: E402
 
 
 class Phases:
@@ -60,9 +59,7 @@ class Phases:
 
 
 def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+    return compose(overrides, config_name)
 
 
 def run_dir(cfg: DictConfig) -> Path:

@@ -27,9 +27,9 @@ import yaml  # noqa: E402
 
 from jina5.eval.metrics import MAIN_METRIC  # noqa: E402
 from jina5.eval.store import ResultsStore  # noqa: E402
+from jina5.run_config import compose  # noqa: E402
 
 SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 TASK_TYPES = ("retrieval", "sts", "classification", "clustering")
 # The paper's numbers (MTEB-v2 retrieval nDCG@10 / RTEB), for the Table 5 and Table 6 analogs.
 PAPER_TABLE5 = {
@@ -378,11 +378,8 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
 
 
 def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
-    """Config path (``ablation/combined``) -> the ``experiment_name`` it sets (``combined``)."""
-    return [
-        yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())["experiment_name"]
-        for e in experiment_configs
-    ]
+    """Config path (``ablation/combined``) -> its composed ``experiment_name`` (``combined``)."""
+    return [compose([f"experiment={e}"]).experiment_name for e in experiment_configs]
 
 
 def main() -> None:

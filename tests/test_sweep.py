@@ -12,9 +12,7 @@ import sweep  # noqa: E402
 
 TOY = [
     "student.source=tiny:bert",
-    "student_dim=32",
     "teacher.source=tiny:mpnet",
-    "teacher_dim=32",
     "data.datasets=[{name: bbc, batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 48}]",
     "data.dev_datasets=[bbc]",
     "data.dev_pairs=16",

@@ -29,17 +29,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import build, compose_config, default_out, load_sweeps  # noqa: E402
+from tables import build, default_out, load_sweeps  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
-from jina5.eval.store import ResultsStore  # noqa: E402
+from jina5.eval.store import ResultsStore, new_run_id  # noqa: E402
+from jina5.run_config import compose  # noqa: E402
 
 
 class Phases:
@@ -105,7 +105,7 @@ def training_records(run: Path) -> list[dict]:
 def stage1_overrides(stage1: Path, base: Sequence[str]) -> list[str]:
     """Every stage-2 run starts from ``stage1`` and lives under ``<output_root>/stage2/<stage1 name>``, so
     adapters trained on different stage-1 runs never share (or skip as done) one run dir."""
-    root = Path(compose_config("train", base).paths.output_root) / "stage2" / stage1.name
+    root = Path(compose(base).paths.output_root) / "stage2" / stage1.name
     return [f"init_from={stage1}", f"paths.output_root={root}"]
 
 
@@ -154,7 +154,7 @@ def training_commands(
 def evaluate_model(model: str, eval_overrides: Sequence[str], results: str) -> dict:
     from jina5.evaluate import evaluate
 
-    cfg = compose_config("eval", [f"model={model}", f"results={results}", "progress=false", *eval_overrides])
+    cfg = compose([f"model={model}", f"results={results}", "progress=false", *eval_overrides], "eval")
     return evaluate(cfg)
 
 
@@ -194,13 +194,10 @@ def evaluate_sweep(
     runs: dict[int, list[Path]] = {seed: [] for seed in seeds}
     for experiment in spec["experiments"]:
         for seed in seeds:
-            cfg = compose_config(
-                "train", [f"experiment={experiment}", f"seed={seed}", *run_overrides[experiment]]
-            )
+            cfg = compose([f"experiment={experiment}", f"seed={seed}", *run_overrides[experiment]])
             run = run_dir(cfg)
             runs[seed].append(run)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            run_id = f"{run.name}-{stamp}"
+            run_id = new_run_id(run.name)
             if evaluate and not spec.get("combine"):
                 print(f"  {run}", flush=True)
                 out = evaluate_model(str(run), [*eval_overrides, f"run_id={run_id}"], results)
@@ -262,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  {name}: {prepare_bundled(name)}")
 
     own = {
-        e: budget_overrides(compose_config("train", [f"experiment={e}", *overrides]), steps, lr_scale)
+        e: budget_overrides(compose([f"experiment={e}", *overrides]), steps, lr_scale)
         if steps is not None or lr_scale is not None
         else []
         for e in spec["experiments"]

@@ -29,16 +29,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from hydra import compose  # noqa: E402
 
 from jina5.eval.store import ResultsStore  # noqa: E402
 from jina5.eval.summary import latest_runs, main_metric_rows, seed_keys, type_averages  # noqa: E402
+from jina5.run_config import compose  # noqa: E402
 
 SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def load_sweeps() -> dict:
@@ -332,20 +329,11 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     return result
 
 
-def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """The config a Hydra app would get; ``${hydra:...}`` keys (runtime choices) resolve as in a run."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 @functools.cache
 def experiment_name(experiment_config: str) -> str:
     """Config path (``ablation/combined``) -> the ``experiment_name`` its runs are stored under
     (``combined``), read from the composed training config."""
-    return compose_config("train", [f"experiment={experiment_config}"]).experiment_name
+    return compose([f"experiment={experiment_config}"]).experiment_name
 
 
 def experiment_names(experiment_configs: Sequence[str]) -> list[str]:

@@ -62,7 +62,7 @@ class _KeepingWriter(ExperimentWriter):
 class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` whose ``metrics.csv`` keeps the rows logged before ``keep_before_step``.
 
-    Set ``keep_before_step`` (``jina5.train`` does: the resumed checkpoint's ``global_step``) before
+    Set ``keep_before_step`` (``jina5.runs`` does: the resumed checkpoint's ``global_step``) before
     the first log call.
     """
 

@@ -55,11 +55,20 @@ def lr_lambda(
     return f
 
 
+def _world_size() -> int:
+    """Processes in the default process group (1 when torch.distributed is not initialised)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
 def gather_with_grad(x: Tensor | None) -> Tensor | None:
-    """Concatenate ``x`` over DDP ranks along dim 0, keeping the gradient of the local slice."""
-    if x is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return x
-    if torch.distributed.get_world_size() == 1:
+    """Concatenate ``x`` (B, ...) over the R ranks along dim 0 -> (R B, ...), rank order.
+
+    The backward of ``all_gather`` sums every rank's gradient for this rank's slice, and every rank
+    computes the same global loss, so after DDP divides the summed gradients by R each parameter gets
+    exactly the gradient of the loss on the concatenated global batch."""
+    if x is None or _world_size() == 1:
         return x
     return torch.cat(torch.distributed.nn.functional.all_gather(x.contiguous()), dim=0)
 
@@ -69,7 +78,8 @@ def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
 
 
 class EmbeddingModule(L.LightningModule):
-    """Trains ``encoder`` on ``objective``.
+    """Trains ``encoder`` on ``objective``. Built from the ``module`` config node
+    (conf/module/default.yaml), to which ``jina5.train`` adds the encoder, objective, optimizer and scheduler.
 
     Args:
         encoder: the student.
@@ -172,13 +182,11 @@ class EmbeddingModule(L.LightningModule):
             teacher_query=batch.get("teacher_query"),
             teacher_document=batch.get("teacher_document"),
             scores=batch.get("scores"),
-            labels=batch.get("labels"),
             query_ids=batch.get("query_ids"),
             document_ids=batch.get("document_ids"),
             **base,
         )
-        trainer = self._trainer  # None outside a fit (the property would raise)
-        if self.gather_across_devices and trainer is not None and trainer.world_size > 1:
+        if self.gather_across_devices and _world_size() > 1:
             eb = EmbeddingBatch(**{k: gather_with_grad(v) for k, v in vars(eb).items()})
         return eb
 

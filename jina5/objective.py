@@ -21,6 +21,7 @@ learnable temperature) are parameters of the Objective, optimised and checkpoint
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 
@@ -134,41 +135,66 @@ class Objective(nn.Module):
         return out
 
 
-def build_objective(cfg: Mapping) -> Objective:
-    """Objective from the ``objective`` config node (see conf/objective/default.yaml).
+def build_objective(cfg: Mapping, student_dim: int, teacher_dim: int | None = None) -> Objective:
+    """Objective from the ``objective`` config node (see conf/objective/base.yaml).
 
-    ``losses``: name -> Hydra node of a loss; ``weights``: name -> weight; ``binary_aware``: names of
-    losses computed on straight-through sign embeddings (``BinaryAware``); ``matryoshka``:
-    {enabled, dims, weights}: when enabled every loss is wrapped in ``Matryoshka`` (outermost, so a
-    binary-aware loss is binarised after truncation); ``skip_missing`` / ``skip_if_present``: the
-    per-batch switches of ``Objective``.
+    ``weights``: name -> weight; only the losses named there are built (in ``losses`` order, so the
+    RNG draws of their construction do not depend on the weights), a weight of 0 included.
+    ``losses``: name -> Hydra node of a loss; a loss whose constructor takes ``student_dim`` /
+    ``teacher_dim`` gets the loaded models' dims (``teacher_dim=None``: no teacher is loaded, and such a
+    loss is an error). ``binary_aware``: names of losses computed on straight-through sign embeddings
+    (``BinaryAware``); ``matryoshka``: {enabled, dims, weights}: when enabled every loss is wrapped in
+    ``Matryoshka`` (outermost, so a binary-aware loss is binarised after truncation);
+    ``skip_missing`` / ``skip_if_present``: the per-batch switches of ``Objective``.
     """
-    from hydra.utils import instantiate
-
     from jina5.losses import BinaryAware, Matryoshka
 
     known = {"losses", "weights", "binary_aware", "matryoshka", "skip_missing", "skip_if_present"}
     unknown = set(cfg) - known
     if unknown:
         raise KeyError(f"unknown objective config keys {sorted(unknown)}; expected {sorted(known)}")
-    losses: dict[str, nn.Module] = {name: instantiate(node) for name, node in cfg["losses"].items()}
+    weights = {str(k): v for k, v in cfg["weights"].items()}
+    undefined = sorted(set(weights) - set(cfg["losses"]))
+    if undefined:
+        raise KeyError(
+            f"objective.weights names {undefined}, which objective.losses does not define "
+            f"(it defines {sorted(cfg['losses'])})"
+        )
+    dims = {"student_dim": student_dim, "teacher_dim": teacher_dim}
+    losses: dict[str, nn.Module] = {
+        name: _build_loss(name, node, dims) for name, node in cfg["losses"].items() if name in weights
+    }
     for name in cfg.get("binary_aware") or []:
         if name not in losses:
             raise KeyError(
-                f"objective.binary_aware names {name!r}, which is not in objective.losses {sorted(losses)}"
+                f"objective.binary_aware names {name!r}, which is not in objective.weights {sorted(losses)}"
             )
         losses[name] = BinaryAware(losses[name])
     mrl = cfg.get("matryoshka") or {}
     if mrl.get("enabled"):
-        dims, weights = list(mrl["dims"]), mrl.get("weights")
+        mrl_dims, mrl_weights = list(mrl["dims"]), mrl.get("weights")
         losses = {
-            n: Matryoshka(loss, dims, None if weights is None else list(weights))
+            n: Matryoshka(loss, mrl_dims, None if mrl_weights is None else list(mrl_weights))
             for n, loss in losses.items()
         }
     skip_if_present = {k: list(v) for k, v in (cfg.get("skip_if_present") or {}).items()}
     return Objective(
         losses,
-        dict(cfg["weights"]),
+        weights,
         skip_missing=bool(cfg.get("skip_missing", False)),
         skip_if_present=skip_if_present,
     )
+
+
+def _build_loss(name: str, node: Mapping, dims: Mapping[str, int | None]) -> nn.Module:
+    """Instantiate one loss node, passing it the model dims its constructor takes."""
+    from hydra.utils import get_class, instantiate
+
+    takes = inspect.signature(get_class(node["_target_"])).parameters
+    wanted = {key: value for key, value in dims.items() if key in takes}
+    if wanted.get("teacher_dim", 0) is None:
+        raise ValueError(
+            f"objective.losses.{name} ({node['_target_']}) needs the teacher's dim, but no teacher is "
+            "loaded (use_teacher=false or no teacher config): drop it from objective.weights or load a teacher"
+        )
+    return instantiate(node, **wanted)

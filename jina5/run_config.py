@@ -1,23 +1,31 @@
-"""Which config a run directory holds, so a rerun never reuses a run trained with other settings.
+"""A run's config: its name, how it is composed, and whether a run directory holds the same one.
 
-A run directory is named by ``run_name`` (``<experiment_name>-seed<seed>``), not by every setting,
-so ``python -m jina5.train experiment=ablation/combined optimizer.lr=3e-4`` after a default run
-would otherwise skip (``done.json``) or resume (``last.ckpt``) the default run and report it as
-the lr=3e-4 one. ``jina5.train`` writes the resolved config to ``<run dir>/config.yaml`` before
-fitting and, before reusing anything, compares it with the new one via :func:`config_changes`.
+Name. ``experiment_name`` defaults to the experiment config chosen (``experiment=loss_ablation/nce``
+-> ``loss_ablation/nce``; none chosen -> ``default``) through the ``chosen_experiment`` resolver,
+registered on import of this module. An experiment file that sets ``experiment_name`` keeps its own
+(``ablation/combined`` -> ``combined``). The run directory is ``<output_root>/runs/<run_name>`` with
+``run_name = <experiment_name>-seed<seed>``.
 
-Keys in :data:`RESUME_SAFE` may differ (bookkeeping and logging, or ``trainer.max_steps``: extending
-a run); paths that contain the run directory are compared relative to it, so a moved ``outputs/``
-still matches.
+Reuse. A run directory is named by ``run_name``, not by every setting, so
+``python -m jina5.train experiment=ablation/combined optimizer.lr=3e-4`` after a default run would
+otherwise skip (``done.json``) or resume (``last.ckpt``) the default run and report it as the
+lr=3e-4 one. ``jina5.runs`` writes the resolved config to ``<run dir>/config.yaml`` before fitting
+and, before reusing anything, compares it with the new one via :func:`config_changes`. Keys in
+:data:`RESUME_SAFE` may differ (bookkeeping and logging, or ``trainer.max_steps``: extending a run);
+paths that contain the run directory are compared relative to it, so a moved ``outputs/`` still
+matches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 RESUME_SAFE = (
     "skip_done",
@@ -29,6 +37,39 @@ RESUME_SAFE = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )
+
+
+def chosen_experiment(default: str, *, _root_: DictConfig) -> str:
+    """``${chosen_experiment:<default>}``: the experiment config chosen for this composition (its path
+    under conf/experiment), else ``default``.
+
+    Read from the config's own ``hydra`` node (the compose API with ``return_hydra_config=True``),
+    else from the running Hydra app (``@hydra.main`` hands the task its config without that node).
+    """
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices", default=None)
+    if choices is None:
+        if not HydraConfig.initialized():
+            raise ValueError(
+                "experiment_name: no Hydra runtime to read the chosen experiment from; compose the "
+                "config with jina5.run_config.compose (return_hydra_config=True) or set experiment_name"
+            )
+        choices = HydraConfig.get().runtime.choices
+    return choices.get("experiment") or default
+
+
+OmegaConf.register_new_resolver("chosen_experiment", chosen_experiment, replace=True)
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The real config tree (conf/``config_name``.yaml) composed with ``overrides``, with Hydra's
+    runtime node kept (``cfg.hydra``), so ``experiment_name`` and the run directory resolve."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

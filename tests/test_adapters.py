@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import run_cfg
+from helpers import run_cfg
 
 from jina5.adapters import DEFAULT_TASK_PROMPTS, EVAL_TASK_TO_ADAPTER, lora_config
 from jina5.averaging import average_state_dicts

@@ -9,7 +9,6 @@ import torch
 from torch.func import functional_call
 
 from jina5.losses import (
-    LOSSES,
     BinaryAware,
     CoSENT,
     EmbeddingBatch,
@@ -87,11 +86,6 @@ def test_batch_validates_shapes_and_maps_student_side_only():
     assert torch.equal(m.query, b.query[:, :2] * 2)
     assert b.query.shape == (3, 4)  # original untouched
     assert m.batch_size == 3 and m.dim == 2
-
-
-def test_registry():
-    assert set(LOSSES) == {"distill", "infonce", "gor", "cosent", "relational", "score_distill"}
-    assert LOSSES["distill"] is EmbeddingDistillation and LOSSES["infonce"] is InfoNCE
 
 
 # ---------------------------------------------------------------- distillation

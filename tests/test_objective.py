@@ -136,3 +136,56 @@ def test_accepts_hydra_containers():
 
     obj = Objective(losses(), OmegaConf.create({"infonce": 1, "distill": 2.0, "gor": 0}))
     assert obj.weights == {"infonce": 1.0, "distill": 2.0, "gor": 0.0}
+
+
+# ---------------------------------------------------------------- build_objective from the real configs
+def objective_cfg(*overrides: str):
+    from helpers import compose
+
+    return compose(list(overrides)).objective
+
+
+def test_build_only_the_weighted_losses_in_losses_order_with_the_models_dims():
+    from jina5.objective import build_objective
+
+    cfg = objective_cfg()
+    # the default config defines 4 losses and weights them all; here weights name 2, in another order
+    cfg.weights = {"gor": 1.0, "distill": 0.0}
+    obj = build_objective(cfg, student_dim=4, teacher_dim=6)
+    assert list(obj.losses) == ["distill", "gor"]  # losses order: the construction (RNG) order
+    assert obj.weights == {"gor": 1.0, "distill": 0.0}
+    distill = obj.losses["distill"]
+    assert (distill.student_dim, distill.teacher_dim, distill.proj.weight.shape) == (4, 6, (6, 4))
+    assert not distill.proj.weight.requires_grad  # weight 0: built, logged, frozen
+
+
+def test_build_objective_reproduces_the_default_projection_init():
+    """The distillation psi of the default objective: the same bits as a hand-built loss after the
+    same seed (nn.Linear's init draws from the global RNG before the seeded semi-orthogonal fill)."""
+    from jina5.objective import build_objective
+
+    torch.manual_seed(0)
+    obj = build_objective(objective_cfg("experiment=ablation/combined"), student_dim=4, teacher_dim=6)
+    after_build = torch.rand(3)
+    torch.manual_seed(0)
+    by_hand = EmbeddingDistillation(4, 6)
+    assert torch.equal(obj.losses["distill"].proj.weight, by_hand.proj.weight)
+    assert torch.equal(torch.rand(3), after_build)  # the same RNG draws in between
+    assert list(obj.losses) == ["distill", "infonce", "gor", "score_distill"]
+
+
+def test_teacher_dim_missing_is_named_only_for_losses_that_need_it():
+    from jina5.objective import build_objective
+
+    with pytest.raises(ValueError, match=r"objective\.losses\.distill .*needs the teacher's dim"):
+        build_objective(objective_cfg("experiment=ablation/combined"), student_dim=4, teacher_dim=None)
+    obj = build_objective(objective_cfg("experiment=adapter/classification"), student_dim=4, teacher_dim=None)
+    assert list(obj.losses) == ["infonce", "relational"]
+
+
+def test_weights_naming_an_undefined_loss_are_named():
+    from jina5.objective import build_objective
+
+    cfg = objective_cfg("+objective.weights.cosent=1.0")
+    with pytest.raises(KeyError, match=r"objective\.weights names \['cosent'\]"):
+        build_objective(cfg, student_dim=4, teacher_dim=6)

@@ -12,6 +12,7 @@ import pytest
 from helpers import REGIME_KEYS, write_fake_run
 
 from jina5.eval.store import ResultsStore
+from jina5.run_config import compose
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -19,9 +20,7 @@ import sweep  # noqa: E402
 
 TOY = [
     "student.source=tiny:bert",
-    "student_dim=32",
     "teacher.source=tiny:mpnet",
-    "teacher_dim=32",
     "~data.datasets",
     "+data.datasets={bbc: {batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 48}}",
     "data.dev_datasets=[bbc]",
@@ -93,8 +92,8 @@ def test_one_multirun_when_no_experiment_has_its_own_overrides():
 
 
 def test_budget_overrides_follow_steps_and_scale_each_experiments_lr():
-    retrieval = sweep.compose_config("train", ["experiment=adapter/retrieval"])  # lr 2e-5, averages
-    clustering = sweep.compose_config("train", ["experiment=adapter/clustering"])  # lr 1e-5
+    retrieval = compose(["experiment=adapter/retrieval"])  # lr 2e-5, averages
+    clustering = compose(["experiment=adapter/clustering"])  # lr 1e-5
     assert sweep.budget_overrides(retrieval, 60, 10.0) == [
         "trainer.max_steps=60",
         "trainer.val_check_interval=60",

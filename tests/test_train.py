@@ -1,75 +1,81 @@
-"""Training core: every experiment composes and runs; DDP on CPU; resume == unbroken run; NaN stops."""
+"""Training core: every experiment composes (to its pinned name) and runs; DDP on CPU; resume == unbroken
+run; NaN stops."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import lightning as L
 import pandas as pd
 import pytest
 import torch
-from helpers import CONF_DIR, compose
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from helpers import CONF_DIR, LossRecorder, compose, run_cfg
+from omegaconf import OmegaConf
 
-from jina5.module import lr_lambda
-from jina5.train import train
+from jina5.encoder import StudentEncoder
+from jina5.module import EmbeddingModule, find_distillation, lr_lambda
+from jina5.objective import build_objective
+from jina5.tiny import tiny_model_and_tokenizer
+from jina5.train import build, train
 
 EXPERIMENTS = sorted(
     str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
     for p in (CONF_DIR / "experiment").rglob("*.yaml")
 )
-SMALL_DATA = [
-    "~data.datasets",
-    "+data.datasets={bbc: {batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 64},"
-    "lee_background: {batch_size: 4, query_max_length: 16, document_max_length: 32, unlabeled: true, max_rows: 32}}",
-    "data.dev_datasets=[bbc]",
-    "data.dev_pairs=16",
-]
-TINY = {
-    "bert": ["student.source=tiny:bert", "student_dim=32"],
-    "qwen3": ["student=qwen3_0_6b", "student.source=tiny:qwen3", "student_dim=32", "student.max_length=48"],
-    "eurobert": [
-        "student=eurobert_210m",
-        "student.source=tiny:eurobert",
-        "student_dim=32",
-        "student.max_length=48",
-    ],
+# experiment config -> experiment_name: the run dir (<name>-seed<seed>) and the results store's key
+EXPERIMENT_NAMES = {
+    None: "default",
+    "ablation/combined": "combined",
+    "ablation/pure_contrastive": "pure_contrastive",
+    "ablation/pure_distill": "pure_distill",
+    "adapter/classification": "adapter_classification",
+    "adapter/clustering": "adapter_clustering",
+    "adapter/retrieval": "adapter_retrieval",
+    "adapter/text_matching": "adapter_text_matching",
+    "binary/binary_aware": "binary/binary_aware",
+    "loss_ablation/distill": "loss_ablation/distill",
+    "loss_ablation/distill_gor": "loss_ablation/distill_gor",
+    "loss_ablation/nce": "loss_ablation/nce",
+    "loss_ablation/nce_distill": "loss_ablation/nce_distill",
+    "loss_ablation/nce_distill_gor": "loss_ablation/nce_distill_gor",
+    "loss_ablation/nce_gor": "loss_ablation/nce_gor",
+    "objective_curve/distill": "objective_curve/distill",
+    "objective_curve/infonce": "objective_curve/infonce",
+    "objective_curve/score_distill": "objective_curve/score_distill",
+    "truncation/combined_matryoshka": "truncation/combined_matryoshka",
+    "truncation/pure_contrastive_matryoshka": "truncation/pure_contrastive_matryoshka",
+    "truncation/pure_distill_matryoshka": "truncation/pure_distill_matryoshka",
 }
-TINY_TEACHER = ["teacher.source=tiny:mpnet", "teacher_dim=32", "objective.matryoshka.dims=[8,16,32]"]
 
 
-def run_cfg(tmp_path: Path, *overrides: str, student: str = "bert", small_data: bool = True):
-    """A composed training config on toy models in ``tmp_path``; ``small_data=False`` keeps the
-    experiment's own data config."""
-    cfg = compose(
-        [
-            *TINY[student],
-            *TINY_TEACHER,
-            *(SMALL_DATA if small_data else []),
-            f"paths.output_root={tmp_path}",
-            "trainer.enable_progress_bar=false",
-            *overrides,
-        ]
+def test_experiment_names_and_run_dirs_are_pinned():
+    assert sorted(e for e in EXPERIMENT_NAMES if e) == EXPERIMENTS  # a new experiment gets pinned here
+    for experiment, name in EXPERIMENT_NAMES.items():
+        cfg = compose([f"experiment={experiment}", "seed=3"] if experiment else ["seed=3"])
+        assert (cfg.experiment_name, cfg.run_name) == (name, f"{name}-seed3"), experiment
+        assert cfg.hydra.run.dir == f"{cfg.paths.output_root}/runs/{name}-seed3"
+        assert cfg.hydra.sweep.subdir == f"{name}-seed3"
+
+
+def test_experiment_name_comes_from_the_config_not_a_stale_hydra_runtime(tmp_path):
+    run_cfg(tmp_path, "experiment=ablation/combined")  # sets Hydra's runtime (as jina5.train's does)
+    assert compose(["experiment=loss_ablation/nce"]).experiment_name == "loss_ablation/nce"
+
+
+@pytest.mark.parametrize("regime", ["combined", "pure_contrastive", "pure_distill"])
+def test_truncation_experiments_are_their_ablation_with_matryoshka(regime):
+    def resolved(experiment: str, *overrides: str) -> dict:
+        cfg = compose([f"experiment={experiment}", *overrides])
+        return {
+            k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("objective", "optimizer", "trainer")
+        }
+
+    truncation = compose([f"experiment=truncation/{regime}_matryoshka"])
+    assert truncation.experiment_name == f"truncation/{regime}_matryoshka"
+    assert truncation.objective.matryoshka.enabled
+    assert resolved(f"truncation/{regime}_matryoshka") == resolved(
+        f"ablation/{regime}", "objective.matryoshka.enabled=true"
     )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "runs" / cfg.run_name)
-        del cfg.hydra
-    return cfg
-
-
-class LossRecorder(L.Callback):
-    def __init__(self):
-        self.losses: dict[int, float] = {}
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.losses[trainer.global_step] = float(outputs["loss"])
-
-
-def test_experiment_list_is_complete():
-    assert {"ablation/pure_distill", "ablation/pure_contrastive", "ablation/combined"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -89,16 +95,47 @@ def test_paper_architectures_at_toy_size(tmp_path, student):
     assert train(cfg)["steps"] == 2
 
 
-def test_matryoshka_and_binary_aware_switches(tmp_path):
-    cfg = run_cfg(
-        tmp_path,
-        "experiment=ablation/combined",
-        "+trainer.fast_dev_run=1",
-        "objective.matryoshka.enabled=true",
-        "objective.matryoshka.dims=[8,16,32]",
-        "objective.binary_aware=[infonce,gor]",
-    )
-    assert train(cfg)["steps"] == 1
+def test_matryoshka_and_binary_aware_switches_change_the_loss_by_the_hand_computed_amount(tmp_path):
+    """Same models and batch, each switch on vs off: the objective's total moves by exactly the terms
+    the switch adds (computed here with the unwrapped losses)."""
+    switches = {
+        "off": [],
+        "matryoshka": ["objective.matryoshka.enabled=true"],  # dims [8, 16, 32] (TINY_TEACHER)
+        "binary": ["objective.binary_aware=[infonce,gor]"],
+    }
+    modules = {}
+    for name, extra in switches.items():
+        modules[name], datamodule, _ = build(run_cfg(tmp_path, "experiment=ablation/combined", *extra))
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    off = modules["off"].eval()
+    losses, weights = off.objective.losses, off.objective.weights  # distill 2, infonce 1, gor 1
+
+    def term(name: str, eb) -> float:
+        return weights[name] * float(losses[name](eb))
+
+    def truncated(eb, d: int):
+        return eb.map_student(lambda z: torch.nn.functional.normalize(z[..., :d], dim=-1))
+
+    def binarised(eb):
+        return eb.map_student(lambda z: torch.sign(z) / z.shape[-1] ** 0.5)
+
+    with torch.no_grad():
+        eb = off.embedding_batch(batch)
+        total = {name: float(module.objective(eb)[0]) for name, module in modules.items()}
+        plain = {
+            d: sum(term(n, truncated(eb, d)) for n in ("distill", "infonce", "gor")) for d in (8, 16, 32)
+        }
+        binary_change = sum(term(n, binarised(eb)) - term(n, eb) for n in ("infonce", "gor"))
+    for module in modules.values():  # psi is the same in all three (identity: 32-d student and teacher)
+        assert torch.equal(find_distillation(module.objective).proj.weight, losses["distill"].proj.weight)
+    assert total["off"] == pytest.approx(plain[32], rel=1e-6)
+    # Matryoshka: the full-dim term plus one term per smaller dim
+    assert total["matryoshka"] - total["off"] == pytest.approx(plain[8] + plain[16], rel=1e-5)
+    assert plain[8] + plain[16] > 0.5 * total["off"]
+    # binary-aware: InfoNCE and GOR on sign(z)/sqrt(D), distillation untouched
+    assert total["binary"] - total["off"] == pytest.approx(binary_change, rel=1e-5, abs=1e-6)
+    assert abs(binary_change) > 1e-2
 
 
 def test_zero_weight_losses_are_logged(tmp_path):
@@ -175,10 +212,10 @@ def test_unknown_objective_key_is_named(tmp_path):
         train(cfg)
 
 
-def test_wrong_student_dim_is_named(tmp_path):
-    cfg = run_cfg(tmp_path, "student_dim=64", "trainer.max_steps=1")
-    with pytest.raises(ValueError, match="student_dim"):
-        train(cfg)
+def test_a_loss_needing_the_teacher_dim_without_a_teacher_is_named(tmp_path):
+    cfg = run_cfg(tmp_path, "experiment=ablation/combined", "use_teacher=false")
+    with pytest.raises(ValueError, match=r"objective\.losses\.distill .* needs the teacher's dim"):
+        build(cfg)
 
 
 def test_ddp_spawn_on_cpu(tmp_path):
@@ -194,6 +231,83 @@ def test_ddp_spawn_on_cpu(tmp_path):
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2
     assert json.loads((Path(cfg.paths.output_dir) / "done.json").read_text())["steps"] == 2
+
+
+QUERIES = [f"query {i} about {w}" for i, w in enumerate(["cats", "stocks", "rain", "tea"] * 2)]
+DOCUMENTS = [f"a document on {w}, number {i}" for i, w in enumerate(["cats", "stocks", "rain", "tea"] * 2)]
+NEGATIVES = [f"an unrelated text {i}" for i in range(8)]
+
+
+def _toy_module(objective_cfg: dict) -> EmbeddingModule:
+    """A tiny BERT student (seeded: the same in every process) on the combined objective, in eval mode."""
+    model, tokenizer = tiny_model_and_tokenizer("bert", layers=2)
+    encoder = StudentEncoder(
+        model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "}
+    )
+    objective = build_objective(objective_cfg, student_dim=encoder.dim, teacher_dim=48)
+    return EmbeddingModule(encoder, objective, optimizer=torch.optim.SGD).eval()
+
+
+def _toy_batch(module: EmbeddingModule, rows: slice) -> dict:
+    """Rows ``rows`` of one 8-row batch (1 hard negative per query; random 48-d teacher vectors)."""
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 8, 48, generator=gen)
+    tokens = {
+        key: module.encoder.tokenize(texts, prompt="query" if key == "query" else "document")
+        for key, texts in (("query", QUERIES), ("document", DOCUMENTS), ("negatives", NEGATIVES))
+    }
+    batch = {key: {k: v[rows] for k, v in t.items()} for key, t in tokens.items()}
+    return {
+        **batch,
+        "negatives_per_query": 1,
+        "teacher_query": teacher[0, rows],
+        "teacher_document": teacher[1, rows],
+    }
+
+
+def _gradients(module: EmbeddingModule, batch: dict) -> dict[str, torch.Tensor]:
+    module.zero_grad()
+    total, _ = module.objective(module.embedding_batch(batch))
+    total.backward()
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def _ddp_gradients(rank: int, world: int, init_file: str, out: str, objective_cfg: dict) -> None:
+    """One of ``world`` gloo processes: its 4 rows of the batch, DDP's gradient averaging by hand."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    module = _toy_module(objective_cfg)
+    batch = _toy_batch(module, slice(4 * rank, 4 * rank + 4))
+    result = {}
+    for gather in (True, False):
+        module.gather_across_devices = gather
+        grads = _gradients(module, batch)
+        for g in grads.values():
+            torch.distributed.all_reduce(g)
+            g /= world
+        result[gather] = grads
+    if rank == 0:
+        torch.save(result, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_gathered_negatives_gradient_equals_one_process_on_the_global_batch(tmp_path):
+    """2 ranks x 4 rows with all-gathered embeddings (in-batch and hard negatives span both ranks)
+    == 1 process x the 8 concatenated rows, parameter by parameter."""
+    objective_cfg = OmegaConf.to_container(compose(["experiment=ablation/combined"]).objective)
+    out = tmp_path / "grads.pt"
+    torch.multiprocessing.spawn(
+        _ddp_gradients, args=(2, str(tmp_path / "init"), str(out), objective_cfg), nprocs=2
+    )
+    ddp = torch.load(out, weights_only=False)
+    module = _toy_module(objective_cfg)
+    single = _gradients(module, _toy_batch(module, slice(0, 8)))
+    assert ddp[True].keys() == single.keys() and "objective.losses.distill.proj.weight" in single
+    for name, g in single.items():
+        torch.testing.assert_close(ddp[True][name], g, rtol=1e-5, atol=1e-6, msg=name)
+    # without the gather each rank's negatives are its own 4 rows: another gradient (the check can fail)
+    assert max((ddp[False][n] - g).abs().max().item() for n, g in single.items()) > 1e-4
 
 
 def test_lr_schedule_values():

@@ -1,13 +1,12 @@
 """Pluggable losses: each is an nn.Module mapping an EmbeddingBatch to a scalar.
 
-``LOSSES`` maps config names to classes; wrappers (``Matryoshka``, ``BinaryAware``) wrap any of them.
+Wrappers (``Matryoshka``, ``BinaryAware``) wrap any of them; the config names them by class
+(``_target_: jina5.losses.InfoNCE``, conf/objective/).
 A loss may declare ``requires`` (batch fields that must not be None) and ``log_values()`` (extra
 scalars to log, e.g. InfoNCE's temperature); the Objective uses both.
 """
 
 from __future__ import annotations
-
-from torch import nn
 
 from jina5.losses.batch import EmbeddingBatch
 from jina5.losses.cosent import CoSENT
@@ -18,20 +17,7 @@ from jina5.losses.relational import RelationalDistillation
 from jina5.losses.score_distill import ScoreDistillation
 from jina5.losses.wrappers import BinaryAware, Matryoshka, straight_through_sign
 
-LOSSES: dict[str, type[nn.Module]] = {
-    "distill": EmbeddingDistillation,
-    "infonce": InfoNCE,
-    "gor": GlobalOrthogonal,
-    "cosent": CoSENT,
-    "relational": RelationalDistillation,
-    "score_distill": ScoreDistillation,
-}
-
-WRAPPERS: dict[str, type[nn.Module]] = {"matryoshka": Matryoshka, "binary_aware": BinaryAware}
-
 __all__ = [
-    "LOSSES",
-    "WRAPPERS",
     "BinaryAware",
     "CoSENT",
     "EmbeddingBatch",

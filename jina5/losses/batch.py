@@ -3,7 +3,7 @@
 Student-side tensors (``query``, ``document``, ``negatives``) are what the trained model produced and
 what wrappers (Matryoshka truncation, binary-aware straight-through) transform. Everything else is a
 fixed reference (teacher vectors, the frozen base model's vectors) or a per-pair annotation (scores,
-labels, text hashes) that wrappers leave alone.
+text hashes) that wrappers leave alone.
 
 Shapes (B = batch, D = student dim, K = hard negatives per query, Dt = teacher dim, Db = base dim):
 
@@ -17,7 +17,6 @@ teacher_query       (B, Dt)      teacher vectors of the queries (TeacherCache)
 teacher_document    (B, Dt)      teacher vectors of the positive documents
 teacher_negatives   (B, K, Dt)   teacher vectors of the hard negatives (optional; relational)
 scores              (B,)         graded similarity of (query_i, document_i) (CoSENT)
-labels              (B,)         class ids (classification)
 base_query          (B, Db)      frozen base model (adapter off) on the queries (relational)
 base_document       (B, Db)      frozen base model on the documents
 base_negatives      (B, K, Db)   frozen base model on the hard negatives (relational, optional)
@@ -47,7 +46,6 @@ class EmbeddingBatch:
     teacher_document: Tensor | None = None
     teacher_negatives: Tensor | None = None
     scores: Tensor | None = None
-    labels: Tensor | None = None
     base_query: Tensor | None = None
     base_document: Tensor | None = None
     base_negatives: Tensor | None = None
@@ -80,7 +78,7 @@ class EmbeddingBatch:
             t = getattr(self, name)
             if t is not None and (t.dim() != 3 or t.shape[0] != b):
                 raise ValueError(f"EmbeddingBatch.{name} must be (B={b}, K, dim), got {tuple(t.shape)}")
-        for name in ("scores", "labels", "query_ids", "document_ids"):
+        for name in ("scores", "query_ids", "document_ids"):
             t = getattr(self, name)
             if t is not None and tuple(t.shape) != (b,):
                 raise ValueError(f"EmbeddingBatch.{name} must be (B={b},), got {tuple(t.shape)}")
@@ -102,7 +100,7 @@ class EmbeddingBatch:
         """Apply ``fn`` to every student-side tensor present (query, document, negatives).
 
         ``fn`` acts on the last (embedding) dim and must keep the leading dims; teacher and base
-        vectors, scores, labels and ids are passed through untouched.
+        vectors, scores and ids are passed through untouched.
         """
         return self.replace(
             **{

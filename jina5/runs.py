@@ -1,0 +1,196 @@
+"""A training run's directory, from reuse checks to ``done.json``: everything around ``trainer.fit``.
+
+The run directory (``outputs/runs/<run_name>``) receives ``config.yaml`` (the resolved config, written
+before fitting), ``checkpoints/last.ckpt`` (and the best), ``logs/metrics.csv``, ``final_state.json``,
+``encoder/`` (the exported student) and ``done.json`` (steps, wall time, last metrics). Its lifecycle:
+
+1. reuse: a directory with ``done.json`` (``skip_done``) or ``last.ckpt`` (``ckpt_path=last``) is reused
+   only if its ``config.yaml`` holds the same settings (``jina5.run_config``); a finished run is skipped,
+   unless ``trainer.max_steps`` grew: then it is extended from ``last.ckpt``;
+2. start: the CSV logger keeps the rows logged before the resumed step; ``FinalState`` and
+   ``AlignLogStep`` join the trainer's callbacks (and ``SaveAtSteps`` when the final weights average
+   with a step checkpoint);
+3. finish: the step and metrics are read back from ``final_state.json`` (under ddp_spawn the launching
+   process only gets rank 0's weights back), ``adapter.average_with`` averages ``last.ckpt`` with an
+   earlier checkpoint (``jina5.averaging``; ``checkpoints/averaged.ckpt``), the encoder is exported and
+   ``done.json`` is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from jina5.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, parse_average_with
+from jina5.csv_logger import AlignLogStep, ResumableCSVLogger
+from jina5.run_config import check_same_run
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_step(ckpt_path: str | None) -> int:
+    """``global_step`` of a Lightning checkpoint (0 for None); memory-mapped, so big ones load cheaply."""
+    if ckpt_path is None:
+        return 0
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
+def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` -> the run's last.ckpt if it exists (else a fresh start); a path must exist."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    if not Path(ckpt_path).exists():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
+    return ckpt_path
+
+
+class Run:
+    """The run directory ``cfg.paths.output_dir`` of one training config; see the module docstring.
+
+    ``train`` calls :meth:`check_reuse`, then builds and passes :meth:`callbacks` to the trainer,
+    :meth:`start` before ``trainer.fit(..., ckpt_path=run.ckpt_path)`` and :meth:`finish` after it.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.dir = Path(cfg.paths.output_dir)
+        self.done_file = self.dir / "done.json"
+        self.ckpt_path = resolve_checkpoint(cfg.ckpt_path, self.dir)
+        self.adapter = cfg.get("adapter") or {}
+        self.average = parse_average_with(self.adapter.get("average_with"))
+        self.final = FinalState(self.dir)
+        self.started = time.perf_counter()
+
+    def check_reuse(self) -> dict | None:
+        """Raise if the directory about to be reused holds another config; the finished run's
+        ``done.json`` when it is to be skipped, else None (a fresh, resumed or extended run)."""
+        cfg = self.cfg
+        skip = cfg.skip_done and self.done_file.exists()
+        if skip or self.ckpt_path is not None:
+            check_same_run(cfg, self.dir)
+        if not skip:
+            return None
+        done = json.loads(self.done_file.read_text())
+        if done["steps"] >= cfg.trainer.max_steps:
+            log.info("%s is finished (done.json); skipping (set skip_done=false to retrain)", self.dir)
+            return done
+        log.warning(
+            "%s: extending a finished run from %d to %d steps (resuming last.ckpt; with scheduler."
+            "total_steps=null the lr schedule's horizon moves too)",
+            self.dir,
+            done["steps"],
+            cfg.trainer.max_steps,
+        )
+        return None
+
+    def callbacks(self) -> list[L.Callback]:
+        """Callbacks the trainer is built with: ``SaveAtSteps`` when the final weights average with the
+        checkpoint of a step (``adapter.average_with=step=<n>``)."""
+        if self.average is None or self.average[0] != "step":
+            return []
+        max_steps = self.cfg.trainer.max_steps
+        if not 0 < self.average[1] < max_steps:
+            raise ValueError(
+                f"adapter.average_with=step={self.average[1]} must be a step in (0, trainer.max_steps="
+                f"{max_steps})"
+            )
+        return [SaveAtSteps(self.dir, [self.average[1]])]
+
+    def start(self, trainer: L.Trainer) -> None:
+        """Just before fitting: add ``FinalState`` and ``AlignLogStep``, write ``config.yaml`` (what a
+        resumed or rerun run is checked against) and keep the CSV log's rows before the resumed step."""
+        self.started = time.perf_counter()
+        trainer.callbacks.extend([self.final, AlignLogStep()])
+        self.dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.cfg, self.dir / "config.yaml", resolve=True)
+        if isinstance(trainer.logger, ResumableCSVLogger):
+            trainer.logger.keep_before_step = checkpoint_step(self.ckpt_path)
+
+    def finish(self, module: L.LightningModule, trainer: L.Trainer) -> dict:
+        """After fitting: average the final weights if asked, export the encoder, write and return
+        ``done.json``'s summary."""
+        seconds = time.perf_counter() - self.started
+        state = json.loads(self.final.path.read_text())
+        summary = {
+            "run_dir": str(self.dir),
+            "experiment": self.cfg.experiment_name,
+            "seed": self.cfg.seed,
+            "steps": state["global_step"],
+            "train_seconds": state["train_seconds"],
+            "fit_seconds": round(seconds, 1),
+            "metrics": state["metrics"],
+        }
+        average = self.average
+        if average is not None and average[0] == "step" and state["global_step"] <= average[1]:
+            log.warning(
+                "adapter.average_with=%s: the run ended at step %d, before that checkpoint; final weights "
+                "are last.ckpt's (no averaging)",
+                self.adapter.average_with,
+                state["global_step"],
+            )
+        elif average is not None:
+            summary["averaged_with"] = average_final_weights(module, trainer, self.dir, self.adapter)
+        if self.cfg.export:
+            module.encoder.save_pretrained(self.dir / "encoder")
+        self.done_file.write_text(json.dumps(summary, indent=2))
+        log.info(
+            "finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)",
+            self.dir,
+            state["global_step"],
+            state["train_seconds"],
+            seconds,
+        )
+        return summary
+
+
+def average_final_weights(
+    module: L.LightningModule, trainer: L.Trainer, run_dir: Path, adapter: DictConfig
+) -> str:
+    """Load w * last + (1 - w) * other into ``module`` (``jina5.averaging``), save it as
+    ``checkpoints/averaged.ckpt`` and return the other checkpoint's path."""
+    best = (
+        getattr(trainer.checkpoint_callback, "best_model_path", None) if trainer.checkpoint_callback else None
+    )
+    other = other_checkpoint(run_dir, adapter.average_with, best or None)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    weight = float(adapter.get("average_weight", 0.5))
+    state = average_checkpoints(last, other, weight)
+    module.load_state_dict(state)
+    torch.save(
+        {"state_dict": state, "averaged": {"last": str(last), "other": str(other), "weight": weight}},
+        run_dir / "checkpoints" / "averaged.ckpt",
+    )
+    log.info("final weights: %.2f x %s + %.2f x %s", weight, last.name, 1 - weight, other.name)
+    return str(other)
+
+
+class FinalState(L.Callback):
+    """At the end of fit, in every training process: save ``checkpoints/last.ckpt`` and (rank 0)
+    ``final_state.json`` with the global step, the last logged metrics and the training loop's wall
+    time (``train_seconds``: from the first step's start, so without data setup and teacher caching)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "final_state.json"
+        self.start = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            seconds = round(time.perf_counter() - self.start, 1)
+            self.path.write_text(
+                json.dumps({"global_step": trainer.global_step, "metrics": metrics, "train_seconds": seconds})
+            )

@@ -29,7 +29,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from hydra import compose  # noqa: E402
 
 from jina5.eval.store import ResultsStore  # noqa: E402
 from jina5.eval.summary import latest_runs, main_metric_rows, seed_keys, type_averages  # noqa: E402

@@ -1,4 +1,4 @@
-"""Throughput of jina5 ``StudentEncoder.encode`` against sentence-transformers' ``encode``.
+"""Throughput of jina5 ``Encoder.encode`` against sentence-transformers' ``encode``.
 
 Same model, same texts, same batch size and max length, both measured in this run, alternating
 rounds so that machine noise hits both alike. Prints texts/s for each and the ratio jina5 / ST.
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from jina5.assets import package_file, resolve_model
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 
 
 def benchmark_texts(n: int) -> list[str]:
@@ -46,7 +46,7 @@ def main() -> None:
 
     path = resolve_model(args.model)
     texts = benchmark_texts(args.n)
-    ours = StudentEncoder(path, max_length=args.max_length)
+    ours = Encoder(path, max_length=args.max_length)
     theirs = SentenceTransformer(path, device="cpu")
     theirs.max_seq_length = args.max_length
 

@@ -3,12 +3,12 @@
     python -m jina5.evaluate model=outputs/runs/combined-seed0     # a training run dir (its encoder/)
     python -m jina5.evaluate model=teacher                          # baselines: conf/eval.yaml `baselines`
     python -m jina5.evaluate model=untrained_student eval=smoke
-    python -m jina5.evaluate model=path/to/encoder                  # a StudentEncoder.save_pretrained dir
+    python -m jina5.evaluate model=path/to/encoder                  # a Encoder.save_pretrained dir
     python -m jina5.evaluate model=sentence-transformers/all-MiniLM-L6-v2
 
 ``model`` is resolved in this order: a key of ``baselines``; a run dir (holds ``encoder/``; its
 ``config.yaml`` gives experiment_name and seed); an exported encoder dir (``jina5_encoder.json`` or
-``config.json``); otherwise a model source for ``StudentEncoder`` (bundled name, hub id, ``tiny:bert``).
+``config.json``); otherwise a model source for ``Encoder`` (bundled name, hub id, ``tiny:bert``).
 Every record goes to the results store ``results``; the summary table (main metric per task at float32
 full dim, binary / int8 at full dim, float32 at the smallest dim, per-task seconds, task-type and
 overall averages) is printed and written next to the store as ``<run_id>.summary.txt``.
@@ -25,7 +25,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.encoder_io import JINA5_CONFIG
 from jina5.eval.encoding import model_fingerprint
 from jina5.eval.store import ResultsStore, new_run_id
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedModel:
-    encoder: StudentEncoder
+    encoder: Encoder
     name: str  # the `model` field of the records
     kind: str  # baseline | run | encoder_dir | source
     experiment: str | None
@@ -56,20 +56,20 @@ def run_label(train_cfg: DictConfig) -> str:
 
 
 def load_model(cfg: DictConfig) -> LoadedModel:
-    """Resolve ``cfg.model`` (module docstring) into a StudentEncoder plus its run identity."""
+    """Resolve ``cfg.model`` (module docstring) into a Encoder plus its run identity."""
     spec = str(cfg.model)
     baselines = cfg.get("baselines") or {}
     path = Path(spec).expanduser()
     if spec in baselines:
         kwargs = OmegaConf.to_container(baselines[spec], resolve=True)
-        loaded = LoadedModel(StudentEncoder(**kwargs), spec, "baseline", spec, None)
+        loaded = LoadedModel(Encoder(**kwargs), spec, "baseline", spec, None)
     elif path.is_dir() and (path / "encoder").is_dir():
         train_cfg = OmegaConf.load(path / "config.yaml") if (path / "config.yaml").exists() else None
         train_dict = OmegaConf.to_container(train_cfg, resolve=False) if train_cfg is not None else None
         seed = train_cfg.get("seed") if train_cfg is not None else None
         experiment = run_label(train_cfg) if train_cfg is not None else None
         loaded = LoadedModel(
-            StudentEncoder.from_pretrained(path / "encoder"),
+            Encoder.from_pretrained(path / "encoder"),
             str(path),
             "run",
             experiment or path.name,
@@ -81,7 +81,7 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         # takes cfg.pooling
         kwargs = {} if (path / JINA5_CONFIG).exists() else {"pooling": cfg.pooling}
         loaded = LoadedModel(
-            StudentEncoder.from_pretrained(path, **kwargs), str(path), "encoder_dir", path.name, None
+            Encoder.from_pretrained(path, **kwargs), str(path), "encoder_dir", path.name, None
         )
     elif path.exists():
         raise FileNotFoundError(
@@ -89,7 +89,7 @@ def load_model(cfg: DictConfig) -> LoadedModel:
             f"(with {JINA5_CONFIG} or config.json)"
         )
     else:
-        loaded = LoadedModel(StudentEncoder(spec, pooling=cfg.pooling), spec, "source", spec, None)
+        loaded = LoadedModel(Encoder(spec, pooling=cfg.pooling), spec, "source", spec, None)
     if cfg.get("max_length"):
         loaded.encoder.max_length = int(cfg.max_length)
     if cfg.get("prompts") is not None:

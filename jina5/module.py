@@ -27,7 +27,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.losses import EmbeddingBatch, EmbeddingDistillation
 from jina5.objective import Objective
 
@@ -101,7 +101,7 @@ class EmbeddingModule(L.LightningModule):
 
     def __init__(
         self,
-        encoder: StudentEncoder,
+        encoder: Encoder,
         objective: Objective,
         optimizer: Callable,
         scheduler: dict | None = None,

@@ -18,14 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from jina5.adapters import adapter_settings, check_task, lora_config
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.module import find_distillation
 from jina5.objective import Objective
 
 log = logging.getLogger(__name__)
 
 
-def build_student(cfg: DictConfig) -> StudentEncoder:
+def build_student(cfg: DictConfig) -> Encoder:
     """The student: ``init_from``'s ``encoder/`` (stage 2) or ``cfg.student``, plus the task adapter
     when ``cfg.adapter`` is set."""
     init_from = cfg.get("init_from")
@@ -35,7 +35,7 @@ def build_student(cfg: DictConfig) -> StudentEncoder:
             raise FileNotFoundError(
                 f"init_from={init_from!r}: no encoder/ directory (is it a finished stage-1 run dir?)"
             )
-        encoder = StudentEncoder.from_pretrained(encoder_dir)
+        encoder = Encoder.from_pretrained(encoder_dir)
         if encoder.adapters:
             raise ValueError(
                 f"init_from={init_from!r}: its encoder already has adapters {encoder.adapters}; "

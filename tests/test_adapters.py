@@ -16,7 +16,7 @@ from jina5.averaging import average_state_dicts
 from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
 from jina5.data.pairs import DatasetSpec, PairTable, attach_hard_negatives, label_triplets
 from jina5.data.schema import normalise_text
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.export import combine_adapters, export_sentence_transformers
 from jina5.tiny import tiny_model_and_tokenizer
 from jina5.train import build, train
@@ -25,12 +25,12 @@ TEXTS = ["the cat sat on the mat", "stock markets fell sharply", "a b c", "rain 
 PROMPTS = {"query": "Query: ", "document": "Document: "}
 
 
-def tiny_encoder(model_type: str = "bert", layers: int = 2) -> StudentEncoder:
+def tiny_encoder(model_type: str = "bert", layers: int = 2) -> Encoder:
     model, tok = tiny_model_and_tokenizer(model_type, layers=layers)
-    return StudentEncoder(model, tokenizer=tok, prompts=PROMPTS)
+    return Encoder(model, tokenizer=tok, prompts=PROMPTS)
 
 
-def add_random_adapter(enc: StudentEncoder, task: str, seed: int) -> None:
+def add_random_adapter(enc: Encoder, task: str, seed: int) -> None:
     """A LoRA adapter whose B is random (a fresh one has B = 0 and changes nothing)."""
     enc.add_adapter(
         task, lora_config(enc.backbone.config.model_type, rank=4, alpha=8), DEFAULT_TASK_PROMPTS[task]
@@ -130,7 +130,7 @@ def test_export_round_trip_real_minilm(tmp_path):
     """The same through sentence-transformers with the real (pruned) MiniLM student and a trained-size adapter."""
     from sentence_transformers import SentenceTransformer
 
-    enc = StudentEncoder(
+    enc = Encoder(
         "sentence-transformers/all-MiniLM-L6-v2", keep_layers=[0, 2, 4], max_length=128, prompts=PROMPTS
     )
     enc.add_adapter("retrieval", lora_config("bert"), DEFAULT_TASK_PROMPTS["retrieval"])
@@ -153,13 +153,13 @@ def test_multi_adapter_directory_restores_every_adapter(tmp_path):
     enc = tiny_encoder()
     add_random_adapter(enc, "retrieval", seed=0)
     enc.save_pretrained(tmp_path / "run_a" / "encoder")
-    other = StudentEncoder.from_pretrained(tmp_path / "run_a" / "encoder", trainable_adapters=True)
+    other = Encoder.from_pretrained(tmp_path / "run_a" / "encoder", trainable_adapters=True)
     other.backbone.delete_adapter("retrieval")
     other.task = None
     add_random_adapter(other, "clustering", seed=2)
     other.save_pretrained(tmp_path / "run_b" / "encoder")
     combined = combine_adapters([tmp_path / "run_a", tmp_path / "run_b"], tmp_path / "all")
-    loaded = StudentEncoder.from_pretrained(tmp_path / "all")
+    loaded = Encoder.from_pretrained(tmp_path / "all")
     assert sorted(loaded.adapters) == ["clustering", "retrieval"]
     assert not (tmp_path / "all" / "modules.json").exists()  # not a (misleading) base-model ST dir
     for task, source in (("retrieval", enc), ("clustering", other)):
@@ -175,7 +175,7 @@ def test_combining_runs_of_different_backbones_is_refused(tmp_path):
     add_random_adapter(a, "retrieval", seed=0)
     a.save_pretrained(tmp_path / "a")
     model, tok = tiny_model_and_tokenizer("bert", layers=2, seed=5)
-    b = StudentEncoder(model, tokenizer=tok, prompts=PROMPTS)
+    b = Encoder(model, tokenizer=tok, prompts=PROMPTS)
     add_random_adapter(b, "clustering", seed=0)
     b.save_pretrained(tmp_path / "b")
     with pytest.raises(ValueError, match="backbone differs"):
@@ -363,7 +363,7 @@ def test_retrieval_checkpoint_average_equals_manual_average(tmp_path):
         want = (a[k] + b[k]) / 2 if torch.is_floating_point(a[k]) else a[k]
         torch.testing.assert_close(avg[k], want, rtol=0, atol=1e-7)
     # the exported encoder carries the averaged adapter
-    exported = StudentEncoder.from_pretrained(Path(cfg.paths.output_dir) / "encoder")
+    exported = Encoder.from_pretrained(Path(cfg.paths.output_dir) / "encoder")
     ours = {k.removeprefix("backbone."): v for k, v in exported.state_dict().items() if "lora_" in k}
     for k, v in ours.items():
         torch.testing.assert_close(v, avg[f"encoder.backbone.{k}"], rtol=0, atol=1e-7)
@@ -433,7 +433,7 @@ def test_init_from_loads_the_stage1_encoder_and_projection(tmp_path, stage1_run)
         rtol=0,
         atol=0,
     )
-    base = StudentEncoder.from_pretrained(stage1_run / "encoder")
+    base = Encoder.from_pretrained(stage1_run / "encoder")
     with module.encoder.adapters_disabled():
         np.testing.assert_array_equal(
             module.encoder.encode(TEXTS, prompt="query"), base.encode(TEXTS, prompt="query")

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.eval.store import ResultsStore
 from jina5.evaluate import evaluate, load_model
 
@@ -70,7 +70,7 @@ def test_cli_runs_smoke_appends_and_reuses_the_baseline_cache(tmp_path, monkeypa
     def boom(self, *args, **kwargs):
         raise AssertionError("encode called although the baseline is cached")
 
-    monkeypatch.setattr(StudentEncoder, "encode", boom)
+    monkeypatch.setattr(Encoder, "encode", boom)
     second = evaluate(cfg)
     assert second["texts_encoded"] == 0
     assert second["run"]["run_id"] != first["run"]["run_id"]
@@ -88,7 +88,7 @@ def test_cli_runs_smoke_appends_and_reuses_the_baseline_cache(tmp_path, monkeypa
 
 def test_load_model_from_a_run_dir_and_an_encoder_dir(tmp_path):
     run_dir = tmp_path / "runs" / "combined-seed3"
-    enc = StudentEncoder("tiny:bert", max_length=20, prompts={"query": "Q: ", "document": "D: "})
+    enc = Encoder("tiny:bert", max_length=20, prompts={"query": "Q: ", "document": "D: "})
     enc.save_pretrained(run_dir / "encoder")
     OmegaConf.save(OmegaConf.create({"experiment_name": "combined", "seed": 3}), run_dir / "config.yaml")
     loaded = load_model(_cfg(f"model={run_dir}"))

@@ -9,7 +9,7 @@ from enum import Enum
 import numpy as np
 import pytest
 
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.eval.mteb_adapter import MTEBEncoder, prompt_type_value, route_prompt, task_type_of, texts_of
 
 
@@ -30,7 +30,7 @@ class FakeMeta:
 
 
 class RecordingEncoder:
-    """StudentEncoder stand-in: records the prompt of each call; vector = one-hot of the prompt."""
+    """Encoder stand-in: records the prompt of each call; vector = one-hot of the prompt."""
 
     prompts = {"query": "Query: ", "document": "Document: "}
     dim = 4
@@ -127,7 +127,7 @@ def test_encode_mteb1_protocol_looks_the_task_type_up_lazily(monkeypatch):
 
 
 def test_dim_binary_and_a_missing_prompt_on_a_real_encoder():
-    enc = StudentEncoder("tiny:bert", max_length=16, prompts={"document": "Document: "})
+    enc = Encoder("tiny:bert", max_length=16, prompts={"document": "Document: "})
     full = MTEBEncoder(enc).encode(["hello there"], task_metadata=FakeMeta("Retrieval"), prompt_type="query")
     np.testing.assert_allclose(full, enc.encode(["hello there"]), atol=1e-6)  # no query prompt: no prefix
     doc = MTEBEncoder(enc, dim=8).encode(["hello there"], task_metadata=FakeMeta("STS"))

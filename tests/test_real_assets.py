@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jina5.assets import BUNDLED_MODELS, AssetMissingError, package_file, resolve_model
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 
 pytestmark = pytest.mark.integration
 SENTENCES = [
@@ -18,13 +18,13 @@ SENTENCES = [
 
 @pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))
 def test_bundled_model_ranks_related_sentence_first(name):
-    enc = StudentEncoder(name, max_length=128)
+    enc = Encoder(name, max_length=128)
     v = enc.encode(SENTENCES)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.3
 
 
 def test_pruned_student_still_ranks_sensibly():
-    enc = StudentEncoder("bundled:sentence-transformers/all-MiniLM-L6-v2", keep_layers=[0, 2, 4])
+    enc = Encoder("bundled:sentence-transformers/all-MiniLM-L6-v2", keep_layers=[0, 2, 4])
     assert enc.backbone.config.num_hidden_layers == 3
     v = enc.encode(SENTENCES)
     assert v[0] @ v[1] > v[0] @ v[2]
@@ -33,7 +33,7 @@ def test_pruned_student_still_ranks_sensibly():
 def test_bundled_model_matches_sentence_transformers():
     st = pytest.importorskip("sentence_transformers")
     path = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
-    ours = StudentEncoder(path, max_length=256).encode(SENTENCES)
+    ours = Encoder(path, max_length=256).encode(SENTENCES)
     theirs = st.SentenceTransformer(path, device="cpu").encode(SENTENCES, normalize_embeddings=True)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 

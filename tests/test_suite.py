@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from jina5.data.corpora import load_corpus
 from jina5.data.schema import normalise_text
 from jina5.data.splits import load_split, manifest_path, split_corpus, text_sha1, training_texts_disjoint
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.eval.encoding import AdapterRouter, MemoEncode
 from jina5.eval.store import ResultsStore
 from jina5.eval.suite import eval_dims, run_suite
@@ -288,7 +288,7 @@ def test_memo_encode_encodes_each_text_once_and_truncation_to_full_dim_is_identi
 
 
 def test_memo_encode_drops_a_prompt_the_model_lacks(caplog):
-    enc = StudentEncoder("tiny:bert", max_length=16, prompts={"query": "Query: "})
+    enc = Encoder("tiny:bert", max_length=16, prompts={"query": "Query: "})
     memo = MemoEncode(enc, batch_size=64)
     np.testing.assert_allclose(memo(["hello"], prompt="document"), enc.encode(["hello"]), atol=1e-6)
     np.testing.assert_allclose(
@@ -301,7 +301,7 @@ def test_memo_encode_drops_a_prompt_the_model_lacks(caplog):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """The smoke suite run once on a tiny random model into a tmp store."""
-    enc = StudentEncoder("tiny:bert", max_length=24, prompts={"query": "Query: ", "document": "Document: "})
+    enc = Encoder("tiny:bert", max_length=24, prompts={"query": "Query: ", "document": "Document: "})
     store = ResultsStore(tmp_path_factory.mktemp("store") / "results.jsonl")
     run = {"run_id": "tiny-1", "experiment": "smoke", "seed": 0, "model": "tiny:bert", "config": {"x": 1}}
     stats: dict = {}
@@ -412,7 +412,7 @@ def test_adapter_models_route_each_task_type_to_its_adapter():
 
     from jina5.adapters import DEFAULT_TASK_PROMPTS, lora_config
 
-    enc = StudentEncoder("tiny:bert", max_length=16, prompts={"query": "Query: ", "document": "Document: "})
+    enc = Encoder("tiny:bert", max_length=16, prompts={"query": "Query: ", "document": "Document: "})
     base = enc.encode(["a text"], prompt="document")
     for task in ("retrieval", "clustering"):
         enc.add_adapter(
@@ -431,5 +431,5 @@ def test_adapter_models_route_each_task_type_to_its_adapter():
     np.testing.assert_allclose(clustering(["a text"], prompt="document"), base, atol=1e-6)  # B = 0
     assert np.abs(retrieval(["a text"], prompt="document") - base).max() > 1e-3
     assert router.route("retrieval")[0] is retrieval  # one memo per view
-    plain = AdapterRouter(StudentEncoder("tiny:bert", max_length=16), 8, False, True)
+    plain = AdapterRouter(Encoder("tiny:bert", max_length=16), 8, False, True)
     assert plain.route("sts")[1] is None and plain.route("retrieval")[0] is plain.route("sts")[0]

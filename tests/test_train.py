@@ -12,7 +12,7 @@ import torch
 from helpers import CONF_DIR, LossRecorder, compose, run_cfg
 from omegaconf import OmegaConf
 
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.module import EmbeddingModule, find_distillation, lr_lambda
 from jina5.objective import build_objective
 from jina5.tiny import tiny_model_and_tokenizer
@@ -241,9 +241,7 @@ NEGATIVES = [f"an unrelated text {i}" for i in range(8)]
 def _toy_module(objective_cfg: dict) -> EmbeddingModule:
     """A tiny BERT student (seeded: the same in every process) on the combined objective, in eval mode."""
     model, tokenizer = tiny_model_and_tokenizer("bert", layers=2)
-    encoder = StudentEncoder(
-        model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "}
-    )
+    encoder = Encoder(model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "})
     objective = build_objective(objective_cfg, student_dim=encoder.dim, teacher_dim=48)
     return EmbeddingModule(encoder, objective, optimizer=torch.optim.SGD).eval()
 

@@ -13,7 +13,7 @@ import torch
 
 from jina5.data.pairs import PairTable
 from jina5.data.schema import normalise_text
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 
 
 def text_id(text: str) -> int:
@@ -32,7 +32,7 @@ class PairCollator:
     ``dataset``: the dataset name.
     """
 
-    def __init__(self, encoder: StudentEncoder, tables: Sequence[PairTable]) -> None:
+    def __init__(self, encoder: Encoder, tables: Sequence[PairTable]) -> None:
         self.encoder, self.tables = encoder, tables
 
     def __call__(self, keys: list[tuple[int, int]]) -> dict:

@@ -23,7 +23,7 @@ from jina5.data.collate import PairCollator
 from jina5.data.hard_negatives import MiningConfig
 from jina5.data.pairs import DatasetSpec, PairTable, attach_hard_negatives, attach_teacher, load_pair_table
 from jina5.data.sampler import OneDatasetPerStep
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.teacher import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class PairDataModule(L.LightningDataModule):
     def __init__(
         self,
         datasets: Mapping[str, Mapping | None],
-        encoder: StudentEncoder,
+        encoder: Encoder,
         teacher: Teacher | None = None,
         query_instruction: str = "",
         document_instruction: str = "",

@@ -28,7 +28,7 @@ from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
 from jina5.data.schema import normalise_text
 from jina5.data.sources import load_source
 from jina5.data.splits import load_split, seeded_rows
-from jina5.encoder import StudentEncoder
+from jina5.encoder import Encoder
 from jina5.teacher import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def attach_teacher(
         t.teacher_document = document_cache.get(t.documents)
 
 
-def attach_hard_negatives(table: PairTable, encoder: StudentEncoder, cfg: MiningConfig) -> None:
+def attach_hard_negatives(table: PairTable, encoder: Encoder, cfg: MiningConfig) -> None:
     """Mine ``cfg.num_negatives`` hard negatives per row of ``table`` (module doc of
     ``jina5.data.hard_negatives``) with the stage-1 model: ``encoder`` with every adapter disabled,
     over the table's documents deduplicated on normalised text."""

@@ -36,7 +36,7 @@ class MemoEncode:
     """``encode(texts, prompt=None, dim=None, precision="float32") -> (N, dim)``, each distinct
     (prompt, text) computed once at full dim, float32 (then truncated / quantized on request).
 
-    ``model`` is a ``StudentEncoder`` (anything with ``encode(texts, prompt=, batch_size=,
+    ``model`` is a ``Encoder`` (anything with ``encode(texts, prompt=, batch_size=,
     progress=)``; its ``prompts`` dict, if any, decides which prompts exist) or a plain callable
     ``fn(texts, prompt=None) -> (N, D)``. Counts ``texts_encoded`` and ``seconds`` spent encoding.
     """

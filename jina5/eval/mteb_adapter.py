@@ -1,8 +1,8 @@
-"""Run a ``StudentEncoder`` under MTEB (optional extra ``mteb``; imported lazily, only when needed).
+"""Run a ``Encoder`` under MTEB (optional extra ``mteb``; imported lazily, only when needed).
 
     import mteb
     from jina5.eval.mteb_adapter import MTEBEncoder
-    model = MTEBEncoder(StudentEncoder.from_pretrained("outputs/runs/combined-seed0/encoder"))
+    model = MTEBEncoder(Encoder.from_pretrained("outputs/runs/combined-seed0/encoder"))
     mteb.evaluate(model, mteb.get_tasks(tasks=["STS12", "SciFact"]))          # mteb >= 2
     mteb.MTEB(tasks=mteb.get_tasks(tasks=["STS12"])).run(model)               # mteb 1.x
 
@@ -96,10 +96,10 @@ def texts_of(inputs: Any) -> list[str]:
 
 
 class MTEBEncoder:
-    """MTEB encoder protocol over ``StudentEncoder.encode`` (see the module docstring).
+    """MTEB encoder protocol over ``Encoder.encode`` (see the module docstring).
 
     Args:
-        encoder: a ``StudentEncoder`` (or anything with ``encode(texts, prompt=, batch_size=)`` and
+        encoder: a ``Encoder`` (or anything with ``encode(texts, prompt=, batch_size=)`` and
             ``prompts``).
         dim: Matryoshka truncation (None: full dim).
         binary: return +-1 sign vectors (binary quantization) instead of floats.

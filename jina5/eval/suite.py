@@ -112,14 +112,14 @@ def run_suite(
     """Run every configured task and return its records (appended to ``store`` task by task).
 
     Args:
-        model: a ``StudentEncoder`` (or anything with its ``encode``) or ``fn(texts, prompt=None)``.
+        model: a ``Encoder`` (or anything with its ``encode``) or ``fn(texts, prompt=None)``.
         eval_cfg: the ``eval`` config (``conf/eval/*.yaml``): dims, precisions, batch_size, threads
             (the BLAS / OpenMP threads of the evaluators: scikit-learn, faiss; encoding keeps torch's
             thread count), route_adapters, task blocks.
         store: a ``ResultsStore`` (or its path) to append to and to look cached results up in.
         run: run fields for the store (run_id, experiment, seed, model, config); required with a store.
         fingerprint: the model's fingerprint; default :func:`model_fingerprint` for a
-            ``StudentEncoder`` (caching needs one; a plain callable is never cached).
+            ``Encoder`` (caching needs one; a plain callable is never cached).
         reuse: reuse stored results of the same (fingerprint, task key, dims, precisions).
         types: restrict to some task types; tasks: prebuilt ``build_tasks`` output.
         batch_size: texts per encode call (default ``eval_cfg.batch_size``); progress: encode bars.

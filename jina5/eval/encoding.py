@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from jina5.encoder import VOLATILE_CONFIG, content_fingerprint
+from jina5.encoder_io import VOLATILE_CONFIG, content_fingerprint
 from jina5.eval.metrics import truncate
 from jina5.quantize import quantize
 

@@ -209,38 +209,34 @@ def test_distill_needs_teacher_vectors():
 # ---------------------------------------------------------------- InfoNCE
 
 
+def _infonce_direction(a, b, tau, b_ids=None, negs=None, share=False) -> float:
+    """-mean_i log(e^{cos(a_i, b_i)/tau} / (that + sum_{j != i, b_j not a copy of b_i} e^{cos(a_i, b_j)/tau}
+    + sum over the hard negatives of row i (of every row when shared) of e^{cos(a_i, n)/tau}))."""
+    n = len(a)
+    total = 0.0
+    for i in range(n):
+        pos = math.exp(cos(a[i], b[i]) / tau)
+        denom = pos
+        for j in range(n):
+            if j == i or (b_ids is not None and b_ids[j] == b_ids[i]):
+                continue
+            denom += math.exp(cos(a[i], b[j]) / tau)
+        if negs is not None:
+            for r in range(n) if share else [i]:
+                for x in negs[r]:
+                    denom += math.exp(cos(a[i], x) / tau)
+        total += -math.log(pos / denom)
+    return total / n
+
+
 def infonce_loop(batch, tau, share=False, bidirectional=False, mask=True) -> float:
     q, d = L(batch.query), L(batch.document)
     negs = L(batch.negatives) if batch.negatives is not None else None
     qids = L(batch.query_ids) if (mask and batch.query_ids is not None) else None
     dids = L(batch.document_ids) if (mask and batch.document_ids is not None) else None
-    b = len(q)
-    total = 0.0
-    for i in range(b):
-        pos = math.exp(cos(q[i], d[i]) / tau)
-        denom = pos
-        for j in range(b):
-            if j == i or (dids is not None and dids[j] == dids[i]):
-                continue
-            denom += math.exp(cos(q[i], d[j]) / tau)
-        if negs is not None:
-            rows = range(b) if share else [i]
-            for r in rows:
-                for n in negs[r]:
-                    denom += math.exp(cos(q[i], n) / tau)
-        total += -math.log(pos / denom)
-    loss = total / b
+    loss = _infonce_direction(q, d, tau, dids, negs, share)
     if bidirectional:
-        total = 0.0
-        for i in range(b):
-            pos = math.exp(cos(d[i], q[i]) / tau)
-            denom = pos
-            for j in range(b):
-                if j == i or (qids is not None and qids[j] == qids[i]):
-                    continue
-                denom += math.exp(cos(d[i], q[j]) / tau)
-            total += -math.log(pos / denom)
-        loss += total / b
+        loss += _infonce_direction(d, q, tau, qids)
     return loss
 
 

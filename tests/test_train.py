@@ -356,20 +356,17 @@ def test_rerun_with_other_settings_is_refused_not_reused(tmp_path):
 def test_config_changes_ignores_bookkeeping_and_moved_dirs():
     from jina5.run_config import config_changes
 
-    old = {
-        "paths": {"output_dir": "/a/runs/x"},
-        "trainer": {"max_steps": 80, "default_root_dir": "/a/runs/x"},
-        "optimizer": {"lr": 1e-4},
-        "logger": {"save_dir": "/a/runs/x"},
-        "skip_done": True,
-    }
-    new = {
-        "paths": {"output_dir": "/b/runs/x"},
-        "trainer": {"max_steps": 300, "default_root_dir": "/b/runs/x"},
-        "optimizer": {"lr": 1e-4},
-        "logger": {"save_dir": "/b/runs/x"},
-        "skip_done": False,
-    }
+    def saved(root: str, max_steps: int, skip_done: bool) -> dict:
+        run_dir = f"{root}/runs/x"
+        return {
+            "paths": {"output_dir": run_dir},
+            "trainer": {"max_steps": max_steps, "default_root_dir": run_dir},
+            "optimizer": {"lr": 1e-4},
+            "logger": {"save_dir": run_dir},
+            "skip_done": skip_done,
+        }
+
+    old, new = saved("/a", 80, True), saved("/b", 300, False)
     assert config_changes(old, new) == []
     new["optimizer"]["lr"] = 2e-4
     new["objective"] = {"weights": {"gor": 1.0}}

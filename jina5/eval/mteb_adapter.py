@@ -29,6 +29,7 @@ Both encoder protocols are served by one ``encode``:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,7 @@ def texts_of(inputs: Any) -> list[str]:
     return texts
 
 
+@dataclass
 class MTEBEncoder:
     """MTEB encoder protocol over ``Encoder.encode`` (see the module docstring).
 
@@ -108,21 +110,15 @@ class MTEBEncoder:
         model_meta: returned by ``mteb_model_meta`` (None lets mteb fill an empty one).
     """
 
-    def __init__(
-        self,
-        encoder: Any,
-        dim: int | None = None,
-        binary: bool = False,
-        batch_size: int = 64,
-        retrieval_types: Iterable[str] = RETRIEVAL_TASK_TYPES,
-        model_meta: Any = None,
-    ) -> None:
-        self.encoder = encoder
-        self.dim = dim
-        self.binary = binary
-        self.batch_size = batch_size
-        self.retrieval_types = frozenset(retrieval_types)
-        self.model_meta = model_meta
+    encoder: Any
+    dim: int | None = None
+    binary: bool = False
+    batch_size: int = 64
+    retrieval_types: Iterable[str] = RETRIEVAL_TASK_TYPES
+    model_meta: Any = None
+
+    def __post_init__(self) -> None:
+        self.retrieval_types = frozenset(self.retrieval_types)
 
     @property
     def mteb_model_meta(self) -> Any:

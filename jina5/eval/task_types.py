@@ -217,18 +217,8 @@ class Classification(TaskType):
         return list(inputs["test_texts"])
 
     def run(self, encode, inputs, s, dims, precisions):
-        return evaluate_classification(
-            encode,
-            inputs["train_texts"],
-            inputs["train_labels"],
-            inputs["test_texts"],
-            inputs["test_labels"],
-            dims,
-            precisions,
-            n_per_class=s["n_per_class"],
-            seeds=s["seeds"],
-            max_iter=s["max_iter"],
-        )
+        settings = {k: s[k] for k in ("n_per_class", "seeds", "max_iter")}
+        return evaluate_classification(encode, **inputs, dims=dims, precisions=precisions, **settings)
 
 
 class Clustering(TaskType):
@@ -250,15 +240,10 @@ class Clustering(TaskType):
         return list(inputs["texts"])
 
     def run(self, encode, inputs, s, dims, precisions):
+        # max_docs=None: the inputs are already capped (max_docs, sample_seed)
+        settings = {k: s[k] for k in ("seeds", "batch_size")}
         return evaluate_clustering(
-            encode,
-            inputs["texts"],
-            inputs["labels"],
-            dims,
-            precisions,
-            seeds=s["seeds"],
-            max_docs=None,  # capped by the inputs (max_docs, sample_seed)
-            batch_size=s["batch_size"],
+            encode, **inputs, dims=dims, precisions=precisions, max_docs=None, **settings
         )
 
 

@@ -105,10 +105,11 @@ class EmbeddingModule(L.LightningModule):
         objective: Objective,
         optimizer: Callable,
         scheduler: dict | None = None,
-        gather_across_devices: bool = True,
-        weight_decay_exclude_1d: bool = True,
-        base_reference_dropout: bool = False,
-        projection_warm_start: int = 0,
+        *,
+        gather_across_devices: bool,
+        weight_decay_exclude_1d: bool,
+        base_reference_dropout: bool,
+        projection_warm_start: int,
     ) -> None:
         super().__init__()
         self.encoder = encoder

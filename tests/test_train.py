@@ -243,7 +243,10 @@ def _toy_module(objective_cfg: dict) -> EmbeddingModule:
     model, tokenizer = tiny_model_and_tokenizer("bert", layers=2)
     encoder = Encoder(model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "})
     objective = build_objective(objective_cfg, student_dim=encoder.dim, teacher_dim=48)
-    return EmbeddingModule(encoder, objective, optimizer=torch.optim.SGD).eval()
+    settings = {"weight_decay_exclude_1d": True, "base_reference_dropout": False, "projection_warm_start": 0}
+    return EmbeddingModule(
+        encoder, objective, optimizer=torch.optim.SGD, gather_across_devices=True, **settings
+    ).eval()
 
 
 def _toy_batch(module: EmbeddingModule, rows: slice) -> dict:

@@ -8,16 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from jina5.encoder import Encoder
 from jina5.eval.store import ResultsStore
 from jina5.evaluate import evaluate, load_model
+from jina5.run_config import compose
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
 TINY_BASELINE = [  # the untrained_student baseline, on a tiny random backbone (no assets, seconds)
     "baselines.untrained_student.source=tiny:bert",
     "baselines.untrained_student.max_length=24",
@@ -25,8 +24,7 @@ TINY_BASELINE = [  # the untrained_student baseline, on a tiny random backbone (
 
 
 def _cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="eval", overrides=list(overrides))
+    return compose(overrides, "eval")
 
 
 @pytest.fixture(autouse=True)

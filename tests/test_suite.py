@@ -387,9 +387,8 @@ def test_teacher_beats_the_untrained_student_on_the_default_suite(tmp_path):
     results/results.jsonl's cached baselines when there are any (copied, never written)."""
     import shutil
 
-    from hydra import compose, initialize_config_dir
-
     from jina5.evaluate import evaluate
+    from jina5.run_config import compose
 
     store = tmp_path / "results.jsonl"
     real = CONF.parent / "results" / "results.jsonl"
@@ -397,10 +396,7 @@ def test_teacher_beats_the_untrained_student_on_the_default_suite(tmp_path):
         shutil.copyfile(real, store)
     overall = {}
     for name in ("teacher", "untrained_student"):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(
-                config_name="eval", overrides=[f"model={name}", f"results={store}", "progress=false"]
-            )
+        cfg = compose([f"model={name}", f"results={store}", "progress=false"], "eval")
         table = evaluate(cfg)["summary"]
         overall[name] = table.loc[table["level"] == "overall", "score"].item()
     assert overall["teacher"] > overall["untrained_student"]

@@ -21,6 +21,10 @@ Task adapters (stage 2): the lifecycle (``add_adapter``, ``set_task``, ``adapter
 ``merged``, ``for_task``...) is ``jina5.adapters.TaskAdapters``; here ``encode(texts, task=, prompt=)``
 switches adapter for one call and prefixes with that task's prompts (``task_prompts[task]``).
 Saving and loading (``save_pretrained`` / ``from_pretrained``) is ``jina5.encoder_io``.
+
+Compute precision: ``encode`` runs under ``compute_precision`` (``"fp32"``, or ``"bf16"`` autocast;
+``jina5.precision``), which its owner sets (the teacher, the evaluation); the vectors stay float32.
+It is not an encoding setting (not saved), but it is part of the content fingerprint.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from jina5.adapters import TaskAdapters
 from jina5.assets import resolve_model
 from jina5.encoder_io import backbone_load_kwargs, load_encoder, save_encoder
+from jina5.precision import FP32, autocast
 from jina5.quantize import quantize
 
 log = logging.getLogger(__name__)
@@ -165,6 +170,7 @@ class Encoder(TaskAdapters, nn.Module):
         self.prompts = dict(prompts or {})
         self.task_prompts = {t: dict(p) for t, p in (task_prompts or {}).items()}
         self.task: str | None = None  # the active adapter (None: no adapters)
+        self.compute_precision = FP32  # encode's path, "fp32" | "bf16" (jina5.precision.resolve_precision)
         self._trainable_adapters: set[str] = set()
         self.max_length = max_length
         self.append_eos = append_eos
@@ -259,7 +265,8 @@ class Encoder(TaskAdapters, nn.Module):
         Texts are tokenised once and sorted by token length, so each batch pads to its own longest
         text; rows come back in input order. ``dim`` keeps the first ``dim`` components and
         re-normalises (Matryoshka truncation); ``precision`` is ``float32 | int8 | binary | ubinary``
-        (see ``jina5.quantize``).
+        (see ``jina5.quantize``). The forward passes run under ``self.compute_precision`` (bf16 autocast
+        or plain fp32); the vectors are float32 either way.
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -272,10 +279,10 @@ class Encoder(TaskAdapters, nn.Module):
             self._require_adapter(task, where="encode: ")
         was_training = self.training
         self.eval()
-        with self.using_task(task):
+        device = next(self.parameters()).device
+        with self.using_task(task), autocast(self.compute_precision, device.type):
             ids = self.tokenize_ids(texts, prompt)
             order = np.argsort([-len(x) for x in ids], kind="stable")
-            device = next(self.parameters()).device
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode")
             for start in range(0, len(texts), batch_size):

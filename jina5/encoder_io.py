@@ -12,8 +12,9 @@ Directory layout::
 A directory with adapters has no sentence-transformers files: they would load the base model without
 any adapter. ``python -m jina5.export`` merges one adapter into the weights for that.
 
-``content_fingerprint`` names a model by what it computes (config, settings, weight bytes), not by
-where it came from: it keys the teacher cache and the evaluation cache.
+``content_fingerprint`` names a model by what it computes (config, settings, weight bytes, and the
+compute precision when it is not fp32), not by where it came from: it keys the teacher cache and the
+evaluation cache.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoConfig, AutoModel
+
+from jina5.precision import FP32
 
 if TYPE_CHECKING:
     from jina5.encoder import Encoder
@@ -141,12 +144,18 @@ def content_fingerprint(
         sha256( json([config, settings], sorted keys) || name_1 || bytes(w_1) || name_2 || ... )
 
     over ``backbone.state_dict()`` in its order (adapter weights included when there are adapters).
+    A bf16 encoder (``compute_precision``, ``jina5.precision``) adds ``"compute_precision": "bf16"`` to
+    the settings; an fp32 one adds nothing, so its fingerprint is the one from before the policy.
     """
     h = hashlib.sha256()
     cfg = encoder.backbone.config.to_dict()
     for key in skip_config:
         cfg.pop(key, None)
     settings = {k: v for k, v in encoder.encoder_config().items() if k not in skip_settings}
+    view_of = getattr(encoder, "encoder", None)  # a TaskEncoder view encodes with its encoder's precision
+    precision = getattr(encoder, "compute_precision", None) or getattr(view_of, "compute_precision", FP32)
+    if precision != FP32:
+        settings["compute_precision"] = precision
     h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
     for name, tensor in encoder.backbone.state_dict().items():
         h.update(name.encode())

@@ -9,6 +9,8 @@
 ``model`` is resolved in this order: a key of ``baselines``; a run dir (holds ``encoder/``; its
 ``config.yaml`` gives experiment_name and seed); an exported encoder dir (``jina5_encoder.json`` or
 ``config.json``); otherwise a model source for ``Encoder`` (bundled name, hub id, ``tiny:bert``).
+It encodes under ``precision`` (``jina5.precision``: bf16 autocast where the hardware has it), which is
+part of the model fingerprint that keys the results store.
 Every record goes to the results store ``results``; the summary table (main metric per task at float32
 full dim, binary / int8 at full dim, float32 at the smallest dim, per-task seconds, task-type and
 overall averages) is printed and written next to the store as ``<run_id>.summary.txt``.
@@ -32,6 +34,7 @@ from jina5.eval.store import ResultsStore, new_run_id
 from jina5.eval.suite import run_suite
 from jina5.eval.summary import format_summary, summarise
 from jina5.eval.tasks import build_tasks, format_task_list
+from jina5.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         loaded.encoder.max_length = int(cfg.max_length)
     if cfg.get("prompts") is not None:
         loaded.encoder.prompts = dict(OmegaConf.to_container(cfg.prompts, resolve=True))
+    device_type = next(loaded.encoder.parameters()).device.type
+    loaded.encoder.compute_precision = resolve_precision(cfg.precision, device_type)
     return loaded
 
 

@@ -2,7 +2,8 @@
 
 Name. ``experiment_name`` defaults to the experiment config chosen (``experiment=loss_ablation/nce``
 -> ``loss_ablation/nce``; none chosen -> ``default``) through the ``chosen_experiment`` resolver,
-registered on import of this module. An experiment file that sets ``experiment_name`` keeps its own
+registered on import of this module (as is ``lightning_precision``: the trainer's precision from the
+top-level ``precision`` policy, ``jina5.precision``). An experiment file that sets ``experiment_name`` keeps its own
 (``ablation/combined`` -> ``combined``). The run directory is ``<output_root>/runs/<run_name>`` with
 ``run_name = <experiment_name>-seed<seed>``.
 
@@ -24,6 +25,8 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+from jina5.precision import lightning_precision
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -58,6 +61,7 @@ def chosen_experiment(default: str, *, _root_: DictConfig) -> str:
 
 
 OmegaConf.register_new_resolver("chosen_experiment", chosen_experiment, replace=True)
+OmegaConf.register_new_resolver("lightning_precision", lightning_precision, replace=True)  # conf/trainer/*
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:

@@ -1,7 +1,9 @@
 """The frozen teacher and its on-disk embedding cache.
 
 Teacher vectors are computed once per (teacher fingerprint, instruction, text) and reused by every
-run of a sweep: on a CPU the teacher costs more per text than a student training step.
+run of a sweep: on a CPU the teacher costs more per text than a student training step. The teacher
+encodes under the compute-precision policy (``jina5.precision``: bf16 autocast where the hardware has
+it); the path taken is part of the fingerprint, so bf16 and fp32 vectors never share a cache.
 
 Cache layout (``TeacherCache.path``)::
 
@@ -37,6 +39,7 @@ from tqdm.auto import tqdm
 from jina5.assets import cache_root
 from jina5.encoder import Encoder
 from jina5.encoder_io import content_fingerprint
+from jina5.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class Teacher:
         source: model source (see ``jina5.assets``), e.g. ``sentence-transformers/all-mpnet-base-v2``.
         pooling / max_length / append_eos / padding_side: as for ``Encoder``.
         batch_size: texts per forward pass when filling the cache.
+        precision: ``auto | bf16 | fp32``, the compute precision (``jina5.precision``); resolved here for
+            the encoder's device, and part of the fingerprint when it is bf16.
         encoder: a ready ``Encoder`` instead of ``source`` (tests).
     """
 
@@ -74,6 +79,7 @@ class Teacher:
         padding_side: str = "right",
         batch_size: int = 32,
         torch_dtype: str | None = None,
+        precision: str = "fp32",
         encoder: Encoder | None = None,
     ) -> None:
         self.encoder = encoder or Encoder(
@@ -85,6 +91,8 @@ class Teacher:
             torch_dtype=torch_dtype,
         )
         self.encoder.eval().requires_grad_(False)
+        device_type = next(self.encoder.parameters()).device.type
+        self.encoder.compute_precision = resolve_precision(precision, device_type)
         self.batch_size = batch_size
         self.source = str(source or self.encoder.source)
         self._fingerprint: str | None = None
@@ -94,9 +102,14 @@ class Teacher:
         return self.encoder.dim
 
     @property
+    def precision(self) -> str:
+        """The compute precision the teacher encodes with: ``"bf16"`` or ``"fp32"``."""
+        return self.encoder.compute_precision
+
+    @property
     def fingerprint(self) -> str:
         """sha256 over the architecture config, the encoding settings (not the prompts: the instruction
-        is a cache key of its own) and every weight's bytes."""
+        is a cache key of its own), the compute precision when not fp32, and every weight's bytes."""
         if self._fingerprint is None:
             self._fingerprint = content_fingerprint(self.encoder, skip_settings=("source", "prompts"))
         return self._fingerprint

@@ -69,6 +69,20 @@ def test_content_fingerprint_is_pinned(name, skip, want):
     assert content_fingerprint(build(name), **skip) == want
 
 
+@pytest.mark.parametrize("name,skip,want", [p for p in PINNED if p[1] in (TEACHER, EVAL)])
+def test_bf16_encodes_have_their_own_fingerprint_and_fp32_keeps_the_pinned_one(name, skip, want):
+    """The compute precision (jina5.precision) keys the teacher and evaluation caches: fp32 adds
+    nothing (caches made before the policy stay valid), bf16 gives another key."""
+    enc = build(name)
+    enc.compute_precision = "fp32"
+    assert content_fingerprint(enc, **skip) == want
+    enc.compute_precision = "bf16"
+    bf16 = content_fingerprint(enc, **skip)
+    assert bf16 != want
+    settings = {k: v for k, v in enc.encoder_config().items() if k not in skip.get("skip_settings", ())}
+    assert "compute_precision" not in settings  # a run-time choice: not saved with the encoder
+
+
 def test_fingerprint_sees_weights_and_settings_but_not_the_source():
     base = content_fingerprint(Encoder("tiny:bert"))
     assert content_fingerprint(Encoder("tiny:bert", max_length=255)) != base

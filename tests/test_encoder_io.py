@@ -81,6 +81,12 @@ def test_bf16_encodes_have_their_own_fingerprint_and_fp32_keeps_the_pinned_one(n
     assert bf16 != want
     settings = {k: v for k, v in enc.encoder_config().items() if k not in skip.get("skip_settings", ())}
     assert "compute_precision" not in settings  # a run-time choice: not saved with the encoder
+    if enc.adapters:  # a task view encodes with its encoder's precision, and its key says so
+        view = enc.for_task(enc.adapters[0])
+        enc.compute_precision = "fp32"
+        fp32_view = content_fingerprint(view, **skip)
+        enc.compute_precision = "bf16"
+        assert content_fingerprint(view, **skip) != fp32_view
 
 
 def test_fingerprint_sees_weights_and_settings_but_not_the_source():

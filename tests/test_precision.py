@@ -157,13 +157,13 @@ def test_evaluation_encodes_under_the_policy_with_its_own_key(hardware):
 
     from jina5.evaluate import load_model
 
-    assert compose(["model=tiny:bert"], "eval").precision == "auto"
+    assert compose(["model=tiny:bert"], "eval").precision == "fp32"  # the README tables' path
     hardware(False)
-    auto = load_model(compose(["model=tiny:bert"], "eval")).encoder
+    auto = load_model(compose(["model=tiny:bert", "precision=auto"], "eval")).encoder
     assert auto.compute_precision == "fp32"
     assert model_fingerprint(auto) == PINNED_TINY_BERT_EVAL  # results stored before stay reusable
     hardware(True)
-    bf16 = load_model(compose(["model=tiny:bert"], "eval")).encoder
+    bf16 = load_model(compose(["model=tiny:bert", "precision=auto"], "eval")).encoder
     assert bf16.compute_precision == "bf16" and model_fingerprint(bf16) != PINNED_TINY_BERT_EVAL
     seen = linear_dtypes(bf16)
     cos = np.sum(bf16.encode(TEXTS) * auto.encode(TEXTS), axis=1)

@@ -8,13 +8,13 @@ rounds so that machine noise hits both alike. Prints texts/s for each and the ra
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import time
 
 import numpy as np
 import torch
+from bench_cli import bench_args
 
 from jina5.assets import package_file, resolve_model
 from jina5.encoder import Encoder
@@ -34,12 +34,8 @@ def benchmark_texts(n: int) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = bench_args(__doc__, n=1000, rounds=3, batch_size=32, max_length=256)
     ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
     from sentence_transformers import SentenceTransformer

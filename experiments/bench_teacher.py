@@ -11,7 +11,6 @@ rounds), the ratio bf16 / fp32, and the minimum and mean cosine between the bf16
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_cli import bench_args
 
 from jina5.data.corpora import load_corpus
 from jina5.precision import cpu_bf16_flags
@@ -44,12 +44,7 @@ def fill_rate(teacher: Teacher, texts: list[str], root: Path) -> tuple[float, np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
-    args = ap.parse_args()
+    args = bench_args(__doc__, n=256, rounds=3, batch_size=32, max_length=64).parse_args()
 
     texts = news_texts(args.n)
     teachers = {

@@ -46,7 +46,8 @@ Same work on both sides:
   ``bf16=True`` (the HF Trainer's CPU autocast to bfloat16 through accelerate).
 
 Timing: from the start of step ``warmup`` (its batch already collated) to the end of the last step,
-by a callback on each side (Lightning ``on_train_batch_start/end``, HF ``on_step_begin/end``); this
+by a callback on each side; the token hook also records whether bf16 autocast was on in every
+forward (the table's ``autocast`` column: all / none) (Lightning ``on_train_batch_start/end``, HF ``on_step_begin/end``); this
 includes collation of the later batches, optimizer steps and each trainer's per-step bookkeeping, and
 excludes model loading and trainer set-up. pairs/s = steps x batch / seconds.
 
@@ -76,6 +77,7 @@ import datasets
 import lightning as L
 import torch
 import transformers
+from accelerate.state import AcceleratorState
 from bench_cli import bench_args
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -110,6 +112,7 @@ class Contender:
     seconds: list[float] = field(default_factory=list)  # timed window of each round
     tokens: str = ""  # digest of every text's token ids, in the order the backbone saw them
     texts: int = 0  # texts the backbone saw (all steps of one round)
+    autocast: set[bool] = field(default_factory=set)  # bf16 autocast on during its forwards (each seen)
 
     def pairs_per_s(self, pairs: int) -> float:
         return pairs / statistics.median(self.seconds)
@@ -172,10 +175,11 @@ def batch_keys(datamodule: PairDataModule, n: int) -> list[list[tuple[int, int]]
 class TokenLog:
     """Forward pre-hook on the module that takes the token ids (our HF backbone, called with
     ``input_ids=, attention_mask=``; sentence-transformers' ``Transformer`` module, called with a
-    features dict): every text's token ids (unpadded), in the order seen."""
+    features dict): every text's token ids (unpadded), in the order seen, and whether CPU autocast
+    to bf16 was on (what a precision setting actually did)."""
 
     def __init__(self, backbone: nn.Module) -> None:
-        self.digest, self.texts = hashlib.sha1(), 0
+        self.digest, self.texts, self.autocast = hashlib.sha1(), 0, set()
         self.handle = backbone.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -184,10 +188,13 @@ class TokenLog:
         for row, keep in zip(ids, mask, strict=True):
             self.digest.update(row[keep].numpy().astype("int64").tobytes() + b"|")
         self.texts += ids.shape[0]
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        self.autocast.add(bf16)
 
     def close(self, contender: Contender) -> None:
         self.handle.remove()
         contender.tokens, contender.texts = self.digest.hexdigest(), self.texts
+        contender.autocast |= self.autocast
 
 
 class LightningWindow(L.Callback):
@@ -273,9 +280,11 @@ class HFWindow(TrainerCallback):
         self.end = time.perf_counter()
 
 
-def st_student(encoder: Encoder, directory: Path, max_seq_length: int) -> SentenceTransformer:
-    """Our student as a SentenceTransformer (its export), the BERT pooler dropped as ours does."""
-    model = SentenceTransformer(str(encoder.save_pretrained(directory)), device="cpu")
+def st_student(exported: Path, max_seq_length: int) -> SentenceTransformer:
+    """Our student as a SentenceTransformer (loaded from ``Encoder.save_pretrained``'s directory), the
+    BERT pooler dropped as ours does. A fresh one per Trainer: accelerate marks a model it prepared and
+    never prepares it again, so a reused model keeps the first Trainer's autocast (or lack of it)."""
+    model = SentenceTransformer(str(exported), device="cpu")
     model.max_seq_length = max_seq_length
     if getattr(model[0].auto_model, "pooler", None) is not None:
         model[0].auto_model.pooler = None
@@ -304,6 +313,8 @@ def st_trainer(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> SentenceTransformerTrainer:
     prompts = dict(cfg.student.prompts)
+    # accelerate's state is process-wide: a fresh one, so that each Trainer gets its own mixed precision
+    AcceleratorState._reset_state(reset_partial_state=True)
     args = SentenceTransformerTrainingArguments(
         output_dir=out_dir,
         max_steps=total,
@@ -333,8 +344,7 @@ def st_trainer(
 
 
 def train_st(
-    model: SentenceTransformer,
-    init: dict,
+    exported: Path,
     objective: str,
     module: EmbeddingModule,
     dataset: datasets.Dataset,
@@ -345,8 +355,9 @@ def train_st(
     batch_size: int,
     out_dir: str,
 ) -> float:
-    """One round of sentence-transformers' trainer from ``init``; the timed window's seconds."""
-    model.load_state_dict(init)
+    """One round of sentence-transformers' trainer on a fresh model from ``exported``; the timed
+    window's seconds."""
+    model = st_student(exported, cfg.data.datasets[DATASET].document_max_length)
     bf16 = contender.precision == "bf16"
     contender.trainer_precision = "bf16 (HF Trainer, CPU autocast)" if bf16 else "fp32"
     window = HFWindow(warmup)
@@ -398,9 +409,9 @@ def bench_objective(objective: str, args: argparse.Namespace, tmp: Path) -> dict
     total = args.warmup + args.steps
     keys = batch_keys(datamodule, total)
     dataset = st_dataset(datamodule, keys, objective)
-    model = st_student(module.encoder, tmp / f"student-{objective}", spec.document_max_length)
+    exported = module.encoder.save_pretrained(tmp / f"student-{objective}")
+    model = st_student(exported, spec.document_max_length)
     init_ours = {k: v.clone() for k, v in module.state_dict().items()}
-    init_st = {k: v.clone() for k, v in model.state_dict().items()}
     check = first_batch_losses(
         objective, module, datamodule, model, dataset, cfg, args.batch_size, str(tmp / "st")
     )
@@ -416,7 +427,7 @@ def bench_objective(objective: str, args: argparse.Namespace, tmp: Path) -> dict
                 seconds = train_ours(cfg, module, datamodule, init_ours, c, total, args.warmup)
             else:
                 seconds = train_st(
-                    model, init_st, objective, module, dataset, cfg, c, total, args.warmup,
+                    exported, objective, module, dataset, cfg, c, total, args.warmup,
                     args.batch_size, str(tmp / "st"),
                 )  # fmt: skip
             c.seconds.append(seconds)
@@ -434,6 +445,9 @@ def bench_objective(objective: str, args: argparse.Namespace, tmp: Path) -> dict
                 "contender": c.name,
                 "precision": c.precision,
                 "trainer_precision": c.trainer_precision,
+                "bf16_autocast": {frozenset({True}): "all", frozenset({False}): "none"}.get(
+                    frozenset(c.autocast), "mixed"
+                ),
                 "pairs_per_s": c.pairs_per_s(pairs),
                 "s_per_step": statistics.median(c.seconds) / args.steps,
                 "seconds": c.seconds,
@@ -516,13 +530,16 @@ def print_table(result: dict) -> None:
         f"after {result['warmup']}, torch threads {result['torch_threads']}, CPU bf16 flags "
         f"{result['cpu_bf16_flags'] or 'none'}, median of {result['rounds']} alternating rounds"
     )
-    print(f"{'contender':22s} {'precision':10s} {'objective':9s} {'pairs/s':>8s} {'s/step':>7s}  rounds (s)")
+    print(
+        f"{'contender':22s} {'precision':10s} {'objective':9s} {'pairs/s':>8s} {'s/step':>7s} "
+        f"{'autocast':>8s}  rounds (s)"
+    )
     for record in result["objectives"]:
         for c in record["contenders"]:
             rounds = ", ".join(f"{s:.1f}" for s in c["seconds"])
             print(
                 f"{c['contender']:22s} {c['precision']:10s} {record['objective']:9s} "
-                f"{c['pairs_per_s']:8.1f} {c['s_per_step']:7.3f}  {rounds}"
+                f"{c['pairs_per_s']:8.1f} {c['s_per_step']:7.3f} {c['bf16_autocast']:>8s}  {rounds}"
             )
         loss = record["first_batch_loss"]
         ratio = record["ratio"]

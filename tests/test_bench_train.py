@@ -44,6 +44,17 @@ def test_first_batch_losses_agree(result):
     assert distill["jina5"] == pytest.approx(2 * 32 * distill["sentence_transformers"], rel=1e-5)
 
 
+def test_each_precision_setting_runs_what_it_says(result):
+    """bf16 autocast in every forward of ST's bf16=True and of ours at precision=auto where the CPU has
+    native bf16; in none of the fp32 ones (a reused model once kept its first Trainer's precision)."""
+    auto = "all" if result["cpu_bf16_flags"] else "none"
+    expected = {"jina5/fp32": "none", "jina5/auto": auto, "sentence-transformers/fp32": "none"}
+    expected["sentence-transformers/bf16"] = "all"
+    for record in result["objectives"]:
+        seen = {f"{c['contender']}/{c['precision']}": c["bf16_autocast"] for c in record["contenders"]}
+        assert seen == expected, record["objective"]
+
+
 def test_every_contender_has_a_positive_throughput(result):
     for record in result["objectives"]:
         seen = {(c["contender"], c["precision"]) for c in record["contenders"]}
@@ -69,7 +80,8 @@ def test_distillation_loss_matches_a_hand_computation(tmp_path):
     bench_train.prepare_data(datamodule)
     keys = bench_train.batch_keys(datamodule, 1)
     dataset = bench_train.st_dataset(datamodule, keys, "distill")
-    model = bench_train.st_student(module.encoder, tmp_path / "student", args.max_length)
+    exported = module.encoder.save_pretrained(tmp_path / "student")
+    model = bench_train.st_student(exported, args.max_length)
     ours = bench_train.first_batch_losses(
         "distill", module, datamodule, model, dataset, cfg, 32, str(tmp_path / "st")
     )["jina5"]

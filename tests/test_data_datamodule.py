@@ -16,7 +16,7 @@ from helpers import compose
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from jina5.data.datamodule import DistillationSample, PairDataModule, mix_specs
+from jina5.data.datamodule import PairDataModule, TextPairs, mix_specs
 from jina5.data.pairs import DatasetSpec
 
 # (name, batch_size, query_max_length, document_max_length, max_rows) of each mix, as the list configs had it
@@ -183,7 +183,7 @@ def test_distillation_sample_is_the_warm_starts_old_sample(stage1_module):
         table.teacher_document = rng.standard_normal((len(table), 6)).astype(np.float32)
     try:
         sample = dm.distillation_sample(1024)
-        assert isinstance(sample, DistillationSample)
+        assert isinstance(sample, TextPairs)
         picks, queries, documents, teacher = _direct_indexing(dm.tables, 1024)
         assert _sha1([[t, int(r)] for t, r in picks]) == "6e4cbdfaca32525c6d62eeb809e4eccbc4604544"
         assert picks[:3] == [(0, 5), (1, 217), (3, 176)]

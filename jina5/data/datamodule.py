@@ -61,23 +61,14 @@ class _Rows(Dataset):
 
 
 @dataclass
-class DistillationSample:
-    """Training pairs with their cached teacher vectors (fitting the distillation projection)."""
+class TextPairs:
+    """k (query, document) pairs with their cached teacher vectors: the dev slice of the in-training
+    check, and the sample the distillation projection is fitted on."""
 
     queries: list[str]  # k texts, encoded with the query prompt
     documents: list[str]  # their k documents, encoded with the document prompt
-    teacher_query: np.ndarray  # (k, Dt) float32
-    teacher_document: np.ndarray  # (k, Dt) float32
-
-
-@dataclass
-class DevSet:
-    """Held-out (query, document) pairs for the in-training check, with teacher vectors."""
-
-    queries: list[str]
-    documents: list[str]
-    teacher_query: np.ndarray | None = None
-    teacher_document: np.ndarray | None = None
+    teacher_query: np.ndarray | None = None  # (k, Dt) float32; None without a teacher
+    teacher_document: np.ndarray | None = None  # (k, Dt) float32
 
 
 class PairDataModule(L.LightningDataModule):
@@ -125,7 +116,7 @@ class PairDataModule(L.LightningDataModule):
         self.dev_datasets, self.dev_pairs = list(dev_datasets), dev_pairs
         self.split_seed, self.seed, self.num_workers = split_seed, seed, num_workers
         self.tables: list[PairTable] = []
-        self.dev: DevSet | None = None
+        self.dev: TextPairs | None = None
 
     def teacher_caches(self) -> tuple[TeacherCache, TeacherCache] | None:
         if self.teacher is None:
@@ -148,7 +139,7 @@ class PairDataModule(L.LightningDataModule):
             table = load_pair_table(DatasetSpec(name, max_rows=self.dev_pairs), "dev", self.split_seed, 0)
             dev_q += table.queries
             dev_d += table.documents
-        self.dev = DevSet(dev_q, dev_d) if dev_q else None
+        self.dev = TextPairs(dev_q, dev_d) if dev_q else None
         caches = self.teacher_caches()
         if caches is not None:
             attach_teacher(self.tables, *caches)
@@ -157,7 +148,7 @@ class PairDataModule(L.LightningDataModule):
                 self.dev.teacher_document = caches[1].get(self.dev.documents)
         log.info("training mix: %s", ", ".join(f"{t.spec.name}={len(t)}" for t in self.tables))
 
-    def distillation_sample(self, n_texts: int) -> DistillationSample | None:
+    def distillation_sample(self, n_texts: int) -> TextPairs | None:
         """``k = min(n_texts // 2, rows)`` training pairs (so ``2k`` texts) with their teacher vectors.
 
         The rows are a draw without replacement from all (dataset, row) keys of the mix, in mix order,
@@ -170,7 +161,7 @@ class PairDataModule(L.LightningDataModule):
         rng = np.random.default_rng(0)
         keys = [(t, r) for t, table in enumerate(tables) for r in range(len(table))]
         picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
-        return DistillationSample(
+        return TextPairs(
             queries=[tables[t].queries[r] for t, r in picks],
             documents=[tables[t].documents[r] for t, r in picks],
             teacher_query=np.stack([tables[t].teacher_query[r] for t, r in picks]),

@@ -256,7 +256,7 @@ class TaskEncoder:
     """An ``Encoder`` bound to one adapter: ``encode(texts, prompt=...)`` always uses ``task``.
 
     Has the attributes evaluation code reads from an encoder (``prompts``, ``dim``, ``backbone``,
-    ``encoder_config()`` with the task in it, so fingerprints differ per task).
+    ``compute_precision``, ``encoder_config()`` with the task in it, so fingerprints differ per task).
     """
 
     def __init__(self, encoder: Encoder, task: str) -> None:
@@ -273,6 +273,10 @@ class TaskEncoder:
     @property
     def backbone(self) -> nn.Module:
         return self.encoder.backbone
+
+    @property
+    def compute_precision(self) -> str:
+        return self.encoder.compute_precision
 
     @property
     def source(self) -> str:

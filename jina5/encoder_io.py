@@ -152,10 +152,8 @@ def content_fingerprint(
     for key in skip_config:
         cfg.pop(key, None)
     settings = {k: v for k, v in encoder.encoder_config().items() if k not in skip_settings}
-    view_of = getattr(encoder, "encoder", None)  # a TaskEncoder view encodes with its encoder's precision
-    precision = getattr(encoder, "compute_precision", None) or getattr(view_of, "compute_precision", FP32)
-    if precision != FP32:
-        settings["compute_precision"] = precision
+    if encoder.compute_precision != FP32:
+        settings["compute_precision"] = encoder.compute_precision
     h.update(json.dumps([cfg, settings], sort_keys=True, default=str).encode())
     for name, tensor in encoder.backbone.state_dict().items():
         h.update(name.encode())

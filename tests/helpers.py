@@ -5,12 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from jina5.adapters import DEFAULT_TASK_PROMPTS, lora_config
+from jina5.encoder import Encoder
 from jina5.run_config import CONF_DIR, compose
 
-__all__ = ["CONF_DIR", "SMALL_DATA", "TINY", "TINY_TEACHER", "LossRecorder", "compose", "run_cfg"]
+__all__ = [
+    "CONF_DIR",
+    "SMALL_DATA",
+    "TINY",
+    "TINY_TEACHER",
+    "LossRecorder",
+    "add_random_adapter",
+    "compose",
+    "run_cfg",
+]
 
 SMALL_DATA = [
     "~data.datasets",
@@ -56,6 +68,18 @@ class LossRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.losses[trainer.global_step] = float(outputs["loss"])
+
+
+def add_random_adapter(enc: Encoder, task: str, seed: int) -> None:
+    """A LoRA adapter whose B is random (a fresh one has B = 0 and changes nothing)."""
+    enc.add_adapter(
+        task, lora_config(enc.backbone.config.model_type, rank=4, alpha=8), DEFAULT_TASK_PROMPTS[task]
+    )
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in enc.named_parameters():
+            if f"lora_B.{task}." in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
 # --- a fake results store (tables, sweeps) --------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cfg
+from helpers import add_random_adapter, run_cfg
 
 from jina5.adapters import DEFAULT_TASK_PROMPTS, EVAL_TASK_TO_ADAPTER, lora_config
 from jina5.averaging import average_state_dicts
@@ -28,18 +28,6 @@ PROMPTS = {"query": "Query: ", "document": "Document: "}
 def tiny_encoder(model_type: str = "bert", layers: int = 2) -> Encoder:
     model, tok = tiny_model_and_tokenizer(model_type, layers=layers)
     return Encoder(model, tokenizer=tok, prompts=PROMPTS)
-
-
-def add_random_adapter(enc: Encoder, task: str, seed: int) -> None:
-    """A LoRA adapter whose B is random (a fresh one has B = 0 and changes nothing)."""
-    enc.add_adapter(
-        task, lora_config(enc.backbone.config.model_type, rank=4, alpha=8), DEFAULT_TASK_PROMPTS[task]
-    )
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in enc.named_parameters():
-            if f"lora_B.{task}." in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
 FAST = ["student.max_length=32", "teacher.max_length=32"]  # short texts: these tests check code paths

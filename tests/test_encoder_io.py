@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import add_random_adapter
 
-from jina5.adapters import DEFAULT_TASK_PROMPTS, lora_config
 from jina5.encoder import Encoder
 from jina5.encoder_io import VOLATILE_CONFIG, content_fingerprint, no_pooler_kwargs
 
@@ -32,12 +32,7 @@ def encoder_with_adapters() -> Encoder:
     enc = Encoder("tiny:bert", prompts={"query": "Query: ", "document": "Document: "})
     for i, task in enumerate(["retrieval", "clustering"]):
         torch.manual_seed(100 + i)  # lora_A's initialisation
-        enc.add_adapter(task, lora_config("bert", rank=4, alpha=8), DEFAULT_TASK_PROMPTS[task])
-        gen = torch.Generator().manual_seed(i)
-        with torch.no_grad():
-            for name, p in enc.named_parameters():
-                if f"lora_B.{task}." in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        add_random_adapter(enc, task, seed=i)
     return enc
 
 

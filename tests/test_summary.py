@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from helpers import MAIN_METRICS
 
 from jina5.eval.summary import latest_runs, summarise, type_averages
 
 
 def _rec(run_id, time, task="sts", dataset="x", value=0.5, **extra) -> dict:
-    metric = {
-        "retrieval": "ndcg@10",
-        "sts": "spearman",
-        "classification": "accuracy",
-        "clustering": "v_measure",
-    }
     return {
         "run_id": run_id,
         "experiment": "e",
@@ -23,7 +18,7 @@ def _rec(run_id, time, task="sts", dataset="x", value=0.5, **extra) -> dict:
         "task": task,
         "dataset": dataset,
         "language": None,
-        "metric": metric.get(task, "loss"),
+        "metric": MAIN_METRICS.get(task, "loss"),
         "dim": 8,
         "precision": "float32",
         "value": value,

@@ -275,15 +275,16 @@ class TaskEncoder:
         return self.encoder.backbone
 
     @property
-    def compute_precision(self) -> str:
-        return self.encoder.compute_precision
-
-    @property
     def source(self) -> str:
         return f"{self.encoder.source}+{self.task}"
 
     def encoder_config(self) -> dict:
         return {**self.encoder.encoder_config(), "task": self.task}
+
+    @property
+    def compute_precision(self) -> str:
+        """The encoder's (bf16 or fp32): part of the fingerprint, like ``encoder_config``."""
+        return self.encoder.compute_precision
 
     def parameters(self):
         return self.encoder.parameters()

@@ -35,7 +35,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import build, default_out, load_sweeps  # noqa: E402
+from tables import Row, build, default_out, load_sweeps, sweep_rows  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
 from jina5.eval.store import ResultsStore, new_run_id  # noqa: E402
@@ -121,20 +121,26 @@ def budget_overrides(cfg: DictConfig, steps: int | None, lr_scale: float | None)
             f"scheduler.warmup_steps={max(1, steps // 10)}",
         ]
         if (cfg.get("adapter") or {}).get("average_with") is not None:
-            out.append(f"adapter.average_with={steps // 2}" if steps >= 2 else "adapter.average_with=null")
+            # ++: a multirun over several adapter experiments composes its sweep once without them
+            # (adapter: null), where a plain override of adapter.* fails
+            out.append(f"++adapter.average_with={steps // 2 if steps >= 2 else 'null'}")
     if lr_scale is not None:
         out.append(f"optimizer.lr={cfg.optimizer.lr * lr_scale:g}")
     return out
 
 
 def training_commands(
-    experiments: dict[str, list[str]], seeds: Sequence[int], before: Sequence[str], after: Sequence[str]
+    rows: Sequence[Row],
+    own: dict[str, list[str]],
+    seeds: Sequence[int],
+    before: Sequence[str],
+    after: Sequence[str],
 ) -> list[list[str]]:
-    """``python -m jina5.train -m`` commands: one multirun per distinct set of per-experiment overrides
-    (``experiments``: {experiment config: its overrides}), each between ``before`` and ``after``."""
+    """``python -m jina5.train -m`` commands: one multirun per distinct set of per-row overrides (the row's
+    grid values, then ``own``: {row label: its budget overrides}), each between ``before`` and ``after``."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for experiment, own in experiments.items():
-        groups.setdefault(tuple(own), []).append(experiment)
+    for row in rows:
+        groups.setdefault((*row.overrides, *own.get(row.label, [])), []).append(row.experiment)
     return [
         [
             sys.executable,
@@ -144,11 +150,20 @@ def training_commands(
             "experiment=" + ",".join(names),
             "seed=" + ",".join(map(str, seeds)),
             *before,
-            *own,
+            *overrides,
             *after,
         ]
-        for own, names in groups.items()
+        for overrides, names in groups.items()
     ]
+
+
+def shared_stage1(spec: dict, overrides: Sequence[str]) -> tuple[list[str], Path]:
+    """The shared stage-1 base of a stage-2 sweep (``spec["stage1"]["experiment"]``, seed 0): its training
+    command and run dir. Every sweep that names the same base trains it once (a finished run is skipped)."""
+    experiment = spec["stage1"]["experiment"]
+    cfg = compose([f"experiment={experiment}", "seed=0", *overrides])
+    cmd = [sys.executable, "-m", "jina5.train", f"experiment={experiment}", "seed=0", *overrides]
+    return cmd, run_dir(cfg)
 
 
 def evaluate_model(model: str, eval_overrides: Sequence[str], results: str) -> dict:
@@ -181,7 +196,7 @@ def evaluate_sweep(
 ) -> None:
     """Phase 3 of a sweep (``spec``): its baselines and stage-1 run, then every trained run (or each
     seed's combined adapters) through ``jina5.evaluate``, and every run's training records into the
-    store ``results``. ``run_overrides``: {experiment config: the overrides it was trained with}."""
+    store ``results``. ``run_overrides``: {row label: the experiment and overrides it was trained with}."""
     evaluate = spec.get("evaluate", True)
     if evaluate:
         for baseline in spec.get("baselines", []):
@@ -189,12 +204,13 @@ def evaluate_sweep(
             evaluate_model(baseline, eval_overrides, results)
         if stage1 is not None:
             print(f"  stage 1 {stage1}", flush=True)
-            evaluate_model(str(stage1.resolve()), [*eval_overrides, f"experiment={spec['stage1']}"], results)
+            label = spec["stage1"]["label"]
+            evaluate_model(str(stage1.resolve()), [*eval_overrides, f"experiment={label}"], results)
     store = ResultsStore(results)
     runs: dict[int, list[Path]] = {seed: [] for seed in seeds}
-    for experiment in spec["experiments"]:
+    for label, overrides in run_overrides.items():
         for seed in seeds:
-            cfg = compose([f"experiment={experiment}", f"seed={seed}", *run_overrides[experiment]])
+            cfg = compose([*overrides, f"seed={seed}"])
             run = run_dir(cfg)
             runs[seed].append(run)
             run_id = new_run_id(run.name)
@@ -203,16 +219,68 @@ def evaluate_sweep(
                 out = evaluate_model(str(run), [*eval_overrides, f"run_id={run_id}"], results)
                 fields = out["run"]
             else:
-                fields = {
-                    "run_id": run_id,
-                    "experiment": cfg.experiment_name,
-                    "seed": seed,
-                    "model": str(run),
-                }
+                fields = {"run_id": run_id, "experiment": label, "seed": seed, "model": str(run)}
             store.append(training_records(run), fields)
     if evaluate and spec.get("combine"):
         for seed, seed_runs in runs.items():
             evaluate_combined(seed_runs, spec["combine"], seed, eval_overrides, results)
+
+
+def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
+    """Train, evaluate and tabulate one sweep of sweeps.yaml; returns its timed phases."""
+    before = list(spec.get("overrides", []))
+    stage1 = args.stage1.resolve() if args.stage1 is not None else None
+    base_cmd = None
+    if spec.get("stage1") and stage1 is None:
+        base_cmd, stage1 = shared_stage1(spec, [*before, *args.overrides])
+    if stage1 is not None:
+        before += stage1_overrides(stage1, [*before, *args.overrides])
+    overrides = [*before, *args.overrides]
+    eval_overrides = [*spec.get("eval_overrides", []), *args.eval_overrides]
+    steps = args.steps if args.steps is not None else spec.get("steps")
+    lr_scale = args.lr_scale if args.lr_scale is not None else spec.get("lr_scale")
+    seeds = list(range(args.seeds))
+    rows = sweep_rows(spec)
+    phases = Phases(4)
+
+    with phases("assets: extracting and verifying bundled models"):
+        for model in BUNDLED_MODELS:
+            print(f"  {model}: {prepare_bundled(model)}")
+
+    own = {
+        row.label: budget_overrides(compose([f"experiment={row.experiment}", *overrides]), steps, lr_scale)
+        if steps is not None or lr_scale is not None
+        else []
+        for row in rows
+    }
+    commands = training_commands(rows, own, seeds, before, args.overrides)
+    how = "one Hydra multirun" if len(commands) == 1 else f"{len(commands)} Hydra multiruns"
+    title = f"training {len(rows)} experiment(s) x {len(seeds)} seed(s) as {how}"
+    with phases(title + (" on the shared stage-1 base" if base_cmd else "")):
+        for cmd in [*([base_cmd] if base_cmd else []), *commands]:
+            print("  " + " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True)
+
+    with phases("evaluating baselines and runs on the held-out suite"):
+        run_overrides = {
+            row.label: [
+                f"experiment={row.experiment}",
+                *before,
+                *row.overrides,
+                *own[row.label],
+                *args.overrides,
+            ]
+            for row in rows
+        }
+        evaluate_sweep(spec, seeds, run_overrides, eval_overrides, args.results, stage1)
+
+    with phases("tables and figures from the results store"):
+        out = args.out or default_out(name)
+        build(args.results, name, out)
+        print(Path(out, "summary.md").read_text())
+        print(f"  written: {out}/summary.md, {out}/summary.json, figures")
+    print(phases.report())
+    return phases
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -231,7 +299,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="an override for the evaluation config, e.g. --eval eval=smoke",
     )
     ap.add_argument(
-        "--stage1", type=Path, default=None, help="stage 2: the stage-1 run dir the adapters start from"
+        "--stage1",
+        type=Path,
+        default=None,
+        help="stage 2: the stage-1 run dir the adapters start from (default: the sweep's shared base)",
     )
     ap.add_argument(
         "--steps", type=int, default=None, help="training steps per run (default: the sweep's steps)"
@@ -241,46 +312,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = ap.parse_intermixed_args(argv)
-    spec = load_sweeps()[args.sweep]
-    if bool(spec.get("stage1")) != (args.stage1 is not None):
-        ap.error(f"--stage1 <run dir> is {'required' if spec.get('stage1') else 'only for a stage-2 sweep'}")
-    before = list(spec.get("overrides", []))
-    if args.stage1 is not None:
-        before += stage1_overrides(args.stage1.resolve(), [*before, *args.overrides])
-    overrides = [*before, *args.overrides]
-    eval_overrides = [*spec.get("eval_overrides", []), *args.eval_overrides]
-    steps = args.steps if args.steps is not None else spec.get("steps")
-    lr_scale = args.lr_scale if args.lr_scale is not None else spec.get("lr_scale")
-    seeds = list(range(args.seeds))
-    phases = Phases(4)
-
-    with phases("assets: extracting and verifying bundled models"):
-        for name in BUNDLED_MODELS:
-            print(f"  {name}: {prepare_bundled(name)}")
-
-    own = {
-        e: budget_overrides(compose([f"experiment={e}", *overrides]), steps, lr_scale)
-        if steps is not None or lr_scale is not None
-        else []
-        for e in spec["experiments"]
-    }
-    commands = training_commands(own, seeds, before, args.overrides)
-    how = "one Hydra multirun" if len(commands) == 1 else f"{len(commands)} Hydra multiruns"
-    with phases(f"training {len(spec['experiments'])} experiment(s) x {len(seeds)} seed(s) as {how}"):
-        for cmd in commands:
-            print("  " + " ".join(cmd[1:]), flush=True)
-            subprocess.run(cmd, check=True)
-
-    with phases("evaluating baselines and runs on the held-out suite"):
-        run_overrides = {e: [*before, *own[e], *args.overrides] for e in spec["experiments"]}
-        evaluate_sweep(spec, seeds, run_overrides, eval_overrides, args.results, args.stage1)
-
-    with phases("tables and figures from the results store"):
-        out = args.out or default_out(args.sweep)
-        build(args.results, args.sweep, out)
-        print(Path(out, "summary.md").read_text())
-        print(f"  written: {out}/summary.md, {out}/summary.json, figures")
-    print(phases.report())
+    sweeps = load_sweeps()
+    if args.sweep not in sweeps:
+        ap.error(f"unknown sweep {args.sweep!r}; one of: {', '.join(sweeps)}")
+    spec = sweeps[args.sweep]
+    names = spec.get("sweeps", [args.sweep])  # a preset (e.g. `paper`) runs its sweeps in order
+    if args.stage1 is not None and not any(sweeps[n].get("stage1") for n in names):
+        ap.error("--stage1 <run dir> is only for a stage-2 sweep")
+    if len(names) > 1 and args.out is not None:
+        ap.error("--out names one sweep's directory; a preset writes each sweep to its own")
+    start = time.perf_counter()
+    timings = []
+    for name in names:
+        if len(names) > 1:
+            print(f"\n=== {name}: {sweeps[name]['title']}", flush=True)
+        sub = argparse.Namespace(**vars(args))
+        if sweeps[name].get("stage1") is None:
+            sub.stage1 = None
+        timings.append((name, sum(t for _, t in run_sweep(name, sweeps[name], sub).times)))
+    if len(names) > 1:
+        print("per-sweep time:")
+        for name, seconds in timings:
+            print(f"  {name:<12} {seconds:8.1f} s")
+        print(f"  {'total':<12} {time.perf_counter() - start:8.1f} s")
 
 
 if __name__ == "__main__":

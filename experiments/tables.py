@@ -21,6 +21,7 @@ import functools
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -242,13 +243,13 @@ def dev_curves(steps: pd.DataFrame, teacher: float | None, path: Path, metric: s
 
 def reference_names(spec: dict) -> list[str]:
     """The rows that frame a sweep's trained regimes: its baselines and its stage-1 run (stage 2)."""
-    return [*spec.get("baselines", []), *([spec["stage1"]] if spec.get("stage1") else [])]
+    return [*spec.get("baselines", []), *([spec["stage1"]["label"]] if spec.get("stage1") else [])]
 
 
 def regime_names(spec: dict) -> list[str]:
     """The rows of a sweep's tables: its references, then its trained regimes (the combined adapters of
     stage 2 stand for the separate adapter runs)."""
-    trained = [spec["combine"]] if spec.get("combine") else experiment_names(spec["experiments"])
+    trained = [spec["combine"]] if spec.get("combine") else [row.label for row in sweep_rows(spec)]
     return [*reference_names(spec), *trained]
 
 
@@ -274,7 +275,7 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = latest_runs(ResultsStore(store).read())
-    curves = experiment_names(spec["experiments"])
+    curves = [row.label for row in sweep_rows(spec)]
     names = regime_names(spec)
     table = regime_table(df, names) if not df.empty else pd.DataFrame()
     lines = [f"# {spec['title']}", ""]
@@ -337,6 +338,36 @@ def experiment_name(experiment_config: str) -> str:
 
 def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
     return [experiment_name(e) for e in experiment_configs]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One trained row of a sweep: an experiment config, the overrides of its grid point, its label."""
+
+    experiment: str
+    overrides: tuple[str, ...] = ()
+    label: str = ""
+
+
+def sweep_rows(spec: dict) -> list[Row]:
+    """A sweep's trained rows: one per experiment config, or, with a ``grid`` ({config key: [values]}),
+    one per experiment and grid point, each in its own run dir ``<experiment_name>-<key><value>-seed<n>``
+    (e.g. ``pure_distill-lr1e-5``, the label it is stored and tabulated under)."""
+    grid = spec.get("grid") or {}
+    if len(grid) > 1:
+        raise ValueError(f"sweeps.yaml: a grid has one key, got {sorted(grid)}")
+    rows = []
+    for experiment in spec["experiments"]:
+        name = experiment_name(experiment)
+        if not grid:
+            rows.append(Row(experiment, (), name))
+            continue
+        [(key, values)] = grid.items()
+        short = key.rsplit(".", 1)[-1]
+        for value in values:
+            run_name = f"run_name=${{experiment_name}}-{short}{value}-seed${{seed}}"
+            rows.append(Row(experiment, (f"{key}={value}", run_name), f"{name}-{short}{value}"))
+    return rows
 
 
 def main() -> None:

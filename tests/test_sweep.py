@@ -10,13 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 from helpers import REGIME_KEYS, write_fake_run
+from omegaconf import OmegaConf
 
-from jina5.eval.store import ResultsStore
+from jina5.eval.store import ResultsStore, new_run_id
 from jina5.run_config import compose
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import sweep  # noqa: E402
+from tables import load_sweeps, sweep_rows  # noqa: E402
 
 TOY = [
     "student.source=tiny:bert",
@@ -75,8 +77,8 @@ def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypa
 
 
 def test_one_multirun_when_no_experiment_has_its_own_overrides():
-    experiments = ["ablation/pure_distill", "ablation/pure_contrastive", "ablation/combined"]
-    commands = sweep.training_commands({e: [] for e in experiments}, [0, 1], ["a=1"], ["b=2"])
+    rows = sweep_rows(load_sweeps()["default"])
+    commands = sweep.training_commands(rows, {}, [0, 1], ["a=1"], ["b=2"])
     assert commands == [
         [
             sys.executable,
@@ -91,6 +93,25 @@ def test_one_multirun_when_no_experiment_has_its_own_overrides():
     ]
 
 
+def test_a_grid_sweep_runs_one_multirun_per_value_each_in_its_own_run_dir():
+    rows = sweep_rows(load_sweeps()["lr"])
+    assert [r.label for r in rows[:3]] == [
+        "pure_distill-lr1e-5",
+        "pure_distill-lr3e-5",
+        "pure_distill-lr1e-4",
+    ]
+    commands = sweep.training_commands(rows, {}, [0], [], [])
+    assert len(commands) == 3  # one per lr, each over the three regimes
+    assert commands[0][4:] == [
+        "experiment=ablation/pure_distill,ablation/pure_contrastive,ablation/combined",
+        "seed=0",
+        "optimizer.lr=1e-5",
+        "run_name=${experiment_name}-lr1e-5-seed${seed}",
+    ]
+    cfg = compose([f"experiment={rows[4].experiment}", *rows[4].overrides, "seed=2"])
+    assert (cfg.run_name, cfg.optimizer.lr) == ("pure_contrastive-lr3e-5-seed2", 3e-5)
+
+
 def test_budget_overrides_follow_steps_and_scale_each_experiments_lr():
     retrieval = compose(["experiment=adapter/retrieval"])  # lr 2e-5, averages
     clustering = compose(["experiment=adapter/clustering"])  # lr 1e-5
@@ -98,7 +119,7 @@ def test_budget_overrides_follow_steps_and_scale_each_experiments_lr():
         "trainer.max_steps=60",
         "trainer.val_check_interval=60",
         "scheduler.warmup_steps=6",
-        "adapter.average_with=30",
+        "++adapter.average_with=30",
         "optimizer.lr=0.0002",
     ]
     assert sweep.budget_overrides(clustering, 250, None) == [
@@ -133,8 +154,8 @@ def test_stage2_sweep_trains_from_stage1_and_compares_the_combined_adapters(tmp_
         return {"run": {"experiment": label}}
 
     monkeypatch.setattr(sweep, "evaluate_model", fake_evaluate)
-    with pytest.raises(SystemExit):  # stage 2 needs its stage-1 run
-        sweep.main(["stage2", "--results", str(results)])
+    with pytest.raises(SystemExit):  # --stage1 is for stage-2 sweeps only
+        sweep.main(["default", "--stage1", str(stage1), "--results", str(results)])
     sweep.main(
         [
             "stage2",
@@ -166,7 +187,7 @@ def test_stage2_sweep_trains_from_stage1_and_compares_the_combined_adapters(tmp_
             "trainer.max_steps=8",
             "trainer.val_check_interval=8",
             "scheduler.warmup_steps=1",
-            *(["adapter.average_with=4"] if task == "retrieval" else []),
+            *(["++adapter.average_with=4"] if task == "retrieval" else []),
             f"optimizer.lr={lrs[task]:g}",
             "trainer.accelerator=cpu",
         ]
@@ -186,3 +207,34 @@ def test_stage2_sweep_trains_from_stage1_and_compares_the_combined_adapters(tmp_
     assert "| task type | stage1 | stage2_adapters | delta |" in md
     assert "| sts | 55.00 | 58.00 | +3.00 |" in md  # sts is task 3: base + 0.03
     assert "[2/4] training 4 experiment(s) x 1 seed(s) as 4 Hydra multiruns" in capsys.readouterr().out
+
+
+def test_table5_and_table6_runs_are_adapters_on_the_shared_stage1_base(tmp_path, monkeypatch):
+    """Trained for real at toy size (evaluation faked): the stage-1 base once, then every Table 5 and Table 6
+    row a retrieval LoRA adapter whose saved config.yaml starts from that base; table6 reuses table5's."""
+    monkeypatch.setenv("JINA5_ROOT", str(tmp_path))
+    monkeypatch.setattr(sweep, "BUNDLED_MODELS", [])
+    evaluated = []
+
+    def fake_evaluate(model, overrides, store):
+        label = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), model)
+        evaluated.append(label)
+        return {"run": {"run_id": new_run_id("fake"), "experiment": label, "seed": 0, "model": model}}
+
+    monkeypatch.setattr(sweep, "evaluate_model", fake_evaluate)
+    toy = [*TOY, "trainer.val_check_interval=1"]
+    base = tmp_path / "outputs" / "runs" / "stage1_base-seed0"
+    sweep.main(["table5", "--steps", "2", "--results", str(tmp_path / "r.jsonl"), *toy])
+    stamp = (base / "done.json").stat().st_mtime_ns
+    sweep.main(["table6", "--steps", "2", "--results", str(tmp_path / "r.jsonl"), *toy])
+    assert (base / "done.json").stat().st_mtime_ns == stamp  # trained once: table6 found it done
+    stage2 = tmp_path / "outputs" / "stage2" / "stage1_base-seed0" / "runs"
+    rows = {*load_sweeps()["table5"]["experiments"], *load_sweeps()["table6"]["experiments"]}
+    assert len(rows) == 7
+    for experiment in rows:
+        run = stage2 / f"{compose([f'experiment={experiment}']).experiment_name}-seed0"
+        saved = OmegaConf.load(run / "config.yaml")
+        assert saved.init_from == str(base), experiment
+        assert saved.adapter.task == "retrieval"
+        assert (run / "encoder" / "adapters" / "retrieval").is_dir(), experiment
+    assert evaluated.count("stage1") == 2  # the base is each table's reference row

@@ -11,4 +11,6 @@ import pytest
 def _session_cache(tmp_path_factory):
     """Bundled models extract into a shared cache (once per machine); everything else is per session."""
     os.environ.setdefault("JINA5_CACHE", str(tmp_path_factory.mktemp("jina5-cache")))
+    # fp32 unless a test asks for bf16: `precision: auto` would make results depend on the CPU's bf16 support
+    os.environ.setdefault("JINA5_PRECISION", "fp32")
     yield

@@ -6,9 +6,14 @@
 Aggregation (one run = the latest evaluation of one (experiment, seed)): per task the main metric
 (nDCG@10, Spearman, accuracy, V-measure) at a (dim, precision); tasks of one data set (chatterbot's
 languages) are averaged first; a task type is the mean over its data sets; ``overall`` is the mean
-of the task-type averages. Over seeds: mean and sample std; two regimes whose means of the sweep's
-ranking value (``rank_by``, e.g. the overall average) differ by less than the larger of their stds are
-reported as a tie.
+of the task-type averages. Over seeds: mean and sample std.
+
+Significance: every trained row is compared with the sweep's reference row (``reference``, default the
+best row by ``rank_by``) by a paired bootstrap over the test items (:mod:`jina5.eval.bootstrap`,
+``--resamples`` resamples, ``--bootstrap-seed``): the difference and its 95% percentile interval, and
+``better`` / ``worse`` only when the interval excludes 0, else ``tie``. A row whose runs have no
+per-item scores (an older store) shows ``no CI (re-evaluate)`` and falls back to the seed-std rule: a
+``tie`` when the means differ by less than the larger of the two stds.
 
 What each sweep's tables show (columns, ranking value, the paper's numbers, a stage-1 vs adapter
 comparison) is declared in experiments/sweeps.yaml; this module only knows how to build them.
@@ -31,6 +36,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from jina5.eval.bootstrap import (  # noqa: E402
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    Interval,
+    MissingItems,
+    Replicates,
+    difference,
+    interval,
+    row_replicates,
+    run_items,
+)
 from jina5.eval.store import ResultsStore  # noqa: E402
 from jina5.eval.summary import latest_runs, main_metric_rows, seed_keys, type_averages  # noqa: E402
 from jina5.run_config import compose  # noqa: E402
@@ -83,24 +99,144 @@ def fmt(mean: float, std: float, scale: float = 100.0) -> str:
     return f"{mean * scale:.2f}" + ("" if std is None or math.isnan(std) else f" ± {std * scale:.2f}")
 
 
-def ties(table: pd.DataFrame, col: str = "float/overall") -> dict[str, str]:
-    """Mark each experiment 'best', 'tie' (within the larger std of it and the best) or ''."""
-    if table.empty or col not in table:
+def ties(table: pd.DataFrame, col: str = "float/overall", reference: str | None = None) -> dict[str, str]:
+    """The seed-std rule: mark the reference ``reference`` (default the best row by ``col``: ``best``),
+    and each other row ``tie`` when its mean of ``col`` is within the larger of its and the reference's
+    std of the reference's, else ''."""
+    if (
+        table.empty
+        or col not in table
+        or (reference is not None and reference not in set(table["experiment"]))
+    ):
         return {}
-    best = table.loc[table[col].idxmax()]
+    if reference is None:
+        ref, mark = table.loc[table[col].idxmax()], "best"
+    else:
+        ref, mark = table[table["experiment"] == reference].iloc[0], "reference"
     out = {}
     for _, r in table.iterrows():
         spreads = [
-            v for v in (r.get(f"{col}_std"), best.get(f"{col}_std")) if v is not None and not math.isnan(v)
+            v for v in (r.get(f"{col}_std"), ref.get(f"{col}_std")) if v is not None and not math.isnan(v)
         ]
         spread = max(spreads) if spreads else math.nan
-        if r["experiment"] == best["experiment"]:
-            out[r["experiment"]] = "best"
-        elif not math.isnan(spread) and best[col] - r[col] < spread:
+        if r["experiment"] == ref["experiment"]:
+            out[r["experiment"]] = mark
+        elif not math.isnan(spread) and abs(ref[col] - r[col]) < spread:
             out[r["experiment"]] = "tie"
         else:
             out[r["experiment"]] = ""
     return out
+
+
+# ---------------------------------------------------------------------------------------------- significance
+# The (dim, precision) of each prefix of run_summary's value keys (dim None: the run's full dim);
+# ``binary_drop/<level>`` is binary - float32 of that level; other values (train_seconds) have no interval.
+VALUE_SETTINGS = {
+    "float": (None, "float32"),
+    "binary": (None, "binary"),
+    "int8": (None, "int8"),
+    "dim128": (128, "float32"),
+}
+
+
+def value_terms(key: str) -> list[tuple[int, int | None, str, str]] | None:
+    """(sign, dim, precision, level) terms whose signed sum is ``run_summary``'s value ``key``; None for
+    a value without per-item scores."""
+    prefix, _, level = key.partition("/")
+    if prefix == "binary_drop" and level:
+        return [(1, None, "binary", level), (-1, None, "float32", level)]
+    if prefix in VALUE_SETTINGS and level:
+        return [(1, *VALUE_SETTINGS[prefix], level)]
+    return None
+
+
+class Significance:
+    """Paired bootstrap intervals between the rows of ``df`` (latest runs of ``store``); each row's
+    replicates at a (dim, precision) are computed once (:func:`jina5.eval.bootstrap.row_replicates`)."""
+
+    def __init__(
+        self,
+        store: ResultsStore,
+        df: pd.DataFrame,
+        resamples: int = DEFAULT_RESAMPLES,
+        seed: int = DEFAULT_SEED,
+    ) -> None:
+        self.store, self.df, self.resamples, self.seed = store, df, resamples, seed
+        self._rows: dict[tuple, Replicates | MissingItems] = {}
+
+    def replicates(self, experiment: str, dim: int | None, precision: str) -> Replicates:
+        """The row's replicates (raises :class:`MissingItems`)."""
+        key = (experiment, dim, precision)
+        if key not in self._rows:
+            runs = self.df[self.df["experiment"] == experiment]
+            try:
+                seeds = [
+                    run_items(self.store, g, dim, precision)
+                    for _, g in runs.groupby(seed_keys(runs["seed"]), sort=True)
+                ]
+                self._rows[key] = row_replicates(seeds, self.resamples, self.seed)
+            except MissingItems as e:
+                self._rows[key] = e
+        got = self._rows[key]
+        if isinstance(got, MissingItems):
+            raise got
+        return got
+
+    def interval(self, candidate: str, reference: str, key: str) -> Interval | str:
+        """The interval of ``candidate`` - ``reference`` of the value ``key``, or why there is none
+        (``no CI (...)``)."""
+        terms = value_terms(key)
+        if terms is None:
+            return "no CI (not an item score)"
+        try:
+            total = 0.0
+            for sign, dim, precision, level in terms:
+                diff = difference(
+                    self.replicates(candidate, dim, precision), self.replicates(reference, dim, precision)
+                )
+                if level not in diff:
+                    raise MissingItems(f"no {level} results", "not evaluated")
+                total = total + sign * diff[level]
+        except MissingItems as e:
+            return f"no CI ({e.hint})"
+        return interval(total)
+
+    def describe(self) -> str:
+        return (
+            f"paired bootstrap over test items, {self.resamples} resamples (seed {self.seed}), "
+            "95% percentile interval"
+        )
+
+
+def interval_json(got: Interval | str) -> dict:
+    """An interval for summary.json (6 decimals), or ``{"missing": why}``."""
+    if isinstance(got, str):
+        return {"missing": got}
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in got.as_dict().items()}
+
+
+def reference_row(spec: dict, layout: dict, trained: pd.DataFrame) -> tuple[str | None, bool]:
+    """(the row a table's trained rows are compared with, whether it is the ``rank_by`` best): the
+    layout's ``compare[0]`` or ``reference`` (an experiment config or a row label), else the best
+    trained row by ``rank_by``, else the first trained row."""
+    if layout.get("compare"):
+        return layout["compare"][0], False
+    if layout.get("reference"):
+        name = layout["reference"]
+        return (experiment_name(name) if name in spec.get("experiments", []) else name), False
+    if trained.empty:
+        return None, False
+    rank_by = layout.get("rank_by")
+    if rank_by in trained and trained[rank_by].notna().any():
+        return str(trained.loc[trained[rank_by].idxmax(), "experiment"]), True
+    return str(trained["experiment"].iloc[0]), False
+
+
+def interval_keys(layout: dict) -> list[str]:
+    """The values that get a ``Δ [95% CI]`` column: the layout's ``intervals``, default its ``rank_by``."""
+    if "intervals" in layout:
+        return list(layout["intervals"] or [])
+    return [layout["rank_by"]] if layout.get("rank_by") else []
 
 
 def markdown(
@@ -123,27 +259,50 @@ def markdown(
 
 
 def comparison_markdown(
-    table: pd.DataFrame, columns: Sequence[tuple[str, str]], reference: str, candidate: str
+    table: pd.DataFrame,
+    columns: Sequence[tuple[str, str]],
+    reference: str,
+    candidate: str,
+    intervals: dict[str, Interval | str] | None = None,
 ) -> str:
     """A markdown table of two experiments of ``table``: one row per (header, value column), with the
-    ``reference``'s and the ``candidate``'s seed mean (± std) and ``delta`` = candidate - reference."""
+    ``reference``'s and the ``candidate``'s seed mean (± std) and ``delta`` = candidate - reference;
+    with ``intervals`` ({value column: interval or why none}), its ``95% CI`` and ``verdict`` too."""
     rows = table.set_index("experiment").reindex([reference, candidate])
-    lines = [f"| task type | {reference} | {candidate} | delta |", "|---|---|---|---|"]
+    heads = [
+        "task type",
+        reference,
+        candidate,
+        "delta",
+        *(["95% CI", "verdict"] if intervals is not None else []),
+    ]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for header, col in columns:
         (ref, cand), (ref_std, cand_std) = (
             rows.get(c, pd.Series(math.nan, index=rows.index)) for c in (col, f"{col}_std")
         )
         delta = cand - ref
-        lines.append(
-            f"| {header} | {fmt(ref, ref_std)} | {fmt(cand, cand_std)} | "
-            + ("-" if math.isnan(delta) else f"{delta * 100:+.2f}")
-            + " |"
-        )
+        cells = [
+            header,
+            fmt(ref, ref_std),
+            fmt(cand, cand_std),
+            "-" if math.isnan(delta) else f"{delta * 100:+.2f}",
+        ]
+        if intervals is not None:
+            got = intervals.get(col, "")
+            if isinstance(got, Interval):
+                cells += [f"[{got.low * 100:+.2f}, {got.high * 100:+.2f}]", got.verdict]
+            else:
+                cells += [got, ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def dim_table(df: pd.DataFrame, experiments: Sequence[str], precision: str = "float32") -> pd.DataFrame:
-    """Overall average (seed mean) at every evaluated Matryoshka dim: one row per experiment, one column per dim."""
+def dim_table(
+    df: pd.DataFrame, experiments: Sequence[str], precision: str = "float32", stat: str = "mean"
+) -> pd.DataFrame:
+    """Overall average at every evaluated Matryoshka dim, its seed ``stat`` (``mean``, or ``std``: the
+    sample std, NaN for one seed): one row per experiment, one column per dim."""
     rows = {}
     for exp in experiments:
         runs = df[df["experiment"] == exp]
@@ -156,17 +315,21 @@ def dim_table(df: pd.DataFrame, experiments: Sequence[str], precision: str = "fl
                 for _, g in runs.groupby(seed_keys(runs["seed"]))
             ]
         )
-        rows[exp] = per_seed.mean()
+        rows[exp] = per_seed.mean() if stat == "mean" else per_seed.std(ddof=1)
     return pd.DataFrame(rows).T
 
 
-def curve_table(df: pd.DataFrame, experiments: Sequence[str], metric: str = "ndcg@10") -> pd.DataFrame:
-    """Dev ``metric`` (seed mean) at every checked step: one row per experiment, one column per step."""
+def curve_table(
+    df: pd.DataFrame, experiments: Sequence[str], metric: str = "ndcg@10", stat: str = "mean"
+) -> pd.DataFrame:
+    """Dev ``metric`` at every checked step, its seed ``stat`` (``mean`` or ``std``): one row per
+    experiment, one column per step."""
     rows = {}
     for exp in experiments:
         curve = df[(df["experiment"] == exp) & (df["task"] == "dev_curve") & (df["metric"] == metric)]
         if not curve.empty:
-            rows[exp] = curve.groupby(curve["step"].astype(int))["value"].mean()
+            by_step = curve.groupby(curve["step"].astype(int))["value"]
+            rows[exp] = by_step.mean() if stat == "mean" else by_step.std(ddof=1)
     return pd.DataFrame(rows).T
 
 
@@ -190,29 +353,48 @@ def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path
     plt.close(fig)
 
 
-def truncation_curve(dims: pd.DataFrame, path: Path, precision: str = "float32") -> None:
-    """Overall score against Matryoshka dim, one line per row of a ``dim_table``."""
+def spread_band(ax: plt.Axes, xs: Sequence, mean: pd.Series, std: pd.Series | None, **kw) -> None:
+    """A line of ``mean`` x100 and, where ``std`` is known (several seeds), a band of mean ± std."""
+    line = ax.plot(xs, mean.to_numpy() * 100, **kw)[0]
+    if std is not None:
+        std = std.reindex(mean.index).to_numpy(dtype=float) * 100
+        if (~pd.isna(std)).any():
+            low, high = mean.to_numpy() * 100 - std, mean.to_numpy() * 100 + std
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def truncation_curve(
+    dims: pd.DataFrame, path: Path, precision: str = "float32", spread: pd.DataFrame | None = None
+) -> None:
+    """Overall score against Matryoshka dim, one line per row of a ``dim_table`` (seed mean); a band of
+    ± the seed std (``spread``: the ``dim_table`` of ``stat="std"``) where a row has several seeds."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for exp, row in dims.iterrows():
         row = row.dropna()
-        ax.plot(row.index, row.to_numpy() * 100, marker="o", label=exp)
+        std = spread.loc[exp] if spread is not None and exp in spread.index else None
+        spread_band(ax, row.index, row, std, marker="o", label=exp)
     ax.set_xscale("log", base=2)
     save_line_plot(
-        fig, ax, "embedding dim (Matryoshka truncation)", f"overall average ({precision}) x 100", path
+        fig,
+        ax,
+        "embedding dim (Matryoshka truncation)",
+        f"overall average ({precision}) x 100 (± seed std)",
+        path,
     )
 
 
 def precision_bars(table: pd.DataFrame, path: Path) -> None:
-    """Float vs int8 vs binary overall average per experiment."""
+    """Float vs int8 vs binary overall average per experiment (seed mean), error bars ± the seed std."""
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.27
     xs = range(len(table))
     for k, (name, col) in enumerate(
         [("float32", "float/overall"), ("int8", "int8/overall"), ("binary", "binary/overall")]
     ):
-        ax.bar([x + (k - 1) * width for x in xs], table[col] * 100, width, label=name)
+        std = table[f"{col}_std"] * 100 if f"{col}_std" in table else None
+        ax.bar([x + (k - 1) * width for x in xs], table[col] * 100, width, yerr=std, capsize=2, label=name)
     ax.set_xticks(list(xs), table["experiment"], rotation=20, fontsize=7, ha="right")
-    ax.set_ylabel("overall average x 100")
+    ax.set_ylabel("overall average x 100 (± seed std)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -229,16 +411,24 @@ def teacher_dev_level(df: pd.DataFrame, experiments: Sequence[str], metric: str 
     return float(rows["value"].mean()) if len(rows) else None
 
 
-def dev_curves(steps: pd.DataFrame, teacher: float | None, path: Path, metric: str = "ndcg@10") -> None:
-    """Dev-set retrieval score against training step, one line per row of a ``curve_table``; the
-    teacher's level dashed."""
+def dev_curves(
+    steps: pd.DataFrame,
+    teacher: float | None,
+    path: Path,
+    metric: str = "ndcg@10",
+    spread: pd.DataFrame | None = None,
+) -> None:
+    """Dev-set retrieval score against training step, one line per row of a ``curve_table`` (seed
+    mean) with a band of ± the seed std (``spread``) where it has several seeds; the teacher's level
+    dashed."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for exp, row in steps.iterrows():
         row = row.dropna()
-        ax.plot(row.index, row.to_numpy() * 100, marker=".", label=exp)
+        std = spread.loc[exp] if spread is not None and exp in spread.index else None
+        spread_band(ax, row.index, row, std, marker=".", label=exp)
     if teacher is not None:
         ax.axhline(teacher * 100, color="gray", linestyle="--", label="teacher")
-    save_line_plot(fig, ax, "training step", f"dev {metric} x 100", path)
+    save_line_plot(fig, ax, "training step", f"dev {metric} x 100 (± seed std)", path)
 
 
 def reference_names(spec: dict) -> list[str]:
@@ -253,28 +443,96 @@ def regime_names(spec: dict) -> list[str]:
     return [*reference_names(spec), *trained]
 
 
-def main_table(table: pd.DataFrame, layout: dict, references: Sequence[str]) -> list[str]:
+def table_intervals(
+    table: pd.DataFrame, spec: dict, layout: dict, significance: Significance
+) -> tuple[str | None, bool, dict[str, dict[str, Interval | str]]]:
+    """(reference row, whether it is the rank_by best, {candidate row: {value: interval or why none}})
+    of a sweep's main table: every trained row (``compare``: its candidate) against the reference, for
+    every layout column and ``intervals`` value that has per-item scores."""
+    trained = table[~table["experiment"].isin(reference_names(spec))]
+    reference, best = reference_row(spec, layout, trained)
+    present = set(table["experiment"])
+    if reference not in present:
+        return reference, best, {}
+    candidates = [layout["compare"][1]] if layout.get("compare") else list(trained["experiment"])
+    keys = [c for c in dict.fromkeys([*layout["columns"].values(), *interval_keys(layout)]) if value_terms(c)]
+    rows = {
+        exp: {key: significance.interval(exp, reference, key) for key in keys}
+        for exp in candidates
+        if exp in present and exp != reference
+    }
+    return reference, best, rows
+
+
+def interval_cell(got: Interval | str | None) -> str:
+    return got.format() if isinstance(got, Interval) else (got or "")
+
+
+def main_table(
+    table: pd.DataFrame,
+    layout: dict,
+    references: Sequence[str],
+    reference: str | None = None,
+    is_best: bool = False,
+    intervals: dict[str, dict[str, Interval | str]] | None = None,
+    method: str = "",
+) -> list[str]:
     """The lines of a sweep's main table (``layout``: sweeps.yaml's ``table``); ``references`` (the
-    baselines) frame the trained rows and take no part in the ``vs best`` ranking."""
+    baselines) frame the trained rows. With ``intervals`` (:func:`table_intervals`): a ``Δ <value>
+    [95% CI]`` column per :func:`interval_keys` value and the verdict against ``reference`` (``vs best``
+    when it is the rank_by best): the interval's where there is one, else the seed-std rule (:func:`ties`)."""
     columns = list(layout["columns"].items())
+    intervals = intervals or {}
+    note = []
     if layout.get("compare"):
-        body = comparison_markdown(table, columns, *layout["compare"])
+        candidate = layout["compare"][1]
+        body = comparison_markdown(table, columns, *layout["compare"], intervals.get(candidate, {}))
+        note = [f"95% CI: {method}; `better` / `worse` only when it excludes 0, else `tie`.", ""]
     else:
-        extra = {}
-        if layout.get("rank_by"):
-            extra["vs best"] = ties(table[~table["experiment"].isin(references)], layout["rank_by"])
+        extra: dict[str, dict[str, str]] = {}
+        headers = {col: header for header, col in columns}
+        keys = interval_keys(layout)
+        for key in keys:
+            cells = {exp: interval_cell(got.get(key)) for exp, got in intervals.items()}
+            extra[f"Δ {headers.get(key, key)} [95% CI]"] = {
+                **cells,
+                **({reference: "(reference)"} if reference else {}),
+            }
+        primary = layout.get("rank_by") or next(iter(keys), None)
+        if primary and reference:
+            rows = table[~table["experiment"].isin(references) | (table["experiment"] == reference)]
+            fallback = ties(rows, primary, None if is_best else reference)
+            extra["vs best" if is_best else f"vs {reference}"] = {
+                exp: got.verdict if isinstance(got, Interval) else fallback.get(exp, "")
+                for exp, got in {e: intervals.get(e, {}).get(primary) for e in fallback}.items()
+            }
         if layout.get("paper"):
             extra["paper"] = layout["paper"]
         body = markdown(table, columns, extra)
-    return [layout["caption"], "", body, ""]
+        if keys and reference:
+            note = [
+                f"Δ: the row minus {reference} (x100), [95% CI]: {method}. A row is `better` / `worse` only"
+                " when the interval excludes 0, else a `tie`; `no CI (re-evaluate)`: a run in the store has no"
+                " per-item scores (its verdict falls back to the seed-std rule: a tie within the larger std).",
+                "",
+            ]
+    return [layout["caption"], "", body, "", *note]
 
 
-def build(store: str | Path, sweep: str, out: str | Path) -> dict:
-    """Write ``summary.md``, ``summary.json`` and the figures of ``sweep`` into ``out``; returns the json."""
+def build(
+    store: str | Path,
+    sweep: str,
+    out: str | Path,
+    resamples: int = DEFAULT_RESAMPLES,
+    bootstrap_seed: int = DEFAULT_SEED,
+) -> dict:
+    """Write ``summary.md``, ``summary.json`` and the figures of ``sweep`` into ``out``; returns the json.
+    ``resamples`` / ``bootstrap_seed``: the paired bootstrap's (:mod:`jina5.eval.bootstrap`)."""
     spec = load_sweeps()[sweep]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    df = latest_runs(ResultsStore(store).read())
+    results = ResultsStore(store)
+    df = latest_runs(results.read())
     curves = [row.label for row in sweep_rows(spec)]
     names = regime_names(spec)
     table = regime_table(df, names) if not df.empty else pd.DataFrame()
@@ -282,7 +540,25 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
     result: dict = {"sweep": sweep, "regimes": {}}
     if "float/overall" in table.columns:  # some run has held-out scores (figure3's runs have only curves)
         if spec.get("table"):
-            lines += main_table(table, spec["table"], reference_names(spec))
+            significance = Significance(results, df, resamples, bootstrap_seed)
+            reference, best, intervals = table_intervals(table, spec, spec["table"], significance)
+            lines += main_table(
+                table,
+                spec["table"],
+                reference_names(spec),
+                reference,
+                best,
+                intervals,
+                significance.describe(),
+            )
+            result["intervals"] = {
+                "reference": reference,
+                "method": significance.describe(),
+                "rows": {
+                    exp: {key: interval_json(got) for key, got in values.items()}
+                    for exp, values in intervals.items()
+                },
+            }
         for _, r in table.iterrows():
             result["regimes"][r["experiment"]] = {
                 k: (None if isinstance(v, float) and math.isnan(v) else v)
@@ -300,14 +576,19 @@ def build(store: str | Path, sweep: str, out: str | Path) -> dict:
             result["truncation"] = {
                 exp: {int(d): v for d, v in row.dropna().items()} for exp, row in dims.iterrows()
             }
-        truncation_curve(dims, out / "truncation.png")
-        truncation_curve(dim_table(df, names, "binary"), out / "truncation_binary.png", precision="binary")
+        truncation_curve(dims, out / "truncation.png", spread=dim_table(df, names, stat="std"))
+        truncation_curve(
+            dim_table(df, names, "binary"),
+            out / "truncation_binary.png",
+            precision="binary",
+            spread=dim_table(df, names, "binary", stat="std"),
+        )
         precision_bars(table, out / "precision.png")
         lines += ["![truncation](truncation.png) ![precision](precision.png)", ""]
     if not df.empty and (df["task"] == "dev_curve").any():
         steps = curve_table(df, curves)
         teacher = teacher_dev_level(df, curves)
-        dev_curves(steps, teacher, out / "dev_curves.png")
+        dev_curves(steps, teacher, out / "dev_curves.png", spread=curve_table(df, curves, stat="std"))
         if not steps.empty:
             every = max(1, len(steps.columns) // 10)
             ceiling = (
@@ -377,10 +658,14 @@ def main() -> None:
     ap.add_argument(
         "--out", default=None, help="output dir (default results/<sweep>, results/ablation for default)"
     )
+    ap.add_argument(
+        "--resamples", type=int, default=DEFAULT_RESAMPLES, help="paired bootstrap resamples per interval"
+    )
+    ap.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap draws")
     args = ap.parse_args()
     for sweep in [args.sweep] if args.sweep else list(load_sweeps()):
         out = args.out or default_out(sweep)
-        build(args.store, sweep, out)
+        build(args.store, sweep, out, args.resamples, args.bootstrap_seed)
         print(Path(out, "summary.md").read_text())
 
 

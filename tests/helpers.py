@@ -141,6 +141,90 @@ def task_records(
     return out
 
 
+# the tasks of task_records, with the number of test items of each synthetic item-backed run
+ITEM_TASKS = (
+    ("retrieval", "news", "", 80),
+    ("retrieval", "chatterbot", "english", 60),
+    ("retrieval", "chatterbot", "german", 40),
+    ("sts", "lee_sts", "", 120),
+    ("classification", "bbc", "", 100),
+    ("clustering", "bbc", "", 120),
+)
+
+
+def synthetic_items(task: str, dataset: str, language: str, n: int, quality: float, model: str):
+    """Per-item scores of a made-up model of ``quality`` (about its main metric) on a made-up task.
+
+    The items (texts, gold labels and scores, each item's difficulty) depend on the task only, so every
+    model is scored on the same items; ``model`` (a name) seeds the model's own noise."""
+    import zlib
+
+    import numpy as np
+
+    from jina5.eval.items import classification_items, clustering_items, retrieval_items, sts_items
+
+    where = f"{task}/{dataset}/{language}"
+    items = np.random.default_rng(zlib.crc32(where.encode()))
+    noise = np.random.default_rng([zlib.crc32(model.encode()), zlib.crc32(where.encode())])
+    texts = [f"{where}/{i}" for i in range(n)]
+    if task == "retrieval":
+        ndcg = np.clip(quality + items.uniform(-0.3, 0.3, n) + noise.normal(0, 0.1, n), 0.0, 1.0)
+        return retrieval_items(ndcg, texts, [f"{where}/corpus"])
+    if task == "sts":
+        gold = items.integers(0, 5, n).astype(np.float64)  # tied scores, as human ratings
+        predicted = quality * (gold - 2) / 2 + (1 - quality) * noise.normal(0, 1, n)
+        return sts_items(predicted.astype(np.float32), gold, texts, texts[::-1])
+    if task == "classification":
+        labels = items.integers(0, 3, n)
+        correct = items.uniform(0, 1, n)[None, :] + noise.normal(0, 0.2, (2, n)) < quality + 0.1
+        return classification_items(correct, texts, labels)
+    labels = np.arange(n) % 4
+    kept = noise.random((2, n)) < quality
+    return clustering_items(np.where(kept, labels, noise.integers(0, 4, (2, n))), texts, labels)
+
+
+def item_records(
+    store, run_id: str, quality: float, binary_drop: float, precisions: tuple[str, ...]
+) -> list[dict]:
+    """Held-out records of an item-backed run (the tasks of :data:`ITEM_TASKS`, dims 128 and 384): every
+    main metric is recomputed from synthetic per-item scores (:func:`synthetic_items`, quality lowered
+    by 0.05 at dim 128 and by ``binary_drop`` in binary, half of it in int8), written to the store's
+    sidecar and named by the record's ``items``; each comes with a non-main metric of value 0."""
+    import hashlib
+
+    drop = {"float32": 0.0, "int8": binary_drop / 2, "binary": binary_drop}
+    out = []
+    for task, dataset, lang, n in ITEM_TASKS:
+        settings = [(dim, p) for dim in (128, 384) for p in precisions]
+        by_setting = {
+            (dim, p): synthetic_items(
+                task,
+                dataset,
+                lang,
+                n,
+                quality - (0.05 if dim == 128 else 0.0) - drop[p],
+                f"{run_id}/{dim}/{p}",
+            )
+            for dim, p in settings
+        }
+        key = hashlib.sha256(f"{task}/{dataset}/{lang}".encode()).hexdigest()
+        ref = store.write_items(run_id, key, by_setting)
+        for (dim, p), items in by_setting.items():
+            main = {
+                "task": task,
+                "dataset": dataset,
+                "language": lang,
+                "split": "test",
+                "metric": MAIN_METRICS[task],
+                "dim": dim,
+                "precision": p,
+                "value": round(items.metric(), 9),  # 9 decimals: the same digits on every machine
+                "items": ref,
+            }
+            out += [main, {**main, "metric": "other", "value": 0.0, "items": None}]
+    return out
+
+
 def dev_record(task: str, metric: str, value: float, step: int | None = None) -> dict:
     """One dev-split record (``training`` wall time, ``dev_curve`` / ``training_curve`` points)."""
     record = {
@@ -169,17 +253,25 @@ def write_fake_run(
     train_seconds: float | None = None,
     curve: dict[int, float] | None = None,
     teacher_curve: dict[int, float] | None = None,
+    items: bool = False,
 ) -> None:
     """Append one evaluated run to ``store`` (a ResultsStore): held-out records at ``base`` (none if
-    None), its wall time, its dev nDCG@10 curve and the teacher's level on the same dev pairs."""
-    records = [] if base is None else task_records(base, binary_drop, precisions, retrieval_shift)
+    None), its wall time, its dev nDCG@10 curve and the teacher's level on the same dev pairs. With
+    ``items``, the held-out records are recomputed from per-item scores of quality ``base``
+    (:func:`item_records`) instead of :func:`task_records`' values (and ``retrieval_shift`` is unused)."""
+    run_id = run_id or f"{experiment}-seed{seed}"
+    if base is None:
+        records = []
+    elif items:
+        records = item_records(store, run_id, base, binary_drop, precisions)
+    else:
+        records = task_records(base, binary_drop, precisions, retrieval_shift)
     if train_seconds is not None:
         records.append(dev_record("training", "train_seconds", train_seconds))
     records += [dev_record("dev_curve", "ndcg@10", v, step) for step, v in (curve or {}).items()]
     records += [
         dev_record("dev_curve", "teacher_ndcg@10", v, step) for step, v in (teacher_curve or {}).items()
     ]
-    run_id = run_id or f"{experiment}-seed{seed}"
     store.append(records, {"run_id": run_id, "experiment": experiment, "seed": seed, "model": run_id})
 
 
@@ -187,7 +279,9 @@ def write_golden_store(path) -> None:
     """A store with every regime the sweeps of experiments/sweeps.yaml tabulate: baselines, one or two
     seeds per trained regime (some within each other's spread, some not), an older evaluation that the
     latest one replaces, int8 for a few, a regime best in retrieval but not overall (Table 5 ranks by
-    retrieval), dev curves, and curve-only runs (figure 3)."""
+    retrieval), dev curves, and curve-only runs (figure 3). The default sweep's trained regimes are
+    item-backed (:func:`item_records`: their tables get intervals); the others have no per-item scores,
+    as an older store (`no CI (re-evaluate)`)."""
     from jina5.eval.store import ResultsStore
 
     store = ResultsStore(path)
@@ -196,7 +290,7 @@ def write_golden_store(path) -> None:
     write_fake_run(store, "combined", 0, 0.30, run_id="combined-old", train_seconds=50.0)  # replaced below
     evaluated = {  # experiment: (seed-0 base, seed-1 base or None, binary drop)
         "pure_distill": (0.52, None, 0.12),
-        "pure_contrastive": (0.47, 0.49, 0.09),
+        "pure_contrastive": (0.40, 0.42, 0.09),
         "combined": (0.50, 0.54, 0.10),
         "loss_ablation/nce_distill_gor": (0.531, 0.529, 0.05),
         "loss_ablation/nce_distill": (0.522, 0.541, 0.11),
@@ -229,6 +323,7 @@ def write_golden_store(path) -> None:
                 retrieval_shift=0.03 if experiment == "loss_ablation/nce_gor" else 0.0,
                 train_seconds=60.0 + 3 * k + seed,
                 curve=curve,
+                items=experiment in ("pure_distill", "pure_contrastive", "combined"),
             )
     for k, experiment in enumerate(
         ("objective_curve/distill", "objective_curve/infonce", "objective_curve/score_distill")

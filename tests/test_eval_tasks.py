@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from jina5.eval.classification import evaluate_classification, undersample
 from jina5.eval.clustering import evaluate_clustering
+from jina5.eval.items import ItemScores
 from jina5.eval.metrics import truncate
 from jina5.eval.retrieval import evaluate_retrieval, hamming_search, ip_search, search
 from jina5.eval.sts import evaluate_sts
@@ -63,6 +64,11 @@ def by_value(records, metric, precision="float32", dim=DIM):
         r["value"] for r in records if (r["metric"], r["precision"], r["dim"]) == (metric, precision, dim)
     ]
     return v
+
+
+def by_record(records, metric, precision="float32", dim=DIM) -> dict:
+    (r,) = [r for r in records if (r["metric"], r["precision"], r["dim"]) == (metric, precision, dim)]
+    return r
 
 
 # ---------------------------------------------------------------------------- retrieval
@@ -293,3 +299,67 @@ def test_clustering_separable_and_max_docs():
     enc = FakeEncoder()
     evaluate_clustering(enc, texts, labels, None, ["float32"], max_docs=50, **CLUSTERING)
     assert enc.calls == [(50, "document")]
+
+
+# ---------------------------------------------------------------------------- per-item scores
+def assert_items_recompute_every_value(records, metric: str, n_items: int) -> None:
+    """Each ``metric`` record carries items whose full-sample metric is its value; the items are the
+    same (identity) at every setting."""
+    main = [r for r in records if r["metric"] == metric]
+    assert main and all(isinstance(r.get("items"), ItemScores) for r in main)
+    for r in main:
+        assert r["items"].n_items == n_items
+        assert r["items"].metric() == pytest.approx(r["value"], abs=1e-12), (r["dim"], r["precision"])
+    assert len({r["items"].identity for r in main}) == 1
+
+
+SETTINGS = ([DIM, 16], ["float32", "int8", "binary"])
+
+
+def test_retrieval_items_are_the_scored_queries_ndcg():
+    queries, corpus, _ = _retrieval_data(n=60, n_queries=30)
+    qrels = {i: {i: 1, (i + 1) % 60: 1} for i in range(29)} | {29: {}}  # query 29: nothing relevant
+    recs = evaluate_retrieval(FakeEncoder(), queries, corpus, qrels, *SETTINGS, **RETRIEVAL)
+    assert_items_recompute_every_value(recs, "ndcg@10", 29)
+    assert_items_recompute_every_value(recs, "ndcg@100", 29)
+    assert all("items" not in r for r in recs if not r["metric"].startswith("ndcg"))
+    # the items are in qrels order: another order is other items
+    reordered = {q: qrels[q] for q in reversed(qrels)}
+    again = evaluate_retrieval(FakeEncoder(), queries, corpus, reordered, None, ["float32"], **RETRIEVAL)
+    np.testing.assert_array_equal(again[0]["items"].arrays["ndcg"], recs[0]["items"].arrays["ndcg"][::-1])
+    assert again[0]["items"].identity != recs[0]["items"].identity
+
+
+def test_sts_items_are_the_pair_cosines_and_scores():
+    a, b, y = _sts_data()
+    recs = evaluate_sts(FakeEncoder(), a, b, y, *SETTINGS)
+    assert_items_recompute_every_value(recs, "spearman", len(y))
+    items = by_record(recs, "spearman", "float32", DIM)["items"]
+    ea, eb = np.stack([_vec(t) for t in a]), np.stack([_vec(t) for t in b])
+    np.testing.assert_allclose(items.arrays["predicted"], (ea * eb).sum(1), atol=1e-6)
+    np.testing.assert_array_equal(items.arrays["gold"], y)
+
+
+def test_classification_items_are_each_seeds_right_answers():
+    train, y_train, _ = _labelled(30, 3, "tr", separable=False)
+    test, y_test, _ = _labelled(40, 3, "te", separable=False)
+    recs = evaluate_classification(FakeEncoder(), train, y_train, test, y_test, *SETTINGS, **CLASSIFICATION)
+    assert_items_recompute_every_value(recs, "accuracy", len(test))
+    correct = by_record(recs, "accuracy", "float32", DIM)["items"].arrays["correct"]
+    assert correct.shape == (3, len(test)) and correct.dtype == bool
+    x_test = np.stack([_vec(t) for t in test])
+    idx = undersample(y_train, 8, 1)
+    clf = LogisticRegression(max_iter=100, random_state=1)
+    clf.fit(np.stack([_vec(train[i]) for i in idx]), [y_train[i] for i in idx])
+    np.testing.assert_array_equal(correct[1], clf.predict(x_test) == np.asarray(y_test))  # seed 1's probe
+
+
+def test_clustering_items_are_each_seeds_clusters():
+    texts, labels, _ = _labelled(30, 4, "x", separable=False)
+    recs = evaluate_clustering(FakeEncoder(), texts, labels, *SETTINGS, **CLUSTERING)
+    assert_items_recompute_every_value(recs, "v_measure", len(texts))
+    items = by_record(recs, "v_measure", "float32", DIM)["items"]
+    x = np.stack([_vec(t) for t in texts])
+    km = MiniBatchKMeans(4, batch_size=500, n_init=1, random_state=2).fit_predict(x)
+    np.testing.assert_array_equal(items.arrays["assigned"][2], km)
+    assert v_measure_score(items.arrays["gold"], km) == pytest.approx(v_measure_score(labels, km))

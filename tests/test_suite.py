@@ -350,6 +350,16 @@ def test_suite_end_to_end_on_a_tiny_model(tiny_run):
     text = format_summary(table, "tiny")
     assert "overall" in text and "clustering/bbc" in text
 
+    # every main-metric record names its task's per-item scores, which recompute its value
+    main_rows = df[df["metric"] == df["task"].map(MAIN_METRIC)]
+    assert main_rows["items"].map(store.has_items).all()
+    assert df.loc[df["metric"] != df["task"].map(MAIN_METRIC), "items"].isna().all()
+    assert main_rows["items"].nunique() == df["task_key"].nunique()  # one sidecar file per task
+    for r in main_rows.to_dict(orient="records"):
+        items = store.read_items(r["items"])[(r["dim"], r["precision"])]
+        assert items.task == r["task"] and items.metric() == pytest.approx(r["value"], abs=1e-12), r
+    assert max(map(len, store.path.read_text().splitlines())) < 1000  # the arrays stay in the sidecar
+
     # truncating to the full dim changes nothing: the full-dim-only run gives the same records
     with threadpool_limits(1):
         full_only = run_suite(enc, {**_eval_cfg("smoke"), "dims": [32]}, types=["sts", "retrieval"])
@@ -376,9 +386,29 @@ def test_rerun_reuses_the_store_without_encoding(tiny_run, monkeypatch):
     key = lambda r: (r["task_name"], r["metric"], r["dim"], r["precision"])  # noqa: E731
     assert sorted((key(r), r["value"]) for r in again) == sorted((key(r), r["value"]) for r in records)
     assert len(store.read(run_id="tiny-2")) == len(records)
+    # the reused records name the per-item scores of the run that computed them
+    first, second = store.read(run_id="tiny-1"), store.read(run_id="tiny-2")
+    assert sorted(second["items"].dropna()) == sorted(first["items"].dropna())
     # other dims are not in the store: the rerun computes
     with pytest.raises(AssertionError, match="encode called"):
         run_suite(enc, {**_eval_cfg("smoke"), "dims": [8]}, store=store, run={**run, "run_id": "tiny-3"})
+
+
+@pytest.mark.integration
+def test_records_without_items_are_evaluated_again(tiny_run, tmp_path):
+    """An older store (no per-item scores) is not reused: the rerun evaluates and stores the items."""
+    enc, store, run, records, _ = tiny_run
+    old = ResultsStore(tmp_path / "results.jsonl")
+    lines = [json.loads(line) for line in store.path.read_text().splitlines()]
+    for line in lines:
+        line.pop("items", None)
+    old.path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    stats: dict = {}
+    again = run_suite(
+        enc, _eval_cfg("smoke"), store=old, run={**run, "run_id": "tiny-4"}, stats=stats, types=["sts"]
+    )
+    assert stats["texts_encoded"] > 0 and all(r["cached_from"] is None for r in again)
+    assert all(old.has_items(r["items"]) for r in again if r["metric"] == "spearman")
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
+from jina5.eval.items import classification_items
 from jina5.eval.metrics import Encode, encode_full, record, variants
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def evaluate_classification(
     max_iter: int,
     prompt: str | None = "document",
 ) -> list[dict]:
-    """Mean test accuracy and macro-F1 over ``seeds`` of a logistic regression per (dim, precision)."""
+    """Mean test accuracy and macro-F1 over ``seeds`` of a logistic regression per (dim, precision);
+    the ``accuracy`` records carry ``items``: which test texts each seed's probe got right
+    (:func:`jina5.eval.items.classification_items`)."""
     if len(train_texts) != len(train_labels) or len(test_texts) != len(test_labels):
         raise ValueError(
             f"texts/labels lengths differ: train {len(train_texts)}/{len(train_labels)}, "
@@ -75,7 +78,7 @@ def evaluate_classification(
 
     records, n_unconverged = [], 0
     for dim, precision, (x_train, x_test) in variants([train_emb, test_emb], dims, precisions):
-        acc, f1 = [], []
+        acc, f1, correct = [], [], []
         for seed, idx in zip(seeds, samples, strict=True):
             clf = LogisticRegression(max_iter=max_iter, random_state=seed)
             with warnings.catch_warnings(record=True) as caught:
@@ -83,9 +86,12 @@ def evaluate_classification(
                 clf.fit(x_train[[pos[int(i)] for i in idx]], y_train[idx].tolist())
             n_unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
             pred = clf.predict(x_test)
+            correct.append(pred == y_test)
             acc.append(accuracy_score(y_test.tolist(), pred.tolist()))
             f1.append(f1_score(y_test.tolist(), pred.tolist(), average="macro"))
-        records.append(record("classification", "accuracy", dim, precision, np.mean(acc)))
+        accuracy = record("classification", "accuracy", dim, precision, np.mean(acc))
+        items = classification_items(np.stack(correct), test_texts, test_labels)
+        records.append({**accuracy, "items": items})
         records.append(record("classification", "f1_macro", dim, precision, np.mean(f1)))
     if n_unconverged:
         log.info("classification: %d logistic-regression fits hit max_iter=%d", n_unconverged, max_iter)

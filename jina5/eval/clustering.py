@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import v_measure_score
 
+from jina5.eval.items import clustering_items
 from jina5.eval.metrics import Encode, encode_full, record, variants
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def evaluate_clustering(
     max_docs: int | None = 16384,  # MTEB's ClusteringFast embeds at most 16384 documents
     prompt: str | None = "document",
 ) -> list[dict]:
-    """Mean V-measure over ``seeds`` of k-means clusterings per (dim, precision)."""
+    """Mean V-measure over ``seeds`` of k-means clusterings per (dim, precision); the records carry
+    ``items``: each seed's cluster of every text (:func:`jina5.eval.items.clustering_items`)."""
     if len(texts) != len(labels):
         raise ValueError(f"lengths differ: {len(texts)} texts, {len(labels)} labels")
     if not seeds:
@@ -52,9 +54,12 @@ def evaluate_clustering(
     emb = encode_full(encode, [texts[i] for i in idx], prompt=prompt)
     records = []
     for dim, precision, (x,) in variants([emb], dims, precisions):
-        scores = []
+        scores, assigned = [], []
         for seed in seeds:
             km = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init=1, random_state=seed)
-            scores.append(v_measure_score(y, km.fit_predict(x)))
-        records.append(record("clustering", "v_measure", dim, precision, np.mean(scores)))
+            assigned.append(km.fit_predict(x))
+            scores.append(v_measure_score(y, assigned[-1]))
+        v_measure = record("clustering", "v_measure", dim, precision, np.mean(scores))
+        items = clustering_items(np.stack(assigned), [texts[i] for i in idx], y)
+        records.append({**v_measure, "items": items})
     return records

@@ -42,7 +42,8 @@ _GROUP_FIELDS = ("task", "dataset", "language", "split", "metric")
 
 
 # ---------------------------------------------------------------------------- ranking metrics
-def _scored_qids(qrels: Qrels) -> list[Hashable]:
+def scored_qids(qrels: Qrels) -> list[Hashable]:
+    """The queries of ``qrels`` with a relevant (rel > 0) document, in ``qrels`` order: the scored ones."""
     return [q for q, rels in qrels.items() if any(r > 0 for r in rels.values())]
 
 
@@ -55,23 +56,29 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _mean_over_queries(
+def _per_query(
     ranked: Ranked, qrels: Qrels, k: int, score: Callable[[Mapping[Hashable, int], list[Hashable]], float]
-) -> float:
-    """Mean over the scored queries of ``score(their qrels, their top-k document ids)``."""
+) -> list[float]:
+    """``score(its qrels, its top-k document ids)`` of each scored query, in :func:`scored_qids` order."""
     _check_k(k)
-    return _mean([score(qrels[q], list(ranked.get(q, ()))[:k]) for q in _scored_qids(qrels)])
+    return [score(qrels[q], list(ranked.get(q, ()))[:k]) for q in scored_qids(qrels)]
 
 
-def ndcg_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
-    """Mean nDCG@k, linear gain, log2(i + 1) discount, ideal ranking from the qrels."""
+def ndcg_per_query(ranked: Ranked, qrels: Qrels, k: int) -> list[float]:
+    """nDCG@k of each scored query (:func:`scored_qids` order): linear gain, log2(i + 1) discount,
+    ideal ranking from the qrels."""
 
     def ndcg(rels: Mapping[Hashable, int], docs: list[Hashable]) -> float:
         dcg = sum(max(rels.get(d, 0), 0) / np.log2(i + 2) for i, d in enumerate(docs))
         ideal = sorted((max(r, 0) for r in rels.values()), reverse=True)[:k]
         return dcg / sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
 
-    return _mean_over_queries(ranked, qrels, k, ndcg)
+    return _per_query(ranked, qrels, k, ndcg)
+
+
+def ndcg_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
+    """Mean nDCG@k over the scored queries (:func:`ndcg_per_query`)."""
+    return _mean(ndcg_per_query(ranked, qrels, k))
 
 
 def mrr_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
@@ -80,7 +87,7 @@ def mrr_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
     def rr(rels: Mapping[Hashable, int], docs: list[Hashable]) -> float:
         return next((1.0 / (i + 1) for i, d in enumerate(docs) if rels.get(d, 0) > 0), 0.0)
 
-    return _mean_over_queries(ranked, qrels, k, rr)
+    return _mean(_per_query(ranked, qrels, k, rr))
 
 
 def recall_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
@@ -90,7 +97,7 @@ def recall_at_k(ranked: Ranked, qrels: Qrels, k: int) -> float:
         relevant = {d for d, r in rels.items() if r > 0}
         return len(set(docs) & relevant) / len(relevant)
 
-    return _mean_over_queries(ranked, qrels, k, recall)
+    return _mean(_per_query(ranked, qrels, k, recall))
 
 
 # ---------------------------------------------------------------------------- embedding variants

@@ -32,16 +32,18 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
+from jina5.eval.items import retrieval_items
 from jina5.eval.metrics import (
     Encode,
     check_precisions,
     encode_full,
     mrr_at_k,
-    ndcg_at_k,
+    ndcg_per_query,
     precision_view,
     recall_at_k,
     record,
     resolve_dims,
+    scored_qids,
     truncate,
 )
 from jina5.quantize import calibration_ranges, quantize
@@ -152,12 +154,15 @@ def evaluate_retrieval(
     ``qrels`` maps a query index (into ``queries``) to {corpus index: grade}. Only queries with a
     relevant document are encoded and scored. For every k in ``k_values`` the records hold
     ``ndcg@k`` (nDCG@10 is the main score), ``mrr@k`` and ``recall@k``; search depth is capped at
-    the corpus size (a ranking of the whole corpus). ``dims`` None means the full dim only.
+    the corpus size (a ranking of the whole corpus). ``dims`` None means the full dim only. Each
+    ``ndcg@k`` record carries ``items``: the per-query nDCG@k of the scored queries
+    (:func:`jina5.eval.items.retrieval_items`), whose mean is its value.
     """
     precisions = check_precisions(precisions)
     if not k_values or min(k_values) < 1:
         raise ValueError(f"k_values must be positive, got {k_values}")
     qids = _check_qrels(qrels, len(queries), len(corpus))
+    scored = [queries[q] for q in scored_qids(qrels)]  # the per-query items' order
     eq = encode_full(encode, [queries[i] for i in qids], prompt="query")
     ed = encode_full(encode, corpus, prompt="document")
     if eq.shape[1] != ed.shape[1]:
@@ -171,8 +176,10 @@ def evaluate_retrieval(
             ids = search(tq, td, precision, depth, rescore=rescore, ranges=ranges)
             ranked = {q: row.tolist() for q, row in zip(qids, ids, strict=True)}
             for k in k_values:
+                per_query = ndcg_per_query(ranked, qrels, k)
+                ndcg = record("retrieval", f"ndcg@{k}", dim, precision, np.mean(per_query))
                 records += [
-                    record("retrieval", f"ndcg@{k}", dim, precision, ndcg_at_k(ranked, qrels, k)),
+                    {**ndcg, "items": retrieval_items(per_query, scored, corpus)},
                     record("retrieval", f"mrr@{k}", dim, precision, mrr_at_k(ranked, qrels, k)),
                     record("retrieval", f"recall@{k}", dim, precision, recall_at_k(ranked, qrels, k)),
                 ]

@@ -13,6 +13,14 @@ on each of the run's ~1,000 metric lines, and :meth:`ResultsStore.read` joins it
 ``config`` column. Keep the two files together. A metric line that carries its own ``config``
 (older stores) keeps it.
 
+**Per-item scores.** The main-metric records of the evaluation suite name, in their ``items`` field,
+a file of the sidecar directory ``results.items/`` (path relative to the store's directory):
+``results.items/<run_id>/<task_key[:24]>.npz``, one per task of the run that computed it (a cached
+task's records name the file of the run they were reused from), holding that task's per-item scores
+at every (dim, precision) it evaluated (format: :func:`jina5.eval.items.save_items`). Records of
+older stores have no ``items``; :mod:`jina5.eval.bootstrap` then reports no interval. Keep the
+directory with the store.
+
 Appends open the files with O_APPEND and issue one ``write`` per line followed by ``fsync``, so
 concurrent writers on a local file system do not interleave lines, and a crash loses at most
 the line being written (which :meth:`ResultsStore.read` then reports by line number). The run
@@ -34,6 +42,7 @@ from typing import Any
 import pandas as pd
 
 from jina5.eval.config import plain
+from jina5.eval.items import ItemScores, load_items, save_items
 
 RUN_FIELDS = ("run_id", "experiment", "seed", "model")
 RECORD_FIELDS = ("task", "dataset", "language", "split", "metric", "dim", "precision", "value")
@@ -85,6 +94,11 @@ def runs_path_for(path: Path) -> Path:
     return path.with_name(f"{path.stem}.runs{path.suffix or '.jsonl'}")
 
 
+def items_dir_for(path: Path) -> Path:
+    """The per-item sidecar directory of a results file: ``results.jsonl`` -> ``results.items/``."""
+    return path.with_name(f"{path.stem}.items")
+
+
 def _append_lines(path: Path, lines: list[dict]) -> None:
     """Append JSON lines with O_APPEND, one ``write`` per line, then ``fsync``."""
     encoded = [(json.dumps(line, default=str) + "\n").encode() for line in lines]
@@ -128,6 +142,8 @@ class ResultsStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.runs_path = runs_path_for(self.path)
+        self.items_dir = items_dir_for(self.path)
+        self._items: dict[str, dict[tuple[int, str], ItemScores]] = {}  # file -> its items, once read
         self._configs_written: dict[str, dict] = {}  # run_id -> config this object already wrote
 
     # ------------------------------------------------------------------ writing
@@ -145,6 +161,11 @@ class ResultsStore:
                 raise ValueError(
                     f"results record {i} ({rec.get('task')}/{rec.get('metric')}) is missing required "
                     f"field(s) {missing}; give them in the record or in the run"
+                )
+            if not (line.get("items") is None or isinstance(line["items"], str)):
+                raise TypeError(
+                    f"results record {i}: 'items' must name a sidecar file (write_items), "
+                    f"got {type(line['items']).__name__}"
                 )
             line["dim"] = None if isna(line["dim"]) else int(line["dim"])  # None: not an embedding metric
             line["value"] = float(line["value"])
@@ -173,6 +194,32 @@ class ResultsStore:
             self._configs_written.update(dict.fromkeys(new_runs, config))
         _append_lines(self.path, lines)
         return len(lines)
+
+    def write_items(
+        self, run_id: str, task_key: str, by_setting: Mapping[tuple[int, str], ItemScores]
+    ) -> str:
+        """Write one task's per-item scores ({(dim, precision): ItemScores}) to the sidecar; returns the
+        file's path relative to the store's directory, for the records' ``items`` field."""
+        run_dir = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(run_id))
+        path = self.items_dir / run_dir / f"{task_key[:24]}.npz"
+        save_items(path, by_setting)
+        self._items.pop(self.relative(path), None)
+        return self.relative(path)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the store's directory, with forward slashes."""
+        return path.relative_to(self.path.parent).as_posix()
+
+    def has_items(self, ref: Any) -> bool:
+        """Whether ``ref`` (a record's ``items`` field) names an existing sidecar file."""
+        return isinstance(ref, str) and bool(ref) and (self.path.parent / ref).is_file()
+
+    def read_items(self, ref: str) -> dict[tuple[int, str], ItemScores]:
+        """{(dim, precision): ItemScores} of the sidecar file a record's ``items`` field names (read once
+        per store object)."""
+        if ref not in self._items:
+            self._items[ref] = load_items(self.path.parent / ref)
+        return self._items[ref]
 
     # ------------------------------------------------------------------ reading
     def _rows(self) -> list[dict]:

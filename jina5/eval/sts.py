@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from jina5.eval.items import sts_items
 from jina5.eval.metrics import Encode, encode_full, record, variants
 
 
@@ -35,7 +36,8 @@ def evaluate_sts(
     precisions: Sequence[str],
     prompt: str | None = "document",
 ) -> list[dict]:
-    """Spearman and Pearson correlation of pair cosines with ``scores`` for every (dim, precision)."""
+    """Spearman and Pearson correlation of pair cosines with ``scores`` for every (dim, precision); the
+    ``spearman`` records carry ``items``: the pair cosines and scores (:func:`jina5.eval.items.sts_items`)."""
     if not len(texts_a) == len(texts_b) == len(scores):
         raise ValueError(
             f"lengths differ: {len(texts_a)} texts_a, {len(texts_b)} texts_b, {len(scores)} scores"
@@ -47,7 +49,9 @@ def evaluate_sts(
     n = len(texts_a)
     records = []
     for dim, precision, (view,) in variants([emb], dims, precisions):
-        sim = paired_cosine(view[:n], view[n:]).astype(np.float64)
-        records.append(record("sts", "spearman", dim, precision, spearmanr(sim, y).statistic))
+        cosine = paired_cosine(view[:n], view[n:])
+        sim = cosine.astype(np.float64)
+        spearman = record("sts", "spearman", dim, precision, spearmanr(sim, y).statistic)
+        records.append({**spearman, "items": sts_items(cosine, y, texts_a, texts_b)})
         records.append(record("sts", "pearson", dim, precision, pearsonr(sim, y).statistic))
     return records

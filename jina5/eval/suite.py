@@ -13,14 +13,21 @@ summary's main column).
 a task whose records exist for (fingerprint, task key, dims, precisions) is not re-run: the latest
 (:func:`jina5.eval.summary.latest_runs`) such records are appended again under the new run, with
 ``cached_from`` naming the run that computed them. The task key
-(:attr:`jina5.eval.tasks.EvalTask.key`) hashes the task's settings and inputs.
+(:attr:`jina5.eval.tasks.EvalTask.key`) hashes the task's settings and inputs. Stored records whose
+main metric has no per-item scores (an older store, or a missing sidecar file) are not reused: the
+task is evaluated again, so that every table row can get its interval.
+
+**Per-item scores.** Each evaluator attaches :class:`jina5.eval.items.ItemScores` to its main-metric
+records; with a store they go to its sidecar (:meth:`jina5.eval.store.ResultsStore.write_items`) and
+the records' ``items`` field names the file (a cached record names the file of the run it came from);
+without a store the records keep the objects.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -28,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from jina5.eval.config import plain, require
 from jina5.eval.encoding import AdapterRouter, model_dim, model_fingerprint
+from jina5.eval.items import ItemScores
 from jina5.eval.metrics import check_precisions, relative_drops
 from jina5.eval.store import ResultsStore, isna
 from jina5.eval.summary import latest_runs
@@ -51,6 +59,7 @@ CACHED_FIELDS = (
     "task_key",
     "eval_seconds",
     "adapter",
+    "items",
 )
 
 
@@ -74,9 +83,11 @@ def cached_records(
     task: EvalTask,
     dims: list[int],
     precisions: list[str],
+    has_items: Callable[[Any], bool] = lambda ref: True,
 ) -> tuple[list[dict], str] | None:
     """(records, run_id) of the latest stored run of (fingerprint, task.key) if it covers every
-    (dim, precision), else None."""
+    (dim, precision) and ``has_items`` holds for the ``items`` field of each of its main-metric
+    records (:meth:`ResultsStore.has_items`), else None."""
     if table is None or fingerprint is None or "task_key" not in table.columns:
         return None
     rows = table[(table["model_fingerprint"] == fingerprint) & (table["task_key"] == task.key)]
@@ -88,6 +99,11 @@ def cached_records(
     if not {(d, p) for d in dims for p in precisions} <= have:
         return None
     rows = rows[rows["dim"].astype(int).isin(dims) & rows["precision"].isin(precisions)]
+    main = rows[rows["metric"] == MAIN_METRIC[task.type]]
+    refs = main["items"] if "items" in main.columns else pd.Series([None] * len(main), dtype=object)
+    if not all(has_items(None if isna(ref) else ref) for ref in refs):
+        log.info("%s: the stored results have no per-item scores: evaluating again", task.name)
+        return None
     out = []
     for rec in rows.to_dict(orient="records"):
         r = {k: None if isna(rec.get(k)) else rec.get(k) for k in CACHED_FIELDS}
@@ -152,13 +168,14 @@ def run_suite(
     dims = eval_dims(require(cfg, "dims"), full)
     todo, skipped = tasks if tasks is not None else build_tasks(cfg, types)
     table = store.read() if (store is not None and reuse and fingerprint and store.path.exists()) else None
+    has_items = store.has_items if store is not None else (lambda ref: False)
     run_fields = {**(run or {}), "model_fingerprint": fingerprint}
 
     log.info("eval: %d tasks (%d skipped), dims %s, precisions %s", len(todo), len(skipped), dims, precisions)
     records: list[dict] = []
     task_log: list[dict] = []
     for n, task in enumerate(todo, start=1):
-        hit = cached_records(table, fingerprint, task, dims, precisions) if reuse else None
+        hit = cached_records(table, fingerprint, task, dims, precisions, has_items) if reuse else None
         encode, adapter = router.route(task.type)
         start, before = time.perf_counter(), router.texts_encoded
         if hit is not None:
@@ -168,6 +185,7 @@ def run_suite(
             # k-means / probes / faiss on these small problems: 1 thread is fastest (eval.threads)
             with threadpool_limits(limits=threads):
                 recs = relative_drops(task.run(encode, dims, precisions))
+            recs = keep_items(recs, task, store, (run or {}).get("run_id"))
             seconds = round(time.perf_counter() - start, 2)
             recs = [
                 {
@@ -206,6 +224,27 @@ def run_suite(
             skipped=skipped,
         )
     return records
+
+
+def keep_items(
+    recs: list[dict], task: EvalTask, store: ResultsStore | None, run_id: str | None
+) -> list[dict]:
+    """``recs`` with ``items`` on the main-metric records only: with a store, the sidecar file their
+    :class:`ItemScores` were written to (:meth:`ResultsStore.write_items`); without, the objects.
+    Every other record gets ``items`` None."""
+    main = MAIN_METRIC[task.type]
+    by_setting: dict[tuple[int, str], ItemScores] = {}
+    out = []
+    for r in recs:
+        items = r.get("items")
+        is_main = r["metric"] == main and isinstance(items, ItemScores)
+        if is_main:
+            by_setting[(int(r["dim"]), r["precision"])] = items
+        out.append({**r, "items": items if is_main else None})
+    if store is not None and by_setting:
+        ref = store.write_items(str(run_id), task.key, by_setting)
+        out = [{**r, "items": ref if r["items"] is not None else None} for r in out]
+    return out
 
 
 def _main_value(recs: list[dict], task_type: str, full: int) -> float:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REGIME_KEYS, dev_record, write_fake_run, write_golden_store
+from helpers import REGIME_KEYS, compose, dev_record, write_fake_run, write_golden_store
 
 from jina5.eval.store import ResultsStore
 
@@ -151,9 +151,15 @@ def test_curves_only_sweep_gets_the_curve_table(store, tmp_path, monkeypatch):
 
 
 def test_every_sweep_names_existing_experiment_configs():
-    for name, spec in tables.load_sweeps().items():
-        names = tables.experiment_names(spec["experiments"])
-        assert len(set(names)) == len(names), name
+    sweeps = tables.load_sweeps()
+    for name, spec in sweeps.items():
+        if "sweeps" in spec:  # a preset: its sweeps exist and are not presets
+            assert all("experiments" in sweeps[s] for s in spec["sweeps"]), name
+            continue
+        labels = [row.label for row in tables.sweep_rows(spec)]
+        assert len(set(labels)) == len(labels), name
+        if spec.get("stage1"):
+            assert compose([f"experiment={spec['stage1']['experiment']}"]).get("adapter") is None, name
 
 
 def test_notebook_executes_against_the_store(store):

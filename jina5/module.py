@@ -5,6 +5,9 @@
     [b_q, b_d, b_n = f_base(...) under no_grad, adapters disabled: only when a loss requires base_*]
     total, parts = objective(EmbeddingBatch(q, d, n, t_q, t_d, ..., b_q, b_d, b_n))
 
+A texts-only batch (a ``texts_only`` data set: single texts, distillation only) has no query side:
+q, n, t_q, b_q are None and d holds its texts; the objective runs only its per-text losses on it.
+
 The base vectors are the frozen stage-1 model (the student with every adapter disabled), the fixed
 reference of relational distillation (classification adapter). Computed in eval mode by default
 (``base_reference_dropout=False``): a fixed target has no dropout noise, and with a fresh adapter
@@ -164,13 +167,14 @@ class EmbeddingModule(L.LightningModule):
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
 
-    def encode_triplet(self, batch: dict) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors."""
-        q = self.encoder(**batch["query"])
+    def encode_triplet(self, batch: dict) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors; a
+        texts-only batch (``query`` None) has only its texts, as documents."""
+        q = None if batch["query"] is None else self.encoder(**batch["query"])
         d = self.encoder(**batch["document"])
         n = None
         if batch.get("negatives") is not None:
-            n = self.encoder(**batch["negatives"]).view(q.shape[0], batch["negatives_per_query"], -1)
+            n = self.encoder(**batch["negatives"]).view(d.shape[0], batch["negatives_per_query"], -1)
         return q, d, n
 
     def embedding_batch(self, batch: dict) -> EmbeddingBatch:
@@ -193,8 +197,8 @@ class EmbeddingModule(L.LightningModule):
 
     @torch.no_grad()
     def base_embeddings(self, batch: dict) -> dict[str, Tensor]:
-        """{base_query (B, D), base_document (B, D)[, base_negatives (B, K, D)]}: the student with every
-        adapter disabled (the frozen stage-1 model), without gradients."""
+        """{base_query (B, D) (not on a texts-only batch), base_document (B, D)[, base_negatives (B, K, D)]}:
+        the student with every adapter disabled (the frozen stage-1 model), without gradients."""
         was_training = self.encoder.training
         if not self.base_reference_dropout:
             self.encoder.eval()
@@ -203,7 +207,9 @@ class EmbeddingModule(L.LightningModule):
                 q, d, n = self.encode_triplet(batch)
         finally:
             self.encoder.train(was_training)
-        out = {"base_query": q, "base_document": d}
+        out = {"base_document": d}
+        if q is not None:
+            out["base_query"] = q
         if n is not None:
             out["base_negatives"] = n
         return out
@@ -216,7 +222,7 @@ class EmbeddingModule(L.LightningModule):
                 f"non-finite loss at step {self.global_step} (batch {batch_idx}) on dataset "
                 f"{batch.get('dataset')!r}: total={float(total)}, parts={values}"
             )
-        bs = batch["query"]["input_ids"].shape[0]
+        bs = batch["document"]["input_ids"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=bs)

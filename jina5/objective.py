@@ -14,6 +14,15 @@ that loss on every batch where any of those fields is present (not None). The te
 switches per batch this way: CoSENT requires ``scores`` (skipped on unscored batches by
 ``skip_missing``), InfoNCE and distillation are skipped where ``scores`` is present.
 
+Texts-only batches (``EmbeddingBatch.texts_only``: single texts, no queries, no pairs; a data set with
+``texts_only: true``) are the third switch, and it needs no config: a loss that needs a pair (every
+loss unless it sets ``needs_pairs = False``: InfoNCE, GOR, score distillation, CoSENT, relational) is
+skipped on them and absent from ``parts``, whatever ``skip_missing`` says; a per-text loss
+(distillation) runs on their texts, its ``requires`` narrowed to the fields such a batch can have
+(``EmbeddingBatch.applicable``). ``texts_only_losses()`` names the losses that train there: none in a
+pure-contrastive run, whose data module then leaves the texts-only data sets out
+(``jina5.train.build``).
+
 The losses live in an ``nn.ModuleDict``, so their learnable pieces (the distillation projection, a
 learnable temperature) are parameters of the Objective, optimised and checkpointed with the model.
 """
@@ -96,14 +105,27 @@ class Objective(nn.Module):
         """Every EmbeddingBatch field some loss requires (e.g. ``base_query`` for relational distillation)."""
         return {f for loss in self.losses.values() for f in getattr(loss, "requires", ())}
 
+    def needs_pairs(self, name: str) -> bool:
+        """Whether loss ``name`` needs (query, document) pairs, i.e. is skipped on texts-only batches."""
+        return bool(getattr(self.losses[name], "needs_pairs", True))
+
+    def texts_only_losses(self) -> list[str]:
+        """The losses that train (nonzero weight) on texts-only batches; [] means such batches would
+        train nothing."""
+        return [n for n in self.losses if self.weights[n] != 0.0 and not self.needs_pairs(n)]
+
     def missing_fields(self, name: str, batch: EmbeddingBatch) -> list[str]:
-        """The fields loss ``name`` requires that are None in ``batch``."""
-        return [f for f in getattr(self.losses[name], "requires", ()) if getattr(batch, f) is None]
+        """The fields loss ``name`` requires that are None in ``batch`` (on a texts-only batch, of those
+        such a batch can have)."""
+        requires = tuple(getattr(self.losses[name], "requires", ()))
+        return [f for f in batch.applicable(requires) if getattr(batch, f) is None]
 
     def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, Tensor]]:
         total: Tensor | None = None
         parts: dict[str, Tensor] = {}
         for name, loss in self.losses.items():
+            if batch.texts_only and self.needs_pairs(name):
+                continue
             if any(getattr(batch, f) is not None for f in self.skip_if_present.get(name, ())):
                 continue
             missing = self.missing_fields(name, batch)
@@ -123,7 +145,7 @@ class Objective(nn.Module):
             parts[name] = value
             total = w * value if total is None else total + w * value
         if total is None:
-            total = batch.query.new_zeros(())
+            total = batch.document.new_zeros(())
         return total, parts
 
     def log_values(self) -> dict[str, Tensor]:

@@ -11,6 +11,7 @@ stage-2 run takes from its stage-1 run (``init_from``) and the task adapter is `
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import hydra
@@ -22,6 +23,8 @@ from jina5.module import EmbeddingModule
 from jina5.objective import build_objective
 from jina5.runs import Run
 from jina5.stage2 import build_student, load_stage1_projection, module_overrides
+
+log = logging.getLogger(__name__)
 
 
 def build(
@@ -37,6 +40,10 @@ def build(
     objective = build_objective(
         cfg.objective, student_dim=encoder.dim, teacher_dim=teacher.dim if teacher is not None else None
     )
+    if not objective.texts_only_losses() and hasattr(datamodule, "leave_out_texts_only"):
+        dropped = datamodule.leave_out_texts_only()  # no loss trains on their batches: no wasted steps
+        if dropped:
+            log.info("texts-only datasets %s left out: no loss with a nonzero weight trains on them", dropped)
     if cfg.get("init_from"):
         load_stage1_projection(objective, cfg.init_from)
     module = instantiate(

@@ -9,6 +9,9 @@ import bz2
 import json
 import logging
 import math
+import re
+import sys
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -63,6 +66,18 @@ def _retrieval_rows(n_docs: int, rows_per_doc: int = 1, query=lambda i, k: f"que
 def test_normalise_text_nfkc_lower_whitespace():
     assert normalise_text("  Ｈｅｌｌｏ\u00a0\tWORLD\n ﬁne ") == "hello world fine"
     assert normalise_text("A  b") == normalise_text("a b")
+
+
+def test_normalise_text_is_the_regex_definition_for_every_code_point():
+    """str.split() (the fast path) collapses exactly what re's \\s+ does, for every code point: the split
+    manifests recorded with the regex stay valid."""
+
+    def by_regex(s: str) -> str:
+        return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", s).lower()).strip()
+
+    every = "".join(f"a{chr(c)}" for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    assert normalise_text(every) == by_regex(every)
+    assert normalise_text("\u2003x\u3000\u2028y\x1c") == by_regex("\u2003x\u3000\u2028y\x1c") == "x y"
 
 
 def test_make_dataset_fills_absent_fields_and_features():

@@ -189,3 +189,110 @@ def test_weights_naming_an_undefined_loss_are_named():
     cfg = objective_cfg("+objective.weights.cosent=1.0")
     with pytest.raises(KeyError, match=r"objective\.weights names \['cosent'\]"):
         build_objective(cfg, student_dim=4, teacher_dim=6)
+
+
+# ---------------------------------------------------------------- texts-only batches (distillation text)
+def texts_only_batch(with_teacher: bool = True) -> EmbeddingBatch:
+    """4 single texts (no queries, no pairs): student (4, 5) in the document field, teacher (4, 6)."""
+    d = rand(4, 5, seed=1).requires_grad_(True)
+    teacher = {"teacher_document": rand(4, 6, seed=3)} if with_teacher else {}
+    return EmbeddingBatch(query=None, document=d, **teacher)
+
+
+def every_loss() -> dict[str, torch.nn.Module]:
+    from jina5.losses import RelationalDistillation, ScoreDistillation
+
+    return {
+        **losses(),
+        "score_distill": ScoreDistillation(temperature=0.1),
+        "cosent": CoSENT(),
+        "relational": RelationalDistillation(),
+    }
+
+
+def test_texts_only_batches_train_distillation_alone_on_their_texts():
+    """Every pair loss is skipped (strict skip_missing=False does not raise), distillation is the
+    hand-computed sum over the texts alone: L = sum_i (1 - cos(psi(d_i), t_i))."""
+    weights = {
+        "infonce": 1.0,
+        "distill": 2.0,
+        "gor": 1.0,
+        "score_distill": 1.0,
+        "cosent": 1.0,
+        "relational": 1.0,
+    }
+    obj = Objective(every_loss(), weights)
+    batch = texts_only_batch()
+    total, parts = obj(batch)
+    assert set(parts) == {"distill"}
+    psi = obj.losses["distill"].proj
+    by_hand = sum(
+        1.0
+        - torch.dot(psi(batch.document[i]), batch.teacher_document[i])
+        / (psi(batch.document[i]).norm() * batch.teacher_document[i].norm())
+        for i in range(4)
+    )
+    assert parts["distill"].item() == pytest.approx(by_hand.item(), rel=1e-10)
+    assert total.item() == pytest.approx(2.0 * by_hand.item(), rel=1e-10)
+    total.backward()
+    assert batch.document.grad.abs().sum() > 0 and psi.weight.grad.abs().sum() > 0
+    assert obj.texts_only_losses() == ["distill"]
+
+
+def test_pair_losses_are_not_even_called_on_texts_only_batches():
+    class Boom(torch.nn.Module):
+        def forward(self, batch):
+            raise AssertionError("a pair loss ran on a texts-only batch")
+
+    obj = Objective(
+        {"boom": Boom(), "distill": EmbeddingDistillation(5, 6).double()}, {"boom": 1.0, "distill": 1.0}
+    )
+    total, parts = obj(texts_only_batch())
+    assert set(parts) == {"distill"} and total.requires_grad
+    with pytest.raises(AssertionError, match="pair loss ran"):
+        obj(leaf_batch())  # the same losses on a pair batch: Boom runs
+
+
+def test_wrapped_losses_keep_their_needs_pairs():
+    obj = Objective(
+        {
+            "nce": Matryoshka(InfoNCE(temperature=0.1), [2, 5]),
+            "distill": Matryoshka(EmbeddingDistillation(5, 6).double(), [2, 5]),
+        },
+        {"nce": 1.0, "distill": 1.0},
+    )
+    batch = texts_only_batch()
+    _, parts = obj(batch)
+    assert set(parts) == {"distill"}
+    inner = obj.losses["distill"].inner
+    expected = inner(batch.map_student(lambda z: torch.nn.functional.normalize(z[..., :2], dim=-1))) + inner(
+        batch
+    )
+    assert parts["distill"].item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def test_texts_only_losses_names_what_trains_on_single_texts():
+    assert Objective(losses(), {"infonce": 1.0, "distill": 0.0, "gor": 0.0}).texts_only_losses() == []
+    assert Objective(losses(), {"infonce": 1.0, "distill": 2.0, "gor": 1.0}).texts_only_losses() == [
+        "distill"
+    ]
+
+
+def test_texts_only_batch_without_teacher_vectors_names_only_the_document_side():
+    mixed = {"infonce": InfoNCE(temperature=0.1), "distill": EmbeddingDistillation(5, 6).double()}
+    strict = Objective(mixed, {"infonce": 1.0, "distill": 1.0})
+    with pytest.raises(ValueError, match=r"'distill' needs batch fields \['teacher_document'\]"):
+        strict(texts_only_batch(with_teacher=False))
+    skipping = Objective(mixed, {"infonce": 1.0, "distill": 1.0}, skip_missing=True)
+    total, parts = skipping(texts_only_batch(with_teacher=False))
+    assert parts == {} and not total.requires_grad
+
+
+def test_a_texts_only_batch_carries_no_pair_field():
+    d = rand(4, 5, seed=1)
+    with pytest.raises(ValueError, match=r"texts-only batch .*\['teacher_query'\]"):
+        EmbeddingBatch(query=None, document=d, teacher_query=rand(4, 6, seed=2))
+    batch = EmbeddingBatch(query=None, document=d)
+    assert batch.texts_only and batch.batch_size == 4 and batch.dim == 5
+    assert batch.applicable(("teacher_query", "teacher_document")) == ("teacher_document",)
+    assert not leaf_batch().texts_only

@@ -30,6 +30,10 @@ class PairCollator:
     (B, L); ``negatives`` the same for (B*K) texts or None; ``teacher_query`` / ``teacher_document``
     (B, Dt) or None; ``scores`` (B,) or None; ``query_ids`` / ``document_ids`` (B,) int64;
     ``dataset``: the dataset name.
+
+    A texts-only table gives a texts-only batch: its B texts as ``document`` (document prompt and max
+    length), ``teacher_document``, ``document_ids``; ``query``, ``query_ids``, ``teacher_query``,
+    ``negatives`` and ``scores`` are None.
     """
 
     def __init__(self, encoder: Encoder, tables: Sequence[PairTable]) -> None:
@@ -38,6 +42,8 @@ class PairCollator:
     def __call__(self, keys: list[tuple[int, int]]) -> dict:
         table = self.tables[keys[0][0]]
         rows = [r for _, r in keys]
+        if table.texts_only:
+            return self.texts_only_batch(table, rows)
         spec, enc = table.spec, self.encoder
         queries = [table.queries[r] for r in rows]
         documents = [table.documents[r] for r in rows]
@@ -64,3 +70,19 @@ class PairCollator:
         if table.scores and all(s is not None for s in (table.scores[r] for r in rows)):
             out["scores"] = torch.tensor([table.scores[r] for r in rows], dtype=torch.float32)
         return out
+
+    def texts_only_batch(self, table: PairTable, rows: list[int]) -> dict:
+        spec, texts = table.spec, [table.documents[r] for r in rows]
+        return {
+            "dataset": spec.name,
+            "query": None,
+            "document": self.encoder.tokenize(texts, "document", max_length=spec.document_max_length),
+            "negatives": None,
+            "teacher_query": None,
+            "teacher_document": (
+                None if table.teacher_document is None else torch.from_numpy(table.teacher_document[rows])
+            ),
+            "scores": None,
+            "query_ids": None,
+            "document_ids": torch.tensor([text_id(t) for t in texts]),
+        }

@@ -6,6 +6,12 @@
 ``data.datasets`` maps each dataset's name to its ``DatasetSpec`` settings; the mapping's order is the
 sampler's dataset order, and a dataset set to null is left out of the mix (so a data config can start
 from another and drop some of its datasets).
+
+Texts-only datasets (``texts_only: true``: single texts for distillation, ``load_text_table``) are
+loaded after every other dataset, in mix order, and each drops the texts an earlier-loaded table already
+has (on either side: they are distilled there already). ``held_out`` names corpora (with their split
+fractions) whose dev and test texts no table may hold (``jina5.data.splits.held_out_texts``): the
+evaluation suite's corpora, so that text shared across corpora cannot leak either.
 """
 
 from __future__ import annotations
@@ -21,8 +27,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from jina5.data.collate import PairCollator
 from jina5.data.hard_negatives import MiningConfig
-from jina5.data.pairs import DatasetSpec, PairTable, attach_hard_negatives, attach_teacher, load_pair_table
+from jina5.data.pairs import (
+    DatasetSpec,
+    PairTable,
+    attach_hard_negatives,
+    attach_teacher,
+    load_pair_table,
+    load_text_table,
+)
 from jina5.data.sampler import OneDatasetPerStep
+from jina5.data.schema import normalise_text
+from jina5.data.splits import CorpusSplits
 from jina5.encoder import Encoder
 from jina5.teacher import Teacher, TeacherCache
 
@@ -86,6 +101,12 @@ class PairDataModule(L.LightningDataModule):
         hard_negatives: ``MiningConfig`` kwargs: mine negatives for every dataset without its own
             (None: no mining).
         max_rows_cap: a cap on every dataset's rows on top of its own ``max_rows`` (smoke runs).
+        held_out: corpus -> split fractions (None: the default 0.8/0.1/0.1) whose dev and test texts no
+            training table may hold; None: each table relies on its own corpus's split alone.
+
+    A dataset's sampling weight (``DatasetSpec.weight``) defaults to its rows for a pair dataset and
+    half its texts for a texts-only one: proportional to the texts a pass distils (a pair row has two),
+    so with texts-only batches twice a pair batch's size every text of the mix is drawn equally often.
     """
 
     def __init__(
@@ -102,9 +123,11 @@ class PairDataModule(L.LightningDataModule):
         num_workers: int = 0,
         hard_negatives: dict | None = None,
         max_rows_cap: int | None = None,
+        held_out: Mapping[str, Sequence[float] | None] | None = None,
     ) -> None:
         super().__init__()
         self.specs = mix_specs(datasets, max_rows_cap)
+        self.held_out = {str(k): (None if v is None else tuple(v)) for k, v in (held_out or {}).items()}
         self.mining = None
         if hard_negatives is not None:
             mining = dict(hard_negatives)
@@ -126,13 +149,60 @@ class PairDataModule(L.LightningDataModule):
             return query_cache, query_cache
         return query_cache, TeacherCache(self.teacher, self.document_instruction)
 
+    def held_out_texts(self, splits: CorpusSplits | None = None) -> set[str]:
+        """The normalised dev and test texts of every ``held_out`` corpus (at ``split_seed``)."""
+        splits = splits or CorpusSplits(self.split_seed)
+        out: set[str] = set()
+        for name, fractions in self.held_out.items():
+            out |= splits.held_out_texts(name, fractions)
+        return out
+
+    def leave_out_texts_only(self) -> list[str]:
+        """Drop the texts-only datasets from the mix (before ``setup``: their texts are never loaded nor
+        cached); returns their names. For an objective that trains nothing on them (pure contrastive)."""
+        if self.tables:
+            raise RuntimeError("leave_out_texts_only must be called before setup()")
+        dropped = [s.name for s in self.specs if s.texts_only]
+        if dropped and len(dropped) == len(self.specs):
+            raise ValueError(
+                f"the mix holds only texts-only datasets {dropped}, and no loss of the objective with a "
+                "nonzero weight trains on single texts (distill does): add a pair dataset or weight distill"
+            )
+        self.specs = [s for s in self.specs if not s.texts_only]
+        return dropped
+
+    def load_tables(self) -> list[PairTable]:
+        """Every dataset's table, in mix order: pair tables first, then texts-only tables, each without
+        the texts an earlier-loaded table has (normalised), none holding a held-out text."""
+        splits = CorpusSplits(self.split_seed)  # each corpus parsed and split once for all its uses
+        held_out = self.held_out_texts(splits)
+        texts_only = [s for s in self.specs if s.texts_only]
+        if texts_only and not self.held_out:
+            log.warning(
+                "texts-only datasets %s with no data.held_out: only their own corpus's split keeps "
+                "dev/test text out (set held_out to the evaluated corpora, as conf/data/stage1_distill.yaml)",
+                [s.name for s in texts_only],
+            )
+        tables: dict[int, PairTable] = {}
+        for i, spec in enumerate(self.specs):
+            if not spec.texts_only:
+                tables[i] = load_pair_table(spec, "train", self.split_seed, self.seed, held_out, splits)
+        if not texts_only:
+            return [tables[i] for i in range(len(self.specs))]
+        seen = {normalise_text(t) for table in tables.values() for t in (*table.queries, *table.documents)}
+        for i, spec in enumerate(self.specs):
+            if spec.texts_only:
+                tables[i] = load_text_table(spec, "train", self.split_seed, self.seed, held_out, seen, splits)
+                seen.update(normalise_text(t) for t in tables[i].documents)
+        return [tables[i] for i in range(len(self.specs))]
+
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
             return
-        self.tables = [load_pair_table(s, "train", self.split_seed, self.seed) for s in self.specs]
+        self.tables = self.load_tables()
         if self.mining is not None:
             for table in self.tables:
-                if not any(table.negatives):
+                if not table.texts_only and not any(table.negatives):
                     attach_hard_negatives(table, self.encoder, self.mining)
         dev_q, dev_d = [], []
         for name in self.dev_datasets:
@@ -151,15 +221,18 @@ class PairDataModule(L.LightningDataModule):
     def distillation_sample(self, n_texts: int) -> TextPairs | None:
         """``k = min(n_texts // 2, rows)`` training pairs (so ``2k`` texts) with their teacher vectors.
 
-        The rows are a draw without replacement from all (dataset, row) keys of the mix, in mix order,
-        by ``np.random.default_rng(0)``: the same for every training seed, and no global RNG is touched.
-        None when the tables carry no teacher vectors (no teacher) or are not set up.
+        The rows are a draw without replacement from all (dataset, row) keys of the mix's pair tables
+        (texts-only tables have no pairs), in mix order, by ``np.random.default_rng(0)``: the same for
+        every training seed, and no global RNG is touched. None when the tables carry no teacher vectors
+        (no teacher), are not set up, or are all texts-only.
         """
         tables = self.tables
-        if not tables or tables[0].teacher_query is None:
+        if not tables or tables[0].teacher_document is None:
             return None
         rng = np.random.default_rng(0)
-        keys = [(t, r) for t, table in enumerate(tables) for r in range(len(table))]
+        keys = [(t, r) for t, table in enumerate(tables) if not table.texts_only for r in range(len(table))]
+        if not keys:
+            return None
         picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
         return TextPairs(
             queries=[tables[t].queries[r] for t, r in picks],
@@ -176,7 +249,10 @@ class PairDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sizes = [len(t) for t in self.tables]
-        weights = [s.weight if s.weight is not None else n for s, n in zip(self.specs, sizes, strict=True)]
+        weights = [
+            s.weight if s.weight is not None else t.texts / 2
+            for s, t in zip(self.specs, self.tables, strict=True)
+        ]
         sampler = OneDatasetPerStep(
             sizes,
             [s.batch_size for s in self.specs],
@@ -201,7 +277,7 @@ class PairDataModule(L.LightningDataModule):
         if self.dev is None:
             return DataLoader([])
         dev, enc, n = self.dev, self.encoder, len(self.dev.queries)
-        spec = self.specs[0]
+        spec = next((s for s in self.specs if not s.texts_only), self.specs[0])
 
         def collate(idx: list[int]) -> dict:
             return {

@@ -1,15 +1,22 @@
 """Pair tables: the rows of one training dataset, flattened for fast batching.
 
-A dataset (``DatasetSpec``) is a bundled corpus (``name``; its train split) or any ``load_source`` source
-(``source``: ``hf:<name>[:<config>]:<split>`` or a local file / directory, with a ``columns`` mapping),
-used as it is. ``load_pair_table`` turns its rows into a ``PairTable`` of
+A dataset (``DatasetSpec``) is a bundled corpus (``corpus``, default ``name``; its train split) or any
+``load_source`` source (``source``: ``hf:<name>[:<config>]:<split>`` or a local file / directory, with a
+``columns`` mapping), used as it is. ``load_pair_table`` turns its rows into a ``PairTable`` of
 
 - given pairs: query -> document [+ negatives, score];
 - ``unlabeled`` documents: (first sentence, the rest) pairs;
 - ``label_triplets``: (anchor, a same-label positive, ``label_negatives`` other-label negatives) from
   labelled texts (the classification adapter);
 
-capped at ``max_rows`` rows by ``seeded_rows`` (counted in the log). ``attach_teacher`` fills the teacher
+capped at ``max_rows`` rows by ``seeded_rows`` (counted in the log). A ``texts_only`` dataset is no pair
+table: ``load_text_table`` takes the distinct texts of its rows (``document``, and ``query`` where the
+corpus has one) as single texts for distillation only (the table's ``documents``; ``queries`` stays
+empty), minus the texts ``seen`` elsewhere in the mix, capped at ``max_rows`` texts.
+
+Every loader drops the rows that hold a ``held_out`` text (normalised; the dev and test texts of the
+evaluated corpora, ``jina5.data.splits.held_out_texts``), so a corpus whose train split shares text
+with another corpus's test split cannot leak it. ``attach_teacher`` fills the teacher
 vectors from the TeacherCache; ``attach_hard_negatives`` mines negatives for a table without its own
 (``jina5.data.hard_negatives``; the stage-1 model = the student with its adapters disabled).
 """
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 import datasets
@@ -27,7 +34,7 @@ import numpy as np
 from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
 from jina5.data.schema import normalise_text
 from jina5.data.sources import load_source
-from jina5.data.splits import load_split, seeded_rows
+from jina5.data.splits import CorpusSplits, rows_without, seeded_rows
 from jina5.encoder import Encoder
 from jina5.teacher import TeacherCache
 
@@ -43,18 +50,29 @@ class DatasetSpec:
     query_max_length: int = 32
     document_max_length: int = 128
     max_rows: int | None = None  # cap on training rows (CPU budget); None = all
-    weight: float | None = None  # sampling weight; None = proportional to rows
+    weight: float | None = None  # sampling weight; None = rows, or texts / 2 when texts_only (datamodule)
     unlabeled: bool = False  # document-only corpus: pairs made as (first sentence, rest)
-    source: str | None = None  # hf:<name>[:<config>]:<split> | local file/dir; None = bundled corpus `name`
+    source: str | None = None  # hf:<name>[:<config>]:<split> | local file/dir; None = bundled corpus `corpus`
+    corpus: str | None = None  # the bundled corpus read (its split); None = `name` (news_texts: corpus news)
     columns: dict[str, str] | None = None  # source column -> schema column, e.g. {sentence1: query}
     task: str | None = None  # schema task of source rows that carry none (e.g. sts)
     label_triplets: bool = False  # rows = (anchor, same-label positive, other-label negatives)
     label_negatives: int = 7  # other-label negatives per anchor (paper: 7)
+    texts_only: bool = False  # single texts (document + query columns, deduplicated) for distillation
+    # only: no pair, so pair losses skip its batches (jina5.objective); max_rows counts texts
+
+    def __post_init__(self) -> None:
+        if self.source and self.corpus:
+            raise ValueError(f"dataset {self.name!r}: give a source or a bundled corpus, not both")
+        if self.texts_only and (self.unlabeled or self.label_triplets):
+            kind = "unlabeled" if self.unlabeled else "label_triplets"
+            raise ValueError(f"dataset {self.name!r}: texts_only and {kind} are two kinds of rows; pick one")
 
 
 @dataclass
 class PairTable:
-    """The rows of one dataset, flattened for fast batching."""
+    """The rows of one dataset, flattened for fast batching. A texts-only table (``spec.texts_only``)
+    holds its N texts in ``documents`` and nothing else (no queries, negatives, scores, labels)."""
 
     spec: DatasetSpec
     queries: list[str]
@@ -62,11 +80,20 @@ class PairTable:
     negatives: list[list[str]] = field(default_factory=list)
     scores: list[float | None] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    teacher_query: np.ndarray | None = None  # (N, Dt) float32
+    teacher_query: np.ndarray | None = None  # (N, Dt) float32; None for a texts-only table
     teacher_document: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.queries)
+        return len(self.documents)
+
+    @property
+    def texts_only(self) -> bool:
+        return self.spec.texts_only
+
+    @property
+    def texts(self) -> int:
+        """Texts a pass over the table distils: 2 per pair row, 1 per texts-only row."""
+        return len(self) if self.texts_only else 2 * len(self)
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -110,21 +137,94 @@ def label_triplets(
     return queries, documents, negatives, out_labels
 
 
-def load_rows(spec: DatasetSpec, split: str = "train", split_seed: int = 0) -> datasets.Dataset:
-    """The schema rows of a spec: its source as it is (``spec.source``), else the bundled corpus's split."""
+def load_rows(
+    spec: DatasetSpec,
+    split: str = "train",
+    split_seed: int = 0,
+    held_out: Set[str] = frozenset(),
+    splits: CorpusSplits | None = None,
+) -> datasets.Dataset:
+    """The schema rows of a spec: its source as it is (``spec.source``), else the bundled corpus's split
+    (from ``splits`` when given, which must be at ``split_seed``: corpora split once for several specs);
+    without the rows holding a ``held_out`` text (normalised), counted in the log."""
     if spec.source:
-        return load_source(spec.source, spec.columns, task=spec.task, dataset=spec.name, drop_incomplete=True)
-    return load_split(spec.name, split, seed=split_seed)
+        ds = load_source(spec.source, spec.columns, task=spec.task, dataset=spec.name, drop_incomplete=True)
+    else:
+        if splits is not None and splits.seed != split_seed:
+            raise ValueError(f"splits are at seed {splits.seed}; dataset {spec.name!r} asks for {split_seed}")
+        ds = (splits or CorpusSplits(split_seed)).split(spec.corpus or spec.name, split)
+    if held_out:
+        ds, dropped = rows_without(ds, set(held_out))
+        if dropped:
+            log.info("%s/%s: dropped %d rows holding a held-out (dev/test) text", spec.name, split, dropped)
+    return ds
+
+
+def distinct_texts(ds: datasets.Dataset) -> list[str]:
+    """The non-empty ``document`` then ``query`` texts of ``ds``, stripped, first of each normalised text."""
+    columns = ds.select_columns(["document", "query"]).to_dict()  # one Arrow conversion, not one per row
+    seen: set[str] = set()
+    out = []
+    for text in (*columns["document"], *columns["query"]):
+        text = text.strip()
+        key = normalise_text(text)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(text)
+    return out
+
+
+def load_text_table(
+    spec: DatasetSpec,
+    split: str = "train",
+    split_seed: int = 0,
+    row_seed: int = 0,
+    held_out: Set[str] = frozenset(),
+    seen: Set[str] = frozenset(),
+    splits: CorpusSplits | None = None,
+) -> PairTable:
+    """A texts-only table: the ``distinct_texts`` of ``spec``'s rows (``load_rows``: its ``split``, no
+    row holding a ``held_out`` text) that are not ``seen`` (normalised texts the mix distils already),
+    capped at ``max_rows`` texts by a seeded draw. Raises ValueError naming the dataset when none is left."""
+    if not spec.texts_only:
+        raise ValueError(f"dataset {spec.name!r} is not texts_only: use load_pair_table")
+    ds = load_rows(spec, split, split_seed, held_out, splits)
+    pool = distinct_texts(ds)
+    texts = [t for t in pool if normalise_text(t) not in seen]
+    if not texts:
+        raise ValueError(
+            f"texts-only dataset {spec.name!r}: no usable text in its {split} split: {len(ds)} rows without "
+            f"a held-out (dev/test) text, {len(pool)} distinct texts among them, {len(pool)} already in the mix"
+        )
+    keep = seeded_rows(len(texts), spec.max_rows, row_seed)
+    log.info(
+        "%s/%s: texts-only: %d distinct texts, %d already in the mix; using %d (max_rows %s)",
+        spec.name,
+        split,
+        len(pool),
+        len(pool) - len(texts),
+        len(keep),
+        spec.max_rows,
+    )
+    return PairTable(spec, queries=[], documents=[texts[i] for i in keep])
 
 
 def load_pair_table(
-    spec: DatasetSpec, split: str = "train", split_seed: int = 0, row_seed: int = 0
+    spec: DatasetSpec,
+    split: str = "train",
+    split_seed: int = 0,
+    row_seed: int = 0,
+    held_out: Set[str] = frozenset(),
+    splits: CorpusSplits | None = None,
 ) -> PairTable:
-    """Rows of ``spec.name``'s ``split`` (or of ``spec.source``), capped at ``max_rows`` by a seeded draw
-    (counted in the log)."""
-    ds = load_rows(spec, split, split_seed)
+    """Rows of ``spec.name``'s ``split`` (or of ``spec.source``) without any row holding a ``held_out``
+    text, capped at ``max_rows`` by a seeded draw (counted in the log)."""
+    if spec.texts_only:
+        raise ValueError(f"dataset {spec.name!r} is texts_only: use load_text_table")
+    ds = load_rows(spec, split, split_seed, held_out, splits)
     if spec.label_triplets:
-        texts, labels = list(ds["document"]), list(ds["label"])
+        cols = ds.select_columns(["document", "label"]).to_dict()
+        texts, labels = cols["document"], cols["label"]
         usable = [
             i for i, (t, lab) in enumerate(zip(texts, labels, strict=True)) if t.strip() and lab.strip()
         ]
@@ -143,8 +243,9 @@ def load_pair_table(
                 "%s: %d anchors have no other text of their label; skipped", spec.name, len(anchors) - len(q)
             )
         return PairTable(spec, q, d, n, [None] * len(q), lab)
-    queries, documents = list(ds["query"]), list(ds["document"])
-    negatives, scores, labels = list(ds["negatives"]), list(ds["score"]), list(ds["label"])
+    cols = ds.select_columns(["query", "document", "negatives", "score", "label"]).to_dict()  # one conversion
+    queries, documents = cols["query"], cols["document"]
+    negatives, scores, labels = cols["negatives"], cols["score"], cols["label"]
     if spec.unlabeled:
         pairs = [split_first_sentence(d) for d in documents]
         kept = [i for i, p in enumerate(pairs) if p is not None]
@@ -180,11 +281,12 @@ def load_pair_table(
 def attach_teacher(
     tables: Sequence[PairTable], query_cache: TeacherCache, document_cache: TeacherCache
 ) -> None:
-    """Fill every table's teacher vectors from the caches (computing, once, what is missing)."""
+    """Fill every table's teacher vectors from the caches (computing, once, what is missing): queries
+    under the query instruction, documents (and a texts-only table's texts) under the document one."""
     query_cache.fill([q for t in tables for q in t.queries])
     document_cache.fill([d for t in tables for d in t.documents])
     for t in tables:
-        t.teacher_query = query_cache.get(t.queries)
+        t.teacher_query = None if t.texts_only else query_cache.get(t.queries)
         t.teacher_document = document_cache.get(t.documents)
 
 

@@ -117,6 +117,13 @@ def dataset_texts(ds: datasets.Dataset) -> set[str]:
     return set().union(*_all_row_texts(ds))
 
 
+def rows_without(ds: datasets.Dataset, texts: set[str]) -> tuple[datasets.Dataset, int]:
+    """The rows of ``ds`` none of whose normalised texts (query, document, negatives) is in ``texts``,
+    and how many rows were dropped."""
+    kept = [i for i, row in enumerate(_all_row_texts(ds)) if row.isdisjoint(texts)]
+    return (ds if len(kept) == len(ds) else ds.select(kept)), len(ds) - len(kept)
+
+
 def training_texts_disjoint(train: datasets.Dataset, *others: datasets.Dataset) -> bool:
     """True when no normalised text of ``train`` occurs in any of ``others`` (e.g. dev, test)."""
     seen = dataset_texts(train)
@@ -259,6 +266,41 @@ def split_corpus(
             manifest_path(name, seed, fractions),
         )
     return {split: ds.select(rows) for split, rows in zip(SPLITS, members, strict=True)}
+
+
+class CorpusSplits:
+    """The splits of bundled corpora at one seed, each computed once (``split_corpus(load_corpus(name))``,
+    manifest checked) per (corpus, fractions) for this object's lifetime: a training data module reads
+    one corpus up to three times (its pairs, its texts, its held-out texts). ``fractions`` None: the
+    default ones."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._parts: dict[tuple[str, tuple[float, float, float]], dict[str, datasets.Dataset]] = {}
+
+    def parts(self, name: str, fractions: Sequence[float] | None = None) -> dict[str, datasets.Dataset]:
+        """``{"train", "dev", "test"}`` of corpus ``name``."""
+        key = (name, _check_fractions(fractions or DEFAULT_FRACTIONS))
+        if key not in self._parts:
+            self._parts[key] = split_corpus(load_corpus(name), name, self.seed, key[1])
+        return self._parts[key]
+
+    def split(self, name: str, split: str, fractions: Sequence[float] | None = None) -> datasets.Dataset:
+        if split not in SPLITS:
+            raise KeyError(f"split {split!r} not in {SPLITS}")
+        return self.parts(name, fractions)[split]
+
+    def held_out_texts(self, name: str, fractions: Sequence[float] | None = None) -> set[str]:
+        """Every normalised text of corpus ``name``'s dev and test splits: what an evaluation or the
+        in-training dev check may read, so what training must not. For a corpus evaluated whole
+        (lee_sts, ``fractions`` (0, 0, 1)) that is every text it has."""
+        parts = self.parts(name, fractions)
+        return dataset_texts(parts["dev"]) | dataset_texts(parts["test"])
+
+
+def held_out_texts(name: str, seed: int = 0, fractions: Sequence[float] | None = None) -> set[str]:
+    """``CorpusSplits(seed).held_out_texts(name, fractions)``: corpus ``name``'s dev and test texts."""
+    return CorpusSplits(seed).held_out_texts(name, fractions)
 
 
 def load_split(

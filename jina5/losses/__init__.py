@@ -2,8 +2,10 @@
 
 Wrappers (``Matryoshka``, ``BinaryAware``) wrap any of them; the config names them by class
 (``_target_: jina5.losses.InfoNCE``, conf/objective/).
-A loss may declare ``requires`` (batch fields that must not be None) and ``log_values()`` (extra
-scalars to log, e.g. InfoNCE's temperature); the Objective uses both.
+A loss may declare ``requires`` (batch fields that must not be None), ``needs_pairs`` (default True;
+False for a loss that is a sum of per-text terms and so also trains on texts-only batches, as
+distillation does) and ``log_values()`` (extra scalars to log, e.g. InfoNCE's temperature); the
+Objective uses all three.
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ base_negatives      (B, K, Db)   frozen base model on the hard negatives (relati
 query_ids           (B,) int64   hash of each normalised query text (duplicate masking)
 document_ids        (B,) int64   hash of each normalised positive-document text
 ==================  ===========  ==============================================================
+
+A **texts-only batch** (``query`` None) holds B single texts in the document fields: ``document``
+(B, D), ``teacher_document`` (B, Dt), ``base_document``, ``document_ids``; it has no pair, so every
+field of ``PAIR_FIELDS`` is None. Only losses that need no pair (``needs_pairs = False``, e.g.
+distillation, one term per text) run on it (``jina5.objective``).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from torch import Tensor
 class EmbeddingBatch:
     """Embeddings of one training batch; see the module docstring for every field's shape."""
 
-    query: Tensor
+    query: Tensor | None
     document: Tensor
     negatives: Tensor | None = None
     teacher_query: Tensor | None = None
@@ -54,16 +59,33 @@ class EmbeddingBatch:
 
     #: the tensors produced by the student; the only ones wrappers transform.
     STUDENT_FIELDS: ClassVar[tuple[str, ...]] = ("query", "document", "negatives")
+    #: the fields only a (query, document) pair batch has: all None on a texts-only batch.
+    PAIR_FIELDS: ClassVar[tuple[str, ...]] = (
+        "query",
+        "negatives",
+        "teacher_query",
+        "teacher_negatives",
+        "scores",
+        "base_query",
+        "base_negatives",
+        "query_ids",
+    )
 
     def __post_init__(self) -> None:
         q, d = self.query, self.document
-        if q.dim() != 2:
-            raise ValueError(f"EmbeddingBatch.query must be (B, D), got shape {tuple(q.shape)}")
-        if d.shape != q.shape:
+        if d.dim() != 2:
+            raise ValueError(f"EmbeddingBatch.document must be (B, D), got shape {tuple(d.shape)}")
+        if q is None:
+            present = [f for f in self.PAIR_FIELDS if getattr(self, f) is not None]
+            if present:
+                raise ValueError(
+                    f"EmbeddingBatch: a texts-only batch (query None) has no pairs, but {present} are set"
+                )
+        elif q.shape != d.shape:
             raise ValueError(
                 f"EmbeddingBatch.document must match query's shape {tuple(q.shape)}, got {tuple(d.shape)}"
             )
-        b, dim = q.shape
+        b, dim = d.shape
         if self.negatives is not None and (
             self.negatives.dim() != 3 or self.negatives.shape[0] != b or self.negatives.shape[2] != dim
         ):
@@ -84,13 +106,23 @@ class EmbeddingBatch:
                 raise ValueError(f"EmbeddingBatch.{name} must be (B={b},), got {tuple(t.shape)}")
 
     @property
+    def texts_only(self) -> bool:
+        """True for a batch of single texts (no queries, no pairs); see the module docstring."""
+        return self.query is None
+
+    @property
     def batch_size(self) -> int:
-        return self.query.shape[0]
+        return self.document.shape[0]
 
     @property
     def dim(self) -> int:
         """Student embedding dim D (after any truncation a wrapper applied)."""
-        return self.query.shape[1]
+        return self.document.shape[1]
+
+    def applicable(self, fields: tuple[str, ...]) -> tuple[str, ...]:
+        """The ``fields`` this kind of batch can have: all of them for a pair batch; for a texts-only
+        batch those outside ``PAIR_FIELDS`` (a per-text loss's ``requires`` on such a batch)."""
+        return tuple(f for f in fields if not (self.texts_only and f in self.PAIR_FIELDS))
 
     def replace(self, **changes: Tensor | None) -> EmbeddingBatch:
         """A copy with the given fields replaced (``dataclasses.replace``; shapes are re-checked)."""

@@ -4,7 +4,8 @@
 
 phi = cosine, x = queries, y = positive documents, S = student, T = teacher. It is a SUM over the
 batch and both sides (not a mean): its scale interacts with the loss weight and the learning rate,
-as in the paper. psi(z) = W z + b is a linear map from the student's space into the teacher's
+as in the paper. It needs no pair: on a texts-only batch (B single texts in the document fields, no
+queries) it is the same sum over those B texts, L = sum_i (1 - phi(psi(y_i^S), y_i^T)). psi(z) = W z + b is a linear map from the student's space into the teacher's
 (``side="student"``, the paper's choice and the default). ``side="teacher"`` is the paper's
 collapsing ablation: psi maps the teacher vectors into the student's space instead,
 L = sum (1 - phi(z_i^S, psi(z_i^T))).
@@ -75,6 +76,7 @@ class EmbeddingDistillation(nn.Module):
     """
 
     requires: tuple[str, ...] = ("teacher_query", "teacher_document")
+    needs_pairs = False  # one term per text: a texts-only batch trains it on its texts (document side)
 
     def __init__(
         self,
@@ -129,9 +131,12 @@ class EmbeddingDistillation(nn.Module):
         return F.linear(t, self.proj.weight[:d], b)
 
     def forward(self, batch: EmbeddingBatch) -> Tensor:
-        require(batch, self.requires, "EmbeddingDistillation")
-        loss = batch.query.new_zeros(())
-        for s, t in ((batch.query, batch.teacher_query), (batch.document, batch.teacher_document)):
+        require(batch, batch.applicable(self.requires), "EmbeddingDistillation")
+        loss = batch.document.new_zeros(())
+        sides = [(batch.document, batch.teacher_document)]  # a texts-only batch: its texts, one term each
+        if not batch.texts_only:
+            sides.insert(0, (batch.query, batch.teacher_query))
+        for s, t in sides:
             t = t.detach().to(s.dtype)
             if t.shape[-1] != self.teacher_dim:
                 raise ValueError(

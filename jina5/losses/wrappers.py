@@ -31,13 +31,17 @@ from jina5.losses.batch import EmbeddingBatch
 
 
 class _Wrapper(nn.Module):
-    """A loss around an inner loss: passes through its ``requires`` and ``log_values``."""
+    """A loss around an inner loss: passes through its ``requires``, ``needs_pairs`` and ``log_values``."""
 
     inner: nn.Module
 
     @property
     def requires(self) -> tuple[str, ...]:
         return tuple(getattr(self.inner, "requires", ()))
+
+    @property
+    def needs_pairs(self) -> bool:
+        return bool(getattr(self.inner, "needs_pairs", True))
 
     def log_values(self) -> dict[str, Tensor]:
         return self.inner.log_values() if hasattr(self.inner, "log_values") else {}
@@ -68,7 +72,7 @@ class Matryoshka(_Wrapper):
         too_big = [d for d in self.dims if d > batch.dim]
         if too_big:
             raise ValueError(f"Matryoshka dim(s) {too_big} exceed the student embedding dim {batch.dim}")
-        total = batch.query.new_zeros(())
+        total = batch.document.new_zeros(())
         for d, w in zip(self.dims, self.weights, strict=True):
             total = total + w * self.inner(batch.map_student(lambda z, d=d: unit(z[..., :d])))
         return total

@@ -163,7 +163,7 @@ def shared_stage1(spec: dict, overrides: Sequence[str]) -> tuple[list[str], Path
     experiment = spec["stage1"]["experiment"]
     cfg = compose([f"experiment={experiment}", "seed=0", *overrides])
     cmd = [sys.executable, "-m", "jina5.train", f"experiment={experiment}", "seed=0", *overrides]
-    return cmd, run_dir(cfg)
+    return cmd, run_dir(cfg).resolve()
 
 
 def evaluate_model(model: str, eval_overrides: Sequence[str], results: str) -> dict:
@@ -198,15 +198,19 @@ def evaluate_sweep(
     seed's combined adapters) through ``jina5.evaluate``, and every run's training records into the
     store ``results``. ``run_overrides``: {row label: the experiment and overrides it was trained with}."""
     evaluate = spec.get("evaluate", True)
+    store = ResultsStore(results)
     if evaluate:
         for baseline in spec.get("baselines", []):
             print(f"  baseline {baseline}", flush=True)
             evaluate_model(baseline, eval_overrides, results)
-        if stage1 is not None:
+    if stage1 is not None:
+        label = spec["stage1"]["label"]
+        fields = {"run_id": new_run_id(label), "experiment": label, "seed": 0, "model": str(stage1)}
+        if evaluate:
             print(f"  stage 1 {stage1}", flush=True)
-            label = spec["stage1"]["label"]
-            evaluate_model(str(stage1.resolve()), [*eval_overrides, f"experiment={label}"], results)
-    store = ResultsStore(results)
+            fields = evaluate_model(str(stage1), [*eval_overrides, f"experiment={label}"], results)["run"]
+        if (stage1 / "done.json").exists():  # its dev curves (the teacher cosine) under the same run
+            store.append(training_records(stage1), fields)
     runs: dict[int, list[Path]] = {seed: [] for seed in seeds}
     for label, overrides in run_overrides.items():
         for seed in seeds:

@@ -333,6 +333,33 @@ def curve_table(
     return pd.DataFrame(rows).T
 
 
+STAGE1_CURVE = {
+    "teacher_cos": "dev teacher cosine",
+    "ndcg@10": "dev nDCG@10",
+    "teacher_sim_corr": "dev similarity agreement",
+}
+
+
+def stage1_curve(df: pd.DataFrame, label: str, result: dict) -> list[str]:
+    """The stage-1 base's dev curves (x100, one row per metric of ``STAGE1_CURVE``): the teacher cosine
+    cos(psi(s), t) it distils towards, retrieval nDCG@10, and the Spearman agreement of the student's own
+    pairwise similarities with the teacher's (``val/teacher_sim_corr``); into ``result["stage1_curve"]``."""
+    rows = {name: curve_table(df, [label], metric) for metric, name in STAGE1_CURVE.items()}
+    rows = {name: t.iloc[0] for name, t in rows.items() if not t.empty}
+    if not rows:
+        return []
+    table = pd.DataFrame(rows).T
+    result["stage1_curve"] = {
+        name: {int(k): v for k, v in row.dropna().items()} for name, row in table.iterrows()
+    }
+    return [
+        f"Stage-1 base ({label}) against training step (Lightning's 0-based step), on the dev pairs (x100).",
+        "",
+        wide_markdown(table, "metric \\ step"),
+        "",
+    ]
+
+
 def wide_markdown(table: pd.DataFrame, corner: str, every: int = 1) -> str:
     """A markdown table of a (row label x numeric column) frame, values x100; every ``every``-th column
     (and the last) shown."""
@@ -605,6 +632,8 @@ def build(
                 exp: {int(k): v for k, v in row.dropna().items()} for exp, row in steps.iterrows()
             }
         lines += ["![dev curves](dev_curves.png)", ""]
+    if spec.get("stage1") and not df.empty:
+        lines += stage1_curve(df, spec["stage1"]["label"], result)
     (out / "summary.md").write_text("\n".join(lines))
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))
     return result

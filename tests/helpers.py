@@ -30,6 +30,7 @@ SMALL_DATA = [
     "lee_background: {batch_size: 4, query_max_length: 16, document_max_length: 32, unlabeled: true, max_rows: 32}}",
     "data.dev_datasets=[bbc]",
     "data.dev_pairs=16",
+    "++data.held_out=null",  # no leak guard over the suite's corpora (an experiment's stage1_distill has one)
 ]
 TINY = {  # toy students (32-d)
     "bert": ["student.source=tiny:bert"],

@@ -196,7 +196,7 @@ TEXTS_DATA = [
     "+data.datasets={bbc: {batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 64},"
     "healthtweets_texts: {corpus: healthtweets, texts_only: true, batch_size: 8, document_max_length: 32,"
     " max_rows: 48}}",
-    "+data.held_out={bbc: null, healthtweets: null}",
+    "++data.held_out={bbc: null, healthtweets: null}",
     "data.dev_datasets=[bbc]",
     "data.dev_pairs=16",
 ]

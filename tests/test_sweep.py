@@ -31,6 +31,7 @@ TOY = [
     "trainer.val_check_interval=2",
     "trainer.enable_progress_bar=false",
     "objective.matryoshka.dims=[8,16,32]",
+    "++data.held_out=null",
 ]
 TOY_EVAL = [
     "--eval",

@@ -204,10 +204,16 @@ def test_layout_ranks_by_its_declared_value(golden_store):
     # value, retrieval. Its runs have no per-item scores (an older store): no interval, and the verdict
     # falls back to the seed-std rule (nce_distill is within the larger std, nce_gor is not).
     md = (GOLDEN / "table5" / "summary.md").read_text()
-    head = "| experiment | seeds | retrieval | overall | Δ retrieval [95% CI] | vs loss_ablation/nce_distill_gor |"
+    head = (
+        "| experiment | seeds | retrieval | binary | binary - float | Δ retrieval [95% CI]"
+        " | vs loss_ablation/nce_distill_gor |"
+    )
     assert head in md
-    assert "| loss_ablation/nce_distill | 2 | 53.90 ± 1.34 | 56.34 ± 1.34 | no CI (re-evaluate) | tie |" in md
-    assert "| loss_ablation/nce_gor | 1 | 55.25 | 55.44 | no CI (re-evaluate) |  | 64.11 / 66.11 |" in md
+    row = "| loss_ablation/nce_distill | 2 | 53.90 ± 1.34 | 42.90 ± 1.34 | -11.00 ± 0.00 | no CI (re-evaluate) | tie |"
+    assert row in md
+    assert (
+        "| loss_ablation/nce_gor | 1 | 55.25 | 48.25 | -7.00 | no CI (re-evaluate) |  | 64.11 / 66.11 |" in md
+    )
     # without a declared reference the best row by rank_by is the reference: nce_gor is best in
     # retrieval (its retrieval is shifted up) but not overall, where nce_distill would be
     df = tables.latest_runs(ResultsStore(golden_store).read())

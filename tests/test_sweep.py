@@ -102,14 +102,14 @@ def test_a_grid_sweep_runs_one_multirun_per_value_each_in_its_own_run_dir():
         "pure_distill-lr1e-4",
     ]
     commands = sweep.training_commands(rows, {}, [0], [], [])
-    assert len(commands) == 3  # one per lr, each over the three regimes
+    assert len(commands) == 4  # one per lr, each over the three regimes
     assert commands[0][4:] == [
         "experiment=ablation/pure_distill,ablation/pure_contrastive,ablation/combined",
         "seed=0",
         "optimizer.lr=1e-5",
         "run_name=${experiment_name}-lr1e-5-seed${seed}",
     ]
-    cfg = compose([f"experiment={rows[4].experiment}", *rows[4].overrides, "seed=2"])
+    cfg = compose([f"experiment={rows[5].experiment}", *rows[5].overrides, "seed=2"])
     assert (cfg.run_name, cfg.optimizer.lr) == ("pure_contrastive-lr3e-5-seed2", 3e-5)
 
 

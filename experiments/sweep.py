@@ -35,7 +35,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import Row, build, default_out, load_sweeps, sweep_rows  # noqa: E402
+from sweep_spec import Row, default_out, load_sweeps, sweep_rows  # noqa: E402
+from tables import build  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
 from jina5.eval.store import ResultsStore, new_run_id  # noqa: E402

@@ -16,27 +16,23 @@ per-item scores (an older store) shows ``no CI (re-evaluate)`` and falls back to
 ``tie`` when the means differ by less than the larger of the two stds.
 
 What each sweep's tables show (columns, ranking value, the paper's numbers, a stage-1 vs adapter
-comparison) is declared in experiments/sweeps.yaml; this module only knows how to build them.
+comparison) is declared in experiments/sweeps.yaml (read by experiments/sweep_spec.py); this module only
+knows how to build them. The figures are drawn by experiments/figures.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from figures import dev_curves, precision_bars, truncation_curve
+from sweep_spec import default_out, experiment_name, load_sweeps, reference_names, regime_names, sweep_rows
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-
-from jina5.eval.bootstrap import (  # noqa: E402
+from jina5.eval.bootstrap import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
     Interval,
@@ -47,16 +43,8 @@ from jina5.eval.bootstrap import (  # noqa: E402
     row_replicates,
     run_items,
 )
-from jina5.eval.store import ResultsStore  # noqa: E402
-from jina5.eval.summary import latest_runs, main_metric_rows, seed_keys, type_averages  # noqa: E402
-from jina5.run_config import compose  # noqa: E402
-
-SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
-
-
-def load_sweeps() -> dict:
-    """experiments/sweeps.yaml: {sweep: its declaration (experiments, baselines, table layout, ...)}."""
-    return yaml.safe_load(SWEEPS_FILE.read_text())
+from jina5.eval.store import ResultsStore
+from jina5.eval.summary import latest_runs, main_metric_rows, seed_keys, type_averages
 
 
 def run_summary(run: pd.DataFrame) -> dict:
@@ -370,64 +358,6 @@ def wide_markdown(table: pd.DataFrame, corner: str, every: int = 1) -> str:
     return "\n".join(lines)
 
 
-def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path: Path) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def spread_band(ax: plt.Axes, xs: Sequence, mean: pd.Series, std: pd.Series | None, **kw) -> None:
-    """A line of ``mean`` x100 and, where ``std`` is known (several seeds), a band of mean ± std."""
-    line = ax.plot(xs, mean.to_numpy() * 100, **kw)[0]
-    if std is not None:
-        std = std.reindex(mean.index).to_numpy(dtype=float) * 100
-        if (~pd.isna(std)).any():
-            low, high = mean.to_numpy() * 100 - std, mean.to_numpy() * 100 + std
-            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-
-
-def truncation_curve(
-    dims: pd.DataFrame, path: Path, precision: str = "float32", spread: pd.DataFrame | None = None
-) -> None:
-    """Overall score against Matryoshka dim, one line per row of a ``dim_table`` (seed mean); a band of
-    ± the seed std (``spread``: the ``dim_table`` of ``stat="std"``) where a row has several seeds."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for exp, row in dims.iterrows():
-        row = row.dropna()
-        std = spread.loc[exp] if spread is not None and exp in spread.index else None
-        spread_band(ax, row.index, row, std, marker="o", label=exp)
-    ax.set_xscale("log", base=2)
-    save_line_plot(
-        fig,
-        ax,
-        "embedding dim (Matryoshka truncation)",
-        f"overall average ({precision}) x 100 (± seed std)",
-        path,
-    )
-
-
-def precision_bars(table: pd.DataFrame, path: Path) -> None:
-    """Float vs int8 vs binary overall average per experiment (seed mean), error bars ± the seed std."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.27
-    xs = range(len(table))
-    for k, (name, col) in enumerate(
-        [("float32", "float/overall"), ("int8", "int8/overall"), ("binary", "binary/overall")]
-    ):
-        std = table[f"{col}_std"] * 100 if f"{col}_std" in table else None
-        ax.bar([x + (k - 1) * width for x in xs], table[col] * 100, width, yerr=std, capsize=2, label=name)
-    ax.set_xticks(list(xs), table["experiment"], rotation=20, fontsize=7, ha="right")
-    ax.set_ylabel("overall average x 100 (± seed std)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def teacher_dev_level(df: pd.DataFrame, experiments: Sequence[str], metric: str = "ndcg@10") -> float | None:
     """The teacher's dev ``metric`` on the same dev pairs (logged as ``val/teacher_<metric>``), or None."""
     rows = df[
@@ -436,38 +366,6 @@ def teacher_dev_level(df: pd.DataFrame, experiments: Sequence[str], metric: str 
         & df["experiment"].isin(experiments)
     ]
     return float(rows["value"].mean()) if len(rows) else None
-
-
-def dev_curves(
-    steps: pd.DataFrame,
-    teacher: float | None,
-    path: Path,
-    metric: str = "ndcg@10",
-    spread: pd.DataFrame | None = None,
-) -> None:
-    """Dev-set retrieval score against training step, one line per row of a ``curve_table`` (seed
-    mean) with a band of ± the seed std (``spread``) where it has several seeds; the teacher's level
-    dashed."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for exp, row in steps.iterrows():
-        row = row.dropna()
-        std = spread.loc[exp] if spread is not None and exp in spread.index else None
-        spread_band(ax, row.index, row, std, marker=".", label=exp)
-    if teacher is not None:
-        ax.axhline(teacher * 100, color="gray", linestyle="--", label="teacher")
-    save_line_plot(fig, ax, "training step", f"dev {metric} x 100 (± seed std)", path)
-
-
-def reference_names(spec: dict) -> list[str]:
-    """The rows that frame a sweep's trained regimes: its baselines and its stage-1 run (stage 2)."""
-    return [*spec.get("baselines", []), *([spec["stage1"]["label"]] if spec.get("stage1") else [])]
-
-
-def regime_names(spec: dict) -> list[str]:
-    """The rows of a sweep's tables: its references, then its trained regimes (the combined adapters of
-    stage 2 stand for the separate adapter runs)."""
-    trained = [spec["combine"]] if spec.get("combine") else [row.label for row in sweep_rows(spec)]
-    return [*reference_names(spec), *trained]
 
 
 def table_intervals(
@@ -639,47 +537,6 @@ def build(
     return result
 
 
-@functools.cache
-def experiment_name(experiment_config: str) -> str:
-    """Config path (``ablation/combined``) -> the ``experiment_name`` its runs are stored under
-    (``combined``), read from the composed training config."""
-    return compose([f"experiment={experiment_config}"]).experiment_name
-
-
-def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
-    return [experiment_name(e) for e in experiment_configs]
-
-
-@dataclass(frozen=True)
-class Row:
-    """One trained row of a sweep: an experiment config, the overrides of its grid point, its label."""
-
-    experiment: str
-    overrides: tuple[str, ...] = ()
-    label: str = ""
-
-
-def sweep_rows(spec: dict) -> list[Row]:
-    """A sweep's trained rows: one per experiment config, or, with a ``grid`` ({config key: [values]}),
-    one per experiment and grid point, each in its own run dir ``<experiment_name>-<key><value>-seed<n>``
-    (e.g. ``pure_distill-lr1e-5``, the label it is stored and tabulated under)."""
-    grid = spec.get("grid") or {}
-    if len(grid) > 1:
-        raise ValueError(f"sweeps.yaml: a grid has one key, got {sorted(grid)}")
-    rows = []
-    for experiment in spec["experiments"]:
-        name = experiment_name(experiment)
-        if not grid:
-            rows.append(Row(experiment, (), name))
-            continue
-        [(key, values)] = grid.items()
-        short = key.rsplit(".", 1)[-1]
-        for value in values:
-            run_name = f"run_name=${{experiment_name}}-{short}{value}-seed${{seed}}"
-            rows.append(Row(experiment, (f"{key}={value}", run_name), f"{name}-{short}{value}"))
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", default="results/results.jsonl")
@@ -696,10 +553,6 @@ def main() -> None:
         out = args.out or default_out(sweep)
         build(args.store, sweep, out, args.resamples, args.bootstrap_seed)
         print(Path(out, "summary.md").read_text())
-
-
-def default_out(sweep: str) -> str:
-    return "results/ablation" if sweep == "default" else f"results/{sweep}"
 
 
 if __name__ == "__main__":

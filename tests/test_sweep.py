@@ -18,7 +18,7 @@ from jina5.run_config import compose
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import sweep  # noqa: E402
-from tables import load_sweeps, sweep_rows  # noqa: E402
+from sweep_spec import load_sweeps, sweep_rows  # noqa: E402
 
 TOY = [
     "student.source=tiny:bert",

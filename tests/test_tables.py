@@ -14,6 +14,7 @@ from jina5.eval.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
+import sweep_spec  # noqa: E402
 import tables  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "tables"
@@ -82,7 +83,7 @@ def test_tie_when_difference_is_within_the_spread(store):
 
 def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
     default = {
-        **tables.load_sweeps()["default"],
+        **sweep_spec.load_sweeps()["default"],
         "experiments": ["ablation/combined", "ablation/pure_distill"],
         "baselines": ["teacher"],
     }
@@ -151,12 +152,12 @@ def test_curves_only_sweep_gets_the_curve_table(store, tmp_path, monkeypatch):
 
 
 def test_every_sweep_names_existing_experiment_configs():
-    sweeps = tables.load_sweeps()
+    sweeps = sweep_spec.load_sweeps()
     for name, spec in sweeps.items():
         if "sweeps" in spec:  # a preset: its sweeps exist and are not presets
             assert all("experiments" in sweeps[s] for s in spec["sweeps"]), name
             continue
-        labels = [row.label for row in tables.sweep_rows(spec)]
+        labels = [row.label for row in sweep_spec.sweep_rows(spec)]
         assert len(set(labels)) == len(labels), name
         if spec.get("stage1"):
             assert compose([f"experiment={spec['stage1']['experiment']}"]).get("adapter") is None, name
@@ -217,8 +218,8 @@ def test_layout_ranks_by_its_declared_value(golden_store):
     # without a declared reference the best row by rank_by is the reference: nce_gor is best in
     # retrieval (its retrieval is shifted up) but not overall, where nce_distill would be
     df = tables.latest_runs(ResultsStore(golden_store).read())
-    spec = tables.load_sweeps()["table5"]
-    trained = tables.regime_table(df, tables.experiment_names(spec["experiments"]))
+    spec = sweep_spec.load_sweeps()["table5"]
+    trained = tables.regime_table(df, sweep_spec.experiment_names(spec["experiments"]))
     assert tables.ties(trained, "float/overall")["loss_ablation/nce_distill"] == "best"
     assert tables.ties(trained, spec["table"]["rank_by"])["loss_ablation/nce_gor"] == "best"
     undeclared = {k: v for k, v in spec["table"].items() if k != "reference"}

@@ -184,7 +184,7 @@ def evaluate_combined(
     combined = runs[0].parent.parent / f"{label}-seed{seed}"
     print(f"  {combined}: the adapters of {', '.join(r.name for r in runs)}", flush=True)
     combine_adapters(runs, combined)
-    return evaluate_model(str(combined), [*eval_overrides, f"experiment={label}", f"seed={seed}"], results)
+    return evaluate_model(str(combined), [*eval_overrides, f"label={label}", f"seed={seed}"], results)
 
 
 def evaluate_sweep(
@@ -209,7 +209,7 @@ def evaluate_sweep(
         fields = {"run_id": new_run_id(label), "experiment": label, "seed": 0, "model": str(stage1)}
         if evaluate:
             print(f"  stage 1 {stage1}", flush=True)
-            fields = evaluate_model(str(stage1), [*eval_overrides, f"experiment={label}"], results)["run"]
+            fields = evaluate_model(str(stage1), [*eval_overrides, f"label={label}"], results)["run"]
         if (stage1 / "done.json").exists():  # its dev curves (the teacher cosine) under the same run
             store.append(training_records(stage1), fields)
     runs: dict[int, list[Path]] = {seed: [] for seed in seeds}

@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the suite for ``cfg.model``; returns {run, records, summary, texts_encoded, seconds}."""
     start = time.perf_counter()
     model = load_model(cfg)
-    experiment = cfg.get("experiment") or model.experiment
+    experiment = cfg.get("label") or model.experiment
     seed = cfg.get("seed") if cfg.get("seed") is not None else model.seed
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     run = {

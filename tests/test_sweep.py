@@ -150,7 +150,7 @@ def test_stage2_sweep_trains_from_stage1_and_compares_the_combined_adapters(tmp_
 
     def fake_evaluate(model, overrides, store):
         evaluated.append((model, list(overrides)))
-        label = next(o.split("=", 1)[1] for o in overrides if o.startswith("experiment="))
+        label = next(o.split("=", 1)[1] for o in overrides if o.startswith("label="))
         write_fake_run(ResultsStore(store), label, 0, {"stage1": 0.52, "stage2_adapters": 0.55}[label])
         return {"run": {"experiment": label}}
 
@@ -196,8 +196,8 @@ def test_stage2_sweep_trains_from_stage1_and_compares_the_combined_adapters(tmp_
     assert combined == [([runs / f"adapter_{t}-seed0" for t in tasks], runs.parent / "stage2_adapters-seed0")]
     float_only = ["eval.dims=[]", "eval.precisions=[float32]", "eval=smoke"]
     assert evaluated == [
-        (str(stage1), [*float_only, "experiment=stage1"]),
-        (str(runs.parent / "stage2_adapters-seed0"), [*float_only, "experiment=stage2_adapters", "seed=0"]),
+        (str(stage1), [*float_only, "label=stage1"]),
+        (str(runs.parent / "stage2_adapters-seed0"), [*float_only, "label=stage2_adapters", "seed=0"]),
     ]
     # the adapter runs' wall times go to the store under their own labels
     stored = ResultsStore(results).read()
@@ -218,7 +218,7 @@ def test_table5_and_table6_runs_are_adapters_on_the_shared_stage1_base(tmp_path,
     evaluated = []
 
     def fake_evaluate(model, overrides, store):
-        label = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), model)
+        label = next((o.split("=", 1)[1] for o in overrides if o.startswith("label=")), model)
         evaluated.append(label)
         return {"run": {"run_id": new_run_id("fake"), "experiment": label, "seed": 0, "model": model}}
 

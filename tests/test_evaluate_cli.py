@@ -131,3 +131,11 @@ def test_cli_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "overall (mean of 4 task types)" in proc.stdout
     assert len(ResultsStore(results).read()) > 0
+
+
+def test_label_is_a_plain_key_not_the_experiment_config_group():
+    # `experiment=<label>` was read by Hydra as the conf/experiment group and failed to compose, so the
+    # sweeps could not file a stage-1 run or combined adapters under their labels
+    assert compose(["model=untrained_student", "label=stage1"], "eval").label == "stage1"
+    with pytest.raises(Exception, match="experiment"):
+        compose(["model=untrained_student", "experiment=stage1"], "eval")

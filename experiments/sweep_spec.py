@@ -7,7 +7,6 @@ runs the sweep).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +27,6 @@ def experiment_name(experiment_config: str) -> str:
     """Config path (``ablation/combined``) -> the ``experiment_name`` its runs are stored under
     (``combined``), read from the composed training config."""
     return compose([f"experiment={experiment_config}"]).experiment_name
-
-
-def experiment_names(experiment_configs: Sequence[str]) -> list[str]:
-    return [experiment_name(e) for e in experiment_configs]
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def test_layout_ranks_by_its_declared_value(golden_store):
     # retrieval (its retrieval is shifted up) but not overall, where nce_distill would be
     df = tables.latest_runs(ResultsStore(golden_store).read())
     spec = sweep_spec.load_sweeps()["table5"]
-    trained = tables.regime_table(df, sweep_spec.experiment_names(spec["experiments"]))
+    trained = tables.regime_table(df, [row.label for row in sweep_spec.sweep_rows(spec)])
     assert tables.ties(trained, "float/overall")["loss_ablation/nce_distill"] == "best"
     assert tables.ties(trained, spec["table"]["rank_by"])["loss_ablation/nce_gor"] == "best"
     undeclared = {k: v for k, v in spec["table"].items() if k != "reference"}

@@ -253,7 +253,9 @@ def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
             print(f"  {model}: {prepare_bundled(model)}")
 
     own = {
-        row.label: budget_overrides(compose([f"experiment={row.experiment}", *overrides]), steps, lr_scale)
+        row.label: budget_overrides(
+            compose([f"experiment={row.experiment}", *row.overrides, *overrides]), steps, lr_scale
+        )
         if steps is not None or lr_scale is not None
         else []
         for row in rows

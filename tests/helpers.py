@@ -103,46 +103,7 @@ REGIME_KEYS = (
 )
 
 
-def task_records(
-    base: float,
-    binary_drop: float = 0.1,
-    precisions: tuple[str, ...] = ("float32", "binary"),
-    retrieval_shift: float = 0.0,
-) -> list[dict]:
-    """Held-out records: two retrieval data sets (one with two languages), one of each other type, dims
-    128 and 384. The main metric of task k is ``base + 0.01 k`` (+ ``retrieval_shift`` for retrieval),
-    minus 0.05 at dim 128, minus ``binary_drop`` in binary (int8: half of it); each comes with a
-    non-main metric of value 0."""
-    out = []
-    tasks = [
-        ("retrieval", "news", ""),
-        ("retrieval", "chatterbot", "english"),
-        ("retrieval", "chatterbot", "german"),
-        ("sts", "lee_sts", ""),
-        ("classification", "bbc", ""),
-        ("clustering", "bbc", ""),
-    ]
-    drop = {"float32": 0.0, "int8": binary_drop / 2, "binary": binary_drop}
-    for k, (task, dataset, lang) in enumerate(tasks):
-        for dim in (128, 384):
-            for precision in precisions:
-                value = base + 0.01 * k - (0.05 if dim == 128 else 0) - drop[precision]
-                value += retrieval_shift if task == "retrieval" else 0.0
-                main = {
-                    "task": task,
-                    "dataset": dataset,
-                    "language": lang,
-                    "split": "test",
-                    "metric": MAIN_METRICS[task],
-                    "dim": dim,
-                    "precision": precision,
-                    "value": value,
-                }
-                out += [main, {**main, "metric": "other", "value": 0.0}]  # non-main metrics are ignored
-    return out
-
-
-# the tasks of task_records, with the number of test items of each synthetic item-backed run
+# the held-out tasks of a fake run, with the number of test items of each synthetic item-backed run
 ITEM_TASKS = (
     ("retrieval", "news", "", 80),
     ("retrieval", "chatterbot", "english", 60),
@@ -151,6 +112,50 @@ ITEM_TASKS = (
     ("classification", "bbc", "", 100),
     ("clustering", "bbc", "", 120),
 )
+
+
+def precision_drops(binary_drop: float) -> dict[str, float]:
+    """What a fake run loses at each precision: ``binary_drop`` in binary, half of it in int8."""
+    return {"float32": 0.0, "int8": binary_drop / 2, "binary": binary_drop}
+
+
+def main_records(
+    task: str, dataset: str, lang: str, dim: int, precision: str, value: float, **extra
+) -> list[dict]:
+    """A task's main-metric record (with ``extra`` fields) and a non-main metric of value 0 (ignored)."""
+    main = {
+        "task": task,
+        "dataset": dataset,
+        "language": lang,
+        "split": "test",
+        "metric": MAIN_METRICS[task],
+        "dim": dim,
+        "precision": precision,
+        "value": value,
+        **extra,
+    }
+    return [main, {**main, "metric": "other", "value": 0.0, **{k: None for k in extra}}]
+
+
+def task_records(
+    base: float,
+    binary_drop: float = 0.1,
+    precisions: tuple[str, ...] = ("float32", "binary"),
+    retrieval_shift: float = 0.0,
+) -> list[dict]:
+    """Held-out records: the tasks of :data:`ITEM_TASKS` (two retrieval data sets, one with two languages,
+    one of each other type), dims 128 and 384. The main metric of task k is ``base + 0.01 k``
+    (+ ``retrieval_shift`` for retrieval), minus 0.05 at dim 128, minus ``binary_drop`` in binary (int8:
+    half of it); each comes with a non-main metric of value 0."""
+    out = []
+    drop = precision_drops(binary_drop)
+    for k, (task, dataset, lang, _) in enumerate(ITEM_TASKS):
+        for dim in (128, 384):
+            for precision in precisions:
+                value = base + 0.01 * k - (0.05 if dim == 128 else 0) - drop[precision]
+                value += retrieval_shift if task == "retrieval" else 0.0
+                out += main_records(task, dataset, lang, dim, precision, value)
+    return out
 
 
 def synthetic_items(task: str, dataset: str, language: str, n: int, quality: float, model: str):
@@ -193,7 +198,7 @@ def item_records(
     sidecar and named by the record's ``items``; each comes with a non-main metric of value 0."""
     import hashlib
 
-    drop = {"float32": 0.0, "int8": binary_drop / 2, "binary": binary_drop}
+    drop = precision_drops(binary_drop)
     out = []
     for task, dataset, lang, n in ITEM_TASKS:
         settings = [(dim, p) for dim in (128, 384) for p in precisions]
@@ -211,18 +216,8 @@ def item_records(
         key = hashlib.sha256(f"{task}/{dataset}/{lang}".encode()).hexdigest()
         ref = store.write_items(run_id, key, by_setting)
         for (dim, p), items in by_setting.items():
-            main = {
-                "task": task,
-                "dataset": dataset,
-                "language": lang,
-                "split": "test",
-                "metric": MAIN_METRICS[task],
-                "dim": dim,
-                "precision": p,
-                "value": round(items.metric(), 9),  # 9 decimals: the same digits on every machine
-                "items": ref,
-            }
-            out += [main, {**main, "metric": "other", "value": 0.0, "items": None}]
+            value = round(items.metric(), 9)  # 9 decimals: the same digits on every machine
+            out += main_records(task, dataset, lang, dim, p, value, items=ref)
     return out
 
 

@@ -24,6 +24,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from jina5.checkpointing import read_checkpoint
+
 log = logging.getLogger(__name__)
 
 _STEP = re.compile(r"^step=(\d+)$")
@@ -96,8 +98,8 @@ def other_checkpoint(run_dir: Path, spec: str | int, best_model_path: str | None
 
 def average_checkpoints(last: Path, other: Path, weight: float) -> dict[str, Tensor]:
     """The averaged ``state_dict`` of two Lightning checkpoints."""
-    a = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
-    b = torch.load(other, map_location="cpu", weights_only=False)["state_dict"]
+    a = read_checkpoint(last, mmap=False)["state_dict"]
+    b = read_checkpoint(other, mmap=False)["state_dict"]
     return average_state_dicts(a, b, weight)
 
 

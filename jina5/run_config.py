@@ -36,6 +36,7 @@ RESUME_SAFE = (
     "export",
     "paths",
     "logger",
+    "callbacks.last_checkpoint",
     "trainer.max_steps",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",

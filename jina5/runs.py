@@ -2,11 +2,13 @@
 
 The run directory (``outputs/runs/<run_name>``) receives ``config.yaml`` (the resolved config, written
 before fitting), ``checkpoints/last.ckpt`` (and the best), ``logs/metrics.csv``, ``final_state.json``,
-``encoder/`` (the exported student) and ``done.json`` (steps, wall time, last metrics). Its lifecycle:
+``encoder/`` (the exported student), ``done.json`` (steps, wall time, last metrics) and ``run.lock``
+(``jina5.run_lock``: one live training process per directory, held from step 1 to step 3). Its lifecycle:
 
 1. reuse: a directory with ``done.json`` (``skip_done``) or ``last.ckpt`` (``ckpt_path=last``) is reused
    only if its ``config.yaml`` holds the same settings (``jina5.run_config``); a finished run is skipped,
-   unless ``trainer.max_steps`` grew: then it is extended from ``last.ckpt``;
+   unless ``trainer.max_steps`` grew: then it is extended from ``last.ckpt``; a checkpoint to resume
+   that cannot be read fails here, naming the file (``jina5.checkpointing``);
 2. start: the CSV logger keeps the rows logged before the resumed step; ``FinalState`` and
    ``AlignLogStep`` join the trainer's callbacks (and ``SaveAtSteps`` when the final weights average
    with a step checkpoint);
@@ -24,21 +26,16 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from jina5.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, parse_average_with
+from jina5.checkpointing import atomic_save, checkpoint_step
 from jina5.csv_logger import AlignLogStep, ResumableCSVLogger
 from jina5.run_config import check_same_run
+from jina5.run_lock import RunLock
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_step(ckpt_path: str | None) -> int:
-    """``global_step`` of a Lightning checkpoint (0 for None); memory-mapped, so big ones load cheaply."""
-    if ckpt_path is None:
-        return 0
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -69,6 +66,12 @@ class Run:
         self.average = parse_average_with(self.adapter.get("average_with"))
         self.final = FinalState(self.dir)
         self.started = time.perf_counter()
+        self.resume_step = 0
+
+    def lock(self) -> RunLock:
+        """The run directory's lock (``jina5.run_lock``), held from the reuse check to ``done.json``; only
+        global rank 0 takes it (ranks launched as separate scripts run ``train`` too)."""
+        return RunLock(self.dir, enabled=rank_zero_only.rank == 0)
 
     def check_reuse(self) -> dict | None:
         """Raise if the directory about to be reused holds another config; the finished run's
@@ -77,12 +80,13 @@ class Run:
         skip = cfg.skip_done and self.done_file.exists()
         if skip or self.ckpt_path is not None:
             check_same_run(cfg, self.dir)
-        if not skip:
-            return None
-        done = json.loads(self.done_file.read_text())
-        if done["steps"] >= cfg.trainer.max_steps:
+        done = json.loads(self.done_file.read_text()) if skip else None
+        if done is not None and done["steps"] >= cfg.trainer.max_steps:
             log.info("%s is finished (done.json); skipping (set skip_done=false to retrain)", self.dir)
             return done
+        self.resume_step = checkpoint_step(self.ckpt_path)  # an unreadable checkpoint fails here, named
+        if done is None:
+            return None
         log.warning(
             "%s: extending a finished run from %d to %d steps (resuming last.ckpt; with scheduler."
             "total_steps=null the lr schedule's horizon moves too)",
@@ -113,7 +117,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.cfg, self.dir / "config.yaml", resolve=True)
         if isinstance(trainer.logger, ResumableCSVLogger):
-            trainer.logger.keep_before_step = checkpoint_step(self.ckpt_path)
+            trainer.logger.keep_before_step = self.resume_step
 
     def finish(self, module: L.LightningModule, trainer: L.Trainer) -> dict:
         """After fitting: average the final weights if asked, export the encoder, write and return
@@ -165,7 +169,7 @@ def average_final_weights(
     weight = float(adapter.get("average_weight", 0.5))
     state = average_checkpoints(last, other, weight)
     module.load_state_dict(state)
-    torch.save(
+    atomic_save(
         {"state_dict": state, "averaged": {"last": str(last), "other": str(other), "weight": weight}},
         run_dir / "checkpoints" / "averaged.ckpt",
     )

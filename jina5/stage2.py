@@ -13,11 +13,11 @@ import logging
 import re
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from jina5.adapters import adapter_settings, check_task, lora_config
+from jina5.checkpointing import read_checkpoint
 from jina5.encoder import Encoder
 from jina5.module import find_distillation
 from jina5.objective import Objective
@@ -85,7 +85,7 @@ def load_stage1_projection(objective: Objective, run_dir: str | Path) -> None:
         raise FileNotFoundError(
             f"init_from={str(run_dir)!r}: no {ckpt} to take the distillation projection from"
         )
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = read_checkpoint(ckpt, mmap=False)["state_dict"]
     found = {m.group(1): v for k, v in state.items() if (m := _PROJECTION_KEY.match(k))}
     if not found:
         log.warning(

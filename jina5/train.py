@@ -19,6 +19,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from jina5.checkpointing import AtomicCheckpointIO, exit_on_signal
 from jina5.module import EmbeddingModule
 from jina5.objective import build_objective
 from jina5.runs import Run
@@ -55,21 +56,28 @@ def build(
         **module_overrides(cfg),
     )
     all_callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(callbacks)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks, logger=instantiate(cfg.logger))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=all_callbacks, logger=instantiate(cfg.logger), plugins=[AtomicCheckpointIO()]
+    )
     return module, datamodule, trainer
 
 
 def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
-    """Fit (resuming from last.ckpt when there is one), then finish the run; returns done.json's summary."""
+    """Fit (resuming from last.ckpt when there is one), then finish the run; returns done.json's summary.
+
+    The run directory is locked throughout; SIGTERM or Ctrl-C saves last.ckpt and exits with 128 + the
+    signal number, without done.json (``jina5.checkpointing``)."""
     run = Run(cfg)
-    done = run.check_reuse()
-    if done is not None:
-        return done
-    L.seed_everything(cfg.seed, workers=True)
-    module, datamodule, trainer = build(cfg, [*callbacks, *run.callbacks()])
-    run.start(trainer)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
-    return run.finish(module, trainer)
+    with run.lock():
+        done = run.check_reuse()
+        if done is not None:
+            return done
+        L.seed_everything(cfg.seed, workers=True)
+        module, datamodule, trainer = build(cfg, [*callbacks, *run.callbacks()])
+        run.start(trainer)
+        with exit_on_signal(trainer):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
+        return run.finish(module, trainer)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

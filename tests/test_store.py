@@ -1,10 +1,15 @@
-"""Results store: round trip, filters, validation, malformed lines, run ids and run configs."""
+"""Results store: round trip, filters, validation, malformed and torn lines, concurrent appenders, run
+ids and run configs."""
 
 from __future__ import annotations
 
+import errno
 import json
+import multiprocessing
+import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +180,151 @@ def test_legacy_inline_config_and_torn_run_line(tmp_path):
         f.write('{"run_id": "torn", "con\n')
     with pytest.raises(ValueError, match=r"results\.runs\.jsonl:2: malformed run line"):
         store.read()
+
+
+# ------------------------------------------------------------------------------- torn lines, concurrency
+TORN = b'{"run_id": "torn", "experiment": "x", "val'  # a line cut short by a crash: no newline, not JSON
+
+
+def _torn_entries(side) -> list[bytes]:
+    """The quarantined tails in a side file (each after its ``# ...`` header line)."""
+    text = side.read_bytes()
+    return [part.split(b"\n", 1)[1].removesuffix(b"\n") for part in text.split(b"# ")[1:]]
+
+
+def test_torn_last_line_is_quarantined_and_appends_go_on(tmp_path, caplog):
+    path = tmp_path / "results.jsonl"
+    store = ResultsStore(path)
+    store.append(_records({(64, "float32"): 0.5, (32, "float32"): 0.4}), _run("a"))
+    complete = path.read_bytes()
+    with path.open("ab") as f:
+        f.write(TORN)
+
+    # a read keeps both complete lines, moves the torn one (line 3) to the side file and says where
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        assert store.read()["value"].tolist() == [0.5, 0.4]
+    side = tmp_path / "results.jsonl.torn"
+    assert f"{path}:3: torn final line" in caplog.text and str(side) in caplog.text
+    assert _torn_entries(side) == [TORN] and path.read_bytes() == complete
+    assert f"line 3 of results.jsonl, bytes {len(complete)}..{len(complete) + len(TORN)}" in side.read_text()
+
+    # the next append starts on a line of its own; nothing complete is lost
+    store.append(_records({(64, "float32"): 0.6}), _run("b"))
+    assert store.read()["value"].tolist() == [0.5, 0.4, 0.6]
+
+    # an append (no read before it) quarantines too; the side file is appended to, never overwritten
+    caplog.clear()
+    for p in (path, store.runs_path):
+        with p.open("ab") as f:
+            f.write(TORN)
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        ResultsStore(path).append(_records({(64, "float32"): 0.7}), _run("c"))
+    assert f"{path}:4: torn final line" in caplog.text
+    assert f"{store.runs_path}:3: torn final line" in caplog.text
+    assert _torn_entries(side) == [TORN, TORN]
+    assert _torn_entries(tmp_path / "results.runs.jsonl.torn") == [TORN]
+    df = store.read()
+    assert df["value"].tolist() == [0.5, 0.4, 0.6, 0.7]
+    assert df["run_id"].tolist() == ["a", "a", "b", "c"] and df["config"].notna().all()
+
+
+def test_torn_line_of_a_read_only_store_is_skipped_with_a_warning(tmp_path, caplog, monkeypatch):
+    path = tmp_path / "results.jsonl"
+    ResultsStore(path).append(_records({(64, "float32"): 0.5}), _run("a"))
+    with path.open("ab") as f:
+        f.write(TORN)
+    before = path.read_bytes()
+    real_open = os.open
+
+    def read_only(file, flags, *args):  # the file mode would not stop root, so refuse writes here
+        if Path(file) == path and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        assert ResultsStore(path).read()["value"].tolist() == [0.5]
+    monkeypatch.undo()
+    assert f"{path}:2: torn final line (no newline, not JSON) skipped" in caplog.text
+    assert path.read_bytes() == before  # untouched; the next append quarantines it
+    ResultsStore(path).append(_records({(64, "float32"): 0.6}), _run("a"))
+    assert ResultsStore(path).read()["value"].tolist() == [0.5, 0.6]
+
+
+def test_final_json_line_without_newline_is_kept(tmp_path):
+    path = tmp_path / "results.jsonl"
+    store = ResultsStore(path)
+    store.append(_records({(64, "float32"): 0.5, (32, "float32"): 0.4}), _run("a"))
+    path.write_bytes(path.read_bytes().removesuffix(b"\n"))  # a hand edit dropped the last newline
+    assert store.read()["value"].tolist() == [0.5, 0.4]
+    store.append(_records({(64, "float32"): 0.6}), _run("a"))
+    assert store.read()["value"].tolist() == [0.5, 0.4, 0.6]
+    assert path.read_bytes().count(b"\n") == 3 and not (tmp_path / "results.jsonl.torn").exists()
+
+
+def test_failed_write_leaves_no_partial_batch(tmp_path, monkeypatch):
+    """A full disk mid-batch: the part already written is truncated away (whole lines or nothing)."""
+    path = tmp_path / "results.jsonl"
+    store = ResultsStore(path)
+    store.append(_records({(64, "float32"): 0.5}), _run("a"))
+    before = path.read_bytes()
+
+    real_write, inode = os.write, path.stat().st_ino
+
+    def half_then_full(fd, data):  # the disk fills up halfway through the first write to the store
+        if os.fstat(fd).st_ino != inode:
+            return real_write(fd, data)
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.append(_records({(64, "float32"): 0.6, (32, "float32"): 0.4}), _run("a"))
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    store.append(_records({(64, "float32"): 0.7}), _run("a"))
+    assert store.read()["value"].tolist() == [0.5, 0.7]
+
+
+BATCHES, BATCH_LINES, WRITERS = 50, 8, 4
+
+
+def _append_batches(path: str, writer: int) -> None:
+    """One concurrent appender: BATCHES appends of BATCH_LINES lines (~1 KB each) to ``path``."""
+    store = ResultsStore(path)
+    for batch in range(BATCHES):
+        recs = _records({(d, "float32"): 0.5 for d in range(1, BATCH_LINES + 1)})
+        store.append(
+            [{**r, "writer": writer, "batch": batch, "pad": "x" * 1000} for r in recs], _run(f"w{writer}")
+        )
+
+
+def test_concurrent_appenders_write_whole_batches(tmp_path):
+    """Writers in separate processes, starting on torn final lines in both files: the torn lines are
+    quarantined exactly once, every line parses, the count is exact and each batch is contiguous."""
+    path = tmp_path / "results.jsonl"
+    store = ResultsStore(path)
+    store.append(_records({(64, "float32"): 0.5}), _run("first"))
+    for p in (path, store.runs_path):
+        with p.open("ab") as f:
+            f.write(TORN)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_batches, args=(str(path), w)) for w in range(WRITERS)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=300)
+    assert [proc.exitcode for proc in procs] == [0] * WRITERS
+
+    lines = [json.loads(line) for line in path.read_bytes().split(b"\n")[:-1]]  # each parses
+    assert len(lines) == 1 + WRITERS * BATCHES * BATCH_LINES
+    batches = [(r["writer"], r["batch"]) for r in lines[1:]]
+    runs = [batches[i] for i in range(0, len(batches), BATCH_LINES)]
+    assert sorted(runs) == sorted((w, b) for w in range(WRITERS) for b in range(BATCHES))
+    assert batches == [b for b in runs for _ in range(BATCH_LINES)]  # no batch is split
+    assert _torn_entries(tmp_path / "results.jsonl.torn") == [TORN]
+    assert _torn_entries(tmp_path / "results.runs.jsonl.torn") == [TORN]
+    assert len(store.read()) == len(lines)
+    assert sorted(json.loads(x)["run_id"] for x in store.runs_path.read_text().splitlines()) == sorted(
+        ["first"] + [f"w{w}" for w in range(WRITERS)]
+    )

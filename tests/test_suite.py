@@ -395,6 +395,45 @@ def test_rerun_reuses_the_store_without_encoding(tiny_run, monkeypatch):
 
 
 @pytest.mark.integration
+def test_reuse_reads_past_a_torn_last_line(tmp_path, caplog):
+    """A crash left a torn final line in the store: the rerun's reuse check reads the complete lines
+    (reusing them, nothing encoded), quarantines the torn one with a warning, and appends after it."""
+    encode = random_encode(16)
+    encode.dim = 16  # no dimension probe: a cached rerun encodes nothing at all
+    store = ResultsStore(tmp_path / "results.jsonl")
+    run = {"run_id": "r1", "experiment": "smoke", "seed": 0, "model": "random", "config": {}}
+    first = run_suite(
+        encode, _eval_cfg("smoke"), store=store, run=run, fingerprint="random-16", types=["sts"]
+    )
+    torn = b'{"run_id": "r1", "task": "sts", "met'
+    with store.path.open("ab") as f:
+        f.write(torn)
+
+    def boom(texts, prompt=None):
+        raise AssertionError("encode called although the store holds the results")
+
+    boom.dim = 16
+    stats: dict = {}
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        again = run_suite(
+            boom,
+            _eval_cfg("smoke"),
+            store=store,
+            run={**run, "run_id": "r2"},
+            fingerprint="random-16",
+            types=["sts"],
+            stats=stats,
+        )
+    assert stats["texts_encoded"] == 0 and {r["cached_from"] for r in again} == {"r1"}
+    line = len(first) + 1
+    assert f"{store.path}:{line}: torn final line" in caplog.text
+    assert (tmp_path / "results.jsonl.torn").read_bytes().endswith(torn + b"\n")
+    df = store.read()
+    assert df["run_id"].tolist() == ["r1"] * len(first) + ["r2"] * len(again)
+    assert df["value"].tolist() == [r["value"] for r in first] * 2
+
+
+@pytest.mark.integration
 def test_records_without_items_are_evaluated_again(tiny_run, tmp_path):
     """An older store (no per-item scores) is not reused: the rerun evaluates and stores the items."""
     enc, store, run, records, _ = tiny_run

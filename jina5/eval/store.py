@@ -38,7 +38,6 @@ before the run's metric lines, so no metric line lacks its config.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -52,6 +51,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from jina5.eval.config import plain
 from jina5.eval.items import ItemScores, load_items, save_items
@@ -122,7 +126,10 @@ def torn_path_for(path: Path) -> Path:
 
 @contextmanager
 def _flocked(fd: int, exclusive: bool) -> Iterator[None]:
-    """``flock`` on ``fd`` (exclusive or shared) for the ``with`` block."""
+    """``flock`` on ``fd`` (exclusive or shared) for the ``with`` block (no lock without ``fcntl``)."""
+    if fcntl is None:  # Windows: one writer at a time is the user's to ensure
+        yield
+        return
     fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
     try:
         yield

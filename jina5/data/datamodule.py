@@ -12,6 +12,9 @@ loaded after every other dataset, in mix order, and each drops the texts an earl
 has (on either side: they are distilled there already). ``held_out`` names corpora (with their split
 fractions) whose dev and test texts no table may hold (``jina5.data.splits.held_out_texts``): the
 evaluation suite's corpora, so that text shared across corpora cannot leak either.
+
+``setup`` loads every table first: a dataset with no usable row (an empty source, every row dropped, no
+pair left) raises ``EmptySourceError`` naming it there, before mining, the teacher cache and the warm start.
 """
 
 from __future__ import annotations

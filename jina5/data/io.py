@@ -4,7 +4,9 @@ Every reader fails with a ``DataFormatError`` naming the file (and the row, line
 file cannot be read as its format says; nothing is guessed silently.
 
 Local record files (``read_local_file``): ``.jsonl`` (one object a line), ``.json`` (a list of objects, or
-an object of equal-length column lists), ``.csv`` (UTF-8, header row, every cell a str) and ``.parquet``.
+an object of equal-length column lists), ``.csv`` (UTF-8, header row, every cell a str) and ``.parquet``;
+their column names come with the records, so a file with columns but no row (a header-only CSV) is told
+apart from a file with no column at all.
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ def read_csv_text(
     """
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except pd.errors.EmptyDataError as err:
+        raise DataFormatError(f"{source}: an empty CSV (no header row, no rows)") from err
+    except pd.errors.ParserError as err:
         raise DataFormatError(f"{source}: not a readable CSV: {err}") from err
     for column in required:
         if column not in df.columns:
@@ -133,17 +137,27 @@ def _read_json_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_local_file(path: Path) -> list[dict[str, Any]]:
-    """Records of a local ``.jsonl`` / ``.json`` / ``.csv`` (UTF-8, header row) / ``.parquet`` file."""
+def read_local_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records of a local ``.jsonl`` / ``.json`` / ``.csv`` (UTF-8, header row) / ``.parquet`` file and
+    its column names: the CSV header, the Parquet schema, the keys of the JSON records (first seen order).
+
+    A header-only CSV gives ``([], header)``: its columns survive though it has no record; an empty
+    file (blank) gives ``([], [])``.
+    """
     if path.suffix in (".jsonl", ".json"):
-        return _read_json_records(path)
+        records = _read_json_records(path)
+        return records, list(dict.fromkeys(key for record in records for key in record))
     if path.suffix == ".csv":
         text, _ = read_text_file(path)
-        return read_csv_text(text, str(path)).to_dict("records")
+        if not text.strip():  # no header, no row: an empty file, like an empty .jsonl
+            return [], []
+        df = read_csv_text(text, str(path))
+        return df.to_dict("records"), [str(c) for c in df.columns]
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        table = pq.read_table(path)
+        return table.to_pylist(), list(table.column_names)
     raise DataFormatError(f"{path}: unsupported file type (supported: {LOCAL_SUFFIXES})")
 
 

@@ -32,8 +32,8 @@ import datasets
 import numpy as np
 
 from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
-from jina5.data.schema import normalise_text
-from jina5.data.sources import load_source
+from jina5.data.schema import dataset_stats, normalise_text
+from jina5.data.sources import EmptySourceError, load_source
 from jina5.data.splits import CorpusSplits, rows_without, seeded_rows
 from jina5.encoder import Encoder
 from jina5.teacher import TeacherCache
@@ -160,6 +160,18 @@ def load_rows(
     return ds
 
 
+def _no_pair(spec: DatasetSpec, split: str, ds: datasets.Dataset, why: str) -> EmptySourceError:
+    """The error for a pair dataset left without a row: names the dataset, where its rows came from
+    (source file or bundled corpus), what the source dropped and what was left after each step."""
+    origin = f"data source {spec.source!r}" if spec.source else f"bundled corpus {spec.corpus or spec.name!r}"
+    stats = dataset_stats(ds)
+    dropped = f", the source dropped {stats['filtered']}" if stats.get("filtered") else ""
+    return EmptySourceError(
+        f"dataset {spec.name!r} ({origin}): no usable pair in its {split} split: {len(ds)} rows without a "
+        f"held-out (dev/test) text{dropped}; {why}"
+    )
+
+
 def distinct_texts(ds: datasets.Dataset) -> list[str]:
     """The non-empty ``document`` then ``query`` texts of ``ds``, stripped, first of each normalised text."""
     columns = ds.select_columns(["document", "query"]).to_dict()  # one Arrow conversion, not one per row
@@ -218,7 +230,8 @@ def load_pair_table(
     splits: CorpusSplits | None = None,
 ) -> PairTable:
     """Rows of ``spec.name``'s ``split`` (or of ``spec.source``) without any row holding a ``held_out``
-    text, capped at ``max_rows`` by a seeded draw (counted in the log)."""
+    text, capped at ``max_rows`` by a seeded draw (counted in the log). Raises EmptySourceError naming
+    the dataset when no pair is left (before any teacher or model work on the mix)."""
     if spec.texts_only:
         raise ValueError(f"dataset {spec.name!r} is texts_only: use load_text_table")
     ds = load_rows(spec, split, split_seed, held_out, splits)
@@ -237,7 +250,11 @@ def load_pair_table(
                 len(anchors),
                 len(usable),
             )
+        if not anchors:
+            raise _no_pair(spec, split, ds, "no row has both a text and a label")
         q, d, n, lab = label_triplets(texts, labels, anchors, spec.label_negatives, row_seed)
+        if not q:
+            raise _no_pair(spec, split, ds, f"none of {len(anchors)} anchors has another text of its label")
         if len(q) < len(anchors):
             log.info(
                 "%s: %d anchors have no other text of their label; skipped", spec.name, len(anchors) - len(q)
@@ -263,6 +280,9 @@ def load_pair_table(
             [scores[i] for i in kept],
             [labels[i] for i in kept],
         )
+    if not queries:
+        why = f"{len(ds)} unlabeled documents, none with two sentences" if spec.unlabeled else "no row"
+        raise _no_pair(spec, split, ds, why)
     missing = [i for i, q in enumerate(queries) if not q.strip()]
     if missing:
         raise ValueError(f"{spec.name}/{split}: rows {missing[:5]} have no query; a pair dataset needs one")

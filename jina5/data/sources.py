@@ -8,12 +8,17 @@ One entry point, ``load_source``, for three kinds of source:
   dataset directory given as ``<name>``).
 
 Source columns are renamed to schema columns by a ``columns`` mapping; rows that miss a text their task
-requires raise, or are dropped and counted.
+requires raise, or are dropped and counted by reason (``empty <column>``: None or blank;
+``non-string <column>``: a number, list or object where a text belongs). A score may be a number or a
+numeric string (CSV cells are strings): ``float(cell)``, which must be finite; anything else raises naming
+the file and record. A source that yields no usable row raises ``EmptySourceError`` naming the data set,
+the source, its empty files and the drop counts.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +32,10 @@ from jina5.data.io import DataFormatError, local_files, read_local_file
 from jina5.data.schema import COLUMNS, REQUIRED_TEXT, make_dataset
 
 logger = logging.getLogger(__name__)
+
+
+class EmptySourceError(ValueError):
+    """A data source yields no usable row (the message names the data set, the source and why)."""
 
 
 def _check_mapping(columns: dict[str, str] | None) -> dict[str, str]:
@@ -53,21 +62,49 @@ def _coerce(column: str, value: Any, label_names: list[str] | None) -> Any:
     return value
 
 
+def _score(value: Any) -> float | None:
+    """A source's score as a float: a finite int / float, or a string that ``float()`` reads as a finite
+    number (``"0.5"``, ``" 3 "``, ``"1e-1"``); None or a blank string is None (no score).
+    Raises ValueError for anything else (a bool, ``"abc"``, ``"nan"``, ``"inf"``, a list)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {type(value).__name__} {value!r:.80}")
+    return number
+
+
 def to_schema_rows(
     records: Iterable[dict[str, Any]],
     mapping: dict[str, str],
     defaults: dict[str, str],
     label_names: list[str] | None = None,
+    source: str = "records",
 ) -> list[dict[str, Any]]:
     """Rename source columns to schema columns (``mapping`` src -> dst; a source column already named
     like a schema column is kept as it is); other columns are dropped; ``defaults`` fill empty
-    ``task`` / ``dataset`` / ``language``."""
+    ``task`` / ``dataset`` / ``language``. A score becomes a float (``_score``); one that is no finite
+    number raises DataFormatError naming ``source``, the record index and the source column."""
     targets = set(mapping.values())
+    score_column = next((src for src, dst in mapping.items() if dst == "score"), "score")
     rows = []
-    for rec in records:
+    for i, rec in enumerate(records):
         row = {dst: rec.get(src) for src, dst in mapping.items()}
         row.update({c: rec[c] for c in COLUMNS if c in rec and c not in targets and c not in mapping})
         row = {c: _coerce(c, v, label_names) for c, v in row.items()}
+        if "score" in row:
+            try:
+                row["score"] = _score(row["score"])
+            except ValueError as err:
+                raise DataFormatError(f"{source}: record {i}, column {score_column!r}: {err}") from err
         for c, v in defaults.items():
             if not row.get(c):
                 row[c] = v
@@ -75,19 +112,30 @@ def to_schema_rows(
     return rows
 
 
+def _missing_text(value: Any) -> str | None:
+    """Why ``value`` is no usable required text: ``"empty"`` (None or blank), ``"non-string"`` (a number,
+    list, object...), or None when it is a non-blank str."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "empty"
+    return None if isinstance(value, str) else "non-string"
+
+
 def _drop_incomplete(rows: list[dict[str, Any]], name: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Rows whose task's required texts are all present (others counted by the first empty column)."""
+    """Rows whose task's required texts are all present; the others counted by the reason of their first
+    unusable required column (``empty document``, ``non-string query``, ...)."""
     kept, dropped = [], Counter()
     for row in rows:
         needed = REQUIRED_TEXT.get(row.get("task") or "", ())
-        empty = next((c for c in needed if not isinstance(row.get(c), str) or not row[c].strip()), None)
-        if empty:
-            dropped[f"empty {empty}"] += 1
+        reason = next((f"{why} {c}" for c in needed if (why := _missing_text(row.get(c))) is not None), None)
+        if reason:
+            dropped[reason] += 1
         else:
             kept.append(row)
     if dropped:
-        logger.info(
-            "%s: dropped %d of %d rows with empty required fields: %s",
+        non_string = any(reason.startswith("non-string") for reason in dropped)
+        logger.log(
+            logging.WARNING if non_string else logging.INFO,
+            "%s: dropped %d of %d rows without a usable required text: %s",
             name,
             sum(dropped.values()),
             len(rows),
@@ -133,7 +181,8 @@ def load_source(
     source column raises naming the source and column. ``task`` / ``dataset`` / ``language`` fill rows
     that do not carry them (``dataset`` defaults to the file stem or the HF name). Rows missing a text
     their task requires raise, or with ``drop_incomplete=True`` are dropped and counted.
-    A ClassLabel ``label`` becomes its class name.
+    A ClassLabel ``label`` becomes its class name; a numeric-string score a float (``_score``). A source
+    with no record (empty files, a header-only CSV) or, after dropping, no row raises EmptySourceError.
     """
     if source.startswith("bundled:"):
         if columns:
@@ -141,31 +190,54 @@ def load_source(
         return load_corpus(source.removeprefix("bundled:"))
     mapping = _check_mapping(columns)
     label_names = None
+    parts: list[tuple[str, list[dict[str, Any]]]] = []  # (file or hf spec, its records)
+    empty: list[str] = []  # why each file without a record has none
     if source.startswith("hf:"):
         records, available, label_names, default_name = _hf_records(source.removeprefix("hf:"))
         _require_columns(available, mapping, source)
+        parts.append((source, records))
+        if not records:
+            empty.append(f"{source}: the split has no rows")
     else:
         path = Path(source).expanduser()
         if not path.exists():
             raise FileNotFoundError(
                 f"data source {source!r}: no such file or directory (or use 'hf:' / 'bundled:')"
             )
-        records, default_name = [], path.stem
+        default_name = path.stem
         for file in local_files(path):
-            file_records = read_local_file(file)
-            available = set().union(*(r.keys() for r in file_records)) if file_records else set()
-            _require_columns(available, mapping, str(file))
+            file_records, available = read_local_file(file)
+            if available:  # a file with no column at all (an empty .jsonl) has none to miss
+                _require_columns(available, mapping, str(file))
+            if not file_records:
+                why = f"{file}: has a header but no rows" if available else f"{file}: no records"
+                logger.warning("%s; skipped", why)
+                empty.append(why)
+                continue
             for i, rec in enumerate(file_records):
                 missing = [src for src in mapping if src not in rec]
                 if missing:
                     raise DataFormatError(f"{file}: record {i} has no column {missing[0]!r}")
-            records.extend(file_records)
+            parts.append((str(file), file_records))
     name = dataset or default_name
+    where = f"dataset {name!r} (data source {source!r})"
+    raw_rows = sum(len(records) for _, records in parts)
+    if raw_rows == 0:
+        raise EmptySourceError(f"{where}: no rows: {'; '.join(empty)}")
     defaults = {"task": task or "", "dataset": name, "language": language}
-    rows = to_schema_rows(records, mapping, defaults, label_names)
+    rows = [
+        row
+        for part, records in parts
+        for row in to_schema_rows(records, mapping, defaults, label_names, source=part)
+    ]
     dropped: dict[str, int] = {}
     if drop_incomplete:
         rows, dropped = _drop_incomplete(rows, name)
+        if not rows:
+            raise EmptySourceError(
+                f"{where}: 0 usable rows of {raw_rows}: dropped {dropped} (a required text is empty or not "
+                f"a string; task {task!r}, columns {mapping})"
+            )
     return make_dataset(
-        rows, name, stats={"source": source, "raw_rows": len(records), "rows": len(rows), "filtered": dropped}
+        rows, name, stats={"source": source, "raw_rows": raw_rows, "rows": len(rows), "filtered": dropped}
     )

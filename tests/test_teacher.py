@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -91,8 +95,6 @@ def test_corrupt_shard_is_detected(tmp_path, damage):
     if damage == "truncate":
         shard.write_bytes(data[: len(data) // 2])
     else:
-        import zipfile
-
         with zipfile.ZipFile(shard) as z:
             arrays = {n: z.read(n) for n in z.namelist()}
         emb = bytearray(arrays["emb.npy"])
@@ -118,3 +120,53 @@ def test_two_caches_on_one_directory_share_and_never_clobber(tmp_path):
     np.testing.assert_array_equal(a, b[:5])
     reopened = TeacherCache(CountingTeacher(), path=tmp_path / "c", progress=False)
     assert len(reopened) == 8
+
+
+def _copy_first_shard(src_dir, dst_dir):
+    shard = sorted(src_dir.glob("shard-*.npz"))[0]
+    copied = dst_dir / shard.name
+    shutil.copyfile(shard, copied)
+    return copied
+
+
+def test_a_foreign_shard_is_refused_with_its_file_named(tmp_path):
+    """Teacher A's shard copied into teacher B's cache (same dim, so the shapes fit) is refused."""
+    a, b = CountingTeacher(seed=0), CountingTeacher(seed=1)
+    TeacherCache(a, path=tmp_path / "a", shard_size=4, progress=False).get(TEXTS[:4])
+    cache_b = TeacherCache(b, path=tmp_path / "b", shard_size=4, progress=False)
+    cache_b.get(TEXTS[4:8])
+    copied = _copy_first_shard(tmp_path / "a", tmp_path / "b")
+    want = f"{copied.name}: written by teacher {a.fingerprint[:16]}, this cache is {b.fingerprint[:16]}"
+    with pytest.raises(TeacherCacheError, match=want):
+        cache_b.refresh()
+    with pytest.raises(TeacherCacheError, match=want):
+        TeacherCache(CountingTeacher(seed=1), path=tmp_path / "b", progress=False)
+
+
+def test_a_shard_of_another_instruction_is_refused(tmp_path):
+    teacher = CountingTeacher()
+    TeacherCache(teacher, instruction="topic: ", path=tmp_path / "t", progress=False).get(TEXTS[:2])
+    TeacherCache(teacher, path=tmp_path / "plain", progress=False).get(TEXTS[2:4])
+    copied = _copy_first_shard(tmp_path / "t", tmp_path / "plain")
+    with pytest.raises(TeacherCacheError, match=f"{copied.name}: written with instruction='topic: '"):
+        TeacherCache(teacher, path=tmp_path / "plain", progress=False)
+
+
+def test_legacy_shards_without_origin_are_accepted_with_one_warning(tmp_path, caplog):
+    """Shards written before they recorded their teacher still load (meta.json matched), warned once."""
+    teacher = CountingTeacher()
+    got = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False).get(TEXTS[:6])
+    for shard in (tmp_path / "c").glob("shard-*.npz"):  # strip the origin: what older code wrote
+        with zipfile.ZipFile(shard) as z:
+            arrays = {n: z.read(n) for n in z.namelist() if n in ("keys.npy", "emb.npy", "checksum.npy")}
+        with zipfile.ZipFile(shard, "w") as z:
+            for n, data in arrays.items():
+                z.writestr(n, data)
+    teacher.calls = 0
+    with caplog.at_level(logging.WARNING, logger="jina5.teacher"):
+        again = TeacherCache(teacher, path=tmp_path / "c", progress=False).get(TEXTS[:6])
+        TeacherCache(teacher, path=tmp_path / "c", progress=False)
+    assert teacher.calls == 0
+    np.testing.assert_array_equal(got, again)
+    warnings = [r for r in caplog.records if "carry no teacher fingerprint" in r.getMessage()]
+    assert len(warnings) == 1 and "2 shard(s)" in warnings[0].getMessage()

@@ -107,21 +107,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def unreadable_message(path: Path, err: BaseException) -> str:
-    """What a run says of a checkpoint it cannot read: the file, the cause, and the way out."""
-    others = []
+    """What a run says of a checkpoint it cannot read: the file, the cause, and the way out (start over,
+    or resume one of the run's other readable checkpoints)."""
+    earlier = []
     for other in sorted(path.parent.glob("*.ckpt")):
+        try:
+            step = torch.load(other, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+        except Exception:  # unreadable too (or the file itself): not a way out
+            continue
         if other != path:
-            try:
-                others.append(f"ckpt_path={other} (step {read_checkpoint(other)['global_step']})")
-            except CheckpointReadError:
-                continue
-    way_out = (
-        f"delete it and rerun to start over from step 0{' or resume an earlier one: ' if others else ''}"
-    )
-    return (
-        f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err}); it is truncated or corrupt. "
-        + (way_out + "; ".join(others))
-    )
+            earlier.append(f"ckpt_path={other} (step {step})")
+    way_out = "delete it and rerun to start over from step 0"
+    if earlier:
+        way_out += ", or resume an earlier checkpoint: " + "; ".join(earlier)
+    return f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err}); it is truncated or corrupt: {way_out}"
 
 
 def read_checkpoint(path: str | Path, mmap: bool = True) -> dict:

@@ -1,7 +1,7 @@
 """Training throughput (pairs/s): jina5's training step against sentence-transformers' trainer, same work.
 
 Both contenders train the embedded-default student (all-MiniLM-L6-v2 pruned to layers 0, 2, 4,
-``conf/student/minilm_l6_pruned3.yaml``) from the same weights on the same batches, in one process,
+``jina5/conf/student/minilm_l6_pruned3.yaml``) from the same weights on the same batches, in one process,
 alternating rounds so that machine noise hits every contender alike; each round trains from the
 initial weights with a fresh optimizer, ``--warmup`` untimed steps then ``--n / --batch-size`` timed ones. The
 table gives the median over rounds.
@@ -37,7 +37,7 @@ Same work on both sides:
   (all-mpnet-base-v2, fp32, 64 tokens; filled first when missing).
 - ours: the real ``EmbeddingModule`` with its objective, optimizer, scheduler and the datamodule's
   collator, run by a Lightning ``Trainer`` (``trainer.fit`` with ``max_steps``): the path users run.
-  ``jina5.train.build`` assembles it from the composed config (``conf/train.yaml`` with the deltas
+  ``jina5.train.build`` assembles it from the composed config (``jina5/conf/train.yaml`` with the deltas
   below); each round gets a fresh Trainer from the ``trainer`` config node. ``precision=fp32`` and
   ``precision=auto`` are what the top-level ``precision`` key changes in training, the Trainer's
   ``precision`` (``32-true``, or ``bf16-mixed`` on a CPU with AMX / AVX512-BF16, ``jina5.precision``).
@@ -97,7 +97,7 @@ from jina5.run_config import compose
 from jina5.train import build
 
 OBJECTIVES = ("infonce", "distill")
-TAU = 0.02  # conf/objective/default.yaml: infonce.temperature
+TAU = 0.02  # jina5/conf/objective/default.yaml: infonce.temperature
 DATASET = "news"
 SMOKE = ["student.source=tiny:bert", "student.keep_layers=null", "teacher.source=tiny:mpnet"]
 

@@ -124,7 +124,7 @@ def lora_config(
 
 
 def adapter_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``lora_config`` kwargs of an ``adapter`` config node (conf/adapter/lora.yaml)."""
+    """The ``lora_config`` kwargs of an ``adapter`` config node (jina5/conf/adapter/lora.yaml)."""
     keys = ("rank", "alpha", "dropout", "target_modules", "bias")
     return {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
 

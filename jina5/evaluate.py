@@ -1,7 +1,7 @@
 """Evaluation entry point (Hydra). Read top to bottom: load the model, run the suite, store, print.
 
     python -m jina5.evaluate model=outputs/runs/combined-seed0     # a training run dir (its encoder/)
-    python -m jina5.evaluate model=teacher                          # baselines: conf/eval.yaml `baselines`
+    python -m jina5.evaluate model=teacher                          # baselines: jina5/conf/eval.yaml `baselines`
     python -m jina5.evaluate model=untrained_student eval=smoke
     python -m jina5.evaluate model=path/to/encoder                  # a Encoder.save_pretrained dir
     python -m jina5.evaluate model=sentence-transformers/all-MiniLM-L6-v2
@@ -179,7 +179,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

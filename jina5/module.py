@@ -82,7 +82,7 @@ def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
 
 class EmbeddingModule(L.LightningModule):
     """Trains ``encoder`` on ``objective``. Built from the ``module`` config node
-    (conf/module/default.yaml), to which ``jina5.train`` adds the encoder, objective, optimizer and scheduler.
+    (jina5/conf/module/default.yaml), to which ``jina5.train`` adds the encoder, objective, optimizer and scheduler.
 
     Args:
         encoder: the student.

@@ -158,7 +158,7 @@ class Objective(nn.Module):
 
 
 def build_objective(cfg: Mapping, student_dim: int, teacher_dim: int | None = None) -> Objective:
-    """Objective from the ``objective`` config node (see conf/objective/base.yaml).
+    """Objective from the ``objective`` config node (see jina5/conf/objective/base.yaml).
 
     ``weights``: name -> weight; only the losses named there are built (in ``losses`` order, so the
     RNG draws of their construction do not depend on the weights), a weight of 0 included.

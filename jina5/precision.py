@@ -1,8 +1,8 @@
 """The compute-precision policy: bf16 autocast where the hardware runs it fast, fp32 elsewhere.
 
-One config value, ``precision: auto | bf16 | fp32`` (``conf/train.yaml``, ``conf/eval.yaml``), read by
+One config value, ``precision: auto | bf16 | fp32`` (``jina5/conf/train.yaml``, ``jina5/conf/eval.yaml``), read by
 the teacher (``jina5.teacher.Teacher``), the evaluation encodes (``jina5.evaluate``) and the trainer
-(``conf/trainer/*.yaml``: ``${lightning_precision:${precision},<device type>}``):
+(``jina5/conf/trainer/*.yaml``: ``${lightning_precision:${precision},<device type>}``):
 
 - ``fp32``: float32 throughout (the results of every run before this policy existed);
 - ``bf16``: ``torch.autocast(device_type, dtype=torch.bfloat16)``: matmuls in bf16, reductions and
@@ -68,7 +68,7 @@ def resolve_precision(choice: str, device_type: str = "cpu") -> str:
     if choice not in CHOICES:
         raise ValueError(
             f"precision={choice!r}: must be one of {', '.join(CHOICES)} (the `precision` key of "
-            "conf/train.yaml and conf/eval.yaml)"
+            "jina5/conf/train.yaml and jina5/conf/eval.yaml)"
         )
     if choice == "auto":
         fast, why = fast_bf16(device_type)
@@ -83,7 +83,7 @@ def resolve_precision(choice: str, device_type: str = "cpu") -> str:
 
 def lightning_precision(choice: str, device_type: str = "cpu") -> str:
     """The Lightning Trainer's ``precision`` for ``choice`` on ``device_type``: ``bf16-mixed`` or
-    ``32-true`` (the ``${lightning_precision:...}`` resolver of ``conf/trainer/*.yaml``)."""
+    ``32-true`` (the ``${lightning_precision:...}`` resolver of ``jina5/conf/trainer/*.yaml``)."""
     return LIGHTNING[resolve_precision(choice, device_type)]
 
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jina5.precision import lightning_precision
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 RESUME_SAFE = (
     "skip_done",
@@ -45,7 +45,7 @@ RESUME_SAFE = (
 
 def chosen_experiment(default: str, *, _root_: DictConfig) -> str:
     """``${chosen_experiment:<default>}``: the experiment config chosen for this composition (its path
-    under conf/experiment), else ``default``.
+    under jina5/conf/experiment), else ``default``.
 
     Read from the config's own ``hydra`` node (the compose API with ``return_hydra_config=True``),
     else from the running Hydra app (``@hydra.main`` hands the task its config without that node).
@@ -62,11 +62,11 @@ def chosen_experiment(default: str, *, _root_: DictConfig) -> str:
 
 
 OmegaConf.register_new_resolver("chosen_experiment", chosen_experiment, replace=True)
-OmegaConf.register_new_resolver("lightning_precision", lightning_precision, replace=True)  # conf/trainer/*
+OmegaConf.register_new_resolver("lightning_precision", lightning_precision, replace=True)  # jina5/conf/trainer/*
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
-    """The real config tree (conf/``config_name``.yaml) composed with ``overrides``, with Hydra's
+    """The real config tree (jina5/conf/``config_name``.yaml) composed with ``overrides``, with Hydra's
     runtime node kept (``cfg.hydra``), so ``experiment_name`` and the run directory resolve."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir

@@ -4,18 +4,17 @@ a silent fall-back to the hub); ``hub:<id>`` is the explicit opt-in; other hub i
 from __future__ import annotations
 
 import importlib.metadata as md
-from pathlib import Path
 
 import pytest
 import yaml
 
 from jina5 import assets
 from jina5.assets import BUNDLED_MODELS, AssetMissingError, resolve_model
+from jina5.run_config import CONF_DIR
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 MPNET = "sentence-transformers/all-mpnet-base-v2"
 ASSET_DISTS = {dist for model in BUNDLED_MODELS.values() for dist, _ in model.parts}
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -85,11 +84,11 @@ def test_an_extracted_model_needs_no_package(packages_missing):
 
 
 def test_configured_sources_resolve_or_name_their_package(packages_missing):
-    """Each conf/student and conf/teacher source: a bundled one raises with its install line, any other
+    """Each jina5/conf/student and jina5/conf/teacher source: a bundled one raises with its install line, any other
     hub id is passed on unchanged."""
     sources = {}
     for group in ("student", "teacher"):
-        for file in sorted((ROOT / "conf" / group).glob("*.yaml")):
+        for file in sorted((CONF_DIR / group).glob("*.yaml")):
             sources[file.name] = yaml.safe_load(file.read_text())[group]["source"]
     assert set(sources.values()) >= {MINILM, MPNET, "Qwen/Qwen3-Embedding-4B"}
     for name, source in sources.items():

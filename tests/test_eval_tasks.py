@@ -30,7 +30,7 @@ def _one_thread():
         yield
 
 
-# The evaluators take every setting explicitly (the suite passes conf/eval/default.yaml's); MTEB's here.
+# The evaluators take every setting explicitly (the suite passes jina5/conf/eval/default.yaml's); MTEB's here.
 RETRIEVAL = {"k_values": (10, 100), "rescore": None}
 CLASSIFICATION = {"n_per_class": 8, "seeds": (0, 1, 2), "max_iter": 100}
 CLUSTERING = {"seeds": (0, 1, 2), "batch_size": 500}

@@ -135,7 +135,7 @@ def test_cli_subprocess(tmp_path):
 
 
 def test_label_is_a_plain_key_not_the_experiment_config_group():
-    # `experiment=<label>` was read by Hydra as the conf/experiment group and failed to compose, so the
+    # `experiment=<label>` was read by Hydra as the jina5/conf/experiment group and failed to compose, so the
     # sweeps could not file a stage-1 run or combined adapters under their labels
     assert compose(["model=untrained_student", "label=stage1"], "eval").label == "stage1"
     with pytest.raises(Exception, match="experiment"):

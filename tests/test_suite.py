@@ -26,7 +26,7 @@ from jina5.eval.tasks import build_tasks, task_entries
 
 
 def _eval_cfg(name: str) -> dict:
-    """The ``eval`` group ``conf/eval/<name>.yaml`` as Hydra composes it (smoke is a delta of default)."""
+    """The ``eval`` group ``jina5/conf/eval/<name>.yaml`` as Hydra composes it (smoke is a delta of default)."""
     return OmegaConf.to_container(compose([f"eval={name}", "model=none"], "eval").eval, resolve=True)
 
 
@@ -100,7 +100,7 @@ def test_default_task_list(default_tasks):
     assert len(lee.inputs["scores"]) == 1225 and lee.info["texts"] == 50
     assert (
         len(tasks["classification/rotten_tomatoes"].inputs["test_texts"]) == 500
-    )  # conf/eval/default.yaml max_test
+    )  # jina5/conf/eval/default.yaml max_test
     assert len(tasks["clustering/healthtweets"].inputs["texts"]) == 1000  # max_docs
     assert tasks["clustering/healthtweets"].info["labels"] == 16
     news = tasks["retrieval/news"]

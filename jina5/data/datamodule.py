@@ -183,7 +183,7 @@ class PairDataModule(L.LightningDataModule):
         if texts_only and not self.held_out:
             log.warning(
                 "texts-only datasets %s with no data.held_out: only their own corpus's split keeps "
-                "dev/test text out (set held_out to the evaluated corpora, as conf/data/stage1_distill.yaml)",
+                "dev/test text out (set held_out to the evaluated corpora, as jina5/conf/data/stage1_distill.yaml)",
                 [s.name for s in texts_only],
             )
         tables: dict[int, PairTable] = {}

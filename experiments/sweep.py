@@ -31,7 +31,6 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import pandas as pd
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,6 +38,7 @@ from sweep_spec import Row, default_out, load_sweeps, sweep_rows  # noqa: E402
 from tables import build  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
+from jina5.curves import read_curves  # noqa: E402
 from jina5.eval.store import ResultsStore, new_run_id  # noqa: E402
 from jina5.run_config import compose  # noqa: E402
 
@@ -71,7 +71,8 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def training_records(run: Path) -> list[dict]:
-    """The run's dev curve and training curves (logs/metrics.csv) and wall time (done.json) as records."""
+    """The run's dev curve and training curves (its curve record, ``jina5.curves.read_curves``: any
+    logger, or none) and wall time (done.json) as records."""
     import json
 
     base = {"dataset": "dev", "language": "", "split": "dev", "dim": None, "precision": "float32"}
@@ -85,21 +86,18 @@ def training_records(run: Path) -> list[dict]:
             "step": done["steps"],
         }
     ]
-    metrics = run / "logs" / "metrics.csv"
-    if metrics.exists():
-        log = pd.read_csv(metrics)
-        for col in [c for c in log.columns if c.startswith(("val/", "train/"))]:
-            task = "dev_curve" if col.startswith("val/") else "training_curve"
-            for step, value in log[["step", col]].dropna().itertuples(index=False):
-                records.append(
-                    {
-                        **base,
-                        "task": task,
-                        "metric": col.split("/", 1)[1],
-                        "value": float(value),
-                        "step": int(step),
-                    }
-                )
+    curves = read_curves(run)
+    curves = curves[curves["name"].str.startswith(("val/", "train/"))]
+    for name, step, value in zip(curves["name"], curves["step"], curves["value"], strict=True):
+        records.append(
+            {
+                **base,
+                "task": "dev_curve" if name.startswith("val/") else "training_curve",
+                "metric": name.split("/", 1)[1],
+                "value": float(value),
+                "step": int(step),
+            }
+        )
     return records
 
 

@@ -37,6 +37,7 @@ RESUME_SAFE = (
     "paths",
     "logger",
     "callbacks.last_checkpoint",
+    "callbacks.lr_monitor",  # logging only (runs from before it was dropped: the module logs train/lr)
     "trainer.max_steps",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
@@ -62,7 +63,9 @@ def chosen_experiment(default: str, *, _root_: DictConfig) -> str:
 
 
 OmegaConf.register_new_resolver("chosen_experiment", chosen_experiment, replace=True)
-OmegaConf.register_new_resolver("lightning_precision", lightning_precision, replace=True)  # jina5/conf/trainer/*
+OmegaConf.register_new_resolver(
+    "lightning_precision", lightning_precision, replace=True
+)  # jina5/conf/trainer/*
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:

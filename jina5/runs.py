@@ -1,7 +1,8 @@
 """A training run's directory, from reuse checks to ``done.json``: everything around ``trainer.fit``.
 
 The run directory (``outputs/runs/<run_name>``) receives ``config.yaml`` (the resolved config, written
-before fitting), ``checkpoints/last.ckpt`` (and the best), ``logs/metrics.csv``, ``final_state.json``,
+before fitting), ``checkpoints/last.ckpt`` (and the best), ``curves.jsonl`` (every logged metric, whatever the logger:
+``jina5.curves``), the configured logger's files (``logs/metrics.csv`` by default), ``final_state.json``,
 ``encoder/`` (the exported student), ``done.json`` (steps, wall time, last metrics) and ``run.lock``
 (``jina5.run_lock``: one live training process per directory, held from step 1 to step 3). Its lifecycle:
 
@@ -9,9 +10,9 @@ before fitting), ``checkpoints/last.ckpt`` (and the best), ``logs/metrics.csv``,
    only if its ``config.yaml`` holds the same settings (``jina5.run_config``); a finished run is skipped,
    unless ``trainer.max_steps`` grew: then it is extended from ``last.ckpt``; a checkpoint to resume
    that cannot be read fails here, naming the file (``jina5.checkpointing``);
-2. start: the CSV logger keeps the rows logged before the resumed step; ``FinalState`` and
-   ``AlignLogStep`` join the trainer's callbacks (and ``SaveAtSteps`` when the final weights average
-   with a step checkpoint);
+2. start: the curve record keeps the values logged before the resumed step; ``FinalState``,
+   ``AlignLogStep`` and ``LogConfig`` (the resolved config to every logger as hyperparameters) join the
+   trainer's callbacks (and ``SaveAtSteps`` when the final weights average with a step checkpoint);
 3. finish: the step and metrics are read back from ``final_state.json`` (under ddp_spawn the launching
    process only gets rank 0's weights back), ``adapter.average_with`` averages ``last.ckpt`` with an
    earlier checkpoint (``jina5.averaging``; ``checkpoints/averaged.ckpt``), the encoder is exported and
@@ -31,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from jina5.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, parse_average_with
 from jina5.checkpointing import atomic_save, checkpoint_step
-from jina5.csv_logger import AlignLogStep, ResumableCSVLogger
+from jina5.curves import CurveRecord
+from jina5.loggers import AlignLogStep, LogConfig
 from jina5.run_config import check_same_run
 from jina5.run_lock import RunLock
 
@@ -110,14 +112,17 @@ class Run:
         return [SaveAtSteps(self.dir, [self.average[1]])]
 
     def start(self, trainer: L.Trainer) -> None:
-        """Just before fitting: add ``FinalState`` and ``AlignLogStep``, write ``config.yaml`` (what a
-        resumed or rerun run is checked against) and keep the CSV log's rows before the resumed step."""
+        """Just before fitting: write ``config.yaml`` (what a resumed or rerun run is checked against),
+        add ``FinalState``, ``AlignLogStep`` and ``LogConfig`` (that config, to every logger) and keep the
+        curve record's values before the resumed step."""
         self.started = time.perf_counter()
-        trainer.callbacks.extend([self.final, AlignLogStep()])
         self.dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.cfg, self.dir / "config.yaml", resolve=True)
-        if isinstance(trainer.logger, ResumableCSVLogger):
-            trainer.logger.keep_before_step = self.resume_step
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        trainer.callbacks.extend([self.final, AlignLogStep(), LogConfig(config)])
+        for logger in trainer.loggers:
+            if isinstance(logger, CurveRecord):
+                logger.keep_before_step = self.resume_step
 
     def finish(self, module: L.LightningModule, trainer: L.Trainer) -> dict:
         """After fitting: average the final weights if asked, export the encoder, write and return

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from jina5.checkpointing import AtomicCheckpointIO, exit_on_signal
+from jina5.loggers import build_loggers
 from jina5.module import EmbeddingModule
 from jina5.objective import build_objective
 from jina5.runs import Run
@@ -32,6 +33,9 @@ def build(
     cfg: DictConfig, callbacks: Sequence[L.Callback] = ()
 ) -> tuple[EmbeddingModule, L.LightningDataModule, L.Trainer]:
     """Student, teacher, data, objective, module and trainer from the config (nothing runs yet).
+
+    The trainer's loggers are ``cfg.logger`` (one, a dict of several, or none) and the run's curve
+    record (``jina5.loggers.build_loggers``).
 
     The order is the order of their random draws (model loading, the distillation projection's init):
     keep it."""
@@ -57,7 +61,7 @@ def build(
     )
     all_callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(callbacks)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=all_callbacks, logger=instantiate(cfg.logger), plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=all_callbacks, logger=build_loggers(cfg), plugins=[AtomicCheckpointIO()]
     )
     return module, datamodule, trainer
 

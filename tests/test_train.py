@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 from helpers import CONF_DIR, LossRecorder, compose, run_cfg
 from omegaconf import OmegaConf
 
+from jina5.curves import read_curves
 from jina5.encoder import Encoder
 from jina5.module import EmbeddingModule, find_distillation, lr_lambda
 from jina5.objective import build_objective
@@ -186,12 +186,10 @@ def test_resume_from_last_ckpt_matches_unbroken_run(tmp_path):
         assert first_half.losses[step] == pytest.approx(unbroken.losses[step], rel=1e-6)
     for step in (4, 5, 6):
         assert second_half.losses[step] == pytest.approx(unbroken.losses[step], rel=1e-5), step
-    # the resumed run's metrics.csv still holds the curve before the interruption, each step once
-    logged = [
-        pd.read_csv(tmp_path / run / "runs" / "combined-seed0" / "logs" / "metrics.csv") for run in ("a", "b")
-    ]
+    # the resumed run's curve record still holds the curve before the interruption, each step once
+    logged = [read_curves(tmp_path / run / "runs" / "combined-seed0") for run in ("a", "b")]
     for name in ("train/loss", "val/ndcg@10"):
-        a, b = (df.dropna(subset=[name]).set_index("step")[name] for df in logged)
+        a, b = (df[df["name"] == name].set_index("step")["value"] for df in logged)
         assert b.index.tolist() == a.index.tolist() and len(a) >= (6 if name == "train/loss" else 2), name
         assert b.to_numpy() == pytest.approx(a.to_numpy(), rel=1e-5), name
 

@@ -1,22 +1,61 @@
 """The ablation figures, drawn with matplotlib (Agg backend: files only, no display) from the frames
 experiments/tables.py computes: overall score against Matryoshka dim (``truncation_curve``), float32 vs
-int8 vs binary per experiment (``precision_bars``) and dev retrieval against training step
-(``dev_curves``); every value x100 with a band or error bar of ± the seed std where a row has several seeds.
+int8 vs binary per experiment (``precision_points``) and dev retrieval against training step
+(``dev_curves``). Each function saves its figure and returns it (closed: for inspection, not display).
+
+Shared rules: every value x100; where a row has several seeds, a band (lines) or error bars (points)
+of ± the seed std; one colour per experiment in every figure of a sweep (:func:`experiment_colours`);
+points and lines, never bars from 0, in y limits fitted to the values shown (:func:`fit_ylim`); the
+evaluated dims themselves as the truncation figure's x ticks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+
+# the rows that frame a sweep's trained regimes keep one colour everywhere
+REFERENCE_COLOURS = {"teacher": "#000000", "untrained_student": "#7f7f7f", "stage1": "#8c564b"}
+PRECISIONS = (("float32", "float/overall"), ("int8", "int8/overall"), ("binary", "binary/overall"))
 
 
-def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path: Path) -> None:
+def experiment_colours(names: Iterable[str]) -> dict[str, str]:
+    """{experiment: hex colour}, fixed for every figure of a sweep (pass the sweep's rows, in order): the
+    references of :data:`REFERENCE_COLOURS` theirs, every other row the next colour of matplotlib's
+    ``tab10`` (``tab20`` beyond 8 rows) without its grey and brown, cycling past the end."""
+    names = list(dict.fromkeys(names))
+    trained = [n for n in names if n not in REFERENCE_COLOURS]
+    reserved = set(REFERENCE_COLOURS.values())
+    palette = [
+        to_hex(c)
+        for c in matplotlib.colormaps["tab10" if len(trained) <= 8 else "tab20"].colors
+        if to_hex(c) not in reserved and to_hex(c) not in ("#c49c94", "#c7c7c7")  # tab20's light brown/grey
+    ]
+    colours = {n: REFERENCE_COLOURS[n] for n in names if n in REFERENCE_COLOURS}
+    colours.update({n: palette[k % len(palette)] for k, n in enumerate(trained)})
+    return colours
+
+
+def fit_ylim(ax: plt.Axes, values: Iterable[float], pad: float = 0.1, min_pad: float = 0.5) -> None:
+    """y limits [min - p, max + p] of the finite ``values`` (x100 scores, bands included), p = ``pad`` x
+    their range, at least ``min_pad`` points: the differences fill the plot (no axis forced to 0)."""
+    ys = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if ys.size:
+        low, high = float(ys.min()), float(ys.max())
+        margin = max(pad * (high - low), min_pad)
+        ax.set_ylim(low - margin, high + margin)
+
+
+def save(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path: Path) -> plt.Figure:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
@@ -24,30 +63,54 @@ def save_line_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
-def spread_band(ax: plt.Axes, xs: Sequence, mean: pd.Series, std: pd.Series | None, **kw) -> None:
-    """A line of ``mean`` x100 and, where ``std`` is known (several seeds), a band of mean ± std."""
-    line = ax.plot(xs, mean.to_numpy() * 100, **kw)[0]
-    if std is not None:
-        std = std.reindex(mean.index).to_numpy(dtype=float) * 100
-        if (~pd.isna(std)).any():
-            low, high = mean.to_numpy() * 100 - std, mean.to_numpy() * 100 + std
-            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+def seed_std(spread: pd.DataFrame | None, exp: str, index: pd.Index) -> np.ndarray | None:
+    """Row ``exp`` of a ``stat="std"`` frame (x100) on ``index``, or None where no value has several seeds."""
+    if spread is None or exp not in spread.index:
+        return None
+    std = spread.loc[exp].reindex(index).to_numpy(dtype=float) * 100
+    return std if np.isfinite(std).any() else None
+
+
+def line_with_band(ax: plt.Axes, row: pd.Series, std: np.ndarray | None, colour: str, **kw) -> list[float]:
+    """A line of ``row`` x100 and, where ``std`` is known (several seeds), a band of mean ± std in the
+    same colour; returns every y drawn (for :func:`fit_ylim`)."""
+    mean = row.to_numpy(dtype=float) * 100
+    ax.plot(row.index, mean, color=colour, **kw)
+    if std is None:
+        return list(mean)
+    low, high = mean - np.nan_to_num(std), mean + np.nan_to_num(std)
+    ax.fill_between(row.index, low, high, color=colour, alpha=0.2, linewidth=0)
+    return [*mean, *low, *high]
 
 
 def truncation_curve(
-    dims: pd.DataFrame, path: Path, precision: str = "float32", spread: pd.DataFrame | None = None
-) -> None:
+    dims: pd.DataFrame,
+    path: Path,
+    precision: str = "float32",
+    spread: pd.DataFrame | None = None,
+    colours: Mapping[str, str] | None = None,
+) -> plt.Figure:
     """Overall score against Matryoshka dim, one line per row of a ``dim_table`` (seed mean); a band of
-    ± the seed std (``spread``: the ``dim_table`` of ``stat="std"``) where a row has several seeds."""
+    ± the seed std (``spread``: the ``dim_table`` of ``stat="std"``) where a row has several seeds. The
+    x ticks are the evaluated dims (e.g. 32, 64, 128, 256, 384 and the teacher's 768), on a log axis."""
+    colours = colours or experiment_colours(dims.index)
     fig, ax = plt.subplots(figsize=(6, 4))
+    ys: list[float] = []
+    evaluated: set[int] = set()
     for exp, row in dims.iterrows():
         row = row.dropna()
-        std = spread.loc[exp] if spread is not None and exp in spread.index else None
-        spread_band(ax, row.index, row, std, marker="o", label=exp)
+        evaluated |= {int(d) for d in row.index}
+        std = seed_std(spread, exp, row.index)
+        ys += line_with_band(ax, row, std, colours[exp], marker="o", label=exp)
     ax.set_xscale("log", base=2)
-    save_line_plot(
+    ticks = sorted(evaluated)
+    ax.set_xticks(ticks, [str(d) for d in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    fit_ylim(ax, ys)
+    return save(
         fig,
         ax,
         "embedding dim (Matryoshka truncation)",
@@ -56,22 +119,36 @@ def truncation_curve(
     )
 
 
-def precision_bars(table: pd.DataFrame, path: Path) -> None:
-    """Float vs int8 vs binary overall average per experiment (seed mean), error bars ± the seed std."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.27
-    xs = range(len(table))
-    for k, (name, col) in enumerate(
-        [("float32", "float/overall"), ("int8", "int8/overall"), ("binary", "binary/overall")]
-    ):
-        std = table[f"{col}_std"] * 100 if f"{col}_std" in table else None
-        ax.bar([x + (k - 1) * width for x in xs], table[col] * 100, width, yerr=std, capsize=2, label=name)
-    ax.set_xticks(list(xs), table["experiment"], rotation=20, fontsize=7, ha="right")
-    ax.set_ylabel("overall average x 100 (± seed std)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def precision_points(table: pd.DataFrame, path: Path, colours: Mapping[str, str] | None = None) -> plt.Figure:
+    """Float32 vs int8 vs binary overall average per experiment (a ``regime_table``, seed mean): points
+    joined by a line per experiment, error bars ± the seed std where it has several seeds. A precision
+    no row was evaluated at is left out."""
+    colours = colours or experiment_colours(table["experiment"])
+    shown = [(name, col) for name, col in PRECISIONS if col in table and table[col].notna().any()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ys: list[float] = []
+    width = 0.3  # experiments side by side within a precision, so their error bars do not overlap
+    offsets = np.linspace(-width / 2, width / 2, len(table)) if len(table) > 1 else [0.0]
+    for offset, (_, r) in zip(offsets, table.iterrows(), strict=True):
+        mean = np.array([r[col] for _, col in shown], dtype=float) * 100
+        std = np.array([r.get(f"{col}_std", np.nan) for _, col in shown], dtype=float) * 100
+        xs = np.arange(len(shown)) + offset
+        several = np.isfinite(std).any()  # a row of one seed has no std: no error bar
+        err = np.nan_to_num(std)
+        colour = colours[r["experiment"]]
+        ax.errorbar(
+            xs,
+            mean,
+            yerr=err if several else None,
+            color=colour,
+            marker="o",
+            capsize=3,
+            label=r["experiment"],
+        )
+        ys += [*(mean - err), *(mean + err)]
+    ax.set_xticks(range(len(shown)), [name for name, _ in shown])
+    fit_ylim(ax, ys)
+    return save(fig, ax, "precision (full dim)", "overall average x 100 (± seed std)", path)
 
 
 def dev_curves(
@@ -80,15 +157,25 @@ def dev_curves(
     path: Path,
     metric: str = "ndcg@10",
     spread: pd.DataFrame | None = None,
-) -> None:
+    colours: Mapping[str, str] | None = None,
+) -> plt.Figure:
     """Dev-set retrieval score against training step, one line per row of a ``curve_table`` (seed
     mean) with a band of ± the seed std (``spread``) where it has several seeds; the teacher's level
-    dashed."""
+    dashed, in the teacher's colour."""
+    colours = colours or experiment_colours([*steps.index, "teacher"])
     fig, ax = plt.subplots(figsize=(6, 4))
+    ys: list[float] = []
     for exp, row in steps.iterrows():
         row = row.dropna()
-        std = spread.loc[exp] if spread is not None and exp in spread.index else None
-        spread_band(ax, row.index, row, std, marker=".", label=exp)
+        ys += line_with_band(ax, row, seed_std(spread, exp, row.index), colours[exp], marker=".", label=exp)
     if teacher is not None:
-        ax.axhline(teacher * 100, color="gray", linestyle="--", label="teacher")
-    save_line_plot(fig, ax, "training step", f"dev {metric} x 100 (± seed std)", path)
+        colour = colours.get("teacher", REFERENCE_COLOURS["teacher"])
+        ax.axhline(teacher * 100, color=colour, linestyle="--", label="teacher")
+        ys.append(teacher * 100)
+    fit_ylim(ax, ys)
+    return save(fig, ax, "training step", f"dev {metric} x 100 (± seed std)", path)
+
+
+def figure_links(paths: Sequence[Path]) -> str:
+    """The markdown line that shows every figure of ``paths`` (file names, relative to summary.md)."""
+    return " ".join(f"![{Path(p).stem.replace('_', ' ')}]({Path(p).name})" for p in paths)

@@ -34,7 +34,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_spec import Row, default_out, load_sweeps, sweep_rows  # noqa: E402
+from sweep_spec import Row, default_out, load_sweeps, sweep_rows, sweep_suite  # noqa: E402
 from tables import build  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
@@ -281,7 +281,7 @@ def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
 
     with phases("tables and figures from the results store"):
         out = args.out or default_out(name)
-        build(args.results, name, out)
+        build(args.results, name, out, suite=sweep_suite(spec, tuple(args.eval_overrides)))
         print(Path(out, "summary.md").read_text())
         print(f"  written: {out}/summary.md, {out}/summary.json, figures")
     print(phases.report())

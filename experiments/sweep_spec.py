@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from jina5.eval.suite_names import composed_eval, explicit_suite_id, settings_fingerprint
 from jina5.run_config import compose
 
 SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
@@ -69,6 +70,27 @@ def regime_names(spec: dict) -> list[str]:
     stage 2 stand for the separate adapter runs)."""
     trained = [spec["combine"]] if spec.get("combine") else [row.label for row in sweep_rows(spec)]
     return [*reference_names(spec), *trained]
+
+
+@functools.cache
+def _suite(eval_overrides: tuple[str, ...]) -> tuple[str, str]:
+    """(suite id, settings fingerprint) of the evaluation config composed with ``eval_overrides``."""
+    cfg = composed_eval(eval_overrides)
+    return explicit_suite_id(cfg) or "default", settings_fingerprint(cfg)
+
+
+def sweep_suite(spec: dict, eval_overrides: tuple[str, ...] = ()) -> str:
+    """The evaluation suite a sweep's runs are filed under and its tables read: ``default``, or
+    ``default/<variant>`` where its ``eval_overrides`` name a variant (``eval.variant=retrieval``);
+    ``eval_overrides``: more of them after the sweep's (``sweep.py --eval eval=smoke`` -> ``smoke``)."""
+    return _suite((*spec.get("eval_overrides", []), *eval_overrides))[0]
+
+
+def known_suites() -> dict[str, str]:
+    """{settings fingerprint: suite id} of every sweep's evaluation as declared today: how runs stored
+    before ``eval.suite`` existed are told apart (:func:`jina5.eval.suite_names.run_suite_id`)."""
+    sweeps = [spec for spec in load_sweeps().values() if "experiments" in spec]
+    return {fp: suite for suite, fp in (_suite(tuple(s.get("eval_overrides", []))) for s in sweeps)}
 
 
 def default_out(sweep: str) -> str:

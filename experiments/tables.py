@@ -3,7 +3,11 @@
     python experiments/tables.py                        # every sweep the store has results for
     python experiments/tables.py --sweep default --out results/ablation
 
-Aggregation (one run = the latest evaluation of one (experiment, seed)): per task the main metric
+Suites: a table reads the runs of ONE evaluation suite (``--suite``, default the sweep's own: ``default``,
+or ``default/<variant>`` for a sweep whose ``eval_overrides`` narrow it; :mod:`jina5.eval.suite_names`),
+says so under its title, and names the runs of other suites it leaves out; suites are never mixed.
+
+Aggregation (one run = the latest evaluation of one (experiment, seed) in the suite): per task the main metric
 (nDCG@10, Spearman, accuracy, V-measure) at a (dim, precision); tasks of one data set (chatterbot's
 languages) are averaged first; a task type is the mean over its data sets; ``overall`` is the mean
 of the task-type averages. Over seeds: mean and sample std.
@@ -29,8 +33,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from figures import dev_curves, precision_bars, truncation_curve
-from sweep_spec import default_out, experiment_name, load_sweeps, reference_names, regime_names, sweep_rows
+from figures import dev_curves, experiment_colours, figure_links, precision_points, truncation_curve
+from sweep_spec import (
+    default_out,
+    experiment_name,
+    known_suites,
+    load_sweeps,
+    reference_names,
+    regime_names,
+    sweep_rows,
+    sweep_suite,
+)
 
 from jina5.eval.bootstrap import (
     DEFAULT_RESAMPLES,
@@ -44,6 +57,7 @@ from jina5.eval.bootstrap import (
     run_items,
 )
 from jina5.eval.store import ResultsStore
+from jina5.eval.suite_names import with_suites
 from jina5.eval.summary import latest_runs, main_metric_rows, seed_keys, type_averages
 
 
@@ -444,25 +458,43 @@ def main_table(
     return [layout["caption"], "", body, "", *note]
 
 
+def suite_note(stored: pd.DataFrame, suite: str, rows: Sequence[str]) -> str:
+    """The line under a table's title: the evaluation suite it reads, and how many runs of its ``rows`` in
+    the store (``stored``, with its ``suite`` column) belong to other suites and are left out."""
+    line = f"Evaluation suite: `{suite}` (every row is a run of this suite; suites are never mixed)."
+    runs = stored[stored["experiment"].isin(rows)].drop_duplicates("run_id")
+    others = runs[runs["suite"].notna() & (runs["suite"] != suite)]["suite"].value_counts()
+    if len(others):
+        left = ", ".join(f"{n} run(s) of `{other}`" for other, n in sorted(others.items()))
+        line += f" Left out: {left} (`python experiments/tables.py --suite <suite>` tabulates another)."
+    return line
+
+
 def build(
     store: str | Path,
     sweep: str,
     out: str | Path,
     resamples: int = DEFAULT_RESAMPLES,
     bootstrap_seed: int = DEFAULT_SEED,
+    suite: str | None = None,
 ) -> dict:
     """Write ``summary.md``, ``summary.json`` and the figures of ``sweep`` into ``out``; returns the json.
-    ``resamples`` / ``bootstrap_seed``: the paired bootstrap's (:mod:`jina5.eval.bootstrap`)."""
+    ``resamples`` / ``bootstrap_seed``: the paired bootstrap's (:mod:`jina5.eval.bootstrap`); ``suite``:
+    the evaluation suite whose runs are tabulated (default the sweep's own, :func:`sweep_spec.sweep_suite`)."""
     spec = load_sweeps()[sweep]
+    suite = suite or sweep_suite(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = ResultsStore(store)
-    df = latest_runs(results.read())
+    stored = with_suites(results.read(), known_suites())
+    df = latest_runs(stored, suite=suite)
     curves = [row.label for row in sweep_rows(spec)]
     names = regime_names(spec)
+    colours = experiment_colours([*names, *curves, "teacher"])
     table = regime_table(df, names) if not df.empty else pd.DataFrame()
-    lines = [f"# {spec['title']}", ""]
-    result: dict = {"sweep": sweep, "regimes": {}}
+    lines = [f"# {spec['title']}", "", suite_note(stored, suite, [*names, *curves]), ""]
+    result: dict = {"sweep": sweep, "suite": suite, "regimes": {}}
+    figures: list[Path] = []
     if "float/overall" in table.columns:  # some run has held-out scores (figure3's runs have only curves)
         if spec.get("table"):
             significance = Significance(results, df, resamples, bootstrap_seed)
@@ -501,20 +533,22 @@ def build(
             result["truncation"] = {
                 exp: {int(d): v for d, v in row.dropna().items()} for exp, row in dims.iterrows()
             }
-        truncation_curve(dims, out / "truncation.png", spread=dim_table(df, names, stat="std"))
-        truncation_curve(
-            dim_table(df, names, "binary"),
-            out / "truncation_binary.png",
-            precision="binary",
-            spread=dim_table(df, names, "binary", stat="std"),
-        )
-        precision_bars(table, out / "precision.png")
-        lines += ["![truncation](truncation.png) ![precision](precision.png)", ""]
+        for precision, name in (("float32", "truncation.png"), ("binary", "truncation_binary.png")):
+            means = dims if precision == "float32" else dim_table(df, names, precision)
+            if means.notna().any(axis=None):  # e.g. no binary curve where the suite scores float32 only
+                figures.append(out / name)
+                spread = dim_table(df, names, precision, stat="std")
+                truncation_curve(means, figures[-1], precision, spread, colours)
+        figures.append(out / "precision.png")
+        precision_points(table, figures[-1], colours)
+        lines += [figure_links(figures), ""]
     if not df.empty and (df["task"] == "dev_curve").any():
         steps = curve_table(df, curves)
         teacher = teacher_dev_level(df, curves)
-        dev_curves(steps, teacher, out / "dev_curves.png", spread=curve_table(df, curves, stat="std"))
         if not steps.empty:
+            figures.append(out / "dev_curves.png")
+            spread = curve_table(df, curves, stat="std")
+            dev_curves(steps, teacher, figures[-1], spread=spread, colours=colours)
             every = max(1, len(steps.columns) // 10)
             ceiling = (
                 f" The teacher on the same dev pairs: {teacher * 100:.2f}." if teacher is not None else ""
@@ -529,7 +563,7 @@ def build(
             result["dev_curves"] = {
                 exp: {int(k): v for k, v in row.dropna().items()} for exp, row in steps.iterrows()
             }
-        lines += ["![dev curves](dev_curves.png)", ""]
+            lines += [figure_links(figures[-1:]), ""]
     if spec.get("stage1") and not df.empty:
         lines += stage1_curve(df, spec["stage1"]["label"], result)
     (out / "summary.md").write_text("\n".join(lines))
@@ -548,10 +582,15 @@ def main() -> None:
         "--resamples", type=int, default=DEFAULT_RESAMPLES, help="paired bootstrap resamples per interval"
     )
     ap.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap draws")
+    ap.add_argument(
+        "--suite",
+        default=None,
+        help="the evaluation suite to tabulate, e.g. smoke (default: each sweep's own, e.g. default)",
+    )
     args = ap.parse_args()
     for sweep in [args.sweep] if args.sweep else list(load_sweeps()):
         out = args.out or default_out(sweep)
-        build(args.store, sweep, out, args.resamples, args.bootstrap_seed)
+        build(args.store, sweep, out, args.resamples, args.bootstrap_seed, args.suite)
         print(Path(out, "summary.md").read_text())
 
 

@@ -73,3 +73,49 @@ def test_summarise_refuses_mixed_runs():
         summarise(recs)
     table = summarise(recs[:1])
     assert table.loc[table["level"] == "overall", "score"].item() == 0.5
+
+
+def test_latest_runs_reads_one_eval_suite_and_never_mixes_another():
+    """(e, 0): a default-suite run, then a newer smoke run and a newer run without an evaluation config
+    (training records only); (e, 1): a smoke run only; (e, 2): training records only."""
+    default, smoke = {"eval": {"suite": "default"}}, {"eval": {"suite": "smoke"}}
+    df = pd.DataFrame(
+        [
+            _rec("d0", "2024-01-01", config=default),
+            _rec("s0", "2024-01-02", config=smoke),
+            _rec("n0", "2024-01-03", task="training", config={}),
+            _rec("s1", "2024-01-01", seed=1, config=smoke),
+            _rec("n2", "2024-01-01", seed=2, task="training", config=None),
+        ]
+    )
+    assert latest_runs(df)["run_id"].tolist() == ["d0", "n2"]  # default is the default suite
+    assert latest_runs(df, suite="smoke")["run_id"].tolist() == ["s0", "s1", "n2"]
+    assert latest_runs(df, suite=None)["run_id"].tolist() == ["n0", "s1", "n2"]  # every suite: the newest
+    assert latest_runs(df, suite="default/retrieval")["run_id"].tolist() == ["n0", "n2"]
+    # a narrowed suite is a suite of its own
+    narrowed = {"eval": {"suite": "default", "variant": "retrieval"}}
+    df.loc[len(df)] = _rec("r0", "2024-01-09", config=narrowed)
+    assert latest_runs(df)["run_id"].tolist() == ["d0", "n2"]
+    assert latest_runs(df, suite="default/retrieval")["run_id"].tolist() == ["n2", "r0"]
+
+
+def test_runs_stored_before_eval_suite_get_the_suite_whose_settings_they_have():
+    """Old runs' eval configs have no `suite` key: the suite file whose settings they equal names them
+    (batch size and threads aside), a caller's known settings come next, else `unnamed-<fingerprint>`."""
+    from jina5.eval.suite_names import composed_eval, run_suite_id, settings_fingerprint, suite_of
+
+    def old(cfg: dict, **changes) -> dict:
+        return {"eval": {k: v for k, v in {**cfg, **changes}.items() if k not in ("suite", "variant")}}
+
+    default, smoke = composed_eval(), composed_eval(["eval=smoke"])
+    assert (default["suite"], default["variant"], smoke["suite"]) == ("default", None, "smoke")
+    assert run_suite_id(old(default)) == "default"
+    assert run_suite_id(old(default, batch_size=7, threads=2)) == "default"
+    assert run_suite_id(old(smoke)) == "smoke"
+    narrowed = old(default, dims=[])
+    fingerprint = settings_fingerprint(narrowed["eval"])
+    assert run_suite_id(narrowed) == f"unnamed-{fingerprint[:8]}"
+    assert run_suite_id(narrowed, {fingerprint: "default/full_dim"}) == "default/full_dim"
+    assert run_suite_id({"eval": {**smoke, "suite": "mine"}}) == "mine"  # explicit wins
+    assert run_suite_id({}) is None and run_suite_id(None) is None
+    assert suite_of(["eval=smoke", "eval.variant=retrieval"]) == "smoke/retrieval"

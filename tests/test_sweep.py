@@ -194,7 +194,7 @@ def test_stage2_sweep_trains_from_stage1_and_compares_the_combined_adapters(tmp_
         ]
     # the stage-1 run and the four adapters combined into one encoder, each evaluated once
     assert combined == [([runs / f"adapter_{t}-seed0" for t in tasks], runs.parent / "stage2_adapters-seed0")]
-    float_only = ["eval.dims=[]", "eval.precisions=[float32]", "eval=smoke"]
+    float_only = ["eval.dims=[]", "eval.precisions=[float32]", "eval.variant=float32_full_dim", "eval=smoke"]
     assert evaluated == [
         (str(stage1), [*float_only, "label=stage1"]),
         (str(runs.parent / "stage2_adapters-seed0"), [*float_only, "label=stage2_adapters", "seed=0"]),

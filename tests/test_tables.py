@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REGIME_KEYS, compose, dev_record, write_fake_run, write_golden_store
+from helpers import REGIME_KEYS, compose, dev_record, task_records, write_fake_run, write_golden_store
 
 from jina5.eval.store import ResultsStore
 
@@ -115,6 +115,54 @@ def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
         assert (out / fig).stat().st_size > 1000
 
 
+def test_the_default_table_reads_the_default_suite_even_after_a_newer_smoke_run(tmp_path, monkeypatch):
+    """combined, seed 0: evaluated on the default suite (0.50), then on the smoke suite (0.90, newer), then
+    on the default suite narrowed to retrieval (a Table 5-style run, newer still). The default table
+    shows the default run and says which suite it reads; the other suites' tables their own runs."""
+    store = ResultsStore(tmp_path / "results.jsonl")
+    for run_id, eval_cfg, base in (
+        ("combined-default", {"suite": "default"}, 0.50),
+        ("combined-smoke", {"suite": "smoke"}, 0.90),
+        ("combined-retrieval", {"suite": "default", "variant": "retrieval"}, 0.70),
+    ):
+        run = {
+            "run_id": run_id,
+            "experiment": "combined",
+            "seed": 0,
+            "model": "m",
+            "config": {"eval": eval_cfg},
+        }
+        store.append(task_records(base), run)
+    spec = {**sweep_spec.load_sweeps()["default"], "experiments": ["ablation/combined"], "baselines": []}
+    monkeypatch.setattr(tables, "load_sweeps", lambda: {"default": spec})
+    result = tables.build(store.path, "default", tmp_path / "default")
+    assert result["regimes"]["combined"]["float/overall"] == pytest.approx(by_hand_overall(0.50))
+    assert result["suite"] == "default"
+    md = (tmp_path / "default" / "summary.md").read_text().splitlines()
+    assert md[2].startswith("Evaluation suite: `default` (")  # the line under the title
+    assert "Left out: 1 run(s) of `default/retrieval`, 1 run(s) of `smoke`" in md[2]
+    for suite, base in (("smoke", 0.90), ("default/retrieval", 0.70)):
+        other = tables.build(store.path, "default", tmp_path / "other", suite=suite)
+        assert other["regimes"]["combined"]["float/overall"] == pytest.approx(by_hand_overall(base))
+        assert f"Evaluation suite: `{suite}`" in (tmp_path / "other" / "summary.md").read_text()
+
+
+def test_each_sweep_reads_the_suite_its_evaluation_is_filed_under():
+    sweeps = sweep_spec.load_sweeps()
+    assert sweep_spec.sweep_suite(sweeps["default"]) == "default"
+    assert sweep_spec.sweep_suite(sweeps["default"], ("eval=smoke",)) == "smoke"  # sweep.py --eval eval=smoke
+    assert sweep_spec.sweep_suite(sweeps["table5"]) == sweep_spec.sweep_suite(sweeps["table6"])
+    assert sweep_spec.sweep_suite(sweeps["table5"]) == "default/retrieval"
+    assert sweep_spec.sweep_suite(sweeps["stage2"]) == "default/float32_full_dim"
+    # runs stored before eval.suite existed: Table 5's retrieval-only settings are told from the default's
+    from jina5.eval.suite_names import composed_eval, run_suite_id
+
+    old = composed_eval(sweeps["table5"]["eval_overrides"])
+    old = {"eval": {k: v for k, v in old.items() if k not in ("suite", "variant")}}
+    assert run_suite_id(old).startswith("unnamed-")
+    assert run_suite_id(old, sweep_spec.known_suites()) == "default/retrieval"
+
+
 def test_curves_only_sweep_gets_the_curve_table(store, tmp_path, monkeypatch):
     # figure3's runs are not evaluated on the suite: the store holds their curves and train time only
     path = tmp_path / "curves.jsonl"
@@ -167,7 +215,9 @@ def test_notebook_executes_against_the_store(store):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "notebooks" / "explore_results.ipynb", as_version=4)
-    nb.cells[1].source = f'STORE = r"{store}"\nEXPERIMENTS = ["teacher", "combined"]\nSEEDS = None'
+    nb.cells[
+        1
+    ].source = f'STORE = r"{store}"\nEXPERIMENTS = ["teacher", "combined"]\nSEEDS = None\nSUITE = "default"'
     client = nbclient.NotebookClient(
         nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
     )
@@ -182,6 +232,7 @@ def test_notebook_executes_against_the_store(store):
         "experiments: ['combined', 'teacher']" in outputs or "experiments: ['teacher', 'combined']" in outputs
     )
     assert "| combined | 2 |" in outputs
+    assert "evaluation suite: default" in outputs
 
 
 @pytest.fixture(scope="module")

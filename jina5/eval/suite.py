@@ -93,7 +93,7 @@ def cached_records(
     rows = table[(table["model_fingerprint"] == fingerprint) & (table["task_key"] == task.key)]
     if rows.empty:
         return None
-    rows = latest_runs(rows, by=())
+    rows = latest_runs(rows, by=(), suite=None)  # the task key pins its settings, whatever the suite
     latest = rows["run_id"].iloc[0]
     have = set(zip(rows["dim"].astype(int), rows["precision"], strict=True))
     if not {(d, p) for d in dims for p in precisions} <= have:

@@ -3,6 +3,10 @@
 **Latest run.** :func:`latest_runs` keeps, per group (``(experiment, seed)`` for the tables; one
 group for the suite's cache lookup), the records of the run whose newest line is the newest (``time``,
 ISO 8601 UTC); on a tie the later line in the store wins. A seed None (baselines) is a group of its own.
+Only runs of ONE evaluation suite compete (``suite``, default ``default``; the suite ids of
+:mod:`jina5.eval.suite_names`): runs of another suite are dropped, never mixed in, and a run without an
+evaluation config (training records only: dev curves, wall time) stands in only where its group has
+no run of the suite. ``suite=None`` (the suite's cache lookup) compares every run.
 
 **Averages.** The main metric (:data:`jina5.eval.task_types.MAIN_METRIC`) of each task; a data set
 scored as several tasks (``group_by``, e.g. chatterbot per language) counts once, as the mean over
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jina5.eval.suite_names import DEFAULT_SUITE, run_suites
 from jina5.eval.task_types import MAIN_METRIC, TASK_TYPES
 
 SUMMARY_COLUMNS = ("score", "binary", "int8", "min_dim_score")
@@ -35,14 +40,26 @@ def seed_keys(seeds: pd.Series) -> pd.Series:
     return seeds.map(lambda s: "none" if pd.isna(s) else str(int(s)))
 
 
-def latest_runs(df: pd.DataFrame, by: Sequence[str] = ("experiment", "seed")) -> pd.DataFrame:
-    """The rows of the latest run_id of each ``by`` group (module docstring), in store order.
+def latest_runs(
+    df: pd.DataFrame, by: Sequence[str] = ("experiment", "seed"), suite: str | None = DEFAULT_SUITE
+) -> pd.DataFrame:
+    """The rows of the latest run_id of each ``by`` group among the runs of evaluation suite ``suite``
+    (module docstring), in store order.
 
-    ``by=()`` keeps the latest run of the whole frame.
+    ``by=()`` keeps the latest run of the whole frame; ``suite=None`` takes every run whatever its suite.
+    A run's suite is the frame's ``suite`` column where it has one (:func:`jina5.eval.suite_names.with_suites`
+    adds it once for several reads), else derived from its ``config``.
     """
     if df.empty:
         return df
-    ordered = df.sort_values("time", kind="stable")
+    if suite is not None:
+        suites = run_suites(df)
+        df = df[(suites == suite) | suites.isna()]
+        # a run of the suite outranks a newer run without an evaluation config (training records only)
+        of_suite = suites[df.index].notna()
+        ordered = df.assign(_of_suite=of_suite).sort_values(["_of_suite", "time"], kind="stable")
+    else:
+        ordered = df.sort_values("time", kind="stable")
     keys = [seed_keys(ordered[c]) if c == "seed" else ordered[c] for c in by] or [np.zeros(len(ordered))]
     latest = ordered.groupby(keys)["run_id"].transform("last")
     return df[latest.reindex(df.index) == df["run_id"]]

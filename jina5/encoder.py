@@ -257,11 +257,18 @@ class Encoder(TaskAdapters, nn.Module):
         precision: str = "float32",
         progress: bool = False,
         task: str | None = None,
+        allow_empty: bool = False,
     ) -> np.ndarray:
         """Embed texts -> numpy (N, dim) (quantized per ``precision``; one text gives (dim,)).
 
         ``task`` selects the adapter (and its prompts) for this call, e.g.
         ``encode(texts, task="retrieval", prompt="query")``; None keeps the active one.
+
+        An empty (or whitespace-only) text raises ``ValueError`` unless ``allow_empty``: in our own
+        pipelines it is a data bug. With ``allow_empty=True`` (benchmarks such as MTEB, whose corpora
+        hold a few empty documents) it is encoded as sentence-transformers does: the prefix (if any)
+        and the tokenizer's special tokens only (BERT: ``[CLS] [SEP]``), pooled as any other text; a
+        text that leaves no token at all (a decoder without BOS / EOS and no prefix) still raises.
 
         Texts are tokenised once and sorted by token length, so each batch pads to its own longest
         text; rows come back in input order. ``dim`` keeps the first ``dim`` components and
@@ -272,8 +279,10 @@ class Encoder(TaskAdapters, nn.Module):
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise ValueError(f"encode: text {i} is {'empty' if isinstance(t, str) else type(t).__name__}")
+            if not isinstance(t, str):
+                raise ValueError(f"encode: text {i} is {type(t).__name__}, not str")
+            if not (allow_empty or t.strip()):
+                raise ValueError(f"encode: text {i} is empty (allow_empty=True encodes it as special tokens)")
         if dim is not None and not 0 < dim <= self.dim:
             raise ValueError(f"dim={dim} must be in (0, {self.dim}]")
         if task is not None:
@@ -283,6 +292,12 @@ class Encoder(TaskAdapters, nn.Module):
         device = next(self.parameters()).device
         with self.using_task(task), autocast(self.compute_precision, device.type):
             ids = self.tokenize_ids(texts, prompt)
+            no_tokens = [i for i, x in enumerate(ids) if not x]
+            if no_tokens:
+                i = no_tokens[0]
+                raise ValueError(
+                    f"encode: text {i} ({texts[i]!r}) has no tokens (no prefix, no special tokens)"
+                )
             order = np.argsort([-len(x) for x in ids], kind="stable")
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode")

@@ -1,7 +1,9 @@
-"""MTEB adapter: prompt routing by task type, both encoder protocols; the real mteb only if installed."""
+"""MTEB adapter: prompt routing by task type, both encoder protocols, model identity, empty texts; the
+real mteb (a dev extra; Python >= 3.11) on its own offline mock tasks."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from enum import Enum
@@ -10,7 +12,17 @@ import numpy as np
 import pytest
 
 from jina5.encoder import Encoder
-from jina5.eval.mteb_adapter import MTEBEncoder, prompt_type_value, route_prompt, task_type_of, texts_of
+from jina5.eval.encoding import model_fingerprint
+from jina5.eval.mteb_adapter import (
+    MTEBEncoder,
+    mteb_model_name,
+    prompt_type_value,
+    route_prompt,
+    task_type_of,
+    texts_of,
+)
+
+PROMPTS = {"query": "Query: ", "document": "Document: "}
 
 
 class PromptType1(str, Enum):  # mteb 1.x
@@ -108,7 +120,46 @@ def test_encode_mteb2_protocol_routes_by_task_metadata():
     assert q.shape == (3, 4) and d.shape == (1, 4) and s.shape == (2, 4)
     assert model.similarity(q, d).shape == (3, 1)
     np.testing.assert_allclose(model.similarity_pairwise(s, s), np.ones(2), atol=1e-6)
-    assert model.mteb_model_meta is None  # mteb fills an empty one
+    with pytest.raises(ValueError, match="cannot fingerprint a RecordingEncoder"):
+        model.fingerprint()  # no weights: mteb would file it under no revision
+
+
+def test_similarity_of_single_vectors_converts_to_float():
+    """mteb's summarization evaluator calls float(model.similarity(u, v)) on two 1-d vectors: a (1, 1)
+    numpy array cannot (NumPy 2), a tensor can, as mteb's own cos_sim returns."""
+    u, v = np.array([3.0, 4.0]), np.array([4.0, 3.0])
+    assert float(MTEBEncoder.similarity(u, v)) == pytest.approx(24 / 25)
+    np.testing.assert_allclose(MTEBEncoder.similarity_pairwise(u[None], v[None]), [24 / 25], atol=1e-6)
+
+
+def test_mteb_model_name():
+    assert mteb_model_name("combined-seed0") == "jina5/combined-seed0"
+    assert mteb_model_name("tiny:bert") == "jina5/tiny_bert"
+    assert mteb_model_name("/runs/a b/enc") == "jina5/runs_a_b_enc"
+    with pytest.raises(ValueError, match="cannot make an mteb model name"):
+        mteb_model_name("//")
+
+
+def test_empty_texts_raise_by_default_and_encode_as_sentence_transformers_does(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    enc = Encoder("tiny:bert", max_length=24, prompts=PROMPTS)
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        enc.encode(["a text", ""])  # our pipelines: an empty text is a data bug
+    with pytest.raises(ValueError, match="text 0 is empty"):
+        enc.encode(["  "])
+    st = SentenceTransformer(str(enc.save_pretrained(tmp_path / "enc")), device="cpu")
+    texts = ["", "a text", "   "]
+    for prompt in (None, "document"):
+        ours = enc.encode(texts, prompt=prompt, allow_empty=True)
+        theirs = st.encode(texts, prompt_name=prompt, convert_to_numpy=True)
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)  # "" -> [CLS] [SEP] (+ prefix), pooled
+    np.testing.assert_allclose(ours[0], ours[2], atol=1e-6)  # whitespace tokenizes to nothing, like ""
+    decoder = Encoder("tiny:qwen3", pooling="last_token", max_length=24)  # no BOS: "" has no token
+    with pytest.raises(ValueError, match="text 0 .* has no tokens"):
+        decoder.encode([""], allow_empty=True)
+    with_eos = Encoder("tiny:qwen3", pooling="last_token", max_length=24, append_eos=True)
+    assert with_eos.encode([""], allow_empty=True).shape == (1, 32)  # the EOS alone
 
 
 def test_encode_mteb1_protocol_looks_the_task_type_up_lazily(monkeypatch):
@@ -135,6 +186,81 @@ def test_dim_binary_and_a_missing_prompt_on_a_real_encoder():
     signs = MTEBEncoder(enc, dim=8, binary=True).encode(["hello there"], task_metadata=FakeMeta("STS"))
     assert set(np.unique(signs)) <= {-1.0, 1.0} and signs.shape == (1, 8)
     np.testing.assert_array_equal(signs > 0, doc > 0)
+
+
+# ------------------------------------------------------------------------------------------ real mteb
+
+
+@pytest.fixture
+def mteb_offline(monkeypatch):
+    """The real mteb (skipped without it), never reaching the hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    return pytest.importorskip("mteb")
+
+
+def main_scores(result) -> dict[str, float]:
+    return {r.task_name: round(float(r.get_score()), 6) for r in result.task_results}
+
+
+def test_model_meta_names_the_model_by_label_and_content_fingerprint(mteb_offline):
+    from mteb.models import ModelMeta
+
+    enc = Encoder("tiny:bert", max_length=24, prompts=PROMPTS)
+    meta = MTEBEncoder(enc, name="combined-seed0").mteb_model_meta
+    assert isinstance(meta, ModelMeta)
+    assert (meta.name, meta.revision) == ("jina5/combined-seed0", model_fingerprint(enc))
+    assert (meta.embed_dim, meta.max_tokens, meta.similarity_fn_name.value) == (32, 24, "cosine")
+    assert meta.n_parameters == sum(p.numel() for p in enc.parameters()) and meta.use_instructions
+    assert meta.experiment_kwargs is None and meta.modalities == ["text"]
+    small = MTEBEncoder(enc, dim=16, binary=True, name="combined-seed0").mteb_model_meta
+    assert small.embed_dim == 16 and small.revision == meta.revision
+    assert small.experiment_kwargs == {"embed_dim": 16, "output_dtypes": "binary"}  # its own cache folder
+    assert MTEBEncoder(enc).mteb_model_meta.name == "jina5/tiny_bert"  # no label: the encoder's source
+    other = Encoder("tiny:bert", max_length=24, prompts={"query": "Q: ", "document": "D: "})
+    assert MTEBEncoder(other).mteb_model_meta.revision != meta.revision  # prompts change the scores
+
+
+def test_two_models_get_their_own_scores_through_mteb_s_default_cache(mteb_offline, tmp_path, monkeypatch):
+    """mteb.evaluate with its default result cache (pointed at tmp_path): each model gets the scores of a
+    fresh (cache=None) evaluation and is filed under its own name and revision. With an empty ModelMeta
+    both were `no_model_name/available` and the second model got the first one's cached scores."""
+    from mteb.mocks import MockClassificationTask, MockRetrievalTask
+
+    default_cache = inspect.signature(mteb_offline.evaluate).parameters["cache"].default
+    monkeypatch.setattr(default_cache, "cache_path", tmp_path)
+    models = {
+        "tiny:bert": Encoder("tiny:bert", max_length=32, prompts=PROMPTS),
+        "tiny:mpnet": Encoder("tiny:mpnet", max_length=32, prompts=PROMPTS),
+    }
+    scores = {}
+    for source, enc in models.items():
+        tasks = [MockRetrievalTask(), MockClassificationTask()]
+        fresh = mteb_offline.evaluate(MTEBEncoder(enc), tasks, cache=None, show_progress_bar=False)
+        cached = mteb_offline.evaluate(MTEBEncoder(enc), tasks, show_progress_bar=False)  # default cache
+        assert main_scores(cached) == main_scores(fresh)
+        scores[source] = main_scores(fresh)
+        name = mteb_model_name(source)
+        assert (cached.model_name, cached.model_revision) == (name, model_fingerprint(enc))
+        saved = tmp_path / "results" / name.replace("/", "__") / model_fingerprint(enc)
+        assert (saved / "MockClassificationTask.json").exists()
+    assert scores["tiny:bert"] != scores["tiny:mpnet"]  # two different models, two different scores
+
+
+def test_an_empty_document_does_not_abort_an_mteb_run(mteb_offline):
+    from mteb.mocks import MockRetrievalTask
+
+    class MockRetrievalWithAnEmptyDocument(MockRetrievalTask):
+        def load_data(self, num_proc=None, **kwargs):
+            super().load_data(num_proc=num_proc, **kwargs)
+            split = self.dataset["default"]["test"]
+            corpus = split["corpus"].to_list() + [{"id": "d3", "text": "", "title": ""}]
+            split["corpus"] = type(split["corpus"]).from_list(corpus)
+
+    enc = Encoder("tiny:bert", max_length=32, prompts=PROMPTS)
+    task = MockRetrievalWithAnEmptyDocument()
+    result = mteb_offline.evaluate(MTEBEncoder(enc), task, cache=None, show_progress_bar=False)
+    assert 0.0 < result.task_results[0].get_score() <= 1.0
 
 
 def test_real_mteb_protocol_and_task_types():

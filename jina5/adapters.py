@@ -245,6 +245,7 @@ class TaskAdapters:
             normalize=self.normalize,
         )
         enc.source = f"{self.source}+{task}"
+        enc.tokenizer_appends_eos = self.tokenizer_appends_eos
         return enc
 
     def base_model(self) -> PreTrainedModel:

@@ -43,6 +43,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from jina5.adapters import TaskAdapters
 from jina5.assets import resolve_model
 from jina5.encoder_io import backbone_load_kwargs, load_encoder, save_encoder
+from jina5.model_card import CardInfo
 from jina5.precision import FP32, autocast
 from jina5.quantize import quantize
 
@@ -114,7 +115,10 @@ class Encoder(TaskAdapters, nn.Module):
         prompts: named prefixes, e.g. ``{"query": "Query: ", "document": "Document: "}``.
         keep_layers: indices of the blocks to keep (None keeps all).
         max_length: tokens per text (truncation), prefix included.
-        append_eos: append the EOS token after truncation (decoders with last-token pooling).
+        append_eos: append the EOS token after truncation (decoders with last-token pooling). The
+            attribute ``tokenizer_appends_eos`` (not an argument: ``from_pretrained`` sets it for a saved
+            encoder, whose tokenizer template appends the EOS; ``jina5.st_export``) says the tokenizer
+            does it: texts are then truncated to ``max_length`` tokens, EOS included, with nothing added.
         padding_side: ``right | left``; the vectors do not depend on it.
         normalize: L2-normalise the pooled vector.
         task_prompts: per-adapter prompts, ``{task: {prompt name: prefix}}``; used instead of ``prompts``
@@ -175,6 +179,7 @@ class Encoder(TaskAdapters, nn.Module):
         self._trainable_adapters: set[str] = set()
         self.max_length = max_length
         self.append_eos = append_eos
+        self.tokenizer_appends_eos = False  # set by from_pretrained (see append_eos)
         self.normalize = normalize
         model_type = self.backbone.config.model_type
         self._position_offset = (
@@ -203,13 +208,14 @@ class Encoder(TaskAdapters, nn.Module):
         self, texts: Sequence[str], prompt: str | None = None, max_length: int | None = None
     ) -> list[list[int]]:
         """Texts -> unpadded token id lists, prefix applied, truncated (to ``max_length`` or the
-        encoder's), EOS appended if configured."""
+        encoder's), EOS appended if configured (here, unless ``tokenizer_appends_eos``)."""
         prefix = self.prefix(prompt)
-        room = (max_length or self.max_length) - int(self.append_eos)
+        append_here = self.append_eos and not self.tokenizer_appends_eos
+        room = (max_length or self.max_length) - int(append_here)
         ids = self.tokenizer(
             [prefix + t for t in texts], truncation=True, max_length=room, add_special_tokens=True
         )["input_ids"]
-        if self.append_eos:
+        if append_here:
             eos = self.tokenizer.eos_token_id
             ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
         return ids
@@ -332,12 +338,15 @@ class Encoder(TaskAdapters, nn.Module):
             cfg.update(task_prompts=self.task_prompts, adapters=self.adapters, task=self.task)
         return cfg
 
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(
+        self, path: str | Path, card: CardInfo | None = None, model_id: str | None = None
+    ) -> Path:
         """Write this encoder as a directory ``Encoder.from_pretrained`` loads (``jina5.encoder_io``):
-        backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers files without
-        adapters (``SentenceTransformer(path)`` loads it) or ``adapters/<task>/`` with them (then use
-        ``python -m jina5.export`` for a per-task sentence-transformers directory)."""
-        return save_encoder(self, path)
+        backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers files and model
+        card without adapters (``SentenceTransformer(path)`` loads it; ``card``: the training facts
+        for it, ``jina5.model_card``; ``model_id``: its hub repo) or ``adapters/<task>/`` with them
+        (then use ``python -m jina5.export`` for a per-task sentence-transformers directory)."""
+        return save_encoder(self, path, card, model_id)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> Encoder:

@@ -3,11 +3,15 @@
 Directory layout::
 
     config.json, model.safetensors     the backbone (base weights, adapters un-merged; no [CLS] pooler)
-    tokenizer*.json                    its tokenizer
-    jina5_encoder.json                 the encoding settings (``Encoder.encoder_config()``)
+    tokenizer*.json                    its tokenizer (right padding; for an ``append_eos`` encoder its
+                                       template appends the EOS: ``jina5.st_export``)
+    jina5_encoder.json                 the encoding settings (``Encoder.encoder_config()``), plus
+                                       ``"tokenizer_appends_eos": true`` when the tokenizer appends the EOS
+    jina5_card.json                    what the training run knows, for the model card (when given)
     adapters/<task>/                   one peft adapter per task (adapter_config.json + weights), if any
-    modules.json, 1_Pooling/, 2_Normalize/, sentence_bert_config.json, config_sentence_transformers.json
-                                       sentence-transformers modules (plain encoders only; see below)
+    modules.json, 1_Pooling/, 2_Normalize/, sentence_bert_config.json, config_sentence_transformers.json,
+    README.md                          sentence-transformers modules and model card (plain encoders only;
+                                       written by sentence-transformers' own save: ``jina5.st_export``)
 
 A directory with adapters has no sentence-transformers files: they would load the base model without
 any adapter. ``python -m jina5.export`` merges one adapter into the weights for that.
@@ -29,7 +33,9 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoConfig, AutoModel
 
+from jina5.model_card import CARD_FILE, CardInfo
 from jina5.precision import FP32
+from jina5.st_export import export_tokenizer, write_sentence_transformers_files
 
 if TYPE_CHECKING:
     from jina5.encoder import Encoder
@@ -37,22 +43,31 @@ if TYPE_CHECKING:
 JINA5_CONFIG = "jina5_encoder.json"
 ADAPTERS_DIR = "adapters"  # <encoder dir>/adapters/<task>/{adapter_config.json, adapter_model.safetensors}
 VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "_attn_implementation_autoset")
-_ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}  # ours -> sentence-transformers'
+TOKENIZER_APPENDS_EOS = "tokenizer_appends_eos"  # jina5_encoder.json key (not an encoding setting)
 
 
-def save_encoder(encoder: Encoder, path: str | Path) -> Path:
-    """Write backbone + tokenizer + ``jina5_encoder.json`` at ``path``, plus ``adapters/<task>/`` when
-    the encoder has adapters, else the sentence-transformers files (module docstring)."""
+def save_encoder(
+    encoder: Encoder, path: str | Path, card: CardInfo | None = None, model_id: str | None = None
+) -> Path:
+    """Write backbone + tokenizer + ``jina5_encoder.json`` (+ ``jina5_card.json`` from ``card``) at
+    ``path``, plus ``adapters/<task>/`` when the encoder has adapters, else the sentence-transformers
+    files and model card (``model_id``: the hub repo its usage snippet names); module docstring."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     encoder.base_model().save_pretrained(path)
-    encoder.tokenizer.save_pretrained(path)
-    (path / JINA5_CONFIG).write_text(json.dumps(encoder.encoder_config(), indent=2))
+    tokenizer, tokenizer_appends_eos = export_tokenizer(encoder)
+    tokenizer.save_pretrained(path)
+    settings = encoder.encoder_config()
+    if tokenizer_appends_eos:
+        settings[TOKENIZER_APPENDS_EOS] = True
+    (path / JINA5_CONFIG).write_text(json.dumps(settings, indent=2))
+    if card is not None:
+        card.save(path / CARD_FILE)
     if encoder.adapters:
         encoder.backbone.save_pretrained(str(path / ADAPTERS_DIR))
         (path / "modules.json").unlink(missing_ok=True)
     else:
-        write_sentence_transformers_files(encoder, path)
+        write_sentence_transformers_files(encoder, path, tokenizer_appends_eos, card, model_id)
     return path
 
 
@@ -60,13 +75,16 @@ def load_encoder(
     cls: type[Encoder], path: str | Path, trainable_adapters: bool = False, **overrides
 ) -> Encoder:
     """A ``cls`` built from a directory written by ``save_encoder``: its saved settings (``overrides``
-    win), every adapter it holds, and the adapter that was active when saved active again."""
+    win), every adapter it holds, and the adapter that was active when saved active again; a saved
+    tokenizer that appends the EOS itself sets ``Encoder.tokenizer_appends_eos``."""
     cfg_file = Path(path) / JINA5_CONFIG
     cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
     cfg.pop("source", None)
     adapters, task = cfg.pop("adapters", []), cfg.pop("task", None)
+    tokenizer_appends_eos = bool(cfg.pop(TOKENIZER_APPENDS_EOS, False))
     cfg.update(overrides)
     enc = cls(str(path), **cfg)
+    enc.tokenizer_appends_eos = tokenizer_appends_eos
     for name in adapters:
         adapter_dir = Path(path) / ADAPTERS_DIR / name
         if not (adapter_dir / "adapter_config.json").exists():
@@ -97,39 +115,6 @@ def no_pooler_kwargs(path: str | Path) -> dict:
         model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
     )
     return {"add_pooling_layer": False} if takes_it else {}
-
-
-def write_sentence_transformers_files(encoder: Encoder, path: Path) -> None:
-    """The sentence-transformers modules of a plain encoder at ``path`` (the backbone is already there):
-    Transformer -> Pooling (our pooling mode) -> Normalize (when ``encoder.normalize``), with
-    ``max_length`` and the named prompts, so ``SentenceTransformer(path)`` gives ``encoder.encode``'s
-    vectors."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if encoder.normalize:
-        modules.append(
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-        )
-        (path / "2_Normalize").mkdir(exist_ok=True)
-    (path / "modules.json").write_text(json.dumps(modules, indent=2))
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    pooling = {
-        "word_embedding_dimension": encoder.dim,
-        "pooling_mode": _ST_POOLING[encoder.pooling],
-        "include_prompt": True,
-    }
-    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
-    (path / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": encoder.max_length, "do_lower_case": False}, indent=2)
-    )
-    (path / "config_sentence_transformers.json").write_text(
-        json.dumps(
-            {"prompts": encoder.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"},
-            indent=2,
-        )
-    )
 
 
 def content_fingerprint(

@@ -1,13 +1,18 @@
-"""Export stage-2 adapters.
+"""Export a run's encoder as a sentence-transformers model (with a model card), or combine adapters.
 
-    python -m jina5.export run=<stage-2 run dir> task=<task> [out=<dir>]
-        -> a sentence-transformers directory: the adapter merged into the weights (W' = W + alpha/r B A),
-           pooling + normalisation modules, the task's prefixes as named prompts ("query", "document").
-           ``SentenceTransformer(out).encode(texts, prompt_name="query")`` equals
-           ``encoder.encode(texts, task=task, prompt="query")`` (no custom code, no peft needed).
-           Default out: <run>/export/<task>.
+    python -m jina5.export run=<run dir> [task=<task>] [out=<dir>] [results=<results.jsonl>]
+                           [push_to_hub=<owner/name>] [private=true]
+        -> a sentence-transformers directory: for a stage-2 run, the adapter merged into the weights
+           (W' = W + alpha/r B A) and the task's prefixes as named prompts ("query", "document"); for a
+           plain encoder (stage 1), that encoder. ``SentenceTransformer(out).encode(texts,
+           prompt_name="query")`` equals ``encoder.encode(texts, task=task, prompt="query")`` (no custom
+           code, no peft needed). Default out: <run>/export/<task> (<run>/export/model without adapters).
+           Its README.md is sentence-transformers' model card plus the run's facts (``jina5.model_card``:
+           base model, prompts, Matryoshka dims, objective, done.json's metrics, and with ``results`` the
+           evaluation suite's averages of this run's encoder). ``push_to_hub`` uploads ``out`` to that hub
+           repo (created if missing; needs a hub token, e.g. ``huggingface-cli login``).
 
-    python -m jina5.export runs=[<run dir>,...] out=<dir>
+    python -m jina5.export runs=[<run dir>,...] out=<dir> [push_to_hub=<owner/name>]
         -> one multi-adapter directory (base weights + adapters/<task>/ for every adapter of every run)
            that ``Encoder.from_pretrained(out)`` loads with all its adapters. The runs must share
            the same frozen backbone (the same stage-1 student); this is checked weight by weight.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,6 +33,7 @@ from omegaconf import OmegaConf
 
 from jina5.encoder import Encoder
 from jina5.encoder_io import ADAPTERS_DIR
+from jina5.model_card import CardInfo, add_eval_metrics, card_from_run
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +52,64 @@ def load_run_encoder(run: str | Path) -> Encoder:
     return Encoder.from_pretrained(path)
 
 
-def export_sentence_transformers(encoder: Encoder, task: str | None, out: str | Path) -> Path:
-    """Write ``encoder`` with adapter ``task`` merged as a sentence-transformers directory at ``out``.
-    ``task=None`` takes the encoder's only adapter."""
+def export_sentence_transformers(
+    encoder: Encoder,
+    task: str | None,
+    out: str | Path,
+    card: CardInfo | None = None,
+    model_id: str | None = None,
+) -> Path:
+    """Write ``encoder`` with adapter ``task`` merged as a sentence-transformers directory at ``out``,
+    with ``card`` in its model card (``model_id``: the hub repo it names). ``task=None`` takes the
+    encoder's only adapter; an encoder without adapters is written as it is."""
+    if not encoder.adapters:
+        if task is not None:
+            raise ValueError(f"task={task!r}: the encoder has no adapters")
+        path = encoder.save_pretrained(out, card=card, model_id=model_id)
+        log.info("exported encoder, prompts %s -> %s (sentence-transformers)", encoder.prompts, path)
+        return path
     if task is None:
         if len(encoder.adapters) != 1:
             raise ValueError(f"task=? the encoder has adapters {encoder.adapters}; name one")
         task = encoder.adapters[0]
     merged = encoder.merged(task)
-    path = merged.save_pretrained(out)
+    if card is not None:
+        card = replace(card, adapter=task)
+    path = merged.save_pretrained(out, card=card, model_id=model_id)
     log.info(
         "exported adapter %r merged, prompts %s -> %s (sentence-transformers)", task, merged.prompts, path
     )
     return path
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it names a hub repo as ``owner/name``, else ValueError (before anything is written)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"push_to_hub={repo_id!r}: {err}") from err
+    if repo_id.count("/") != 1:
+        raise ValueError(f"push_to_hub={repo_id!r}: name the repo as owner/name")
+    return repo_id
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool | None = None) -> str:
+    """Upload ``folder`` to the hub model repo ``repo_id`` (created if missing); the commit's URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type="model",
+        commit_message=f"Upload {Path(folder).name} exported by jina5",
+    )
+    url = str(getattr(commit, "commit_url", commit))
+    log.info("pushed %s to %s (%s)", folder, repo_id, url)
+    return url
 
 
 def same_backbone(a: Encoder, b: Encoder) -> bool:
@@ -92,18 +144,25 @@ def combine_adapters(runs: Sequence[str | Path], out: str | Path) -> Encoder:
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv))
+    repo_id = check_repo_id(str(cfg.push_to_hub)) if cfg.get("push_to_hub") else None
     if cfg.get("runs") is not None:
         if not cfg.get("out"):
             raise SystemExit("runs=[...] needs out=<dir>")
-        combine_adapters(list(cfg.runs), cfg.out)
+        out = cfg.out
+        combine_adapters(list(cfg.runs), out)
     elif cfg.get("run"):
         encoder = load_run_encoder(cfg.run)
         task = cfg.get("task")
         name = task or (encoder.adapters[0] if len(encoder.adapters) == 1 else "model")
         out = cfg.get("out") or Path(cfg.run) / "export" / name
-        export_sentence_transformers(encoder, task, out)
+        card = card_from_run(cfg.run) or CardInfo()
+        if cfg.get("results"):
+            card = add_eval_metrics(card, cfg.results, encoder)
+        export_sentence_transformers(encoder, task, out, card=card, model_id=repo_id)
     else:
         raise SystemExit(__doc__)
+    if repo_id is not None:
+        push_to_hub(out, repo_id, private=cfg.get("private"))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from jina5.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, 
 from jina5.checkpointing import atomic_save, checkpoint_step
 from jina5.curves import CurveRecord
 from jina5.loggers import AlignLogStep, LogConfig
+from jina5.model_card import card_from_config
 from jina5.run_config import check_same_run
 from jina5.run_lock import RunLock
 
@@ -148,8 +149,9 @@ class Run:
             )
         elif average is not None:
             summary["averaged_with"] = average_final_weights(module, trainer, self.dir, self.adapter)
-        if self.cfg.export:
-            module.encoder.save_pretrained(self.dir / "encoder")
+        if self.cfg.export:  # the model card gets the run's objective, Matryoshka dims and metrics
+            card = card_from_config(OmegaConf.to_container(self.cfg, resolve=True), summary)
+            module.encoder.save_pretrained(self.dir / "encoder", card=card)
         self.done_file.write_text(json.dumps(summary, indent=2))
         log.info(
             "finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)",

@@ -97,41 +97,42 @@ def test_fingerprint_sees_weights_and_settings_but_not_the_source():
 
 
 def test_sentence_transformers_and_settings_files_are_pinned(tmp_path):
+    """Our settings file byte for byte; the sentence-transformers files (written by its own save, so
+    their layout is its version's) by content."""
     path = pruned_encoder().save_pretrained(tmp_path / "enc")
-    entry = {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}
-    pooling = {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
-    normalize = {
-        "idx": 2,
-        "name": "2",
-        "path": "2_Normalize",
-        "type": "sentence_transformers.models.Normalize",
+    settings = {
+        "pooling": "cls",
+        "prompts": {"query": "q: "},
+        "max_length": 40,
+        "append_eos": False,
+        "padding_side": "right",
+        "normalize": True,
+        "source": "tiny:bert",
     }
-    expected = {
-        "modules.json": [entry, pooling, normalize],
-        "1_Pooling/config.json": {
-            "word_embedding_dimension": 32,
-            "pooling_mode": "cls",
-            "include_prompt": True,
-        },
-        "sentence_bert_config.json": {"max_seq_length": 40, "do_lower_case": False},
-        "config_sentence_transformers.json": {
-            "prompts": {"query": "q: "},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        },
-        "jina5_encoder.json": {
-            "pooling": "cls",
-            "prompts": {"query": "q: "},
-            "max_length": 40,
-            "append_eos": False,
-            "padding_side": "right",
-            "normalize": True,
-            "source": "tiny:bert",
-        },
+    # key order, indent=2, no trailing newline: unchanged since before sentence-transformers wrote its files
+    assert (path / "jina5_encoder.json").read_text() == json.dumps(settings, indent=2)
+
+    def read(name: str):
+        return json.loads((path / name).read_text())
+
+    modules = read("modules.json")
+    assert [(m["path"], m["type"].rsplit(".", 1)[1]) for m in modules] == [
+        ("", "Transformer"),
+        ("1_Pooling", "Pooling"),
+        ("2_Normalize", "Normalize"),
+    ]
+    assert read("1_Pooling/config.json") == {
+        "embedding_dimension": 32,
+        "pooling_mode": "cls",
+        "include_prompt": True,
     }
-    for name, content in expected.items():  # byte for byte: key order, indent=2, no trailing newline
-        assert (path / name).read_text() == json.dumps(content, indent=2), name
-    assert (path / "2_Normalize").is_dir() and not list((path / "2_Normalize").iterdir())
+    transformer = read("sentence_bert_config.json")
+    assert (transformer["max_seq_length"], transformer["do_lower_case"]) == (40, False)
+    assert transformer["model_kwargs"] == {"add_pooling_layer": False}  # saved without the [CLS] pooler
+    st_config = read("config_sentence_transformers.json")
+    assert st_config["prompts"]["query"] == "q: " and st_config["prompts"].get("document", "") == ""
+    assert (st_config["default_prompt_name"], st_config["similarity_fn_name"]) == (None, "cosine")
+    assert (path / "README.md").read_text().startswith("---\n")  # sentence-transformers' model card
 
 
 def test_unnormalised_encoder_writes_no_normalize_module(tmp_path):

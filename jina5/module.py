@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 import numpy as np
@@ -37,14 +37,50 @@ from jina5.objective import Objective
 log = logging.getLogger(__name__)
 
 
+SCHEDULE_KINDS = ("constant", "linear", "cosine")
+SCHEDULER_KEYS = ("kind", "warmup_steps", "min_lr_ratio", "total_steps")
+
+
+def check_scheduler(cfg: Mapping) -> None:
+    """Raise ValueError naming the ``scheduler`` config key that is unknown or out of range, with the
+    valid values: ``kind`` in :data:`SCHEDULE_KINDS`, ``warmup_steps`` a whole number >= 0,
+    ``min_lr_ratio`` in [0, 1], ``total_steps`` None or a whole number >= 1. Run by ``jina5.train.build``
+    before any model is loaded (and when the module is built), so a typo
+    (``scheduler.kind=cosin``) fails before any data loading or teacher caching, not at the first step."""
+    unknown = sorted(set(cfg) - set(SCHEDULER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown scheduler config keys {unknown}; the keys are {list(SCHEDULER_KEYS)}")
+    kind = cfg.get("kind", "constant")
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"scheduler.kind must be one of {' | '.join(SCHEDULE_KINDS)}, got {kind!r}")
+    warmup, ratio, total = cfg.get("warmup_steps", 0), cfg.get("min_lr_ratio", 0.0), cfg.get("total_steps")
+    if not _is_count(warmup, 0):
+        raise ValueError(f"scheduler.warmup_steps must be an integer >= 0, got {warmup!r}")
+    if not _is_number(ratio) or not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"scheduler.min_lr_ratio must be a number in [0, 1], got {ratio!r}")
+    if total is not None and not _is_count(total, 1):
+        raise ValueError(
+            f"scheduler.total_steps must be null (trainer.max_steps) or an integer >= 1, got {total!r}"
+        )
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_count(x: object, minimum: int) -> bool:
+    """A whole number (an int, or a float such as 1e2) >= ``minimum``."""
+    return _is_number(x) and float(x).is_integer() and x >= minimum
+
+
 def lr_lambda(
     kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
 ) -> Callable[[int], float]:
     """Multiplier of the base lr at optimizer step s: linear warmup to 1 over ``warmup_steps``, then
     ``constant``: 1; ``linear``: 1 -> min_ratio; ``cosine``: min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2,
     with p = (s - warmup) / (total - warmup) the fraction of the decay done."""
-    if kind not in ("constant", "linear", "cosine"):
-        raise ValueError(f"scheduler.kind must be constant | linear | cosine, got {kind!r}")
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"scheduler.kind must be one of {' | '.join(SCHEDULE_KINDS)}, got {kind!r}")
 
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -119,6 +155,7 @@ class EmbeddingModule(L.LightningModule):
         self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_cfg = dict(scheduler or {"kind": "constant", "warmup_steps": 0})
+        check_scheduler(self.scheduler_cfg)
         self.gather_across_devices = gather_across_devices
         self.weight_decay_exclude_1d = weight_decay_exclude_1d
         self.base_reference_dropout = base_reference_dropout

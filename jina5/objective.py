@@ -157,6 +157,45 @@ class Objective(nn.Module):
         return out
 
 
+OBJECTIVE_KEYS = ("losses", "weights", "binary_aware", "matryoshka", "skip_missing", "skip_if_present")
+MATRYOSHKA_KEYS = ("enabled", "dims", "weights")
+
+
+def check_objective_config(cfg: Mapping) -> None:
+    """Raise KeyError naming an ``objective`` config key that is unknown or names no loss: top-level keys
+    (:data:`OBJECTIVE_KEYS`), ``matryoshka`` keys (:data:`MATRYOSHKA_KEYS`), ``weights`` names that
+    ``losses`` does not define, ``binary_aware`` / ``skip_if_present`` names that ``weights`` does not
+    list, a loss node without ``_target_``. A check of the config alone: ``jina5.train.build`` runs it
+    before any model is loaded, data is read or the teacher caches a text."""
+    unknown = set(cfg) - set(OBJECTIVE_KEYS)
+    if unknown:
+        raise KeyError(f"unknown objective config keys {sorted(unknown)}; expected {sorted(OBJECTIVE_KEYS)}")
+    unknown = set(cfg.get("matryoshka") or {}) - set(MATRYOSHKA_KEYS)
+    if unknown:
+        raise KeyError(
+            f"unknown objective.matryoshka config keys {sorted(unknown)}; expected {list(MATRYOSHKA_KEYS)}"
+        )
+    weights, losses = [str(k) for k in cfg["weights"]], cfg["losses"]
+    undefined = sorted(set(weights) - set(losses))
+    if undefined:
+        raise KeyError(
+            f"objective.weights names {undefined}, which objective.losses does not define "
+            f"(it defines {sorted(losses)})"
+        )
+    for key, names in (
+        ("binary_aware", cfg.get("binary_aware") or []),
+        ("skip_if_present", cfg.get("skip_if_present") or {}),
+    ):
+        for name in names:
+            if name not in weights:
+                raise KeyError(
+                    f"objective.{key} names {name!r}, which is not in objective.weights {sorted(weights)}"
+                )
+    for name in weights:
+        if "_target_" not in losses[name]:
+            raise KeyError(f"objective.losses.{name} has no _target_ (the loss class to build)")
+
+
 def build_objective(cfg: Mapping, student_dim: int, teacher_dim: int | None = None) -> Objective:
     """Objective from the ``objective`` config node (see jina5/conf/objective/base.yaml).
 
@@ -171,28 +210,22 @@ def build_objective(cfg: Mapping, student_dim: int, teacher_dim: int | None = No
     """
     from jina5.losses import BinaryAware, Matryoshka
 
-    known = {"losses", "weights", "binary_aware", "matryoshka", "skip_missing", "skip_if_present"}
-    unknown = set(cfg) - known
-    if unknown:
-        raise KeyError(f"unknown objective config keys {sorted(unknown)}; expected {sorted(known)}")
+    check_objective_config(cfg)
     weights = {str(k): v for k, v in cfg["weights"].items()}
-    undefined = sorted(set(weights) - set(cfg["losses"]))
-    if undefined:
-        raise KeyError(
-            f"objective.weights names {undefined}, which objective.losses does not define "
-            f"(it defines {sorted(cfg['losses'])})"
+    mrl = cfg.get("matryoshka") or {}
+    too_big = [int(d) for d in mrl.get("dims") or []] if mrl.get("enabled") else []
+    too_big = [d for d in too_big if d > student_dim]
+    if too_big:
+        raise ValueError(
+            f"objective.matryoshka.dims {too_big} exceed the student's embedding dim {student_dim}: "
+            f"drop them (or disable objective.matryoshka)"
         )
     dims = {"student_dim": student_dim, "teacher_dim": teacher_dim}
     losses: dict[str, nn.Module] = {
         name: _build_loss(name, node, dims) for name, node in cfg["losses"].items() if name in weights
     }
     for name in cfg.get("binary_aware") or []:
-        if name not in losses:
-            raise KeyError(
-                f"objective.binary_aware names {name!r}, which is not in objective.weights {sorted(losses)}"
-            )
         losses[name] = BinaryAware(losses[name])
-    mrl = cfg.get("matryoshka") or {}
     if mrl.get("enabled"):
         mrl_dims, mrl_weights = list(mrl["dims"]), mrl.get("weights")
         losses = {

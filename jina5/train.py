@@ -20,9 +20,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from jina5.checkpointing import AtomicCheckpointIO, exit_on_signal
+from jina5.completion import run_with_nested_completion
 from jina5.loggers import build_loggers
-from jina5.module import EmbeddingModule
-from jina5.objective import build_objective
+from jina5.module import EmbeddingModule, check_scheduler
+from jina5.objective import build_objective, check_objective_config
 from jina5.runs import Run
 from jina5.stage2 import build_student, load_stage1_projection, module_overrides
 
@@ -38,7 +39,10 @@ def build(
     record (``jina5.loggers.build_loggers``).
 
     The order is the order of their random draws (model loading, the distillation projection's init):
-    keep it."""
+    keep it. The objective and scheduler settings are checked first (a typo fails before any model is
+    loaded); data sizes are checked by the data module's setup, before mining and teacher caching."""
+    check_objective_config(cfg.objective)
+    check_scheduler(cfg.scheduler)
     encoder = build_student(cfg)
     teacher = instantiate(cfg.teacher) if cfg.get("teacher") and cfg.get("use_teacher", True) else None
     datamodule = instantiate(cfg.data, encoder=encoder, teacher=teacher)
@@ -85,8 +89,14 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     train(cfg)
+
+
+def main() -> None:
+    """``jina5-train`` / ``python -m jina5.train``: Hydra's command line, whose tab completion also
+    lists nested experiment values (``experiment=ablation/combined``; ``jina5.completion``)."""
+    run_with_nested_completion(hydra_main, "train")
 
 
 if __name__ == "__main__":

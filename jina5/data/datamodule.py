@@ -14,7 +14,9 @@ fractions) whose dev and test texts no table may hold (``jina5.data.splits.held_
 evaluation suite's corpora, so that text shared across corpora cannot leak either.
 
 ``setup`` loads every table first: a dataset with no usable row (an empty source, every row dropped, no
-pair left) raises ``EmptySourceError`` naming it there, before mining, the teacher cache and the warm start.
+pair left) raises ``EmptySourceError`` naming it there, and one with fewer rows than its
+``batch_size x world_size`` raises ValueError naming it (``check_batch_sizes``), both before mining, the
+teacher cache and the warm start.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from jina5.data.pairs import (
     load_pair_table,
     load_text_table,
 )
-from jina5.data.sampler import OneDatasetPerStep
+from jina5.data.sampler import OneDatasetPerStep, check_batch_sizes
 from jina5.data.schema import normalise_text
 from jina5.data.splits import CorpusSplits
 from jina5.encoder import Encoder
@@ -47,9 +49,12 @@ from jina5.teacher import Teacher, TeacherCache
 log = logging.getLogger(__name__)
 
 
-def mix_specs(datasets: Mapping[str, Mapping | None], max_rows_cap: int | None = None) -> list[DatasetSpec]:
+def mix_specs(
+    datasets: Mapping[str, Mapping | None], max_rows_cap: int | None = None, batch_size_cap: int | None = None
+) -> list[DatasetSpec]:
     """The mix as ``DatasetSpec`` objects, in mapping order: ``DatasetSpec(name, **settings)`` for each
-    ``name: settings`` whose settings are not None, with ``max_rows = min(max_rows, max_rows_cap)``."""
+    ``name: settings`` whose settings are not None, with ``max_rows = min(max_rows, max_rows_cap)`` and
+    ``batch_size = min(batch_size, batch_size_cap)`` (None: no cap)."""
     if not isinstance(datasets, Mapping):
         raise TypeError(
             f"data.datasets must map each dataset name to its settings ({{news: {{batch_size: 32}}, ...}}), "
@@ -65,6 +70,9 @@ def mix_specs(datasets: Mapping[str, Mapping | None], max_rows_cap: int | None =
     if max_rows_cap is not None:
         for spec in specs:
             spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
+    if batch_size_cap is not None:
+        for spec in specs:
+            spec.batch_size = min(spec.batch_size, batch_size_cap)
     return specs
 
 
@@ -104,6 +112,8 @@ class PairDataModule(L.LightningDataModule):
         hard_negatives: ``MiningConfig`` kwargs: mine negatives for every dataset without its own
             (None: no mining).
         max_rows_cap: a cap on every dataset's rows on top of its own ``max_rows`` (smoke runs).
+        batch_size_cap: a cap on every dataset's batch size (smoke runs: jina5/conf/debug/smoke.yaml; the
+            shipped data configs leave it out, so their runs' config.yaml stays as it was).
         held_out: corpus -> split fractions (None: the default 0.8/0.1/0.1) whose dev and test texts no
             training table may hold; None: each table relies on its own corpus's split alone.
 
@@ -126,10 +136,11 @@ class PairDataModule(L.LightningDataModule):
         num_workers: int = 0,
         hard_negatives: dict | None = None,
         max_rows_cap: int | None = None,
+        batch_size_cap: int | None = None,
         held_out: Mapping[str, Sequence[float] | None] | None = None,
     ) -> None:
         super().__init__()
-        self.specs = mix_specs(datasets, max_rows_cap)
+        self.specs = mix_specs(datasets, max_rows_cap, batch_size_cap)
         self.held_out = {str(k): (None if v is None else tuple(v)) for k, v in (held_out or {}).items()}
         self.mining = None
         if hard_negatives is not None:
@@ -199,10 +210,20 @@ class PairDataModule(L.LightningDataModule):
                 seen.update(normalise_text(t) for t in tables[i].documents)
         return [tables[i] for i in range(len(self.specs))]
 
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
             return
-        self.tables = self.load_tables()
+        tables = self.load_tables()
+        check_batch_sizes(
+            [t.spec.name for t in tables],
+            [len(t) for t in tables],
+            [t.spec.batch_size for t in tables],
+            self._world_size(),
+        )
+        self.tables = tables
         if self.mining is not None:
             for table in self.tables:
                 if not table.texts_only and not any(table.negatives):

@@ -14,6 +14,23 @@ import numpy as np
 from torch.utils.data import Sampler
 
 
+def check_batch_sizes(
+    names: Sequence[str], sizes: Sequence[int], batch_sizes: Sequence[int], world_size: int
+) -> None:
+    """Raise ValueError naming every dataset with fewer rows than ``batch_size x world_size`` (one step
+    takes that many distinct rows of one dataset, ``world_size`` ranks each a batch)."""
+    small = [
+        f"{name} ({n} rows < {b} x {world_size})"
+        for name, n, b in zip(names, sizes, batch_sizes, strict=True)
+        if n < b * world_size
+    ]
+    if small:
+        raise ValueError(
+            f"datasets need at least batch_size x world_size rows: {', '.join(small)}; lower their "
+            "batch_size, or raise their max_rows (or data.max_rows_cap)"
+        )
+
+
 class OneDatasetPerStep(Sampler[list[tuple[int, int]]]):
     """Infinite stream of batches; batch k is [(dataset index, row index), ...] of ONE dataset.
 
@@ -34,14 +51,7 @@ class OneDatasetPerStep(Sampler[list[tuple[int, int]]]):
         start_step: Callable[[], int] = lambda: 0,
         names: Sequence[str] | None = None,
     ) -> None:
-        names = list(names or range(len(sizes)))
-        small = [
-            f"{nm} ({n} rows < {b} x {world_size})"
-            for nm, n, b in zip(names, sizes, batch_sizes, strict=True)
-            if n < b * world_size
-        ]
-        if small:
-            raise ValueError(f"datasets need at least batch_size x world_size rows: {', '.join(small)}")
+        check_batch_sizes(names or [str(i) for i in range(len(sizes))], sizes, batch_sizes, world_size)
         p = np.asarray(weights, dtype=np.float64)
         self.probs = p / p.sum()
         self.sizes, self.batch_sizes = list(sizes), list(batch_sizes)

@@ -81,7 +81,9 @@ def test_auto_follows_the_hardware_and_logs_the_path(hardware, caplog):
 
 
 def test_a_bad_value_names_the_config_key():
-    with pytest.raises(ValueError, match=r"precision='bf17': must be one of auto, bf16, fp32 .*jina5/conf/train"):
+    with pytest.raises(
+        ValueError, match=r"precision='bf17': must be one of auto, bf16, fp32 .*jina5/conf/train"
+    ):
         precision.resolve_precision("bf17")
     with pytest.raises(ValueError, match="precision='float16'"):
         Teacher(encoder=Encoder("tiny:bert"), precision="float16")

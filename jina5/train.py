@@ -46,6 +46,8 @@ def build(
     encoder = build_student(cfg)
     teacher = instantiate(cfg.teacher) if cfg.get("teacher") and cfg.get("use_teacher", True) else None
     datamodule = instantiate(cfg.data, encoder=encoder, teacher=teacher)
+    if getattr(datamodule, "manifest_dir", "") is None:  # a PairDataModule not told where: the run directory
+        datamodule.manifest_dir = cfg.paths.output_dir
     objective = build_objective(
         cfg.objective, student_dim=encoder.dim, teacher_dim=teacher.dim if teacher is not None else None
     )

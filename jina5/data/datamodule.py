@@ -15,15 +15,33 @@ evaluation suite's corpora, so that text shared across corpora cannot leak eithe
 
 ``setup`` loads every table first: a dataset with no usable row (an empty source, every row dropped, no
 pair left) raises ``EmptySourceError`` naming it there, and one with fewer rows than its
-``batch_size x world_size`` raises ValueError naming it (``check_batch_sizes``), both before mining, the
+``batch_size x world_size`` raises ValueError naming it, its rows, batch size and world size and the ways
+out (``check_batch_sizes``; ``allow_small: true`` repeats its rows instead), both before mining, the
 teacher cache and the warm start.
+
+Hub data (``source: hf:<name>[:<config>]:<split>``) is read lazily: the first ``max_rows`` rows of the
+memory-mapped Arrow split, or of the stream with ``streaming: true`` (``jina5.data.sources``), and under
+DDP each rank reads only its share of them (rows ``rank, rank + world, ...``) and batches it itself
+(``OneDatasetPerStep``'s rank-local tables); the ranks' row counts are summed for the sampling weights
+and the size check. Bundled corpora and local files are read whole by every rank, as before. Rank 0
+writes ``data_manifest.json`` (``MANIFEST_FILE``) to ``manifest_dir`` (the run directory in training):
+what each dataset of the mix was read from and how, its rows, drops, weight, sampling probability,
+batch size and lengths.
+
+The DataLoader collates (tokenises) in ``num_workers`` worker processes (0: in the training process) and
+pins memory when the trainer runs on CUDA (``pin_memory: auto``). The batch sampler stays in the training
+process and collation is a pure function of the batch's keys, so the workers never change the batches.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -47,6 +65,8 @@ from jina5.encoder import Encoder
 from jina5.teacher import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "data_manifest.json"
 
 
 def mix_specs(
@@ -116,6 +136,10 @@ class PairDataModule(L.LightningDataModule):
             shipped data configs leave it out, so their runs' config.yaml stays as it was).
         held_out: corpus -> split fractions (None: the default 0.8/0.1/0.1) whose dev and test texts no
             training table may hold; None: each table relies on its own corpus's split alone.
+        num_workers: DataLoader worker processes that collate (tokenise) batches; 0: the training process.
+        pin_memory: pin the batches' host memory; "auto": when the trainer's device is CUDA.
+        manifest_dir: where rank 0 writes ``data_manifest.json`` at setup (None: nowhere; training sets
+            it to the run directory, ``jina5.train``).
 
     A dataset's sampling weight (``DatasetSpec.weight``) defaults to its rows for a pair dataset and
     half its texts for a texts-only one: proportional to the texts a pass distils (a pair row has two),
@@ -138,6 +162,8 @@ class PairDataModule(L.LightningDataModule):
         max_rows_cap: int | None = None,
         batch_size_cap: int | None = None,
         held_out: Mapping[str, Sequence[float] | None] | None = None,
+        pin_memory: bool | str = "auto",
+        manifest_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.specs = mix_specs(datasets, max_rows_cap, batch_size_cap)
@@ -152,7 +178,11 @@ class PairDataModule(L.LightningDataModule):
         self.query_instruction, self.document_instruction = query_instruction, document_instruction
         self.dev_datasets, self.dev_pairs = list(dev_datasets), dev_pairs
         self.split_seed, self.seed, self.num_workers = split_seed, seed, num_workers
+        if pin_memory not in (True, False, "auto"):
+            raise ValueError(f"data.pin_memory must be true, false or auto, got {pin_memory!r}")
+        self.pin_memory, self.manifest_dir = pin_memory, manifest_dir
         self.tables: list[PairTable] = []
+        self.rows_all_ranks: list[int] = []  # each table's rows summed over the ranks holding a share
         self.dev: TextPairs | None = None
 
     def teacher_caches(self) -> tuple[TeacherCache, TeacherCache] | None:
@@ -200,30 +230,68 @@ class PairDataModule(L.LightningDataModule):
         tables: dict[int, PairTable] = {}
         for i, spec in enumerate(self.specs):
             if not spec.texts_only:
-                tables[i] = load_pair_table(spec, "train", self.split_seed, self.seed, held_out, splits)
+                tables[i] = load_pair_table(
+                    spec, "train", self.split_seed, self.seed, held_out, splits, self._shard(spec)
+                )
         if not texts_only:
             return [tables[i] for i in range(len(self.specs))]
         seen = {normalise_text(t) for table in tables.values() for t in (*table.queries, *table.documents)}
         for i, spec in enumerate(self.specs):
             if spec.texts_only:
-                tables[i] = load_text_table(spec, "train", self.split_seed, self.seed, held_out, seen, splits)
+                tables[i] = load_text_table(
+                    spec, "train", self.split_seed, self.seed, held_out, seen, splits, self._shard(spec)
+                )
                 seen.update(normalise_text(t) for t in tables[i].documents)
         return [tables[i] for i in range(len(self.specs))]
 
-    def _world_size(self) -> int:
-        return self.trainer.world_size if self.trainer is not None else 1
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _shard(self, spec: DatasetSpec) -> tuple[int, int]:
+        """(rank, world) for a source each rank reads a share of (hf:), else (0, 1): the whole table."""
+        return self._rank_world() if (spec.source or "").startswith("hf:") else (0, 1)
+
+    def _sum_over_ranks(self, counts: list[int]) -> list[int]:
+        """Element-wise sum of ``counts`` over the ranks (a collective: every rank calls it in setup)."""
+        strategy = self.trainer.strategy
+        total = strategy.reduce(torch.tensor(counts, device=strategy.root_device), reduce_op="sum")
+        return [int(x) for x in total.tolist()]
+
+    def _check_sizes(self, tables: Sequence[PairTable]) -> list[int]:
+        """Each table's rows over all ranks, after checking them against ``batch_size x world_size`` (and a
+        rank-local table's own rows against ``batch_size``); see ``check_batch_sizes``."""
+        rank, world = self._rank_world()
+        local = [t.rank_local for t in tables]
+        rows = [len(t) for t in tables]
+        if any(local):
+            summed = self._sum_over_ranks(
+                [n if is_local else 0 for n, is_local in zip(rows, local, strict=True)]
+            )
+            rows = [s if is_local else n for n, s, is_local in zip(rows, summed, local, strict=True)]
+        names, batch_sizes = [t.spec.name for t in tables], [t.spec.batch_size for t in tables]
+        allow = [t.spec.allow_small for t in tables]
+        check_batch_sizes(names, rows, batch_sizes, world, allow)
+        picked = [i for i, is_local in enumerate(local) if is_local]
+        check_batch_sizes(
+            [f"{names[i]} on rank {rank}" for i in picked],
+            [len(tables[i]) for i in picked],
+            [batch_sizes[i] for i in picked],
+            1,
+            [allow[i] for i in picked],
+        )
+        return rows
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
             return
         tables = self.load_tables()
-        check_batch_sizes(
-            [t.spec.name for t in tables],
-            [len(t) for t in tables],
-            [t.spec.batch_size for t in tables],
-            self._world_size(),
-        )
+        self.rows_all_ranks = self._check_sizes(tables)
         self.tables = tables
+        if self.manifest_dir is not None and self._rank_world()[0] == 0:
+            path = Path(self.manifest_dir) / MANIFEST_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.manifest(), indent=1, sort_keys=True) + "\n")
         if self.mining is not None:
             for table in self.tables:
                 if not table.texts_only and not any(table.negatives):
@@ -254,7 +322,12 @@ class PairDataModule(L.LightningDataModule):
         if not tables or tables[0].teacher_document is None:
             return None
         rng = np.random.default_rng(0)
-        keys = [(t, r) for t, table in enumerate(tables) if not table.texts_only for r in range(len(table))]
+        keys = [
+            (t, r)
+            for t, table in enumerate(tables)
+            if not table.texts_only and not table.rank_local  # the same sample on every rank
+            for r in range(len(table))
+        ]
         if not keys:
             return None
         picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
@@ -269,30 +342,89 @@ class PairDataModule(L.LightningDataModule):
         trainer = self.trainer
         return 0 if trainer is None else trainer.global_step * trainer.accumulate_grad_batches
 
-    def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sizes = [len(t) for t in self.tables]
-        weights = [
-            s.weight if s.weight is not None else t.texts / 2
-            for s, t in zip(self.specs, self.tables, strict=True)
+    def sampling_weights(self) -> list[float]:
+        """Each dataset's configured weight, else its rows over all ranks (a pair table) or half of them
+        (a texts-only table: half its texts)."""
+        return [
+            s.weight if s.weight is not None else (n / 2 if t.texts_only else n)
+            for s, t, n in zip(self.specs, self.tables, self.rows_all_ranks, strict=True)
         ]
+
+    def manifest(self) -> dict[str, Any]:
+        """The mix as set up (``data_manifest.json``): per dataset its source and how it was read, its rows
+        over all ranks (and this rank's), weight, sampling probability, batch size, max lengths, the rows
+        dropped on the way (by reason) and fingerprints (the Arrow split's, the rows' own sha1)."""
+        rank, world = self._rank_world()
+        weights = self.sampling_weights()
+        entries = []
+        for table, rows, weight in zip(self.tables, self.rows_all_ranks, weights, strict=True):
+            spec, stats = table.spec, table.stats
+            bundled = f"bundled:{spec.corpus or spec.name}"
+            dropped = {
+                **stats.get("filtered", {}),
+                **{k: stats[k] for k in ("held_out_dropped", "seen_dropped", "one_sentence") if stats.get(k)},
+                **(
+                    {"no_same_label_text": stats["no_same_label_text"]}
+                    if stats.get("no_same_label_text")
+                    else {}
+                ),
+            }
+            content = [table.queries, table.documents, table.negatives, table.scores, table.labels]
+            entries.append(
+                {
+                    "name": spec.name,
+                    "source": spec.source or bundled,
+                    "access": stats.get("access") or ("file" if spec.source else "bundled"),
+                    "rank_local": table.rank_local,
+                    "rows": rows,
+                    f"rows_rank{rank}": len(table),
+                    "rows_read": stats.get("read_rows", stats.get("raw_rows")),
+                    "max_rows": spec.max_rows,
+                    "weight": spec.weight,
+                    "sampling_weight": weight,
+                    "sampling_probability": weight / sum(weights),
+                    "batch_size": spec.batch_size,
+                    "query_max_length": spec.query_max_length,
+                    "document_max_length": spec.document_max_length,
+                    "texts_only": spec.texts_only,
+                    "allow_small": spec.allow_small,
+                    "repeats_rows": rows < spec.batch_size * world,
+                    "dropped": dropped,
+                    "fingerprint": stats.get("fingerprint"),
+                    "version": stats.get("version"),
+                    f"rows_sha1_rank{rank}": hashlib.sha1(json.dumps(content).encode()).hexdigest(),
+                }
+            )
+        return {"world_size": world, "seed": self.seed, "split_seed": self.split_seed, "datasets": entries}
+
+    def _pin(self) -> bool:
+        if self.pin_memory != "auto":
+            return bool(self.pin_memory)
+        strategy = getattr(self.trainer, "strategy", None)
+        return strategy is not None and strategy.root_device.type == "cuda"
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank_world()
         sampler = OneDatasetPerStep(
-            sizes,
+            [len(t) for t in self.tables],
             [s.batch_size for s in self.specs],
-            weights,
+            self.sampling_weights(),
             self.seed,
             rank,
             world,
             self._start_step,
             [s.name for s in self.specs],
+            [t.rank_local for t in self.tables],
+            [s.allow_small for s in self.specs],
         )
-        # its own generator: creating the iterator must not draw from the global RNG (resume == unbroken run)
+        # its own generator: creating the iterator must not draw from the global RNG (resume == unbroken run);
+        # workers only collate the keys the sampler (in this process) hands them, so they never change a batch
         return DataLoader(
             _Rows(),
             batch_sampler=sampler,
             collate_fn=PairCollator(self.encoder, self.tables),
             num_workers=self.num_workers,
+            pin_memory=self._pin(),
             generator=torch.Generator().manual_seed(self.seed),
         )
 

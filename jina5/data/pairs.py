@@ -49,7 +49,8 @@ class DatasetSpec:
     batch_size: int = 32
     query_max_length: int = 32
     document_max_length: int = 128
-    max_rows: int | None = None  # cap on training rows (CPU budget); None = all
+    max_rows: int | None = None  # cap on training rows (CPU budget); None = all. An hf: source reads only
+    # its first max_rows rows (a cap applied while reading; the other sources: a seeded draw after loading)
     weight: float | None = None  # sampling weight; None = rows, or texts / 2 when texts_only (datamodule)
     unlabeled: bool = False  # document-only corpus: pairs made as (first sentence, rest)
     source: str | None = None  # hf:<name>[:<config>]:<split> | local file/dir; None = bundled corpus `corpus`
@@ -60,8 +61,14 @@ class DatasetSpec:
     label_negatives: int = 7  # other-label negatives per anchor (paper: 7)
     texts_only: bool = False  # single texts (document + query columns, deduplicated) for distillation
     # only: no pair, so pair losses skip its batches (jina5.objective); max_rows counts texts
+    streaming: bool = False  # an hf: source streamed (datasets IterableDataset), not memory-mapped Arrow
+    allow_small: bool = False  # fewer rows than batch_size x world_size: repeat rows (OneDatasetPerStep)
 
     def __post_init__(self) -> None:
+        if self.streaming and not (self.source or "").startswith("hf:"):
+            raise ValueError(
+                f"dataset {self.name!r}: streaming: true needs an hf: source, got {self.source!r}"
+            )
         if self.source and self.corpus:
             raise ValueError(f"dataset {self.name!r}: give a source or a bundled corpus, not both")
         if self.texts_only and (self.unlabeled or self.label_triplets):
@@ -82,6 +89,8 @@ class PairTable:
     labels: list[str] = field(default_factory=list)
     teacher_query: np.ndarray | None = None  # (N, Dt) float32; None for a texts-only table
     teacher_document: np.ndarray | None = None
+    shard: tuple[int, int] = (0, 1)  # (rank, world): rank's share of the rows (an hf: source); (0, 1): all
+    stats: dict = field(default_factory=dict)  # how the rows were read and dropped (the data manifest)
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -89,6 +98,11 @@ class PairTable:
     @property
     def texts_only(self) -> bool:
         return self.spec.texts_only
+
+    @property
+    def rank_local(self) -> bool:
+        """The rows are this rank's own share: each rank batches its own table (not a slice of a common one)."""
+        return self.shard[1] > 1
 
     @property
     def texts(self) -> int:
@@ -143,21 +157,36 @@ def load_rows(
     split_seed: int = 0,
     held_out: Set[str] = frozenset(),
     splits: CorpusSplits | None = None,
-) -> datasets.Dataset:
-    """The schema rows of a spec: its source as it is (``spec.source``), else the bundled corpus's split
-    (from ``splits`` when given, which must be at ``split_seed``: corpora split once for several specs);
-    without the rows holding a ``held_out`` text (normalised), counted in the log."""
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[datasets.Dataset, dict]:
+    """The schema rows of a spec: its source as it is (``spec.source``; an hf: source read up to
+    ``max_rows`` rows, streamed when ``spec.streaming``, and only ``shard = (rank, world)``'s share of
+    them), else the bundled corpus's split (from ``splits`` when given, which must be at ``split_seed``:
+    corpora split once for several specs); without the rows holding a ``held_out`` text (normalised),
+    counted in the log. Returns the rows and their stats (the source's, ``held_out_dropped``)."""
     if spec.source:
-        ds = load_source(spec.source, spec.columns, task=spec.task, dataset=spec.name, drop_incomplete=True)
+        hf = spec.source.startswith("hf:")
+        ds = load_source(
+            spec.source,
+            spec.columns,
+            task=spec.task,
+            dataset=spec.name,
+            drop_incomplete=True,
+            max_rows=spec.max_rows if hf else None,
+            streaming=spec.streaming,
+            shard=shard if hf else (0, 1),
+        )
     else:
         if splits is not None and splits.seed != split_seed:
             raise ValueError(f"splits are at seed {splits.seed}; dataset {spec.name!r} asks for {split_seed}")
         ds = (splits or CorpusSplits(split_seed)).split(spec.corpus or spec.name, split)
+    stats = {**dataset_stats(ds), "held_out_dropped": 0}
     if held_out:
         ds, dropped = rows_without(ds, set(held_out))
+        stats["held_out_dropped"] = dropped
         if dropped:
             log.info("%s/%s: dropped %d rows holding a held-out (dev/test) text", spec.name, split, dropped)
-    return ds
+    return ds, stats
 
 
 def _no_pair(spec: DatasetSpec, split: str, ds: datasets.Dataset, why: str) -> EmptySourceError:
@@ -194,13 +223,14 @@ def load_text_table(
     held_out: Set[str] = frozenset(),
     seen: Set[str] = frozenset(),
     splits: CorpusSplits | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> PairTable:
     """A texts-only table: the ``distinct_texts`` of ``spec``'s rows (``load_rows``: its ``split``, no
     row holding a ``held_out`` text) that are not ``seen`` (normalised texts the mix distils already),
     capped at ``max_rows`` texts by a seeded draw. Raises ValueError naming the dataset when none is left."""
     if not spec.texts_only:
         raise ValueError(f"dataset {spec.name!r} is not texts_only: use load_pair_table")
-    ds = load_rows(spec, split, split_seed, held_out, splits)
+    ds, stats = load_rows(spec, split, split_seed, held_out, splits, shard)
     pool = distinct_texts(ds)
     texts = [t for t in pool if normalise_text(t) not in seen]
     if not texts:
@@ -218,7 +248,8 @@ def load_text_table(
         len(keep),
         spec.max_rows,
     )
-    return PairTable(spec, queries=[], documents=[texts[i] for i in keep])
+    stats["seen_dropped"] = len(pool) - len(texts)
+    return PairTable(spec, queries=[], documents=[texts[i] for i in keep], shard=shard, stats=stats)
 
 
 def load_pair_table(
@@ -228,13 +259,15 @@ def load_pair_table(
     row_seed: int = 0,
     held_out: Set[str] = frozenset(),
     splits: CorpusSplits | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> PairTable:
-    """Rows of ``spec.name``'s ``split`` (or of ``spec.source``) without any row holding a ``held_out``
-    text, capped at ``max_rows`` by a seeded draw (counted in the log). Raises EmptySourceError naming
-    the dataset when no pair is left (before any teacher or model work on the mix)."""
+    """Rows of ``spec.name``'s ``split`` (or of ``spec.source``: ``shard``'s share of an hf: source)
+    without any row holding a ``held_out`` text, capped at ``max_rows`` by a seeded draw (counted in the
+    log). Raises EmptySourceError naming the dataset when no pair is left (before any teacher or model
+    work on the mix)."""
     if spec.texts_only:
         raise ValueError(f"dataset {spec.name!r} is texts_only: use load_text_table")
-    ds = load_rows(spec, split, split_seed, held_out, splits)
+    ds, stats = load_rows(spec, split, split_seed, held_out, splits, shard)
     if spec.label_triplets:
         cols = ds.select_columns(["document", "label"]).to_dict()
         texts, labels = cols["document"], cols["label"]
@@ -259,7 +292,8 @@ def load_pair_table(
             log.info(
                 "%s: %d anchors have no other text of their label; skipped", spec.name, len(anchors) - len(q)
             )
-        return PairTable(spec, q, d, n, [None] * len(q), lab)
+        stats["no_same_label_text"] = len(anchors) - len(q)
+        return PairTable(spec, q, d, n, [None] * len(q), lab, shard=shard, stats=stats)
     cols = ds.select_columns(["query", "document", "negatives", "score", "label"]).to_dict()  # one conversion
     queries, documents = cols["query"], cols["document"]
     negatives, scores, labels = cols["negatives"], cols["score"], cols["label"]
@@ -273,6 +307,7 @@ def load_pair_table(
                 len(pairs) - len(kept),
                 len(pairs),
             )
+        stats["one_sentence"] = len(pairs) - len(kept)
         queries = [pairs[i][0] for i in kept]
         documents = [pairs[i][1] for i in kept]
         negatives, scores, labels = (
@@ -295,7 +330,7 @@ def load_pair_table(
             [scores[i] for i in keep],
             [labels[i] for i in keep],
         )
-    return PairTable(spec, queries, documents, negatives, scores, labels)
+    return PairTable(spec, queries, documents, negatives, scores, labels, shard=shard, stats=stats)
 
 
 def attach_teacher(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from datasets.distributed import split_dataset_by_node
 
 from jina5.assets import cache_root
 from jina5.data.corpora import load_corpus
@@ -153,16 +154,48 @@ def _parse_hf(spec: str) -> tuple[str, str | None, str]:
     return name, config or None, split
 
 
-def _hf_records(spec: str) -> tuple[list[dict[str, Any]], list[str], list[str] | None, str]:
-    """Records, column names, ClassLabel names of ``label`` (if any) and a default dataset name."""
+def _hf_records(
+    spec: str, mapping: dict[str, str], max_rows: int | None, streaming: bool, shard: tuple[int, int]
+) -> tuple[list[dict[str, Any]], list[str], list[str] | None, str, dict[str, Any]]:
+    """This rank's records of the first ``max_rows`` rows of an hf split (all rows when None), their column
+    names, the ClassLabel names of ``label`` (if any), a default dataset name and what was read.
+
+    Nothing beyond those rows is turned into Python objects: an Arrow dataset (``load_dataset`` memory-maps
+    it) is indexed with ``select(range(rank, n, world))``; a streamed one (``streaming=True``, an
+    ``IterableDataset``) is read with ``take(max_rows)`` then ``split_dataset_by_node(rank, world)``, so
+    its reader never yields more than ``max_rows`` rows. Only the mapped and schema columns are read.
+    The read stats: ``access`` (arrow | streaming), ``read_rows`` (this rank's), ``fingerprint`` (the
+    Arrow dataset's, None when streamed), ``version`` and ``config`` (the builder's)."""
     name, config, split = _parse_hf(spec)
-    ds = datasets.load_dataset(name, config, split=split, cache_dir=str(cache_root() / "hf-datasets"))
+    rank, world = shard
+    ds = datasets.load_dataset(
+        name, config, split=split, cache_dir=str(cache_root() / "hf-datasets"), streaming=streaming
+    )
+    available = list(ds.column_names or ds.features or [])
+    _require_columns(available, mapping, f"hf:{spec}")
+    ds = ds.select_columns([c for c in available if c in mapping or c in COLUMNS])
     label_names = None
-    for column, feature in ds.features.items():
+    for column, feature in (ds.features or {}).items():
         if isinstance(feature, datasets.ClassLabel) and column in ("label",):
             label_names = feature.names
+    if isinstance(ds, datasets.IterableDataset):
+        if max_rows is not None:
+            ds = ds.take(max_rows)
+        if world > 1:
+            ds = split_dataset_by_node(ds, rank=rank, world_size=world)
+        records, fingerprint = list(ds), None
+    else:
+        n = len(ds) if max_rows is None else min(max_rows, len(ds))
+        records, fingerprint = ds.select(range(rank, n, world)).to_list(), ds._fingerprint
     default_name = Path(name).name if Path(name).exists() else name
-    return ds.to_list(), list(ds.column_names), label_names, default_name + (f"-{config}" if config else "")
+    read = {
+        "access": "streaming" if streaming else "arrow",
+        "read_rows": len(records),
+        "fingerprint": fingerprint,
+        "version": str(ds.info.version) if ds.info.version is not None else None,
+        "config": ds.info.config_name,
+    }
+    return records, available, label_names, default_name + (f"-{config}" if config else ""), read
 
 
 def load_source(
@@ -172,6 +205,9 @@ def load_source(
     dataset: str | None = None,
     language: str = "",
     drop_incomplete: bool = False,
+    max_rows: int | None = None,
+    streaming: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> datasets.Dataset:
     """Any source as a schema Dataset.
 
@@ -183,18 +219,28 @@ def load_source(
     their task requires raise, or with ``drop_incomplete=True`` are dropped and counted.
     A ClassLabel ``label`` becomes its class name; a numeric-string score a float (``_score``). A source
     with no record (empty files, a header-only CSV) or, after dropping, no row raises EmptySourceError.
+
+    ``hf:`` sources only (``_hf_records``): ``max_rows`` caps the rows READ (the split's first
+    ``max_rows``, before any is dropped), ``streaming`` streams them instead of memory-mapping the Arrow
+    files, and ``shard = (rank, world)`` keeps rank's share of them (rows ``rank, rank + world, ...``).
+    The stats record how they were read (``access``, ``read_rows``, ``fingerprint``, ``version``).
     """
     if source.startswith("bundled:"):
         if columns:
             raise ValueError(f"{source}: bundled corpora are already in the schema; do not pass columns")
         return load_corpus(source.removeprefix("bundled:"))
     mapping = _check_mapping(columns)
+    hf = source.startswith("hf:")
+    if not hf and (streaming or max_rows is not None or shard != (0, 1)):
+        raise ValueError(f"{source}: streaming, a read cap and rank shards are for 'hf:' sources only")
     label_names = None
+    read: dict[str, Any] = {}
     parts: list[tuple[str, list[dict[str, Any]]]] = []  # (file or hf spec, its records)
     empty: list[str] = []  # why each file without a record has none
-    if source.startswith("hf:"):
-        records, available, label_names, default_name = _hf_records(source.removeprefix("hf:"))
-        _require_columns(available, mapping, source)
+    if hf:
+        records, _, label_names, default_name, read = _hf_records(
+            source.removeprefix("hf:"), mapping, max_rows, streaming, shard
+        )
         parts.append((source, records))
         if not records:
             empty.append(f"{source}: the split has no rows")
@@ -239,5 +285,7 @@ def load_source(
                 f"a string; task {task!r}, columns {mapping})"
             )
     return make_dataset(
-        rows, name, stats={"source": source, "raw_rows": raw_rows, "rows": len(rows), "filtered": dropped}
+        rows,
+        name,
+        stats={"source": source, "raw_rows": raw_rows, "rows": len(rows), "filtered": dropped, **read},
     )

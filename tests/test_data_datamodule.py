@@ -154,6 +154,28 @@ def test_default_batch_stream_is_the_recorded_one(stage1_module):
     assert _sha1(batches) == "410c000015070cf89e6d9f03200f7b0c1bc87815"
 
 
+@pytest.mark.integration
+def test_default_batch_texts_are_the_recorded_ones(stage1_module):
+    """The texts of the first 200 batches, recorded on the code before hub sources were read lazily and by
+    rank (the default reads bundled corpora only: every rank holds them whole, as before)."""
+    dm = stage1_module
+    loader = dm.train_dataloader()
+    assert loader.num_workers == 0 and not loader.pin_memory
+    stream = iter(loader.batch_sampler)
+    texts = []
+    for _ in range(200):
+        keys = next(stream)
+        t = dm.tables[keys[0][0]]
+        texts.append(
+            [
+                t.spec.name,
+                *([column[r] for _, r in keys] for column in (t.queries, t.documents, t.negatives, t.scores)),
+            ]
+        )
+    assert _sha1(texts) == "9fbfa3ab9fa7718669619cce61d2136fc680312d"
+    assert not any(t.rank_local for t in dm.tables) and dm.rows_all_ranks == [len(t) for t in dm.tables]
+
+
 def _direct_indexing(tables, n_texts: int):
     """The warm start's sample as the module computed it when it read the tables itself."""
     rng = np.random.default_rng(0)

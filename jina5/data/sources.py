@@ -17,6 +17,7 @@ the source, its empty files and the drop counts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import Counter
@@ -162,8 +163,10 @@ def _hf_records(
 
     Nothing beyond those rows is turned into Python objects: an Arrow dataset (``load_dataset`` memory-maps
     it) is indexed with ``select(range(rank, n, world))``; a streamed one (``streaming=True``, an
-    ``IterableDataset``) is read with ``take(max_rows)`` then ``split_dataset_by_node(rank, world)``, so
-    its reader never yields more than ``max_rows`` rows. Only the mapped and schema columns are read.
+    ``IterableDataset``) is split with ``split_dataset_by_node(rank, world)`` and read up to rank's share
+    of ``max_rows`` (``len(range(rank, max_rows, world))``), so its reader never yields a row more. A
+    stream of one file gives the Arrow path's rows; one of several files (their count a multiple of
+    ``world``) gives each rank whole files (``datasets``' rule): other rows, as many, still disjoint. Only the mapped and schema columns are read.
     The read stats: ``access`` (arrow | streaming), ``read_rows`` (this rank's), ``fingerprint`` (the
     Arrow dataset's, None when streamed), ``version`` and ``config`` (the builder's)."""
     name, config, split = _parse_hf(spec)
@@ -171,22 +174,26 @@ def _hf_records(
     ds = datasets.load_dataset(
         name, config, split=split, cache_dir=str(cache_root() / "hf-datasets"), streaming=streaming
     )
-    available = list(ds.column_names or ds.features or [])
-    _require_columns(available, mapping, f"hf:{spec}")
-    ds = ds.select_columns([c for c in available if c in mapping or c in COLUMNS])
+    available = ds.column_names  # None: a stream whose columns are known once read
+    if available is not None:
+        _require_columns(available, mapping, f"hf:{spec}")
+        ds = ds.select_columns([c for c in available if c in mapping or c in COLUMNS])
     label_names = None
     for column, feature in (ds.features or {}).items():
         if isinstance(feature, datasets.ClassLabel) and column in ("label",):
             label_names = feature.names
     if isinstance(ds, datasets.IterableDataset):
-        if max_rows is not None:
-            ds = ds.take(max_rows)
         if world > 1:
             ds = split_dataset_by_node(ds, rank=rank, world_size=world)
-        records, fingerprint = list(ds), None
+        # rank's share of the first max_rows (not ds.take, which reads one row past its n)
+        share = None if max_rows is None else len(range(rank, max_rows, world))
+        records, fingerprint = list(itertools.islice(ds, share)), None
     else:
         n = len(ds) if max_rows is None else min(max_rows, len(ds))
         records, fingerprint = ds.select(range(rank, n, world)).to_list(), ds._fingerprint
+    if available is None:
+        available = list(dict.fromkeys(key for record in records for key in record))
+        _require_columns(available, mapping, f"hf:{spec}")
     default_name = Path(name).name if Path(name).exists() else name
     read = {
         "access": "streaming" if streaming else "arrow",

@@ -204,7 +204,8 @@ def test_a_small_dataset_is_refused_naming_it_unless_allowed_then_its_rows_repea
 
 
 class TwoRanks:
-    """A stand-in for the trainer's strategy: the ranks' counts are this rank's plus ``other``'s."""
+    """A stand-in for the trainer's strategy: the ranks' sums are this rank's values plus the other rank's,
+    ``other``: [failed, rows of each dataset (rank-local ones), short of a batch (0/1) for each]."""
 
     def __init__(self, other: list[int]) -> None:
         self.other, self.root_device = other, torch.device("cpu")
@@ -220,12 +221,38 @@ def test_a_too_small_hub_dataset_is_named_at_setup_with_its_rows_batch_and_world
     }
     mix["pairs"]["batch_size"] = 16
     dm = PairDataModule(mix, encoder=None)
-    dm.trainer = SimpleNamespace(
-        world_size=2, global_rank=0, strategy=TwoRanks([9])
-    )  # rank 1: rows 1, 3, .., 19 but 7
+    other = TwoRanks([0, 9, 1])  # rank 1: rows 1, 3, .., 19 but the blank 7
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, strategy=other)
     with pytest.raises(ValueError, match=re.escape("pairs (19 rows < 16 x 2)")) as err:
         dm.setup("fit")
     assert "batch_size" in str(err.value) and "=null" in str(err.value) and "allow_small" in str(err.value)
+
+
+def test_a_rank_short_of_a_batch_or_failing_stops_every_rank(hub_dir):
+    mix = {
+        "pairs": {"source": f"hf:{hub_dir}:train", "columns": COLUMNS, "task": "retrieval", "max_rows": 20}
+    }
+    mix["pairs"]["batch_size"] = 8
+
+    def setup(other: list[int]) -> None:
+        dm = PairDataModule(mix, encoder=None)
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=0, strategy=TwoRanks(other))
+        dm.setup("fit")
+
+    setup([0, 9, 0])  # rank 0: 10 rows, rank 1: 9, each at least 8
+    with pytest.raises(
+        ValueError, match=re.escape("pairs (fewer than 8 rows on 1 of 2 ranks; 16 rows in all)")
+    ):
+        setup([0, 6, 1])  # rank 1 holds 6 (the sums pass 16 >= 8 x 2)
+    with pytest.raises(RuntimeError, match="1 other rank"):
+        setup([1, 0, 0])  # rank 1 failed to load: rank 0 stops too, after the same collective
+    failing = PairDataModule({"pairs": {**mix["pairs"], "columns": {"nope": "query"}}}, encoder=None)
+    calls = []
+    failing.trainer = SimpleNamespace(world_size=2, global_rank=0, strategy=TwoRanks([0, 0, 0]))
+    failing._sum_over_ranks = lambda counts: calls.append(counts) or counts
+    with pytest.raises(ValueError, match="missing column 'nope'"):
+        failing.setup("fit")
+    assert calls == [[1, 0, 0]]  # its own error, raised after telling the other ranks
 
 
 def test_the_manifest_records_the_mix_as_set_up(hub_dir, tmp_path):
@@ -251,7 +278,7 @@ def test_the_manifest_records_the_mix_as_set_up(hub_dir, tmp_path):
         },
     }
     dm = PairDataModule(mix, encoder=None, manifest_dir=str(tmp_path / "run"))
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, strategy=TwoRanks([0, 9, 4]))
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, strategy=TwoRanks([0, 0, 9, 4, 0, 0, 0]))
     dm.setup("fit")
     manifest = json.loads((tmp_path / "run" / MANIFEST_FILE).read_text())
     assert manifest == dm.manifest() and manifest["world_size"] == 2
@@ -278,7 +305,7 @@ def test_the_manifest_records_the_mix_as_set_up(hub_dir, tmp_path):
     content = [table.queries, table.documents, table.negatives, table.scores, table.labels]
     assert pairs["rows_sha1_rank0"] == hashlib.sha1(json.dumps(content).encode()).hexdigest()
     rank1 = PairDataModule(mix, encoder=None, manifest_dir=str(tmp_path / "rank1"))
-    rank1.trainer = SimpleNamespace(world_size=2, global_rank=1, strategy=TwoRanks([0, 10, 5]))
+    rank1.trainer = SimpleNamespace(world_size=2, global_rank=1, strategy=TwoRanks([0, 0, 10, 5, 0, 0, 0]))
     rank1.setup("fit")
     assert not (tmp_path / "rank1").exists()  # rank 0 alone writes it
     assert rank1.tables[1].stats["filtered"] == {"empty document": 1}  # row 7
@@ -343,3 +370,24 @@ def test_pin_memory_auto_follows_the_trainer_device():
     assert PairDataModule({"bbc": {}}, encoder=None, pin_memory=False)._pin() is False
     with pytest.raises(ValueError, match="data.pin_memory must be"):
         PairDataModule({"bbc": {}}, encoder=None, pin_memory="yes")
+
+
+def test_two_ddp_ranks_train_on_their_own_shards_of_a_hub_source(hub_dir, tmp_path):
+    """A real 2-rank run (gloo, ddp_spawn): each rank reads its half of the hub rows, the row counts are
+    summed through the strategy (a collective), rank 0 writes the manifest of the whole mix."""
+    from helpers import run_cfg
+
+    from jina5.train import train
+
+    pairs = (
+        f"{{source: 'hf:{hub_dir}:train', columns: {{sentence1: query, sentence2: document}}, task: retrieval, "
+        "batch_size: 4, query_max_length: 16, document_max_length: 32}"
+    )
+    cfg = run_cfg(
+        tmp_path, "trainer=ddp_cpu", f"+data.datasets.pairs={pairs}", "trainer.max_steps=3", "export=false"
+    )
+    train(cfg)
+    manifest = json.loads((Path(cfg.paths.output_dir) / MANIFEST_FILE).read_text())
+    entry = next(d for d in manifest["datasets"] if d["name"] == "pairs")
+    assert manifest["world_size"] == 2 and entry["rank_local"] and entry["access"] == "arrow"
+    assert entry["rows"] == N_ROWS - len(BLANK) and entry["rows_rank0"] == N_ROWS // 2  # both blanks are odd

@@ -258,36 +258,62 @@ class PairDataModule(L.LightningDataModule):
         total = strategy.reduce(torch.tensor(counts, device=strategy.root_device), reduce_op="sum")
         return [int(x) for x in total.tolist()]
 
-    def _check_sizes(self, tables: Sequence[PairTable]) -> list[int]:
-        """Each table's rows over all ranks, after checking them against ``batch_size x world_size`` (and a
-        rank-local table's own rows against ``batch_size``); see ``check_batch_sizes``."""
-        rank, world = self._rank_world()
-        local = [t.rank_local for t in tables]
-        rows = [len(t) for t in tables]
-        if any(local):
-            summed = self._sum_over_ranks(
-                [n if is_local else 0 for n, is_local in zip(rows, local, strict=True)]
+    def _load_and_count(self) -> tuple[list[PairTable], list[int], list[int]]:
+        """The tables, each one's rows over all ranks, and for each on how many ranks it holds fewer rows
+        than its batch size (a rank-local table without ``allow_small``; 0 for the others).
+
+        With a rank-local table under DDP this is one collective (``_sum_over_ranks``) that every rank
+        reaches even when its own loading fails, so that a rank's error stops every rank (no rank waits
+        in a later collective for one that has died)."""
+        world = self._rank_world()[1]
+        tables: list[PairTable] | None = None
+        if world == 1 or not any(self._shard(s)[1] > 1 for s in self.specs):
+            tables = self.load_tables()
+            return tables, [len(t) for t in tables], [0] * len(tables)
+        failed: Exception | None = None
+        try:
+            tables = self.load_tables()
+        except Exception as err:  # raised below, once every rank knows that one failed
+            failed = err
+        local = [len(t) if t.rank_local else 0 for t in tables or []] or [0] * len(self.specs)
+        short = [
+            int(t.rank_local and len(t) < t.spec.batch_size and not t.spec.allow_small) for t in tables or []
+        ] or [0] * len(self.specs)
+        summed = self._sum_over_ranks([int(failed is not None), *local, *short])
+        if failed is not None:
+            raise failed
+        if summed[0]:
+            raise RuntimeError(
+                f"{summed[0]} other rank(s) could not load their share of the data mix: see their error"
             )
-            rows = [s if is_local else n for n, s, is_local in zip(rows, summed, local, strict=True)]
+        n = len(tables)
+        rows = [summed[1 + i] if t.rank_local else len(t) for i, t in enumerate(tables)]
+        return tables, rows, summed[1 + n :]
+
+    def _check_sizes(self, tables: Sequence[PairTable], rows: Sequence[int], short_on: Sequence[int]) -> None:
+        """``check_batch_sizes`` on each table's ``rows`` over all ranks; then a rank-local table must hold
+        a batch on every rank (``short_on``: on how many ranks it does not)."""
+        world = self._rank_world()[1]
         names, batch_sizes = [t.spec.name for t in tables], [t.spec.batch_size for t in tables]
-        allow = [t.spec.allow_small for t in tables]
-        check_batch_sizes(names, rows, batch_sizes, world, allow)
-        picked = [i for i, is_local in enumerate(local) if is_local]
-        check_batch_sizes(
-            [f"{names[i]} on rank {rank}" for i in picked],
-            [len(tables[i]) for i in picked],
-            [batch_sizes[i] for i in picked],
-            1,
-            [allow[i] for i in picked],
-        )
-        return rows
+        check_batch_sizes(names, rows, batch_sizes, world, [t.spec.allow_small for t in tables])
+        short = [
+            f"{name} (fewer than {b} rows on {k} of {world} ranks; {n} rows in all)"
+            for name, b, k, n in zip(names, batch_sizes, short_on, rows, strict=True)
+            if k
+        ]
+        if short:
+            raise ValueError(
+                f"a hub dataset needs a batch_size of rows on every rank (each reads its own share): "
+                f"{', '.join(short)}; lower its batch_size, raise its max_rows, leave it out "
+                "(data.datasets.<name>=null), or set data.datasets.<name>.allow_small=true to repeat its rows"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
             return
-        tables = self.load_tables()
-        self.rows_all_ranks = self._check_sizes(tables)
-        self.tables = tables
+        tables, rows, short_on = self._load_and_count()
+        self._check_sizes(tables, rows, short_on)
+        self.tables, self.rows_all_ranks = tables, rows
         if self.manifest_dir is not None and self._rank_world()[0] == 0:
             path = Path(self.manifest_dir) / MANIFEST_FILE
             path.parent.mkdir(parents=True, exist_ok=True)

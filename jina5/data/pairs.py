@@ -9,7 +9,8 @@ A dataset (``DatasetSpec``) is a bundled corpus (``corpus``, default ``name``; i
 - ``label_triplets``: (anchor, a same-label positive, ``label_negatives`` other-label negatives) from
   labelled texts (the classification adapter);
 
-capped at ``max_rows`` rows by ``seeded_rows`` (counted in the log). A ``texts_only`` dataset is no pair
+capped at ``max_rows`` rows by ``seeded_rows`` (counted in the log; an ``hf:`` source is capped while
+read instead: its first ``max_rows`` rows, and under DDP the table holds the rank's share of them). A ``texts_only`` dataset is no pair
 table: ``load_text_table`` takes the distinct texts of its rows (``document``, and ``query`` where the
 corpus has one) as single texts for distillation only (the table's ``documents``; ``queries`` stays
 empty), minus the texts ``seen`` elsewhere in the mix, capped at ``max_rows`` texts.

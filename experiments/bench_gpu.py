@@ -1,7 +1,7 @@
 """GPU training-step speed against the hardware: tokens/s, TFLOP/s, % of a measured bf16 matmul
 ceiling (MFU) and peak memory, for the paper's small and nano students, in one call of < 10 minutes.
 
-    python experiments/bench_gpu.py [--out bench_gpu.json] [--variants a,b,b_varlen,d,c] [--budget-s 540]
+    python experiments/bench_gpu.py [--out bench_gpu.json] [--variants a,b,b_varlen,d,c,cd,e] [--budget-s 540]
     python experiments/bench_gpu.py --smoke --out /tmp/b.json    # tiny models on CPU, seconds
 
 Dependencies: torch, transformers and jina5 modules that import no Hydra, omegaconf or faiss (the
@@ -26,6 +26,7 @@ Variants:
   padded: the reference for ``d``.
 - ``c`` ``ours_compiled``: ``b`` with ``student.compile`` (``--compile-mode``).
 - ``d`` ``ours_packed``: ``b_varlen``'s batch with ``student.packing`` (``jina5.packing``).
+- ``cd`` ``ours_compiled_packed``: ``d`` with ``student.compile`` too.
 - ``e`` ``grad_cache``: batch 512 with ``module.grad_cache`` when the module has it (skipped otherwise).
 
 FLOPs (forward + backward, analytic, counted on real tokens only, so padding is waste, not work):
@@ -41,8 +42,9 @@ our step uses.
 
 Timing: per variant, ``--warmup`` untimed steps (compilation happens there), then up to ``--iters``
 timed steps, each ended by ``torch.cuda.synchronize``; a variant stops timing after ``--variant-budget-s``
-(at least one timed step), and a variant that would start after ``--budget-s`` of the run is skipped,
-so the run fits one call. Compiled variants run last. Peak memory: ``torch.cuda.max_memory_allocated``
+(at least one timed step), and a variant is skipped unless it can start ``--reserve-s`` (compiled:
+``--compile-reserve-s``) before ``--budget-s`` of the run, so the run fits one call; the JSON is rewritten
+after every variant, so a run cut short keeps what it measured. Compiled variants run last. Peak memory: ``torch.cuda.max_memory_allocated``
 of the variant (model, optimizer state, activations); on the CPU (``--smoke``) the process's peak RSS.
 """
 
@@ -138,9 +140,11 @@ VARIANTS = {
     "b_varlen": "ours_eager_varlen",
     "c": "ours_compiled",
     "d": "ours_packed",
+    "cd": "ours_compiled_packed",
     "e": "ours_grad_cache",
 }
-COMPILED = ("c",)
+COMPILED = ("c", "cd")
+PACKED = ("d", "cd")
 
 
 # ---------------------------------------------------------------- inputs and FLOPs
@@ -205,7 +209,7 @@ def to_device(x, device: torch.device):
 def lengths_for(variant: str, pairs: int, q_max: int, d_max: int) -> tuple[list[int], list[int]]:
     """Full lengths, or for the variable-length variants uniform draws (seed 0): queries in
     [q_max / 8, q_max], documents in [d_max / 16, d_max]."""
-    if variant not in ("b_varlen", "d"):
+    if variant not in ("b_varlen", *PACKED):
         return [q_max] * pairs, [d_max] * pairs
     g = torch.Generator().manual_seed(0)
     q = torch.randint(max(1, q_max // 8), q_max + 1, (pairs,), generator=g).tolist()
@@ -223,7 +227,7 @@ def step_flops(model: nn.Module, lengths: list[int]) -> float:
 
 
 # ---------------------------------------------------------------- the steps
-def hf_step(model: nn.Module, batch: dict, amp: Callable) -> Callable[[], None]:
+def hf_step(model: nn.Module, batch: dict, amp: Callable) -> Callable[[], Tensor]:
     """Variant a: plain transformers, last-token pooling (full-length batches: the last column)."""
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     labels = torch.arange(batch["query"]["input_ids"].shape[0], device=batch["query"]["input_ids"].device)
@@ -237,6 +241,7 @@ def hf_step(model: nn.Module, batch: dict, amp: Callable) -> Callable[[], None]:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
     return step
 
@@ -264,7 +269,7 @@ def our_module(encoder: Encoder, teacher_dim: int, fused: bool, **module_kwargs)
     ).train()
 
 
-def our_step(module: EmbeddingModule, batch: dict, amp: Callable) -> Callable[[], None]:
+def our_step(module: EmbeddingModule, batch: dict, amp: Callable) -> Callable[[], Tensor]:
     """Variants b-d: the module's forward (encode, gather, EmbeddingBatch) and objective, backward,
     clipping at 1, the module's optimizer."""
     opt = module.configure_optimizers()["optimizer"]
@@ -276,6 +281,7 @@ def our_step(module: EmbeddingModule, batch: dict, amp: Callable) -> Callable[[]
         nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return total.detach()
 
     return step
 
@@ -315,10 +321,13 @@ def matmul_ceiling(device: torch.device, smoke: bool) -> dict:
 
 
 def time_steps(
-    step: Callable[[], None], device: torch.device, warmup: int, iters: int, budget_s: float
+    step: Callable[[], Tensor], device: torch.device, warmup: int, iters: int, budget_s: float
 ) -> dict:
+    """Warm up, then time steps; ``first_loss``: the loss of the first step (the initial weights, the
+    same in every variant of a shape: ``b``, ``c`` and ``b_varlen``, ``d``, ``cd`` must agree)."""
     start = time.perf_counter()
-    for _ in range(warmup):
+    first_loss = float(step())
+    for _ in range(warmup - 1):
         step()
     sync(device)
     warm = time.perf_counter() - start
@@ -328,7 +337,12 @@ def time_steps(
         step()
         sync(device)
         times.append(time.perf_counter() - t)
-    return {"warmup_s": warm, "steps_timed": len(times), "step_s": sum(times) / len(times)}
+    return {
+        "warmup_s": warm,
+        "steps_timed": len(times),
+        "step_s": sum(times) / len(times),
+        "first_loss": first_loss,
+    }
 
 
 @contextlib.contextmanager
@@ -378,7 +392,7 @@ def run_variant(variant: str, shape_name: str, args: argparse.Namespace, device:
                 padding_side=shape.padding_side,
                 compile=variant in COMPILED,
                 compile_mode=args.compile_mode,
-                packing=variant == "d",
+                packing=variant in PACKED,
             )
         module_kwargs = {"grad_cache": {"chunk_size": args.pairs}} if variant == "e" else {}
         step = our_step(our_module(encoder, teacher_dim, fused=on_gpu, **module_kwargs), batch, amp)
@@ -400,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--smoke", action="store_true", help="tiny models on the CPU (code path only)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--shapes", default="small,nano")
-    p.add_argument("--variants", default="a,b,b_varlen,d,c,e", help=f"of {','.join(VARIANTS)}")
+    p.add_argument("--variants", default="a,b,b_varlen,d,e,c,cd", help=f"of {','.join(VARIANTS)}")
     p.add_argument("--pairs", type=int, default=64)
     p.add_argument("--query-len", type=int, default=64)
     p.add_argument("--doc-len", type=int, default=512)
@@ -413,10 +427,16 @@ def main(argv: list[str] | None = None) -> dict:
         help="compile one graph per shape (no automatic dynamic shapes)",
     )
     p.add_argument("--variant-budget-s", type=float, default=90.0, help="stop timing a variant after this")
-    p.add_argument("--budget-s", type=float, default=540.0, help="start no variant after this")
+    p.add_argument("--budget-s", type=float, default=540.0, help="the run's time budget (s)")
+    p.add_argument(
+        "--reserve-s", type=float, default=45.0, help="start a variant only this long before --budget-s"
+    )
+    p.add_argument("--compile-reserve-s", type=float, default=180.0, help="the same for a compiled variant")
     args = p.parse_args(argv)
     if args.smoke:
-        args.pairs, args.query_len, args.doc_len, args.warmup, args.iters = 4, 8, 32, 1, 2
+        args.pairs, args.query_len, args.doc_len, args.warmup, args.iters = 4, 8, 32, 1, 1
+    if args.warmup < 1 or args.iters < 1:
+        raise SystemExit(f"--warmup ({args.warmup}) and --iters ({args.iters}) must be >= 1")
     start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if args.static_shapes:
@@ -429,14 +449,27 @@ def main(argv: list[str] | None = None) -> dict:
     shapes = [s.strip() for s in args.shapes.split(",")]
     order = [(s, v) for v in variants if v not in COMPILED for s in shapes]
     order += [(s, v) for v in variants if v in COMPILED for s in shapes]  # the slowest to warm up, last
-    results = []
+    results: list[dict] = []
+    report = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "smoke": args.smoke,
+        "matmul_ceiling": ceiling,
+        "settings": {
+            k: getattr(args, k) for k in ("pairs", "query_len", "doc_len", "warmup", "iters", "compile_mode")
+        },
+        "results": results,
+    }
     for shape_name, variant in order:
         row = {"shape": shape_name, "model_type": SHAPES[shape_name].model_type, "variant": variant}
         row["name"] = VARIANTS[variant]
         if variant == "e" and not has_grad_cache():
             row["status"] = "skipped: EmbeddingModule has no grad_cache"
-        elif time.perf_counter() - start > args.budget_s:
-            row["status"] = f"skipped: past --budget-s {args.budget_s:.0f}"
+        elif time.perf_counter() - start > args.budget_s - (
+            args.compile_reserve_s if variant in COMPILED else args.reserve_s
+        ):
+            row["status"] = f"skipped: too close to --budget-s {args.budget_s:.0f}"
         else:
             try:
                 row.update(run_variant(variant, shape_name, args, device))
@@ -451,22 +484,11 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.empty_cache()
         if variant in COMPILED:
             torch._dynamo.reset()
-    report = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "smoke": args.smoke,
-        "matmul_ceiling": ceiling,
-        "settings": {
-            k: getattr(args, k) for k in ("pairs", "query_len", "doc_len", "warmup", "iters", "compile_mode")
-        },
-        "results": results,
-        "wall_s": time.perf_counter() - start,
-    }
+        report["wall_s"] = time.perf_counter() - start
+        if args.out:  # after every variant: a run cut short keeps its rows
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2))
     print(table(report))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -476,16 +498,16 @@ def table(report: dict) -> str:
         f"{report['device']}, torch {report['torch']}, transformers {report['transformers']}; "
         f"matmul ceiling {ceiling['tflops']:.3g} TFLOP/s ({ceiling['dtype']}, n={ceiling['n']})",
         "",
-        "| shape | variant | tokens/s | TFLOP/s | MFU % | peak GiB | step s | warmup s | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape | variant | tokens/s | TFLOP/s | MFU % | peak GiB | step s | warmup s | first loss | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['shape']} | {r['variant']} {r['name']} | | | | | | | {r['status']} |")
+            lines.append(f"| {r['shape']} | {r['variant']} {r['name']} | | | | | | | | {r['status']} |")
             continue
         lines.append(
             f"| {r['shape']} | {r['variant']} {r['name']} | {r['tokens_per_s']:,.0f} | {r['tflops']:.3g} | "
-            f"{r['mfu_pct']:.1f} | {r['peak_mem_gib']:.1f} | {r['step_s']:.3f} | {r['warmup_s']:.1f} | ok |"
+            f"{r['mfu_pct']:.1f} | {r['peak_mem_gib']:.1f} | {r['step_s']:.3f} | {r['warmup_s']:.1f} | {r['first_loss']:.4f} | ok |"
         )
     return "\n".join(lines)
 

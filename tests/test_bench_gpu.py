@@ -60,7 +60,7 @@ def test_smoke_runs_every_variant_without_hydra(smoke):
     assert smoke["smoke"] and smoke["matmul_ceiling"]["tflops"] > 0
     rows = {(r["shape"], r["variant"]): r for r in smoke["results"]}
     for shape in ("small", "nano"):
-        for variant in ("a", "b", "b_varlen", "c", "d"):
+        for variant in ("a", "b", "b_varlen", "c", "d", "cd"):
             assert rows[shape, variant]["status"] == "ok", rows[shape, variant]
         grad_cache = rows[shape, "e"]["status"]
         assert grad_cache == "ok" or grad_cache.startswith("skipped: EmbeddingModule has no grad_cache")
@@ -78,5 +78,18 @@ def test_smoke_measures_are_positive_and_consistent(smoke):
     rows = {(r["shape"], r["variant"]): r for r in smoke["results"]}
     # the packed step does the variable-length batch's work: same tokens and FLOPs as its padded twin
     for shape in ("small", "nano"):
-        assert rows[shape, "d"]["flops_per_step"] == rows[shape, "b_varlen"]["flops_per_step"]
+        for packed in ("d", "cd"):
+            assert rows[shape, packed]["flops_per_step"] == rows[shape, "b_varlen"]["flops_per_step"]
         assert rows[shape, "d"]["tokens_per_step"] < rows[shape, "b"]["tokens_per_step"]
+
+
+def test_smoke_variants_compute_the_same_first_loss(smoke):
+    """Same initial weights and batch: compiling and packing do not change the loss (fp32 on the CPU)."""
+    rows = {(r["shape"], r["variant"]): r["first_loss"] for r in smoke["results"] if r["status"] == "ok"}
+    for shape in ("small", "nano"):
+        assert rows[shape, "c"] == pytest.approx(rows[shape, "b"], abs=1e-5)
+        for packed in ("d", "cd"):
+            assert rows[shape, packed] == pytest.approx(rows[shape, "b_varlen"], abs=1e-5)
+        assert rows[shape, "b"] != pytest.approx(
+            rows[shape, "b_varlen"], abs=1e-3
+        )  # other lengths, other loss

@@ -27,7 +27,9 @@ Variants:
 - ``c`` ``ours_compiled``: ``b`` with ``student.compile`` (``--compile-mode``).
 - ``d`` ``ours_packed``: ``b_varlen``'s batch with ``student.packing`` (``jina5.packing``).
 - ``cd`` ``ours_compiled_packed``: ``d`` with ``student.compile`` too.
-- ``e`` ``grad_cache``: batch 512 with ``module.grad_cache`` when the module has it (skipped otherwise).
+- ``e`` ``ours_grad_cache``: ``b`` at 8 x the batch (512 pairs) with ``module.grad_cache.chunk_size`` = the
+  batch (64), through the module's ``grad_cache_backward``, when the module has it (skipped otherwise);
+  its peak memory should stay near ``b``'s.
 
 FLOPs (forward + backward, analytic, counted on real tokens only, so padding is waste, not work):
     F = sum over sequences of length n:  6 N n  +  12 l a n^2
@@ -232,7 +234,7 @@ def hf_step(model: nn.Module, batch: dict, amp: Callable) -> Callable[[], Tensor
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     labels = torch.arange(batch["query"]["input_ids"].shape[0], device=batch["query"]["input_ids"].device)
 
-    def step() -> None:
+    def step() -> Tensor:
         with amp():
             q = model(**batch["query"]).last_hidden_state[:, -1]
             d = model(**batch["document"]).last_hidden_state[:, -1]
@@ -270,14 +272,21 @@ def our_module(encoder: Encoder, teacher_dim: int, fused: bool, **module_kwargs)
 
 
 def our_step(module: EmbeddingModule, batch: dict, amp: Callable) -> Callable[[], Tensor]:
-    """Variants b-d: the module's forward (encode, gather, EmbeddingBatch) and objective, backward,
-    clipping at 1, the module's optimizer."""
+    """Variants b-e: the module's forward (encode, gather, EmbeddingBatch) and objective, backward
+    (``e``: the module's ``grad_cache_backward``), clipping at 1, the module's optimizer."""
     opt = module.configure_optimizers()["optimizer"]
+    grad_cache = getattr(module, "chunk_size", None) is not None
 
-    def step() -> None:
+    def step() -> Tensor:
         with amp():
-            total, _ = module.objective(module.embedding_batch(batch))
-        total.backward()
+            if grad_cache:  # the module's GradCache passes; backward and DDP sync left to us
+                total, _ = module.grad_cache_backward(
+                    batch, backward=Tensor.backward, no_sync=contextlib.nullcontext
+                )
+            else:
+                total, _ = module.objective(module.embedding_batch(batch))
+        if not grad_cache:
+            total.backward()
         nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -51,7 +51,7 @@ from jina5.adapters import TaskAdapters
 from jina5.assets import resolve_model
 from jina5.encoder_io import backbone_load_kwargs, load_encoder, save_encoder
 from jina5.model_card import CardInfo
-from jina5.packing import block_diagonal_mask, pack, unpack
+from jina5.packing import Packed, block_diagonal_mask, pack, unpack
 from jina5.precision import FP32, autocast
 from jina5.quantize import quantize
 
@@ -135,14 +135,15 @@ class Encoder(TaskAdapters, nn.Module):
         attn_implementation: ``eager | sdpa | flash_attention_2`` (None: transformers' default; the
             ``tiny:`` backbones default to eager).
         gradient_checkpointing: recompute each block's activations in the backward (transformers'
-            ``gradient_checkpointing_enable``, non-reentrant; dropout RNG replayed): less memory, ~1/3
+            ``activation_checkpointing_enable``, non-reentrant; dropout RNG replayed): less memory, ~1/3
             more compute. Training mode only.
         compile: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter names and
             checkpoints unchanged), with ``compile_mode`` (None | default | reduce-overhead |
             max-autotune...).
         packing: in training mode, pack each padded batch into rows without pads before the backbone
             (``jina5.packing``; decoders by restarting ``position_ids``, encoders with a block-diagonal
-            mask) and unpack for pooling; ``encode`` and eval-mode forwards keep the padded path.
+            mask) and unpack for pooling; ``encode``, eval-mode forwards and batches where no two
+            sequences fit one row keep the padded path.
     """
 
     def __init__(
@@ -255,8 +256,11 @@ class Encoder(TaskAdapters, nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings."""
         kwargs = {"use_cache": False} if self._accepts_use_cache else {}
+        packed = None
         if self.packing and self.training:
-            hidden = self.packed_hidden(input_ids, attention_mask, kwargs)
+            packed = pack(input_ids, attention_mask, self.tokenizer.pad_token_id, self._position_offset)
+        if packed is not None:
+            hidden = self.packed_hidden(packed, kwargs)
         else:
             if self._accepts_positions:
                 kwargs["position_ids"] = self.position_ids(attention_mask)
@@ -266,9 +270,8 @@ class Encoder(TaskAdapters, nn.Module):
         emb = pool(hidden, attention_mask, self.pooling).float()
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
-    def packed_hidden(self, input_ids: Tensor, attention_mask: Tensor, kwargs: dict) -> Tensor:
-        """The backbone on the packed batch (``jina5.packing``), unpacked to the padded (B, L, H)."""
-        packed = pack(input_ids, attention_mask, self.tokenizer.pad_token_id, self._position_offset)
+    def packed_hidden(self, packed: Packed, kwargs: dict) -> Tensor:
+        """The backbone on a packed batch (``jina5.packing``), unpacked to the padded (B, L, H)."""
         config = self.backbone.config
         mask = None  # decoders: transformers reads the packed sequences from the restarting positions
         if not self._causal:

@@ -59,8 +59,9 @@ class Packed:
     shape: tuple[int, int]
 
 
-def pack(input_ids: Tensor, attention_mask: Tensor, pad_id: int, position_offset: int = 0) -> Packed:
-    """Pack a padded batch (B, L) (right or left padded: each row's real tokens contiguous) into rows.
+def pack(input_ids: Tensor, attention_mask: Tensor, pad_id: int, position_offset: int = 0) -> Packed | None:
+    """Pack a padded batch (B, L) (right or left padded: each row's real tokens contiguous) into rows;
+    None when no two sequences share a row (the padded batch is then as small, and its mask simpler).
 
     One device-to-host copy of the mask (the placement is planned on the host); the index tensors
     then go to the batch's device."""
@@ -73,6 +74,8 @@ def pack(input_ids: Tensor, attention_mask: Tensor, pad_id: int, position_offset
     capacity = int(lengths.max())
     row, offset, used = first_fit_decreasing(lengths.tolist(), capacity)
     n_rows = len(used)
+    if n_rows == b:
+        return None
     seq = torch.repeat_interleave(torch.arange(b), lengths)  # (T,) sequence of each real token
     j = torch.arange(len(seq)) - (lengths.cumsum(0) - lengths)[seq]  # position within its sequence
     src = seq * width + mask.argmax(1)[seq] + j  # argmax: the first real token

@@ -76,23 +76,23 @@ def test_first_fit_decreasing_by_hand():
 
 
 def test_pack_layout_by_hand():
-    ids = torch.tensor([[0, 0, 7, 8], [5, 6, 3, 4]])  # left padded, pad id 0
-    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    p = pack(ids, mask, pad_id=0, position_offset=2)
-    assert p.input_ids.tolist() == [[5, 6, 3, 4], [7, 8, 0, 0]]
-    assert p.position_ids.tolist() == [[2, 3, 4, 5], [2, 3, 2, 3]]  # the tail of pads restarts too
-    assert p.segments.tolist() == [[1, 1, 1, 1], [0, 0, -1, -1]]
+    ids = torch.tensor([[0, 0, 7, 8], [5, 6, 3, 4], [0, 0, 0, 9]])  # left padded, pad id 0
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    p = pack(ids, mask, pad_id=0, position_offset=2)  # rows: [seq 1], [seq 0, seq 2, a pad]
+    assert p.input_ids.tolist() == [[5, 6, 3, 4], [7, 8, 9, 0]]
+    assert p.position_ids.tolist() == [[2, 3, 4, 5], [2, 3, 2, 2]]  # the tail of pads restarts too
+    assert p.segments.tolist() == [[1, 1, 1, 1], [0, 0, 2, -1]]
     hidden = torch.arange(8.0).view(2, 4, 1)
-    assert unpack(hidden, p)[..., 0].tolist() == [[0, 0, 4, 5], [0, 1, 2, 3]]
+    assert unpack(hidden, p)[..., 0].tolist() == [[0, 0, 4, 5], [0, 1, 2, 3], [0, 0, 0, 6]]
     m = block_diagonal_mask(p.segments)
-    assert m.shape == (2, 1, 4, 4) and m[1, 0].tolist() == [
-        [1, 1, 0, 0],
-        [1, 1, 0, 0],
-        [0, 0, 1, 1],
-        [0, 0, 1, 1],
-    ]
+    assert m.shape == (2, 1, 4, 4)
+    assert m[1, 0].int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
     additive = block_diagonal_mask(p.segments, torch.float32)
     assert additive[1, 0, 0, 1] == 0 and additive[1, 0, 0, 2] == torch.finfo(torch.float32).min
+
+
+def test_pack_declines_when_no_two_sequences_share_a_row():
+    assert pack(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 1], [1, 1, 0]]), pad_id=0) is None
 
 
 def test_pack_rejects_an_empty_row():

@@ -22,6 +22,13 @@ Task adapters (stage 2): the lifecycle (``add_adapter``, ``set_task``, ``adapter
 switches adapter for one call and prefixes with that task's prompts (``task_prompts[task]``).
 Saving and loading (``save_pretrained`` / ``from_pretrained``) is ``jina5.encoder_io``.
 
+Speed paths (training settings, not encoding settings: not saved, not in the fingerprint; all off by
+default): ``attn_implementation`` (eager | sdpa | flash_attention_2; None: transformers' default),
+``gradient_checkpointing`` (recompute each block in the backward, non-reentrant), ``compile``
+(``torch.compile`` of the backbone, ``compile_mode``), ``packing`` (training forwards pack the padded
+batch into rows without pads: ``jina5.packing``). Every forward passes ``use_cache=False`` where the
+backbone takes it (a decoder would otherwise build a KV cache it never reads).
+
 Compute precision: ``encode`` runs under ``compute_precision`` (``"fp32"``, or ``"bf16"`` autocast;
 ``jina5.precision``), which its owner sets (the teacher, the evaluation); the vectors stay float32.
 It is not an encoding setting (not saved), but it is part of the content fingerprint.
@@ -44,12 +51,14 @@ from jina5.adapters import TaskAdapters
 from jina5.assets import resolve_model
 from jina5.encoder_io import backbone_load_kwargs, load_encoder, save_encoder
 from jina5.model_card import CardInfo
+from jina5.packing import Packed, block_diagonal_mask, pack, unpack
 from jina5.precision import FP32, autocast
 from jina5.quantize import quantize
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "last_token")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
 
@@ -123,6 +132,18 @@ class Encoder(TaskAdapters, nn.Module):
         normalize: L2-normalise the pooled vector.
         task_prompts: per-adapter prompts, ``{task: {prompt name: prefix}}``; used instead of ``prompts``
             while that task's adapter is active (see ``jina5.adapters.DEFAULT_TASK_PROMPTS``).
+        attn_implementation: ``eager | sdpa | flash_attention_2`` (None: transformers' default; the
+            ``tiny:`` backbones default to eager).
+        gradient_checkpointing: recompute each block's activations in the backward (transformers'
+            ``activation_checkpointing_enable``, non-reentrant; dropout RNG replayed): less memory, ~1/3
+            more compute. Training mode only.
+        compile: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter names and
+            checkpoints unchanged), with ``compile_mode`` (None | default | reduce-overhead |
+            max-autotune...).
+        packing: in training mode, pack each padded batch into rows without pads before the backbone
+            (``jina5.packing``; decoders by restarting ``position_ids``, encoders with a block-diagonal
+            mask) and unpack for pooling; ``encode``, eval-mode forwards and batches where no two
+            sequences fit one row keep the padded path.
     """
 
     def __init__(
@@ -139,10 +160,19 @@ class Encoder(TaskAdapters, nn.Module):
         attn_implementation: str | None = None,
         torch_dtype: str | None = None,
         task_prompts: dict[str, dict[str, str]] | None = None,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        packing: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if attn_implementation is not None and attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"student.attn_implementation must be null or one of {ATTN_IMPLEMENTATIONS}, "
+                f"got {attn_implementation!r}"
+            )
         if isinstance(source, PreTrainedModel):
             if tokenizer is None:
                 raise ValueError("a model object needs its tokenizer")
@@ -151,7 +181,9 @@ class Encoder(TaskAdapters, nn.Module):
         elif source.startswith("tiny:"):  # "tiny:<model_type>": a random-init toy backbone (smoke tests)
             from jina5.tiny import tiny_model_and_tokenizer
 
-            self.backbone, tokenizer = tiny_model_and_tokenizer(source.removeprefix("tiny:"))
+            self.backbone, tokenizer = tiny_model_and_tokenizer(
+                source.removeprefix("tiny:"), attn_implementation=attn_implementation or "eager"
+            )
             self.source = source
         else:
             path = resolve_model(source)
@@ -185,7 +217,31 @@ class Encoder(TaskAdapters, nn.Module):
         self._position_offset = (
             self.backbone.config.pad_token_id + 1 if model_type in _OFFSET_POSITION_MODELS else 0
         )
-        self._accepts_positions = "position_ids" in inspect.signature(self.backbone.forward).parameters
+        forward_args = inspect.signature(self.backbone.forward).parameters
+        self._accepts_positions = "position_ids" in forward_args
+        self._accepts_use_cache = "use_cache" in forward_args
+        self.packing = packing
+        self._causal = any(getattr(m, "is_causal", False) for m in self.backbone.modules())
+        if packing:
+            self._check_packing()
+        if gradient_checkpointing:
+            self.backbone.activation_checkpointing_enable({"use_reentrant": False})
+        if compile:
+            self.backbone.compile(mode=compile_mode)
+
+    def _check_packing(self) -> None:
+        config = self.backbone.config
+        if not self._accepts_positions:
+            raise ValueError(
+                f"student.packing: {config.model_type} takes no position_ids, so packed sequences cannot "
+                "restart their positions"
+            )
+        if not self._causal and config._attn_implementation == "flash_attention_2":
+            raise ValueError(
+                f"student.packing with attn_implementation=flash_attention_2 needs a decoder; "
+                f"{config.model_type} is an encoder and needs a block-diagonal mask, which flash attention "
+                "does not take (use sdpa)"
+            )
 
     # ------------------------------------------------------------------ training path
     @property
@@ -199,10 +255,32 @@ class Encoder(TaskAdapters, nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings."""
-        kwargs = {"position_ids": self.position_ids(attention_mask)} if self._accepts_positions else {}
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        kwargs = {"use_cache": False} if self._accepts_use_cache else {}
+        packed = None
+        if self.packing and self.training:
+            packed = pack(input_ids, attention_mask, self.tokenizer.pad_token_id, self._position_offset)
+        if packed is not None:
+            hidden = self.packed_hidden(packed, kwargs)
+        else:
+            if self._accepts_positions:
+                kwargs["position_ids"] = self.position_ids(attention_mask)
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, **kwargs
+            ).last_hidden_state
         emb = pool(hidden, attention_mask, self.pooling).float()
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    def packed_hidden(self, packed: Packed, kwargs: dict) -> Tensor:
+        """The backbone on a packed batch (``jina5.packing``), unpacked to the padded (B, L, H)."""
+        config = self.backbone.config
+        mask = None  # decoders: transformers reads the packed sequences from the restarting positions
+        if not self._causal:
+            dtype = None if config._attn_implementation == "sdpa" else torch.float32
+            mask = block_diagonal_mask(packed.segments, dtype)
+        hidden = self.backbone(
+            input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, **kwargs
+        ).last_hidden_state
+        return unpack(hidden, packed)
 
     def tokenize_ids(
         self, texts: Sequence[str], prompt: str | None = None, max_length: int | None = None

@@ -44,7 +44,12 @@ def char_tokenizer(add_cls_sep: bool = True) -> PreTrainedTokenizerFast:
 
 
 def tiny_model_and_tokenizer(
-    model_type: str, hidden: int = 32, layers: int = 6, heads: int = 4, seed: int = 0
+    model_type: str,
+    hidden: int = 32,
+    layers: int = 6,
+    heads: int = 4,
+    seed: int = 0,
+    attn_implementation: str = "eager",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A random-init ``model_type`` backbone with ``layers`` blocks of width ``hidden``, and its tokenizer."""
     tokenizer = char_tokenizer(add_cls_sep=model_type not in DECODERS)
@@ -68,6 +73,6 @@ def tiny_model_and_tokenizer(
         common.update(mask_token_id=tokenizer.unk_token_id)
     config = AutoConfig.for_model(model_type, **common)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(config, attn_implementation="eager")
+    model = AutoModel.from_config(config, attn_implementation=attn_implementation)
     model.eval()
     return model, tokenizer

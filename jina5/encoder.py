@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from jina5.adapters import TaskAdapters
 from jina5.assets import resolve_model
@@ -46,12 +46,16 @@ from jina5.encoder_io import backbone_load_kwargs, load_encoder, save_encoder
 from jina5.model_card import CardInfo
 from jina5.precision import FP32, autocast
 from jina5.quantize import quantize
+from jina5.rope import set_rope_theta
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "last_token")
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
+ROPE_KEY = (
+    "rope_theta (student.rope_theta in a training config)"  # named by the error for a model without RoPE
+)
 
 
 def pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
@@ -123,6 +127,8 @@ class Encoder(TaskAdapters, nn.Module):
         normalize: L2-normalise the pooled vector.
         task_prompts: per-adapter prompts, ``{task: {prompt name: prefix}}``; used instead of ``prompts``
             while that task's adapter is active (see ``jina5.adapters.DEFAULT_TASK_PROMPTS``).
+        rope_theta: the RoPE base theta the backbone is built with (its rotary ``inv_freq``; ``jina5.rope``),
+            instead of the one in its config; None keeps that one. A backbone without RoPE raises.
     """
 
     def __init__(
@@ -139,6 +145,7 @@ class Encoder(TaskAdapters, nn.Module):
         attn_implementation: str | None = None,
         torch_dtype: str | None = None,
         task_prompts: dict[str, dict[str, str]] | None = None,
+        rope_theta: float | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -146,12 +153,18 @@ class Encoder(TaskAdapters, nn.Module):
         if isinstance(source, PreTrainedModel):
             if tokenizer is None:
                 raise ValueError("a model object needs its tokenizer")
+            if rope_theta is not None:
+                raise ValueError(
+                    "rope_theta applies where the encoder builds its backbone, not to a built model"
+                )
             self.backbone = source
             self.source = getattr(source.config, "_name_or_path", "") or "in-memory"
         elif source.startswith("tiny:"):  # "tiny:<model_type>": a random-init toy backbone (smoke tests)
             from jina5.tiny import tiny_model_and_tokenizer
 
-            self.backbone, tokenizer = tiny_model_and_tokenizer(source.removeprefix("tiny:"))
+            self.backbone, tokenizer = tiny_model_and_tokenizer(
+                source.removeprefix("tiny:"), rope_theta=rope_theta, rope_key=ROPE_KEY
+            )
             self.source = source
         else:
             path = resolve_model(source)
@@ -159,6 +172,9 @@ class Encoder(TaskAdapters, nn.Module):
             if torch_dtype:
                 kwargs["dtype"] = getattr(torch, torch_dtype)
             kwargs.update(backbone_load_kwargs(path))
+            if rope_theta is not None:  # into the config the model is built from (its rotary buffers)
+                kwargs["config"] = AutoConfig.from_pretrained(path)
+                set_rope_theta(kwargs["config"], rope_theta, ROPE_KEY)
             self.backbone = AutoModel.from_pretrained(path, **kwargs)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             self.source = source
@@ -339,14 +355,21 @@ class Encoder(TaskAdapters, nn.Module):
         return cfg
 
     def save_pretrained(
-        self, path: str | Path, card: CardInfo | None = None, model_id: str | None = None
+        self,
+        path: str | Path,
+        card: CardInfo | None = None,
+        model_id: str | None = None,
+        rope_theta: float | None = None,
+        max_length: int | None = None,
     ) -> Path:
         """Write this encoder as a directory ``Encoder.from_pretrained`` loads (``jina5.encoder_io``):
         backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers files and model
         card without adapters (``SentenceTransformer(path)`` loads it; ``card``: the training facts
         for it, ``jina5.model_card``; ``model_id``: its hub repo) or ``adapters/<task>/`` with them
-        (then use ``python -m jina5.export`` for a per-task sentence-transformers directory)."""
-        return save_encoder(self, path, card, model_id)
+        (then use ``python -m jina5.export`` for a per-task sentence-transformers directory).
+        ``rope_theta`` / ``max_length``: inference settings written instead of the encoder's own (the
+        RoPE base in ``config.json``, the truncation length), None keeps them."""
+        return save_encoder(self, path, card, model_id, rope_theta, max_length)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> Encoder:

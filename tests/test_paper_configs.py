@@ -165,7 +165,9 @@ WORDS = [
 
 def write_stand_in(path: Path, columns: dict[str, str], rows: int = 24) -> None:
     """A local data set with the hub set's columns (``columns``: source -> schema column): texts, 3 class
-    labels (a ClassLabel, as the hub's), or scores 0..5."""
+    labels (a ClassLabel, as the hub's), or scores 0..5; the same for the same ``path`` name."""
+    if (path / "train.parquet").exists():  # the same stand-in, written by an earlier run
+        return
     rng = random.Random(path.name)
     data, features = {}, {}
     for src, dst in columns.items():

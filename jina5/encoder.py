@@ -53,9 +53,8 @@ log = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls", "last_token")
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
-ROPE_KEY = (
-    "rope_theta (student.rope_theta in a training config)"  # named by the error for a model without RoPE
-)
+# How the error for a backbone without RoPE names the setting (jina5.rope.check_rope).
+ROPE_KEY = "rope_theta (student.rope_theta in a training config)"
 
 
 def pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from jina5.adapters import TaskAdapters
 from jina5.assets import resolve_model
@@ -54,6 +54,7 @@ from jina5.model_card import CardInfo
 from jina5.packing import Packed, block_diagonal_mask, pack, unpack
 from jina5.precision import FP32, autocast
 from jina5.quantize import quantize
+from jina5.rope import set_rope_theta
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ POOLINGS = ("mean", "cls", "last_token")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
+# How the error for a backbone without RoPE names the setting (jina5.rope.check_rope).
+ROPE_KEY = "rope_theta (student.rope_theta in a training config)"
 
 
 def pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
@@ -144,6 +147,8 @@ class Encoder(TaskAdapters, nn.Module):
             (``jina5.packing``; decoders by restarting ``position_ids``, encoders with a block-diagonal
             mask) and unpack for pooling; ``encode``, eval-mode forwards and batches where no two
             sequences fit one row keep the padded path.
+        rope_theta: the RoPE base theta the backbone is built with (its rotary ``inv_freq``; ``jina5.rope``),
+            instead of the one in its config; None keeps that one. A backbone without RoPE raises.
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class Encoder(TaskAdapters, nn.Module):
         compile: bool = False,
         compile_mode: str | None = None,
         packing: bool = False,
+        rope_theta: float | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -176,13 +182,20 @@ class Encoder(TaskAdapters, nn.Module):
         if isinstance(source, PreTrainedModel):
             if tokenizer is None:
                 raise ValueError("a model object needs its tokenizer")
+            if rope_theta is not None:
+                raise ValueError(
+                    "rope_theta applies where the encoder builds its backbone, not to a built model"
+                )
             self.backbone = source
             self.source = getattr(source.config, "_name_or_path", "") or "in-memory"
         elif source.startswith("tiny:"):  # "tiny:<model_type>": a random-init toy backbone (smoke tests)
             from jina5.tiny import tiny_model_and_tokenizer
 
             self.backbone, tokenizer = tiny_model_and_tokenizer(
-                source.removeprefix("tiny:"), attn_implementation=attn_implementation or "eager"
+                source.removeprefix("tiny:"),
+                attn_implementation=attn_implementation or "eager",
+                rope_theta=rope_theta,
+                rope_key=ROPE_KEY,
             )
             self.source = source
         else:
@@ -191,6 +204,9 @@ class Encoder(TaskAdapters, nn.Module):
             if torch_dtype:
                 kwargs["dtype"] = getattr(torch, torch_dtype)
             kwargs.update(backbone_load_kwargs(path))
+            if rope_theta is not None:  # into the config the model is built from (its rotary buffers)
+                kwargs["config"] = AutoConfig.from_pretrained(path)
+                set_rope_theta(kwargs["config"], rope_theta, ROPE_KEY)
             self.backbone = AutoModel.from_pretrained(path, **kwargs)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             self.source = source
@@ -417,14 +433,21 @@ class Encoder(TaskAdapters, nn.Module):
         return cfg
 
     def save_pretrained(
-        self, path: str | Path, card: CardInfo | None = None, model_id: str | None = None
+        self,
+        path: str | Path,
+        card: CardInfo | None = None,
+        model_id: str | None = None,
+        rope_theta: float | None = None,
+        max_length: int | None = None,
     ) -> Path:
         """Write this encoder as a directory ``Encoder.from_pretrained`` loads (``jina5.encoder_io``):
         backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers files and model
         card without adapters (``SentenceTransformer(path)`` loads it; ``card``: the training facts
         for it, ``jina5.model_card``; ``model_id``: its hub repo) or ``adapters/<task>/`` with them
-        (then use ``python -m jina5.export`` for a per-task sentence-transformers directory)."""
-        return save_encoder(self, path, card, model_id)
+        (then use ``python -m jina5.export`` for a per-task sentence-transformers directory).
+        ``rope_theta`` / ``max_length``: inference settings written instead of the encoder's own (the
+        RoPE base in ``config.json``, the truncation length), None keeps them."""
+        return save_encoder(self, path, card, model_id, rope_theta, max_length)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> Encoder:

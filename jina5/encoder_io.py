@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ from transformers import AutoConfig, AutoModel
 
 from jina5.model_card import CARD_FILE, CardInfo
 from jina5.precision import FP32
+from jina5.rope import check_rope, rope_theta, set_rope_theta
 from jina5.st_export import export_tokenizer, write_sentence_transformers_files
 
 if TYPE_CHECKING:
@@ -47,11 +49,23 @@ TOKENIZER_APPENDS_EOS = "tokenizer_appends_eos"  # jina5_encoder.json key (not a
 
 
 def save_encoder(
-    encoder: Encoder, path: str | Path, card: CardInfo | None = None, model_id: str | None = None
+    encoder: Encoder,
+    path: str | Path,
+    card: CardInfo | None = None,
+    model_id: str | None = None,
+    rope_theta: float | None = None,
+    max_length: int | None = None,
 ) -> Path:
     """Write backbone + tokenizer + ``jina5_encoder.json`` (+ ``jina5_card.json`` from ``card``) at
     ``path``, plus ``adapters/<task>/`` when the encoder has adapters, else the sentence-transformers
-    files and model card (``model_id``: the hub repo its usage snippet names); module docstring."""
+    files and model card (``model_id``: the hub repo its usage snippet names); module docstring.
+
+    Inference settings (None keeps the encoder's): ``rope_theta`` goes into the saved ``config.json``, so
+    every load builds its rotary buffers with it (``jina5.rope``); ``max_length`` into
+    ``jina5_encoder.json`` and sentence-transformers' ``max_seq_length``. The in-memory encoder is unchanged."""
+    if rope_theta is not None or max_length is not None:
+        with _saved_as(encoder, rope_theta, max_length):
+            return save_encoder(encoder, path, card, model_id)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     encoder.base_model().save_pretrained(path)
@@ -69,6 +83,26 @@ def save_encoder(
     else:
         write_sentence_transformers_files(encoder, path, tokenizer_appends_eos, card, model_id)
     return path
+
+
+@contextmanager
+def _saved_as(encoder: Encoder, theta: float | None, max_length: int | None) -> Iterator[None]:
+    """``encoder`` with the inference RoPE ``theta`` in its backbone config and ``max_length`` while it is
+    written (the rotary buffers stay as built: only what is saved changes); restored afterwards."""
+    config = encoder.backbone.config
+    if theta is not None:
+        check_rope(config, "export.rope_theta")
+    kept_theta, kept_length = rope_theta(config), encoder.max_length
+    try:
+        if theta is not None:
+            set_rope_theta(config, theta, "export.rope_theta")
+        if max_length is not None:
+            encoder.max_length = int(max_length)
+        yield
+    finally:
+        if theta is not None:
+            set_rope_theta(config, kept_theta)
+        encoder.max_length = kept_length
 
 
 def load_encoder(

@@ -1,7 +1,7 @@
 """Export a run's encoder as a sentence-transformers model (with a model card), or combine adapters.
 
     python -m jina5.export run=<run dir> [task=<task>] [out=<dir>] [results=<results.jsonl>]
-                           [push_to_hub=<owner/name>] [private=true]
+                           [rope_theta=<theta>] [max_seq_length=<tokens>] [push_to_hub=<owner/name>] [private=true]
         -> a sentence-transformers directory: for a stage-2 run, the adapter merged into the weights
            (W' = W + alpha/r B A) and the task's prefixes as named prompts ("query", "document"); for a
            plain encoder (stage 1), that encoder. ``SentenceTransformer(out).encode(texts,
@@ -11,8 +11,11 @@
            base model, prompts, Matryoshka dims, objective, done.json's metrics, and with ``results`` the
            evaluation suite's averages of this run's encoder). ``push_to_hub`` uploads ``out`` to that hub
            repo (created if missing; needs a hub token, e.g. ``huggingface-cli login``).
+           ``rope_theta`` / ``max_seq_length``: inference settings written instead of the encoder's (the
+           RoPE base in config.json, the truncation length; a training run's own export takes them from
+           ``export.rope_theta`` / ``export.max_seq_length``: jina5/conf/train.yaml).
 
-    python -m jina5.export runs=[<run dir>,...] out=<dir> [push_to_hub=<owner/name>]
+    python -m jina5.export runs=[<run dir>,...] out=<dir> [rope_theta=...] [max_seq_length=...] [push_to_hub=...]
         -> one multi-adapter directory (base weights + adapters/<task>/ for every adapter of every run)
            that ``Encoder.from_pretrained(out)`` loads with all its adapters. The runs must share
            the same frozen backbone (the same stage-1 student); this is checked weight by weight.
@@ -58,14 +61,18 @@ def export_sentence_transformers(
     out: str | Path,
     card: CardInfo | None = None,
     model_id: str | None = None,
+    rope_theta: float | None = None,
+    max_length: int | None = None,
 ) -> Path:
     """Write ``encoder`` with adapter ``task`` merged as a sentence-transformers directory at ``out``,
     with ``card`` in its model card (``model_id``: the hub repo it names). ``task=None`` takes the
-    encoder's only adapter; an encoder without adapters is written as it is."""
+    encoder's only adapter; an encoder without adapters is written as it is. ``rope_theta`` /
+    ``max_length``: the inference settings to write (``Encoder.save_pretrained``), None keeps the encoder's."""
+    inference = {"rope_theta": rope_theta, "max_length": max_length}
     if not encoder.adapters:
         if task is not None:
             raise ValueError(f"task={task!r}: the encoder has no adapters")
-        path = encoder.save_pretrained(out, card=card, model_id=model_id)
+        path = encoder.save_pretrained(out, card=card, model_id=model_id, **inference)
         log.info("exported encoder, prompts %s -> %s (sentence-transformers)", encoder.prompts, path)
         return path
     if task is None:
@@ -75,7 +82,7 @@ def export_sentence_transformers(
     merged = encoder.merged(task)
     if card is not None:
         card = replace(card, adapter=task)
-    path = merged.save_pretrained(out, card=card, model_id=model_id)
+    path = merged.save_pretrained(out, card=card, model_id=model_id, **inference)
     log.info(
         "exported adapter %r merged, prompts %s -> %s (sentence-transformers)", task, merged.prompts, path
     )
@@ -118,8 +125,14 @@ def same_backbone(a: Encoder, b: Encoder) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def combine_adapters(runs: Sequence[str | Path], out: str | Path) -> Encoder:
-    """One encoder holding every adapter of ``runs`` (same backbone), saved at ``out`` and returned."""
+def combine_adapters(
+    runs: Sequence[str | Path],
+    out: str | Path,
+    rope_theta: float | None = None,
+    max_length: int | None = None,
+) -> Encoder:
+    """One encoder holding every adapter of ``runs`` (same backbone), saved at ``out`` (with the inference
+    settings ``rope_theta`` / ``max_length`` when given) and returned."""
     if not runs:
         raise ValueError("runs=[...] is empty")
     combined = load_run_encoder(runs[0])
@@ -136,7 +149,7 @@ def combine_adapters(runs: Sequence[str | Path], out: str | Path) -> Encoder:
             combined.load_adapter(encoder_dir(run) / ADAPTERS_DIR / task, task)
             if task in other.task_prompts:
                 combined.task_prompts[task] = other.task_prompts[task]
-    combined.save_pretrained(out)
+    combined.save_pretrained(out, rope_theta=rope_theta, max_length=max_length)
     log.info("combined adapters %s -> %s", combined.adapters, out)
     return combined
 
@@ -145,11 +158,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv))
     repo_id = check_repo_id(str(cfg.push_to_hub)) if cfg.get("push_to_hub") else None
+    inference = {"rope_theta": cfg.get("rope_theta"), "max_length": cfg.get("max_seq_length")}
     if cfg.get("runs") is not None:
         if not cfg.get("out"):
             raise SystemExit("runs=[...] needs out=<dir>")
         out = cfg.out
-        combine_adapters(list(cfg.runs), out)
+        combine_adapters(list(cfg.runs), out, **inference)
     elif cfg.get("run"):
         encoder = load_run_encoder(cfg.run)
         task = cfg.get("task")
@@ -158,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         card = card_from_run(cfg.run) or CardInfo()
         if cfg.get("results"):
             card = add_eval_metrics(card, cfg.results, encoder)
-        export_sentence_transformers(encoder, task, out, card=card, model_id=repo_id)
+        export_sentence_transformers(encoder, task, out, card=card, model_id=repo_id, **inference)
     else:
         raise SystemExit(__doc__)
     if repo_id is not None:

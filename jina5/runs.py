@@ -15,8 +15,9 @@ before fitting), ``checkpoints/last.ckpt`` (and the best), ``curves.jsonl`` (eve
    trainer's callbacks (and ``SaveAtSteps`` when the final weights average with a step checkpoint);
 3. finish: the step and metrics are read back from ``final_state.json`` (under ddp_spawn the launching
    process only gets rank 0's weights back), ``adapter.average_with`` averages ``last.ckpt`` with an
-   earlier checkpoint (``jina5.averaging``; ``checkpoints/averaged.ckpt``), the encoder is exported and
-   ``done.json`` is written.
+   earlier checkpoint (``jina5.averaging``; ``checkpoints/averaged.ckpt``), the encoder is exported (with
+   the inference settings ``export.rope_theta`` / ``export.max_seq_length`` when set) and ``done.json``
+   is written.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -39,6 +41,22 @@ from jina5.run_config import check_same_run
 from jina5.run_lock import RunLock
 
 log = logging.getLogger(__name__)
+
+
+EXPORT_KEYS = ("enabled", "rope_theta", "max_seq_length")
+
+
+def export_settings(export: bool | Mapping | None) -> dict | None:
+    """The post-fit export's settings from the config's ``export`` (a mapping of :data:`EXPORT_KEYS`, or a
+    bare bool: ``export=false`` on the command line), or None when nothing is exported."""
+    if export is None or isinstance(export, bool):
+        return {"rope_theta": None, "max_seq_length": None} if export else None
+    unknown = sorted(set(export) - set(EXPORT_KEYS))
+    if unknown:
+        raise ValueError(f"export: unknown keys {unknown}; known: {list(EXPORT_KEYS)}")
+    if not export.get("enabled", True):
+        return None
+    return {"rope_theta": export.get("rope_theta"), "max_seq_length": export.get("max_seq_length")}
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -149,9 +167,15 @@ class Run:
             )
         elif average is not None:
             summary["averaged_with"] = average_final_weights(module, trainer, self.dir, self.adapter)
-        if self.cfg.export:  # the model card gets the run's objective, Matryoshka dims and metrics
+        export = export_settings(self.cfg.get("export"))
+        if export is not None:  # the model card gets the run's objective, Matryoshka dims and metrics
             card = card_from_config(OmegaConf.to_container(self.cfg, resolve=True), summary)
-            module.encoder.save_pretrained(self.dir / "encoder", card=card)
+            module.encoder.save_pretrained(
+                self.dir / "encoder",
+                card=card,
+                rope_theta=export["rope_theta"],
+                max_length=export["max_seq_length"],
+            )
         self.done_file.write_text(json.dumps(summary, indent=2))
         log.info(
             "finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)",

@@ -1,6 +1,7 @@
 """Stage-2 assembly: what a run takes from a stage-1 run (``init_from``) and the task adapter it adds.
 
     student    = <init_from>/encoder/ (else cfg.student)  [+ LoRA adapter ``adapter.task``, backbone frozen]
+                 built with ``student.rope_theta`` when set (the training RoPE base; ``jina5.rope``)
     psi        = objective.losses.distill.proj.* of <init_from>/checkpoints/last.ckpt
     warm start = off (psi is already fitted; ``module.projection_warm_start`` applies to fresh psi only)
 
@@ -21,6 +22,8 @@ from jina5.checkpointing import read_checkpoint
 from jina5.encoder import Encoder
 from jina5.module import find_distillation
 from jina5.objective import Objective
+from jina5.rope import check_rope
+from jina5.runs import export_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +38,22 @@ def build_student(cfg: DictConfig) -> Encoder:
             raise FileNotFoundError(
                 f"init_from={init_from!r}: no encoder/ directory (is it a finished stage-1 run dir?)"
             )
-        encoder = Encoder.from_pretrained(encoder_dir)
+        theta = cfg.student.get("rope_theta")  # the training theta, at construction (jina5.rope)
+        encoder = Encoder.from_pretrained(encoder_dir, **({} if theta is None else {"rope_theta": theta}))
         if encoder.adapters:
             raise ValueError(
                 f"init_from={init_from!r}: its encoder already has adapters {encoder.adapters}; "
                 "init_from takes a stage-1 run"
             )
-        log.info("init_from %s: the student is its encoder/ (student.* settings are not used)", init_from)
+        log.info(
+            "init_from %s: the student is its encoder/ (student.* settings are not used, but rope_theta)",
+            init_from,
+        )
     else:
         encoder = instantiate(cfg.student)
+    export = export_settings(cfg.get("export"))
+    if export is not None and export["rope_theta"] is not None:  # fail before training, not at export
+        check_rope(encoder.backbone.config, "export.rope_theta")
     adapter = cfg.get("adapter")
     if adapter:
         task = check_task(adapter.task)

@@ -12,6 +12,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerFast
 
+from jina5.rope import set_rope_theta
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[EOS]"]
 DECODERS = ("qwen3",)
 
@@ -50,8 +52,12 @@ def tiny_model_and_tokenizer(
     heads: int = 4,
     seed: int = 0,
     attn_implementation: str = "eager",
+    rope_theta: float | None = None,
+    rope_key: str = "rope_theta",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """A random-init ``model_type`` backbone with ``layers`` blocks of width ``hidden``, and its tokenizer."""
+    """A random-init ``model_type`` backbone with ``layers`` blocks of width ``hidden``, and its tokenizer;
+    ``rope_theta`` replaces the config's RoPE base (``jina5.rope``; the weights do not depend on it;
+    ``rope_key`` names it in the error for a backbone without RoPE)."""
     tokenizer = char_tokenizer(add_cls_sep=model_type not in DECODERS)
     common = dict(
         vocab_size=len(tokenizer),
@@ -72,6 +78,8 @@ def tiny_model_and_tokenizer(
     if model_type == "eurobert":
         common.update(mask_token_id=tokenizer.unk_token_id)
     config = AutoConfig.for_model(model_type, **common)
+    if rope_theta is not None:
+        set_rope_theta(config, rope_theta, rope_key)
     torch.manual_seed(seed)
     model = AutoModel.from_config(config, attn_implementation=attn_implementation)
     model.eval()

@@ -42,7 +42,8 @@ def query(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Cal
             ],
         ),
         ("jina5-train seed=1 +experiment=truncation/comb", ["+experiment=truncation/combined_matryoshka"]),
-        ("jina5-train exp", ["experiment=", "experiment_name=", "export="]),  # not Hydra's `experiment/`
+        # not Hydra's `experiment/`; `export` is a node (export.rope_theta, ...)
+        ("jina5-train exp", ["experiment=", "experiment_name=", "export."]),
         ("jina5-train debug=", ["debug=smoke"]),
         ("jina5-train scheduler=", ["scheduler=constant", "scheduler=warmup_cosine"]),  # Hydra's own
     ],

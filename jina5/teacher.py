@@ -165,6 +165,12 @@ class TeacherCache:
     def __len__(self) -> int:
         return len(self.store)
 
+    def write_index(self) -> None:
+        """Merge the parts' keys into the store's index file when some part is not in it yet."""
+        self.store.refresh()
+        if self.store.unindexed_parts():
+            self.store.write_index()
+
     def __contains__(self, text: str) -> bool:
         return bool(self.store.locate(keys_of([text]))[0, 0] >= 0)
 

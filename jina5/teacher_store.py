@@ -373,6 +373,10 @@ class TeacherStore:
         first[1:] = keys[1:] != keys[:-1]
         return keys[first], loc[first]
 
+    def unindexed_parts(self) -> int:
+        """How many committed parts the mapped index file does not list."""
+        return len(self._delta_parts)
+
     # ----------------------------------------------------------------- lookups
     def __len__(self) -> int:
         return len(self._index_keys) + len(self._delta_index()[0])

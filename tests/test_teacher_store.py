@@ -9,12 +9,12 @@ import types
 import numpy as np
 import pytest
 import torch
+from test_teacher import CountingTeacher
 
 from jina5.data.datamodule import PairDataModule
 from jina5.teacher import TeacherCache, TeacherCacheError, keys_of, text_key
 from jina5.teacher_precompute import plan_chunks, precompute, precompute_from_config
 from jina5.teacher_store import KEY_DTYPE, TeacherStore
-from test_teacher import CountingTeacher
 
 TEXTS = [
     f"{w} number {i}" + " tail" * (i % 5) for i, w in enumerate(["cat", "dog", "stock", "rain", "tune"] * 6)

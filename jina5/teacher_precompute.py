@@ -118,14 +118,14 @@ def precompute(
         raise ValueError(f"rank {rank} is not in [0, world size {world_size})")
     caches = list({id(c): c for c, _ in steps}.values())
     plan_file, chunks = _agreed_plan(caches, steps, shard_size)
-    done = 0
+    mine: list[list[list[str]]] = [[] for _ in caches]  # per cache, this rank's chunks still to embed
     for i, (no, chunk) in enumerate(chunks):
-        if i % world_size != rank:
-            continue
-        todo = caches[no].missing(chunk)  # [] for a chunk committed before a kill
-        if todo:
-            caches[no].embed_chunks([todo])
-            done += len(todo)
+        if i % world_size == rank and (todo := caches[no].missing(chunk)):  # [] once committed
+            mine[no].append(todo)
+    for cache, todo_chunks in zip(caches, mine, strict=True):
+        if todo_chunks:
+            cache.embed_chunks(todo_chunks)
+    done = sum(len(c) for todo_chunks in mine for c in todo_chunks)
     log.info("teacher pre-compute rank %d/%d: embedded %d texts", rank, world_size, done)
     if rank != 0:
         return done

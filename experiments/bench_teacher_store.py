@@ -6,8 +6,8 @@ process (one training rank) opens it read-only and reports:
 
 - ``open s``: open time (every part's sha256 verified: linear in the store's size);
 - RSS after opening, after attaching all n texts (``locate``: the (n, 2) int32 locations the tables
-  keep) and after ``--batches`` lookups of random batches of ``--batch`` texts (key hashing, searchsorted,
-  gathering the rows to float32): ``VmRSS`` split into ``RssAnon`` (private to the rank) and ``RssFile``
+  keep) and after 2 x ``--batches`` lookups of random batches of ``--batch`` texts (key hashing,
+  searchsorted, gathering the rows to float32; the first half a warm-up that maps the parts): ``VmRSS`` split into ``RssAnon`` (private to the rank) and ``RssFile``
   (mapped store pages: page cache, shared by every rank on the node and reclaimable);
 - ``us/text``: the lookup cost per text, wall and CPU time (the CPU time is the figure to compare on a
   shared machine).
@@ -90,6 +90,8 @@ def measure_store(path: str, n: int, dim: int, batches: int, batch: int, out: mu
     loc = np.concatenate(locs)  # what the tables keep (TeacherRows)
     after_attach = rss()
     rng = np.random.default_rng(1)
+    for b in [rng.integers(0, n, batch) for _ in range(batches)]:  # warm-up: first touches map the parts
+        store.gather(store.locate(keys_of([text(i) for i in b])))
     ids = [rng.integers(0, n, batch) for _ in range(batches)]
     start, cpu = time.perf_counter(), time.process_time()
     for b in ids:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import uuid
 import zipfile
@@ -419,8 +420,11 @@ class TeacherStore:
 
     def _emb(self, part_no: int) -> np.ndarray:
         part = self.parts[part_no]
-        if part.emb is None:  # a plain ndarray view: np.memmap's per-index wrapping costs more than the read
-            part.emb = np.load(self.path / f"{part.name}.emb.npy", mmap_mode="r").view(np.ndarray)
+        if part.emb is None:
+            mapped = np.load(self.path / f"{part.name}.emb.npy", mmap_mode="r")
+            if hasattr(mmap, "MADV_RANDOM") and getattr(mapped, "_mmap", None) is not None:
+                mapped._mmap.madvise(mmap.MADV_RANDOM)  # rows are read at random: no readahead around them
+            part.emb = mapped.view(np.ndarray)  # plain ndarray: np.memmap's per-index wrapping costs more
         return part.emb
 
     def __getstate__(self) -> dict:  # mapped arrays are re-mapped by the receiver, never copied

@@ -5,54 +5,40 @@ run of a sweep: on a CPU the teacher costs more per text than a student training
 encodes under the compute-precision policy (``jina5.precision``: bf16 autocast where the hardware has
 it); the path taken is part of the fingerprint, so bf16 and fp32 vectors never share a cache.
 
-Cache layout (``TeacherCache.path``)::
+The cache is a ``jina5.teacher_store.TeacherStore`` directory (its module doc: memory-mapped fp16
+parts, a sorted key index, atomic commits, checksums, each part's teacher fingerprint). Keys are
+sha1(``cache_text(text)``); a cold fill embeds the missing texts sorted by length in chunks of
+``shard_size`` (one part each), so several caches or processes may add to one directory and an
+interrupted fill resumes from the last committed part.
 
-    meta.json            {"fingerprint", "instruction", "dim", "dtype": "float16", "source"}
-    shard-<uid>.npz      keys (n, 20) uint8 = sha1(cache_text(text)), emb (n, D) float16,
-                         checksum = sha256(keys bytes + emb bytes), and the shard's origin as 0-d
-                         arrays: fingerprint (str), dim (int), instruction (str)
-    shard-<uid>.npz      ...
-
-Each shard is written to a temporary file and renamed into place only when complete, so an
-interrupted run resumes from the last finished shard and never reads half a shard. Shard names are
-unique, so several caches (or processes of a sweep) may add to one directory; each picks up the
-others' shards before computing. On load every
-shard's checksum and shape is verified; a cache made by another teacher, with another instruction
-or dimension, or a truncated/corrupt shard raises ``TeacherCacheError`` naming the file. So does a
-shard whose recorded origin is not this cache's (another teacher's shard copied in). Shards written
-before shards carried their origin are accepted as legacy, since meta.json matched, with one warning
-per cache directory and process.
+Filling on a GPU: ``Teacher.place(device)`` moves the weights and resolves the precision policy for
+that device (bf16 on a bf16 GPU under ``auto``; part of the fingerprint, as always). Large stores are
+pre-computed across ranks before training: ``python -m jina5.teacher <training overrides>``
+(``jina5.teacher_precompute``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import time
 import unicodedata
-import uuid
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from jina5.assets import cache_root
 from jina5.encoder import Encoder
 from jina5.encoder_io import content_fingerprint
 from jina5.precision import resolve_precision
+from jina5.teacher_store import KEY_DTYPE, TeacherStore, TeacherStoreError
 
 log = logging.getLogger(__name__)
 
-ORIGIN_KEYS = ("fingerprint", "dim", "instruction")  # what every shard records about its teacher
-_warned_legacy: set[Path] = set()  # cache dirs whose legacy shards were reported in this process
-
-
-class TeacherCacheError(RuntimeError):
-    """The cache on disk cannot be used as it is (other teacher/dims/instruction, or corrupt)."""
+TeacherCacheError = TeacherStoreError  # the cache on disk cannot be used as it is
 
 
 def cache_text(text: str) -> str:
@@ -98,6 +84,7 @@ class Teacher:
             torch_dtype=torch_dtype,
         )
         self.encoder.eval().requires_grad_(False)
+        self.precision_choice = precision
         device_type = next(self.encoder.parameters()).device.type
         self.encoder.compute_precision = resolve_precision(precision, device_type)
         self.batch_size = batch_size
@@ -112,6 +99,18 @@ class Teacher:
     def precision(self) -> str:
         """The compute precision the teacher encodes with: ``"bf16"`` or ``"fp32"``."""
         return self.encoder.compute_precision
+
+    def place(self, device: str | torch.device, move_weights: bool = True) -> None:
+        """Resolve the precision policy for ``device`` (the fingerprint follows) and, unless
+        ``move_weights`` is False, move the weights there. A rank that only reads the store resolves
+        without moving, so it finds the store the filling rank writes."""
+        device = torch.device(device)
+        precision = resolve_precision(self.precision_choice, device.type)
+        if precision != self.encoder.compute_precision:
+            self.encoder.compute_precision = precision
+            self._fingerprint = None
+        if move_weights:
+            self.encoder.to(device)
 
     @property
     def fingerprint(self) -> str:
@@ -128,10 +127,12 @@ class Teacher:
 
 
 class TeacherCache:
-    """Content-addressed, resumable fp16 store of one teacher's vectors under one instruction.
+    """Content-addressed, resumable fp16 store of one teacher's vectors under one instruction
+    (``jina5.teacher_store``: memory-mapped parts, a sorted key index).
 
-    ``get(texts)`` returns (N, D) float32 vectors, computing (batched by length, with a texts/s bar)
-    and persisting only the texts not cached yet.
+    ``get(texts)`` returns (N, D) float32 vectors and ``rows(texts)`` a lazy ``TeacherRows`` view,
+    both computing (batched by length, with a texts/s bar) and persisting only the texts not stored
+    yet; with ``read_only`` a missing text is an error naming the pre-compute command instead.
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class TeacherCache:
         path: str | Path | None = None,
         shard_size: int = 1024,
         progress: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.teacher = teacher
         self.instruction = instruction
@@ -148,188 +150,124 @@ class TeacherCache:
         self.progress = progress
         instr = hashlib.sha1(instruction.encode()).hexdigest()[:12]
         self.path = Path(path) if path else cache_root() / "teacher" / f"{teacher.fingerprint[:16]}-{instr}"
-        self._index: dict[bytes, tuple[int, int]] = {}
-        self._shards: list[np.ndarray] = []
-        self._loaded: set[str] = set()
-        self._legacy: list[str] = []  # shards without a recorded origin (written by older code)
-        self._open()
-
-    # ----------------------------------------------------------------- on-disk state
-    def _meta(self) -> dict:
-        return {
-            "fingerprint": self.teacher.fingerprint,
-            "instruction": self.instruction,
-            "dim": self.teacher.dim,
-            "dtype": "float16",
-            "source": self.teacher.source,
+        meta = {
+            "fingerprint": teacher.fingerprint,
+            "instruction": instruction,
+            "dim": teacher.dim,
+            "source": teacher.source,
         }
-
-    def _open(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        meta_file = self.path / "meta.json"
-        want = self._meta()
-        if meta_file.exists():
-            try:
-                have = json.loads(meta_file.read_text())
-            except json.JSONDecodeError as err:
-                raise TeacherCacheError(
-                    f"{meta_file}: unreadable ({err}); delete the directory to rebuild"
-                ) from None
-            for key in ("fingerprint", "instruction", "dim", "dtype"):
-                if have.get(key) != want[key]:
-                    raise TeacherCacheError(
-                        f"{meta_file}: made with {key}={have.get(key)!r}, this teacher has {want[key]!r} "
-                        f"(teacher {want['source']}); use another cache path or delete it"
-                    )
-        else:
-            _atomic_write_bytes(meta_file, json.dumps(want, indent=2).encode())
-        self.refresh()
+        self.store = TeacherStore(self.path, meta, read_only=read_only)
 
     def refresh(self) -> None:
-        """Load the shards that appeared on disk since the last look (other caches or processes)."""
-        for shard_file in sorted(self.path.glob("shard-*.npz")):
-            if shard_file.name not in self._loaded and not shard_file.name.endswith(".tmp.npz"):
-                self._load_shard(shard_file)
-        if self._legacy and self.path not in _warned_legacy:
-            _warned_legacy.add(self.path)
-            log.warning(
-                "teacher cache %s: %d shard(s) carry no teacher fingerprint (written by an older jina5), "
-                "accepted because meta.json matches this teacher (e.g. %s); delete them to recompute",
-                self.path,
-                len(self._legacy),
-                self._legacy[0],
-            )
+        """Take in the parts that appeared on disk since the last look (other caches or processes)."""
+        self.store.refresh()
 
-    def _check_origin(self, shard_file: Path, origin: dict) -> None:
-        """Refuse a shard whose recorded teacher fingerprint, dim or instruction is not this cache's."""
-        if "fingerprint" not in origin:
-            self._legacy.append(shard_file.name)
-            return
-        want = {
-            "fingerprint": self.teacher.fingerprint,
-            "dim": self.teacher.dim,
-            "instruction": self.instruction,
-        }
-        if origin["fingerprint"] != want["fingerprint"]:
-            raise TeacherCacheError(
-                f"{shard_file}: written by teacher {origin['fingerprint'][:16]}, "
-                f"this cache is {want['fingerprint'][:16]}; delete it"
-            )
-        for key in ("dim", "instruction"):
-            if origin.get(key) != want[key]:
-                raise TeacherCacheError(
-                    f"{shard_file}: written with {key}={origin.get(key)!r}, this cache has {want[key]!r}; delete it"
-                )
-
-    def _load_shard(self, shard_file: Path) -> None:
-        try:
-            with np.load(shard_file) as z:
-                keys, emb, checksum = z["keys"], z["emb"], bytes(z["checksum"])
-                origin = {k: z[k].item() for k in ORIGIN_KEYS if k in z.files}
-        except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as err:
-            raise TeacherCacheError(
-                f"{shard_file}: truncated or corrupt ({err}); delete it to recompute"
-            ) from None
-        self._check_origin(shard_file, origin)
-        if emb.ndim != 2 or emb.shape[1] != self.teacher.dim or keys.shape != (emb.shape[0], 20):
-            raise TeacherCacheError(
-                f"{shard_file}: shapes keys {keys.shape} emb {emb.shape} do not fit teacher dim {self.teacher.dim}"
-            )
-        if _checksum(keys, emb) != checksum:
-            raise TeacherCacheError(f"{shard_file}: checksum mismatch (corrupt); delete it to recompute")
-        shard_id = len(self._shards)
-        self._shards.append(emb)
-        self._loaded.add(shard_file.name)
-        for row, key in enumerate(keys):
-            self._index[key.tobytes()] = (shard_id, row)
-
-    def _write_shard(self, keys: list[bytes], emb: np.ndarray) -> None:
-        shard_file = self.path / f"shard-{uuid.uuid4().hex[:16]}.npz"
-        key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
-        emb16 = emb.astype(np.float16)
-        tmp = shard_file.with_suffix(".tmp.npz")
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                keys=key_arr,
-                emb=emb16,
-                checksum=np.frombuffer(_checksum(key_arr, emb16), np.uint8),
-                fingerprint=np.array(self.teacher.fingerprint),
-                dim=np.array(self.teacher.dim, dtype=np.int64),
-                instruction=np.array(self.instruction),
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, shard_file)
-        self._load_shard(shard_file)
-
-    # ----------------------------------------------------------------- API
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self.store)
+
+    def write_index(self) -> None:
+        """Merge the parts' keys into the store's index file when some part is not in it yet."""
+        self.store.refresh()
+        if self.store.unindexed_parts():
+            self.store.write_index()
 
     def __contains__(self, text: str) -> bool:
-        return text_key(text) in self._index
+        return bool(self.store.locate(keys_of([text]))[0, 0] >= 0)
 
     def missing(self, texts: Sequence[str]) -> list[str]:
-        """Distinct texts (first occurrence order) whose vectors are not cached."""
-        seen: set[bytes] = set()
-        out = []
-        for t in texts:
-            k = text_key(t)
-            if k not in self._index and k not in seen:
-                seen.add(k)
-                out.append(t)
-        return out
+        """Distinct texts (first occurrence order) whose vectors are not stored."""
+        keys = keys_of(texts)
+        absent = np.flatnonzero(self.store.locate(keys)[:, 0] < 0)
+        _, first = np.unique(keys[absent], return_index=True)
+        return [texts[i] for i in absent[np.sort(first)]]
 
     def fill(self, texts: Sequence[str]) -> int:
-        """Compute and persist every missing text, shard by shard; returns how many were computed."""
+        """Compute and persist every missing text, shard by shard; returns how many were computed.
+
+        The order is the embedded default's since the first cache: the missing texts sorted by
+        length (stable), cut into chunks of ``shard_size``, each chunk one ``Teacher.embed`` call and
+        one part (a bf16 teacher's output depends on which texts share a batch)."""
         self.refresh()
         todo = self.missing(texts)
         if not todo:
             return 0
+        if self.store.read_only:
+            raise TeacherCacheError(
+                f"teacher store {self.path}: {len(todo)} of these texts are not stored (e.g. {todo[0][:60]!r}) "
+                "and this rank opens it read-only; pre-compute it with the training overrides: "
+                "python -m jina5.teacher <the same overrides as python -m jina5.train>"
+            )
         todo.sort(key=len)  # similar lengths per shard -> little padding inside the encoder batches
+        self.embed_chunks([todo[lo : lo + self.shard_size] for lo in range(0, len(todo), self.shard_size)])
+        return len(todo)
+
+    def embed_chunks(self, chunks: Sequence[Sequence[str]]) -> None:
+        """Embed each chunk in one ``Teacher.embed`` call and commit it as one part."""
+        total = sum(len(c) for c in chunks)
         bar = tqdm(
-            total=len(todo),
+            total=total,
             unit="text",
             desc=f"teacher cache ({Path(self.teacher.source).name})",
             disable=not self.progress,
         )
         start = time.perf_counter()
-        for lo in range(0, len(todo), self.shard_size):
-            chunk = todo[lo : lo + self.shard_size]
+        for n, chunk in enumerate(chunks):
             emb = self.teacher.embed(chunk, self.instruction)
             if not np.isfinite(emb).all():
                 raise TeacherCacheError(
-                    f"teacher produced non-finite vectors for shard starting at text {lo}"
+                    f"teacher produced non-finite vectors for chunk {n} ({chunk[0][:60]!r}...)"
                 )
-            self._write_shard([text_key(t) for t in chunk], emb)
+            self.store.write_part(keys_of(chunk), emb.astype(np.float16))
             bar.update(len(chunk))
         bar.close()
-        rate = len(todo) / max(time.perf_counter() - start, 1e-9)
+        rate = total / max(time.perf_counter() - start, 1e-9)
         log.info(
-            "teacher cache %s: computed %d texts (%.1f texts/s), %d cached",
-            self.path,
-            len(todo),
-            rate,
-            len(self),
+            "teacher cache %s: computed %d texts (%.1f texts/s), %d cached", self.path, total, rate, len(self)
         )
-        return len(todo)
+
+    def rows(self, texts: Sequence[str]) -> TeacherRows:
+        """A lazy (N, D) float32 view of ``texts``' vectors (computing what is missing first)."""
+        self.fill(texts)
+        loc = self.store.locate(keys_of(texts))
+        return TeacherRows(self.store, loc)
 
     def get(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) float32 teacher vectors for ``texts`` (computing what is missing first)."""
-        self.fill(texts)
-        out = np.empty((len(texts), self.teacher.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            shard, row = self._index[text_key(t)]
-            out[i] = self._shards[shard][row]
-        return out
+        return self.rows(texts)[:]
 
 
-def _checksum(keys: np.ndarray, emb: np.ndarray) -> bytes:
-    return hashlib.sha256(np.ascontiguousarray(keys).tobytes() + np.ascontiguousarray(emb).tobytes()).digest()
+class TeacherRows:
+    """(N, D) float32 teacher vectors of N texts, read from the store when indexed.
+
+    Holds (N, 2) int32 store locations (8 bytes a text) instead of the vectors (4 D bytes a text):
+    ``rows[i]`` is (D,), ``rows[idx]`` (len(idx), D) for a sequence, array or slice."""
+
+    def __init__(self, store: TeacherStore, loc: np.ndarray) -> None:
+        if len(loc) and loc[:, 0].min() < 0:
+            raise TeacherCacheError(
+                f"teacher store {store.path}: {int((loc[:, 0] < 0).sum())} texts are not stored"
+            )
+        self.store, self.loc = store, loc
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.loc), self.store.dim)
+
+    def __len__(self) -> int:
+        return len(self.loc)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self.store.gather(self.loc[idx][None])[0]
+        return self.store.gather(self.loc[idx])
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def keys_of(texts: Sequence[str]) -> np.ndarray:
+    """(N,) |S20 store keys (``text_key``) of ``texts``."""
+    return np.frombuffer(b"".join(text_key(t) for t in texts), dtype=KEY_DTYPE)
+
+
+if __name__ == "__main__":  # python -m jina5.teacher <overrides>: the pre-compute (its own module)
+    from jina5.teacher_precompute import main
+
+    main()

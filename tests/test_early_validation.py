@@ -36,7 +36,7 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def no_teacher_caching(monkeypatch: pytest.MonkeyPatch) -> None:
-    def teacher_caches(self):
+    def teacher_caches(self, read_only=False):
         raise AssertionError("the teacher cache was about to be filled before the data sizes were checked")
 
     monkeypatch.setattr(PairDataModule, "teacher_caches", teacher_caches)

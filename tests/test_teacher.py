@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
-import zipfile
 
 import numpy as np
 import pytest
 
 from jina5.encoder import Encoder
-from jina5.teacher import Teacher, TeacherCache, TeacherCacheError, cache_text
+from jina5.teacher import Teacher, TeacherCache, TeacherCacheError, cache_text, text_key
 from jina5.tiny import tiny_model_and_tokenizer
 
 TEXTS = [f"text number {i} about {w}" for i, w in enumerate(["cats", "dogs", "stocks", "rain", "music"] * 3)]
@@ -54,7 +55,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     crashing = Crashing()
     with pytest.raises(KeyboardInterrupt):
         TeacherCache(crashing, path=tmp_path / "c", shard_size=4, progress=False).get(TEXTS)
-    assert len(list((tmp_path / "c").glob("shard-*.npz"))) == 2  # two finished shards survive
+    assert len(list((tmp_path / "c").glob("part-*.json"))) == 2  # two committed parts survive
     assert not list((tmp_path / "c").glob("*.tmp*"))
     fresh = CountingTeacher()
     cache = TeacherCache(fresh, path=tmp_path / "c", shard_size=4, progress=False)
@@ -87,24 +88,32 @@ def test_default_paths_separate_teachers_and_instructions(tmp_path, monkeypatch)
     assert len({a.path, b.path, c.path}) == 3
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "truncate_keys"])
 def test_corrupt_shard_is_detected(tmp_path, damage):
     TeacherCache(CountingTeacher(), path=tmp_path / "c", shard_size=4, progress=False).get(TEXTS[:4])
-    shard = next((tmp_path / "c").glob("shard-*.npz"))
-    data = bytearray(shard.read_bytes())
-    if damage == "truncate":
-        shard.write_bytes(data[: len(data) // 2])
+    emb = next((tmp_path / "c").glob("part-*.emb.npy"))
+    target = emb.with_name(emb.name.replace(".emb.", ".keys.")) if damage == "truncate_keys" else emb
+    data = bytearray(target.read_bytes())
+    if damage.startswith("truncate"):
+        target.write_bytes(data[: len(data) - 7])
     else:
-        with zipfile.ZipFile(shard) as z:
-            arrays = {n: z.read(n) for n in z.namelist()}
-        emb = bytearray(arrays["emb.npy"])
-        emb[-1] ^= 0xFF
-        arrays["emb.npy"] = bytes(emb)
-        with zipfile.ZipFile(shard, "w") as z:
-            for n, b in arrays.items():
-                z.writestr(n, b)
-    with pytest.raises(TeacherCacheError, match=shard.name):
+        data[-1] ^= 0xFF
+        target.write_bytes(data)
+    with pytest.raises(TeacherCacheError, match=target.name if damage.startswith("truncate") else emb.name):
         TeacherCache(CountingTeacher(), path=tmp_path / "c", progress=False)
+
+
+def test_an_uncommitted_part_is_ignored_and_recomputed(tmp_path):
+    """Arrays without their .json (a writer killed between the two) are not read; the texts are computed."""
+    teacher = CountingTeacher()
+    want = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False).get(TEXTS[:4])
+    record = next((tmp_path / "c").glob("part-*.json"))
+    record.unlink()
+    teacher.calls = 0
+    cache = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False)
+    assert len(cache) == 0
+    np.testing.assert_array_equal(cache.get(TEXTS[:4]), want)
+    assert teacher.calls == 4
 
 
 def test_two_caches_on_one_directory_share_and_never_clobber(tmp_path):
@@ -123,10 +132,12 @@ def test_two_caches_on_one_directory_share_and_never_clobber(tmp_path):
 
 
 def _copy_first_shard(src_dir, dst_dir):
-    shard = sorted(src_dir.glob("shard-*.npz"))[0]
-    copied = dst_dir / shard.name
-    shutil.copyfile(shard, copied)
-    return copied
+    """Copy the first part (its arrays and record) into ``dst_dir``; returns the copied record."""
+    record = sorted(src_dir.glob("part-*.json"))[0]
+    name = record.name[: -len(".json")]
+    for suffix in (".keys.npy", ".emb.npy", ".json"):
+        shutil.copyfile(src_dir / f"{name}{suffix}", dst_dir / f"{name}{suffix}")
+    return dst_dir / record.name
 
 
 def test_a_foreign_shard_is_refused_with_its_file_named(tmp_path):
@@ -152,21 +163,59 @@ def test_a_shard_of_another_instruction_is_refused(tmp_path):
         TeacherCache(teacher, path=tmp_path / "plain", progress=False)
 
 
-def test_legacy_shards_without_origin_are_accepted_with_one_warning(tmp_path, caplog):
-    """Shards written before they recorded their teacher still load (meta.json matched), warned once."""
+def _legacy_shard(path, keys, emb, origin=None):
+    """A shard as the in-RAM cache before the memory-mapped store wrote it (jina5 <= 1240df8)."""
+    key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
+    emb16 = emb.astype(np.float16)
+    checksum = hashlib.sha256(key_arr.tobytes() + emb16.tobytes()).digest()
+    extra = {k: np.array(v) for k, v in (origin or {}).items()}
+    np.savez(path, keys=key_arr, emb=emb16, checksum=np.frombuffer(checksum, np.uint8), **extra)
+
+
+def _legacy_cache(root, teacher, texts, with_origin):
+    """A legacy cache directory of ``texts`` in shards of 4; returns their fp16 vectors as float32."""
+    root.mkdir()
+    meta = {"fingerprint": teacher.fingerprint, "instruction": "", "dim": teacher.dim, "dtype": "float16"}
+    (root / "meta.json").write_text(json.dumps({**meta, "source": teacher.source}))
+    origin = (
+        {"fingerprint": teacher.fingerprint, "dim": teacher.dim, "instruction": ""} if with_origin else None
+    )
+    emb = teacher.embed(texts)
+    for lo in range(0, len(texts), 4):
+        keys = [text_key(t) for t in texts[lo : lo + 4]]
+        _legacy_shard(root / f"shard-{lo:016x}.npz", keys, emb[lo : lo + 4], origin)
+    return emb.astype(np.float16).astype(np.float32)
+
+
+@pytest.mark.parametrize("with_origin", [True, False])
+def test_legacy_shards_are_migrated_bit_for_bit_once(tmp_path, caplog, with_origin):
+    """Shards of the in-RAM cache are verified and copied into parts once (left in place for older
+    checkouts); shards without a recorded origin are accepted (meta.json matched) with one warning."""
     teacher = CountingTeacher()
-    got = TeacherCache(teacher, path=tmp_path / "c", shard_size=4, progress=False).get(TEXTS[:6])
-    for shard in (tmp_path / "c").glob("shard-*.npz"):  # strip the origin: what older code wrote
-        with zipfile.ZipFile(shard) as z:
-            arrays = {n: z.read(n) for n in z.namelist() if n in ("keys.npy", "emb.npy", "checksum.npy")}
-        with zipfile.ZipFile(shard, "w") as z:
-            for n, data in arrays.items():
-                z.writestr(n, data)
+    want = _legacy_cache(tmp_path / "c", teacher, TEXTS[:6], with_origin)
     teacher.calls = 0
-    with caplog.at_level(logging.WARNING, logger="jina5.teacher"):
-        again = TeacherCache(teacher, path=tmp_path / "c", progress=False).get(TEXTS[:6])
+    with caplog.at_level(logging.WARNING, logger="jina5.teacher_store"):
+        got = TeacherCache(teacher, path=tmp_path / "c", progress=False).get(TEXTS[:6])
         TeacherCache(teacher, path=tmp_path / "c", progress=False)
     assert teacher.calls == 0
-    np.testing.assert_array_equal(got, again)
+    np.testing.assert_array_equal(got, want)
+    assert len(list((tmp_path / "c").glob("part-legacy-*.json"))) == 2
+    assert len(list((tmp_path / "c").glob("shard-*.npz"))) == 2
     warnings = [r for r in caplog.records if "carry no teacher fingerprint" in r.getMessage()]
-    assert len(warnings) == 1 and "2 shard(s)" in warnings[0].getMessage()
+    assert len(warnings) == (0 if with_origin else 1)
+    if warnings:
+        assert "2 shard(s)" in warnings[0].getMessage()
+
+
+def test_a_corrupt_or_foreign_legacy_shard_is_refused(tmp_path):
+    a, b = CountingTeacher(seed=0), CountingTeacher(seed=1)
+    _legacy_cache(tmp_path / "c", a, TEXTS[:4], with_origin=True)
+    shard = next((tmp_path / "c").glob("shard-*.npz"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(TeacherCacheError, match=f"{shard.name}: truncated or corrupt"):
+        TeacherCache(a, path=tmp_path / "c", progress=False)
+    _legacy_cache(tmp_path / "d", a, TEXTS[:4], with_origin=True)
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    (tmp_path / "d" / "meta.json").write_text(json.dumps({**meta, "fingerprint": b.fingerprint}))
+    with pytest.raises(TeacherCacheError, match=f"written by teacher {a.fingerprint[:16]}"):
+        TeacherCache(b, path=tmp_path / "d", progress=False)

@@ -187,13 +187,67 @@ class PairDataModule(L.LightningDataModule):
         self.rows_all_ranks: list[int] = []  # each table's rows summed over the ranks holding a share
         self.dev: TextPairs | None = None
 
-    def teacher_caches(self) -> tuple[TeacherCache, TeacherCache] | None:
+    def teacher_caches(self, read_only: bool = False) -> tuple[TeacherCache, TeacherCache] | None:
+        """(query cache, document cache): one object when both sides share the instruction."""
         if self.teacher is None:
             return None
-        query_cache = TeacherCache(self.teacher, self.query_instruction)
+        query_cache = TeacherCache(self.teacher, self.query_instruction, read_only=read_only)
         if self.document_instruction == self.query_instruction:
             return query_cache, query_cache
-        return query_cache, TeacherCache(self.teacher, self.document_instruction)
+        return query_cache, TeacherCache(self.teacher, self.document_instruction, read_only=read_only)
+
+    def teacher_texts(self) -> list[tuple[int, list[str]]]:
+        """What the teacher embeds, in the order ``setup`` fills it: (side, texts) with side 0 the query
+        cache and 1 the document cache; the tables' queries, their documents, then the dev pairs'.
+        ``python -m jina5.teacher`` pre-computes exactly these (``jina5.teacher_precompute``)."""
+        steps = [
+            (0, [q for t in self.tables for q in t.queries]),
+            (1, [d for t in self.tables for d in t.documents]),
+        ]
+        if self.dev is not None:
+            steps += [(0, self.dev.queries), (1, self.dev.documents)]
+        return steps
+
+    def load_dev(self) -> TextPairs | None:
+        """The dev pairs: ``dev_pairs`` pairs of each ``dev_datasets`` corpus's dev split."""
+        dev_q, dev_d = [], []
+        for name in self.dev_datasets:
+            table = load_pair_table(DatasetSpec(name, max_rows=self.dev_pairs), "dev", self.split_seed, 0)
+            dev_q += table.queries
+            dev_d += table.documents
+        return TextPairs(dev_q, dev_d) if dev_q else None
+
+    def attach_teacher_vectors(self) -> None:
+        """Fill the teacher caches (``teacher_texts``) and attach lazy views to the tables and dev pairs.
+
+        Under several ranks only global rank 0 fills, exactly as a single process would (the same
+        texts, order and chunks, so the same vectors); the others wait at a barrier, then open the
+        store read-only (a text still missing there is an error naming ``python -m jina5.teacher``).
+        On a CUDA trainer the filling rank moves the teacher to its device for the fill and back to
+        the CPU after, every rank resolving the precision policy for CUDA (the store's fingerprint).
+        A store too large to fill inside the process group's barrier timeout is pre-computed first:
+        ``python -m jina5.teacher <the training overrides>`` (sharded over ranks)."""
+        trainer = self.trainer
+        rank0 = trainer is None or trainer.is_global_zero
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if device.type == "cuda":
+            self.teacher.place(device, move_weights=rank0)
+        if not rank0:
+            trainer.strategy.barrier("teacher_store_filled")
+        caches = self.teacher_caches(read_only=not rank0)
+        for side, texts in self.teacher_texts():
+            caches[side].fill(texts)
+        if rank0 and self._world_size() > 1:
+            for cache in dict.fromkeys(caches):
+                cache.write_index()
+            trainer.strategy.barrier("teacher_store_filled")
+        if device.type == "cuda" and rank0:
+            self.teacher.encoder.to("cpu")  # training needs only the stored vectors
+            torch.cuda.empty_cache()
+        attach_teacher(self.tables, *caches)
+        if self.dev is not None:
+            self.dev.teacher_query = caches[0].get(self.dev.queries)
+            self.dev.teacher_document = caches[1].get(self.dev.documents)
 
     def held_out_texts(self, splits: CorpusSplits | None = None) -> set[str]:
         """The normalised dev and test texts of every ``held_out`` corpus (at ``split_seed``)."""
@@ -324,18 +378,9 @@ class PairDataModule(L.LightningDataModule):
             for table in self.tables:
                 if not table.texts_only and not any(table.negatives):
                     attach_hard_negatives(table, self.encoder, self.mining)
-        dev_q, dev_d = [], []
-        for name in self.dev_datasets:
-            table = load_pair_table(DatasetSpec(name, max_rows=self.dev_pairs), "dev", self.split_seed, 0)
-            dev_q += table.queries
-            dev_d += table.documents
-        self.dev = TextPairs(dev_q, dev_d) if dev_q else None
-        caches = self.teacher_caches()
-        if caches is not None:
-            attach_teacher(self.tables, *caches)
-            if self.dev is not None:
-                self.dev.teacher_query = caches[0].get(self.dev.queries)
-                self.dev.teacher_document = caches[1].get(self.dev.documents)
+        self.dev = self.load_dev()
+        if self.teacher is not None:
+            self.attach_teacher_vectors()
         log.info("training mix: %s", ", ".join(f"{t.spec.name}={len(t)}" for t in self.tables))
 
     def distillation_sample(self, n_texts: int) -> TextPairs | None:

@@ -37,7 +37,7 @@ from jina5.data.schema import dataset_stats, normalise_text
 from jina5.data.sources import EmptySourceError, load_source
 from jina5.data.splits import CorpusSplits, rows_without, seeded_rows
 from jina5.encoder import Encoder
-from jina5.teacher import TeacherCache
+from jina5.teacher import TeacherCache, TeacherRows
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class PairTable:
     negatives: list[list[str]] = field(default_factory=list)
     scores: list[float | None] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    teacher_query: np.ndarray | None = None  # (N, Dt) float32; None for a texts-only table
-    teacher_document: np.ndarray | None = None
+    teacher_query: TeacherRows | None = None  # (N, Dt) float32 when indexed; None for a texts-only table
+    teacher_document: TeacherRows | None = None
     shard: tuple[int, int] = (0, 1)  # (rank, world): rank's share of the rows (an hf: source); (0, 1): all
     stats: dict = field(default_factory=dict)  # how the rows were read and dropped (the data manifest)
 
@@ -337,13 +337,14 @@ def load_pair_table(
 def attach_teacher(
     tables: Sequence[PairTable], query_cache: TeacherCache, document_cache: TeacherCache
 ) -> None:
-    """Fill every table's teacher vectors from the caches (computing, once, what is missing): queries
-    under the query instruction, documents (and a texts-only table's texts) under the document one."""
+    """Attach every table's teacher vectors from the caches (computing, once, what is missing): queries
+    under the query instruction, documents (and a texts-only table's texts) under the document one.
+    Each table holds lazy ``TeacherRows`` views (8 bytes a text), read from the memory-mapped store."""
     query_cache.fill([q for t in tables for q in t.queries])
     document_cache.fill([d for t in tables for d in t.documents])
     for t in tables:
-        t.teacher_query = None if t.texts_only else query_cache.get(t.queries)
-        t.teacher_document = document_cache.get(t.documents)
+        t.teacher_query = None if t.texts_only else query_cache.rows(t.queries)
+        t.teacher_document = document_cache.rows(t.documents)
 
 
 def attach_hard_negatives(table: PairTable, encoder: Encoder, cfg: MiningConfig) -> None:

@@ -80,7 +80,29 @@ def gather_batch(batch: EmbeddingBatch) -> EmbeddingBatch:
         )
     if k_max != k_min or anywhere["negatives_mask"]:
         batch = pad_negatives(batch, k_max, [f for f in NEGATIVE_FIELDS if anywhere[f]])
-    return EmbeddingBatch(**{f: gather_with_grad(getattr(batch, f)) for f in fields})
+    return EmbeddingBatch(**gather_fields({f: getattr(batch, f) for f in fields}))
+
+
+def gather_fields(tensors: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
+    """:func:`gather_with_grad` of every tensor (each (B, ...)), in one all-gather per (dtype,
+    requires_grad) group: each group's tensors are flattened to (B, -1), concatenated, gathered and
+    split back. One autograd collective for all the trained vectors keeps the backward's collectives
+    in the same order on every rank (per-field gathers may run their backwards in a different order
+    where the ranks' graphs differ, e.g. one rank padded its negatives: same-shape gradients would be
+    exchanged crosswise). Every rank must hold the same fields with the same shapes."""
+    groups: dict[tuple[torch.dtype, bool], list[str]] = {}
+    for name, x in tensors.items():
+        if x is not None:
+            groups.setdefault((x.dtype, x.requires_grad), []).append(name)
+    out: dict[str, Tensor | None] = dict.fromkeys(tensors)
+    for names in groups.values():
+        parts = [tensors[n] for n in names]
+        b = parts[0].shape[0]
+        flat = gather_with_grad(torch.cat([x.reshape(b, -1) for x in parts], dim=1))
+        widths = [x[0].numel() for x in parts]
+        for name, x, piece in zip(names, parts, flat.split(widths, dim=1), strict=True):
+            out[name] = piece.reshape(-1, *x.shape[1:])
+    return out
 
 
 def pad_negatives(batch: EmbeddingBatch, k: int, fields: list[str]) -> EmbeddingBatch:

@@ -169,7 +169,7 @@ def test_two_ranks_equal_one_process_on_the_global_batch_with_uneven_negatives(t
         torch.testing.assert_close(ranks[1][name][0], loss, msg=name)  # every rank: the global loss
         torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6, msg=name)
         for n, g in ref.items():
-            torch.testing.assert_close(grads[n], g, rtol=1e-5, atol=1e-6, msg=f"{name}: {n}")
+            torch.testing.assert_close(grads[n], g, rtol=1e-5, atol=1e-5, msg=f"{name}: {n}")
         # what one process leaves without a gradient (a skipped loss's parameters) gets an exact zero
         unused = set(grads) - set(ref)
         assert all(torch.equal(grads[n], torch.zeros_like(grads[n])) for n in unused), name

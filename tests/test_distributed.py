@@ -4,6 +4,7 @@ losses skipped per batch under DDP(find_unused_parameters=False), and the masked
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -237,3 +238,87 @@ def test_exact_zero_is_zero_even_on_nan_and_passes_a_zero_gradient():
     assert z.item() == 0.0 and not math.copysign(1.0, z.item()) < 0
     (torch.tensor(2.5) + z).backward()
     assert torch.equal(p.grad, torch.zeros(3))
+
+
+TRAIN = [
+    "experiment=ablation/combined",
+    "trainer.max_steps=3",
+    "+trainer.limit_val_batches=0",
+    "module.projection_warm_start=32",
+]
+TWO_RANKS = ["+trainer.strategy=ddp", "trainer.devices=2"]
+ONE_RANK = [
+    "data.datasets.bbc.batch_size=16",
+    "data.datasets.lee_background.batch_size=8",
+]  # 2 x SMALL_DATA's
+WRITTEN = ("final_state.json", "done.json")
+
+
+def _train_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
+    """One rank launched as its own process (as torchrun, SLURM or Lightning's ``ddp`` launch them: every
+    rank runs ``train``), recording which run files and exports it writes."""
+    import os
+
+    from helpers import run_cfg
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from jina5.train import train
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank), NODE_RANK="0")
+    rank_zero_only.rank = rank  # what Lightning reads from the environment at import in a launched rank
+    torch.set_num_threads(1)
+    writes: list[str] = []
+    write_text, save_pretrained = Path.write_text, Encoder.save_pretrained
+
+    def recording_write_text(self: Path, *args, **kwargs):
+        writes.append(self.name)
+        return write_text(self, *args, **kwargs)
+
+    def recording_save_pretrained(self, *args, **kwargs):
+        writes.append("encoder/")
+        return save_pretrained(self, *args, **kwargs)
+
+    Path.write_text, Encoder.save_pretrained = recording_write_text, recording_save_pretrained
+    summary = train(run_cfg(Path(root), *TRAIN, *TWO_RANKS, student="qwen3"))
+    torch.save({"summary": summary, "writes": writes}, f"{out}.{rank}")
+
+
+def _files(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_two_rank_run_writes_once_and_matches_one_rank_on_the_same_global_batch(tmp_path):
+    """Every rank runs ``train`` (``strategy=ddp``); only global rank 0 writes final_state.json,
+    done.json and encoder/, each once; every rank returns rank 0's summary; and the run
+    directory holds the same files, with the same weights, as one rank on the same global batch (2 x 8
+    rows = 16: the sampler gives rank r the r-th half of the rows one rank takes)."""
+    import socket
+
+    from helpers import run_cfg
+    from safetensors.torch import load_file
+
+    from jina5.train import train
+
+    one = run_cfg(tmp_path / "one", *TRAIN, *ONE_RANK, student="qwen3")
+    train(one)  # first: it fills the teacher cache the two ranks then share
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ranks"
+    torch.multiprocessing.spawn(_train_rank, args=(2, port, str(tmp_path / "two"), str(out)), nprocs=2)
+    ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
+    for name in (*WRITTEN, "encoder/"):
+        assert [rank["writes"].count(name) for rank in ranks] == [1, 0], name
+    assert ranks[0]["summary"] == ranks[1]["summary"]
+    one_dir = Path(one.paths.output_dir)
+    two_dir = tmp_path / "two" / "runs" / one_dir.name
+    assert ranks[0]["summary"]["steps"] == 3 and ranks[0]["summary"]["run_dir"] == str(two_dir)
+    assert _files(two_dir) == _files(one_dir)
+    a, b = (
+        load_file(one_dir / "encoder" / "model.safetensors"),
+        load_file(two_dir / "encoder" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)

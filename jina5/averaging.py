@@ -114,5 +114,7 @@ class SaveAtSteps(L.Callback):
     ) -> None:
         if trainer.global_step in self.steps:
             path = step_checkpoint(self.run_dir, trainer.global_step)
-            if not path.exists():
+            # saving is a collective: every rank follows rank 0's look at the file (rank 0 may have
+            # written it before another rank looks)
+            if not trainer.strategy.broadcast(path.exists(), src=0):
                 trainer.save_checkpoint(path)

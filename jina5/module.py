@@ -30,6 +30,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
+from jina5.distributed import gather_batch, world_size
 from jina5.encoder import Encoder
 from jina5.losses import EmbeddingBatch, EmbeddingDistillation
 from jina5.objective import Objective
@@ -92,24 +93,6 @@ def lr_lambda(
         return min_ratio + (1 - min_ratio) * decay
 
     return f
-
-
-def _world_size() -> int:
-    """Processes in the default process group (1 when torch.distributed is not initialised)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
-def gather_with_grad(x: Tensor | None) -> Tensor | None:
-    """Concatenate ``x`` (B, ...) over the R ranks along dim 0 -> (R B, ...), rank order.
-
-    The backward of ``all_gather`` sums every rank's gradient for this rank's slice, and every rank
-    computes the same global loss, so after DDP divides the summed gradients by R each parameter gets
-    exactly the gradient of the loss on the concatenated global batch."""
-    if x is None or _world_size() == 1:
-        return x
-    return torch.cat(torch.distributed.nn.functional.all_gather(x.contiguous()), dim=0)
 
 
 def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
@@ -228,8 +211,8 @@ class EmbeddingModule(L.LightningModule):
             document_ids=batch.get("document_ids"),
             **base,
         )
-        if self.gather_across_devices and _world_size() > 1:
-            eb = EmbeddingBatch(**{k: gather_with_grad(v) for k, v in vars(eb).items()})
+        if self.gather_across_devices and world_size() > 1:
+            eb = gather_batch(eb)  # ranks agree on the fields and pad uneven negatives first
         return eb
 
     @torch.no_grad()

@@ -23,6 +23,18 @@ skipped on them and absent from ``parts``, whatever ``skip_missing`` says; a per
 pure-contrastive run, whose data module then leaves the texts-only data sets out
 (``jina5.train.build``).
 
+Under more than one rank a skipped loss's trainable parameters (the text-matching adapter's projection
+psi on a scored batch, a learnable temperature on a texts-only batch) still enter the graph, through an
+exact zero (``jina5.distributed.exact_zero``: a sum over an empty slice, 0 even for a NaN parameter):
+
+    total += sum_{p of a skipped loss} 0
+
+so every parameter gets a gradient (zeros) and DDP's default ``find_unused_parameters=False`` holds;
+every rank skips the same losses (they draw the same dataset, and ``jina5.distributed`` checks that
+their fields agree). One process adds nothing: its graph and gradients are as without this.
+Under DDP those parameters thus get a zero gradient where one process leaves theirs None: an optimizer
+with momentum (AdamW) still moves them on such a step.
+
 The losses live in an ``nn.ModuleDict``, so their learnable pieces (the distillation projection, a
 learnable temperature) are parameters of the Objective, optimised and checkpointed with the model.
 """
@@ -37,6 +49,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from jina5.distributed import exact_zero, world_size
 from jina5.losses.batch import EmbeddingBatch
 
 
@@ -120,22 +133,29 @@ class Objective(nn.Module):
         requires = tuple(getattr(self.losses[name], "requires", ()))
         return [f for f in batch.applicable(requires) if getattr(batch, f) is None]
 
+    def skips(self, name: str, batch: EmbeddingBatch) -> bool:
+        """Whether loss ``name`` is skipped on ``batch`` (texts-only, ``skip_if_present``,
+        ``skip_missing``); a missing field without ``skip_missing`` raises a ValueError naming it."""
+        if batch.texts_only and self.needs_pairs(name):
+            return True
+        if any(getattr(batch, f) is not None for f in self.skip_if_present.get(name, ())):
+            return True
+        missing = self.missing_fields(name, batch)
+        if missing and not self.skip_missing:
+            raise ValueError(
+                f"Objective: loss {name!r} needs batch fields {missing}, which are None "
+                "(set skip_missing=True to skip it on such batches)"
+            )
+        return bool(missing)
+
     def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, Tensor]]:
         total: Tensor | None = None
         parts: dict[str, Tensor] = {}
+        untouched: list[Tensor] = []  # trainable parameters of the skipped losses
         for name, loss in self.losses.items():
-            if batch.texts_only and self.needs_pairs(name):
+            if self.skips(name, batch):
+                untouched.extend(p for p in loss.parameters() if p.requires_grad)
                 continue
-            if any(getattr(batch, f) is not None for f in self.skip_if_present.get(name, ())):
-                continue
-            missing = self.missing_fields(name, batch)
-            if missing:
-                if self.skip_missing:
-                    continue
-                raise ValueError(
-                    f"Objective: loss {name!r} needs batch fields {missing}, which are None "
-                    "(set skip_missing=True to skip it on such batches)"
-                )
             w = self.weights[name]
             if w == 0.0:
                 with torch.no_grad():
@@ -144,6 +164,9 @@ class Objective(nn.Module):
             value = loss(batch)
             parts[name] = value
             total = w * value if total is None else total + w * value
+        if untouched and world_size() > 1:  # DDP (find_unused_parameters=False) needs them in the graph
+            touch = sum(exact_zero(p) for p in untouched)
+            total = touch if total is None else total + touch
         if total is None:
             total = batch.document.new_zeros(())
         return total, parts

@@ -13,9 +13,11 @@ before fitting), ``checkpoints/last.ckpt`` (and the best), ``curves.jsonl`` (eve
 2. start: the curve record keeps the values logged before the resumed step; ``FinalState``,
    ``AlignLogStep`` and ``LogConfig`` (the resolved config to every logger as hyperparameters) join the
    trainer's callbacks (and ``SaveAtSteps`` when the final weights average with a step checkpoint);
-3. finish: the step and metrics are read back from ``final_state.json`` (under ddp_spawn the launching
-   process only gets rank 0's weights back), ``adapter.average_with`` averages ``last.ckpt`` with an
-   earlier checkpoint (``jina5.averaging``; ``checkpoints/averaged.ckpt``), the encoder is exported (with
+3. finish, on global rank 0 alone (every rank of ``strategy=ddp``, torchrun or SLURM runs ``train``;
+   the others wait at a barrier and receive its summary): the step and metrics are read back from
+   ``final_state.json`` (under ddp_spawn the launching process only gets rank 0's weights back),
+   ``adapter.average_with`` averages ``last.ckpt`` with an earlier checkpoint (``jina5.averaging``;
+   ``checkpoints/averaged.ckpt``), the encoder is exported (with
    the inference settings ``export.rope_theta`` / ``export.max_seq_length`` when set) and ``done.json``
    is written.
 """
@@ -135,8 +137,9 @@ class Run:
         add ``FinalState``, ``AlignLogStep`` and ``LogConfig`` (that config, to every logger) and keep the
         curve record's values before the resumed step."""
         self.started = time.perf_counter()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.cfg, self.dir / "config.yaml", resolve=True)
+        if trainer.is_global_zero:  # ranks launched as separate scripts run ``train`` too
+            self.dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.cfg, self.dir / "config.yaml", resolve=True)
         config = OmegaConf.to_container(self.cfg, resolve=True)
         trainer.callbacks.extend([self.final, AlignLogStep(), LogConfig(config)])
         for logger in trainer.loggers:
@@ -144,8 +147,28 @@ class Run:
                 logger.keep_before_step = self.resume_step
 
     def finish(self, module: L.LightningModule, trainer: L.Trainer) -> dict:
-        """After fitting: average the final weights if asked, export the encoder, write and return
-        ``done.json``'s summary."""
+        """After fitting, on every rank: global rank 0 averages the final weights if asked, exports the
+        encoder and writes ``done.json``; the others wait for it (the broadcast of its summary is the
+        barrier), so no rank reads a file rank 0 has not written, and every rank returns the same
+        summary. A rank-0 failure is re-raised on every rank rather than left hanging."""
+        summary, error = None, None
+        if trainer.is_global_zero:
+            try:
+                summary = self.finish_on_rank_zero(module, trainer)
+            except BaseException as err:
+                error = err
+        failed = None if error is None else f"{type(error).__name__}: {error}"
+        trainer.strategy.barrier("jina5.runs.finish")
+        summary, failed = trainer.strategy.broadcast((summary, failed), src=0)
+        if error is not None:
+            raise error
+        if failed is not None:
+            raise RuntimeError(f"global rank 0 failed to finish {self.dir}: {failed}")
+        return summary
+
+    def finish_on_rank_zero(self, module: L.LightningModule, trainer: L.Trainer) -> dict:
+        """Average the final weights if asked, export the encoder, write and return ``done.json``'s
+        summary (global rank 0 only: ``final_state.json`` is its file)."""
         seconds = time.perf_counter() - self.started
         state = json.loads(self.final.path.read_text())
         summary = {

@@ -12,10 +12,7 @@ from helpers import CONF_DIR, LossRecorder, compose, run_cfg
 from omegaconf import OmegaConf
 
 from jina5.curves import read_curves
-from jina5.encoder import Encoder
-from jina5.module import EmbeddingModule, find_distillation, lr_lambda
-from jina5.objective import build_objective
-from jina5.tiny import tiny_model_and_tokenizer
+from jina5.module import find_distillation, lr_lambda
 from jina5.train import build, train
 
 EXPERIMENTS = sorted(
@@ -241,84 +238,6 @@ def test_ddp_spawn_on_cpu(tmp_path):
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2
     assert json.loads((Path(cfg.paths.output_dir) / "done.json").read_text())["steps"] == 2
-
-
-QUERIES = [f"query {i} about {w}" for i, w in enumerate(["cats", "stocks", "rain", "tea"] * 2)]
-DOCUMENTS = [f"a document on {w}, number {i}" for i, w in enumerate(["cats", "stocks", "rain", "tea"] * 2)]
-NEGATIVES = [f"an unrelated text {i}" for i in range(8)]
-
-
-def _toy_module(objective_cfg: dict) -> EmbeddingModule:
-    """A tiny BERT student (seeded: the same in every process) on the combined objective, in eval mode."""
-    model, tokenizer = tiny_model_and_tokenizer("bert", layers=2)
-    encoder = Encoder(model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "})
-    objective = build_objective(objective_cfg, student_dim=encoder.dim, teacher_dim=48)
-    settings = {"weight_decay_exclude_1d": True, "base_reference_dropout": False, "projection_warm_start": 0}
-    return EmbeddingModule(
-        encoder, objective, optimizer=torch.optim.SGD, gather_across_devices=True, **settings
-    ).eval()
-
-
-def _toy_batch(module: EmbeddingModule, rows: slice) -> dict:
-    """Rows ``rows`` of one 8-row batch (1 hard negative per query; random 48-d teacher vectors)."""
-    gen = torch.Generator().manual_seed(0)
-    teacher = torch.randn(2, 8, 48, generator=gen)
-    tokens = {
-        key: module.encoder.tokenize(texts, prompt="query" if key == "query" else "document")
-        for key, texts in (("query", QUERIES), ("document", DOCUMENTS), ("negatives", NEGATIVES))
-    }
-    batch = {key: {k: v[rows] for k, v in t.items()} for key, t in tokens.items()}
-    return {
-        **batch,
-        "negatives_per_query": 1,
-        "teacher_query": teacher[0, rows],
-        "teacher_document": teacher[1, rows],
-    }
-
-
-def _gradients(module: EmbeddingModule, batch: dict) -> dict[str, torch.Tensor]:
-    module.zero_grad()
-    total, _ = module.objective(module.embedding_batch(batch))
-    total.backward()
-    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-
-
-def _ddp_gradients(rank: int, world: int, init_file: str, out: str, objective_cfg: dict) -> None:
-    """One of ``world`` gloo processes: its 4 rows of the batch, DDP's gradient averaging by hand."""
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
-    module = _toy_module(objective_cfg)
-    batch = _toy_batch(module, slice(4 * rank, 4 * rank + 4))
-    result = {}
-    for gather in (True, False):
-        module.gather_across_devices = gather
-        grads = _gradients(module, batch)
-        for g in grads.values():
-            torch.distributed.all_reduce(g)
-            g /= world
-        result[gather] = grads
-    if rank == 0:
-        torch.save(result, out)
-    torch.distributed.destroy_process_group()
-
-
-def test_gathered_negatives_gradient_equals_one_process_on_the_global_batch(tmp_path):
-    """2 ranks x 4 rows with all-gathered embeddings (in-batch and hard negatives span both ranks)
-    == 1 process x the 8 concatenated rows, parameter by parameter."""
-    objective_cfg = OmegaConf.to_container(compose(["experiment=ablation/combined"]).objective)
-    out = tmp_path / "grads.pt"
-    torch.multiprocessing.spawn(
-        _ddp_gradients, args=(2, str(tmp_path / "init"), str(out), objective_cfg), nprocs=2
-    )
-    ddp = torch.load(out, weights_only=False)
-    module = _toy_module(objective_cfg)
-    single = _gradients(module, _toy_batch(module, slice(0, 8)))
-    assert ddp[True].keys() == single.keys() and "objective.losses.distill.proj.weight" in single
-    for name, g in single.items():
-        torch.testing.assert_close(ddp[True][name], g, rtol=1e-5, atol=1e-6, msg=name)
-    # without the gather each rank's negatives are its own 4 rows: another gradient (the check can fail)
-    assert max((ddp[False][n] - g).abs().max().item() for n, g in single.items()) > 1e-4
 
 
 def test_lr_schedule_values():

@@ -13,6 +13,7 @@ field               shape        meaning
 query               (B, D)       student query embeddings, L2-normalised
 document            (B, D)       student positive-document embeddings, L2-normalised
 negatives           (B, K, D)    student embeddings of row i's mined hard negatives
+negatives_mask      (B, K) bool  True = a real negative, False = padding (None: all real)
 teacher_query       (B, Dt)      teacher vectors of the queries (TeacherCache)
 teacher_document    (B, Dt)      teacher vectors of the positive documents
 teacher_negatives   (B, K, Dt)   teacher vectors of the hard negatives (optional; relational)
@@ -23,6 +24,11 @@ base_negatives      (B, K, Db)   frozen base model on the hard negatives (relati
 query_ids           (B,) int64   hash of each normalised query text (duplicate masking)
 document_ids        (B,) int64   hash of each normalised positive-document text
 ==================  ===========  ==============================================================
+
+``negatives_mask`` exists where ranks with different K were padded to a common K for the all-gather
+(``jina5.distributed``): the padding rows of ``negatives`` (and ``teacher_negatives`` /
+``base_negatives``) are zero vectors, and every loss that reads negatives drops those where the mask
+is False (``real_negatives``; InfoNCE masks their logits to -inf). Without it every negative is real.
 
 A **texts-only batch** (``query`` None) holds B single texts in the document fields: ``document``
 (B, D), ``teacher_document`` (B, Dt), ``base_document``, ``document_ids``; it has no pair, so every
@@ -37,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 
@@ -56,6 +63,7 @@ class EmbeddingBatch:
     base_negatives: Tensor | None = None
     query_ids: Tensor | None = None
     document_ids: Tensor | None = None
+    negatives_mask: Tensor | None = None
 
     #: the tensors produced by the student; the only ones wrappers transform.
     STUDENT_FIELDS: ClassVar[tuple[str, ...]] = ("query", "document", "negatives")
@@ -63,6 +71,7 @@ class EmbeddingBatch:
     PAIR_FIELDS: ClassVar[tuple[str, ...]] = (
         "query",
         "negatives",
+        "negatives_mask",
         "teacher_query",
         "teacher_negatives",
         "scores",
@@ -92,6 +101,16 @@ class EmbeddingBatch:
             raise ValueError(
                 f"EmbeddingBatch.negatives must be (B={b}, K, D={dim}), got {tuple(self.negatives.shape)}"
             )
+        m = self.negatives_mask
+        if m is not None and (
+            self.negatives is None
+            or m.dtype != torch.bool
+            or tuple(m.shape) != tuple(self.negatives.shape[:2])
+        ):
+            want = (
+                "None (no negatives)" if self.negatives is None else f"bool {tuple(self.negatives.shape[:2])}"
+            )
+            raise ValueError(f"EmbeddingBatch.negatives_mask must be {want}, got {m.dtype} {tuple(m.shape)}")
         for name in ("teacher_query", "teacher_document", "base_query", "base_document"):
             t = getattr(self, name)
             if t is not None and (t.dim() != 2 or t.shape[0] != b):
@@ -127,6 +146,13 @@ class EmbeddingBatch:
     def replace(self, **changes: Tensor | None) -> EmbeddingBatch:
         """A copy with the given fields replaced (``dataclasses.replace``; shapes are re-checked)."""
         return dataclasses.replace(self, **changes)
+
+    def real_negatives(self, x: Tensor) -> Tensor:
+        """The real negatives of ``x`` (B, K, dim) (``negatives`` or a reference of them), rows stacked:
+        (B K, dim) without a mask, else the (N, dim) rows where ``negatives_mask`` is True, in the same
+        row-major order."""
+        flat = x.reshape(-1, x.shape[-1])
+        return flat if self.negatives_mask is None else flat[self.negatives_mask.reshape(-1)]
 
     def map_student(self, fn: Callable[[Tensor], Tensor]) -> EmbeddingBatch:
         """Apply ``fn`` to every student-side tensor present (query, document, negatives).

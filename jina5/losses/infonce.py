@@ -22,7 +22,8 @@ queries only, tau 0.02.
 False-negative masking (``mask_duplicates=True``, needs ``document_ids`` / ``query_ids``): an in-batch
 document y_j (j != i) whose id equals y_i's id is a duplicate of the positive, so it is removed from
 N_i; likewise, for d->q, an in-batch query x_j (j != i) with x_i's id. Hard negatives carry no ids
-and are never masked. Without ids nothing is masked.
+and are never masked. Without ids nothing is masked. Padded negatives (``negatives_mask`` False: ranks
+with different K, ``jina5.distributed``) are left out of N_i (logit -inf).
 
 Temperature: fixed (a plain float, exact) unless ``learnable_temperature=True``; then it is stored
 as a parameter log(tau), initialised at log(temperature), and tau = exp(log_tau) is clamped to
@@ -30,7 +31,7 @@ as a parameter log(tau), initialised at log(temperature), and tau = exp(log_tau)
 in float16/bfloat16; above 1 the loss no longer separates positives). The clamp is applied in log
 space; at a bound the temperature's gradient is zero.
 
-Shapes: query, document (B, D); negatives (B, K, D) or None; query_ids, document_ids (B,) or None.
+Shapes: query, document (B, D); negatives (B, K, D) or None; negatives_mask (B, K) or None; query_ids, document_ids (B,) or None.
 Returns a scalar.
 """
 
@@ -123,11 +124,15 @@ class InfoNCE(nn.Module):
             qd = qd.masked_fill(_duplicate_mask(batch.document_ids.to(x.device)), float("-inf"))
         columns = [qd]
         if batch.negatives is not None and batch.negatives.shape[1] > 0:
-            n = unit(batch.negatives)  # (B, K, D)
+            n, mask = unit(batch.negatives), batch.negatives_mask  # (B, K, D), (B, K) or None
             if self.share_negatives:
-                columns.append(x @ n.reshape(-1, n.shape[-1]).T)  # (B, B*K)
+                hard = x @ n.reshape(-1, n.shape[-1]).T  # (B, B*K)
+                mask = None if mask is None else mask.reshape(1, -1)
             else:
-                columns.append(torch.einsum("bd,bkd->bk", x, n))  # (B, K)
+                hard = torch.einsum("bd,bkd->bk", x, n)  # (B, K)
+            if mask is not None:  # padding (uneven K across ranks) is no negative
+                hard = hard.masked_fill(~mask, float("-inf"))
+            columns.append(hard)
         loss = _nce(torch.cat(columns, dim=1) / tau)
 
         if self.bidirectional:

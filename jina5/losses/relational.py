@@ -19,7 +19,8 @@ reference's negatives (``base_negatives`` / ``teacher_negatives``) must be prese
 ValueError says so; ``include_negatives=False`` uses queries and documents only (M = 2B).
 
 Shapes: student (B, D) x2 [+ (B, K, D)] -> s (M, D); reference (B, Dr) x2 [+ (B, K, Dr)] -> t (M, Dr).
-Stacking order: queries, documents, negatives (row-major). Returns a scalar; 0 when s == t.
+Stacking order: queries, documents, negatives (row-major); padded negatives (``negatives_mask`` False:
+ranks with different K, ``jina5.distributed``) are left out, so M = 2B + the real negatives. Returns a scalar; 0 when s == t.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class RelationalDistillation(nn.Module):
                     f"RelationalDistillation: the batch has student negatives but {neg_field} is None; "
                     "provide it or set include_negatives=False"
                 )
-            s.append(batch.negatives.reshape(-1, batch.negatives.shape[-1]))
-            t.append(ref_n.reshape(-1, ref_n.shape[-1]))
+            s.append(batch.real_negatives(batch.negatives))  # padded negatives left out
+            t.append(batch.real_negatives(ref_n))
         s_all = torch.cat(s)  # (M, D)
         t_all = torch.cat(t).detach().to(s_all.dtype)  # (M, Dr)
         if t_all.shape[0] != s_all.shape[0]:

@@ -37,6 +37,7 @@ from jina5.loggers import AlignLogStep, LogConfig
 from jina5.model_card import card_from_config
 from jina5.run_config import check_same_run
 from jina5.run_lock import RunLock
+from jina5.strategies import exportable_encoder
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,9 @@ class Run:
             summary["averaged_with"] = average_final_weights(module, trainer, self.dir, self.adapter)
         if self.cfg.export:  # the model card gets the run's objective, Matryoshka dims and metrics
             card = card_from_config(OmegaConf.to_container(self.cfg, resolve=True), summary)
-            module.encoder.save_pretrained(self.dir / "encoder", card=card)
+            exportable_encoder(module, trainer, self.cfg, self.dir).save_pretrained(
+                self.dir / "encoder", card=card
+            )
         self.done_file.write_text(json.dumps(summary, indent=2))
         log.info(
             "finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)",

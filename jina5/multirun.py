@@ -38,7 +38,8 @@ def world_size(trainer: Mapping[str, Any]) -> int:
 
 
 def relaunches_command_line(trainer: Mapping[str, Any]) -> bool:
-    """Whether Lightning would start the ranks of ``trainer.strategy`` by re-running the command line."""
+    """Whether Lightning would start the ranks of ``trainer.strategy`` (were there several) by re-running
+    the command line."""
     strategy = trainer.get("strategy", "auto")
     if isinstance(strategy, Mapping):  # an instantiated strategy: DDPStrategy(start_method=...), FSDP, ...
         return str(strategy.get("start_method", "popen")) not in ("spawn", "fork", "forkserver")

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -79,29 +78,24 @@ def test_a_multirun_of_relaunching_ddp_is_refused_unless_slurm_starts_the_ranks(
 
 
 def test_the_training_cli_refuses_it_before_anything_is_loaded(tmp_path):
+    """The student cannot be loaded (no such directory): the refusal, not that error, shows it came first."""
     env = {**os.environ, "JINA5_ROOT": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "jina5.train", "-m", "trainer=ddp_cpu", "trainer.strategy=ddp", "seed=0,1"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jina5.train",
-            "-m",
-            "trainer=ddp_cpu",
-            "trainer.strategy=ddp",
-            "seed=0,1",
-            "student.source=tiny:bert",
-            "teacher.source=tiny:mpnet",
-        ],
+        [*cmd, f"student.source={tmp_path / 'no-such-model'}", "teacher.source=tiny:mpnet"],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode != 0
-    assert "-m (multirun) with trainer.strategy=ddp on 2 ranks" in proc.stderr + proc.stdout
-    assert not (tmp_path / "outputs" / "runs" / "default-seed0" / "config.yaml").exists()
-    assert time.perf_counter() - start < 120
+    output = proc.stderr + proc.stdout
+    assert (
+        "-m (multirun) with trainer.strategy=ddp on 2 ranks" in output and "no such directory" not in output
+    )
+    assert not (
+        tmp_path / "outputs" / "runs" / "default-seed0" / "config.yaml"
+    ).exists()  # Hydra made the dir
 
 
 # ------------------------------------------------------------------------------ launcher configs

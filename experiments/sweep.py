@@ -230,7 +230,7 @@ class Evaluations:
                 "jina5.evaluate",
                 "-m",
                 f"model={sweep_values(models)}",
-                f"results={Path(self.results).resolve()}",
+                f"results={sweep_values([str(Path(self.results).resolve())])}",
                 "progress=false",
                 *overrides,
                 *self.launcher,
@@ -246,12 +246,12 @@ class Evaluations:
 
 
 def stored_run(records: pd.DataFrame, model: str, overrides: Sequence[str]) -> dict:
-    """The run fields of the one evaluation of ``model`` (with ``label=`` / ``seed=`` in ``overrides``)
-    among ``records``, as ``jina5.evaluate`` returned them."""
-    want = dict(o.split("=", 1) for o in overrides if o.startswith(("label=", "seed=")))
+    """The run fields of the one evaluation of ``model`` (filed under the ``label=`` of ``overrides``, if
+    any) among ``records``, as ``jina5.evaluate`` returned them."""
     rows = records[records["model"] == model]
-    if "label" in want:
-        rows = rows[rows["experiment"] == want["label"]]
+    label = next((o.split("=", 1)[1] for o in overrides if o.startswith("label=")), None)
+    if label is not None:
+        rows = rows[rows["experiment"] == label]
     run_ids = list(dict.fromkeys(rows["run_id"]))
     if len(run_ids) != 1:
         raise RuntimeError(

@@ -131,7 +131,7 @@ def test_sweep_passes_its_launcher_to_trainings_and_evaluations(tmp_path, monkey
     evaluations.add("/runs/combo,1", ["eval=smoke", "label=combo", "seed=1"])
     with pytest.raises(RuntimeError, match="expected one new evaluation of /runs/x-seed0"):
         evaluations.run()  # faked: nothing was written to the store
-    results = str((tmp_path / "r.jsonl").resolve())
+    results = f"'{(tmp_path / 'r.jsonl').resolve()}'"
     tail = ["progress=false"]
     assert [c[1:] for c in commands] == [
         [

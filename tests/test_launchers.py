@@ -197,7 +197,7 @@ def comparable(store: ResultsStore) -> list[tuple]:
     return sorted(out, key=repr)
 
 
-@pytest.mark.slow  # six Python processes (two drivers, four submitit jobs): 225-324 s on the shared 2 cores
+@pytest.mark.slow  # six Python processes (two drivers, four submitit jobs): 225-664 s on the shared, loaded 2 cores
 def test_a_two_job_sweep_under_submitits_local_executor_with_its_evaluations(tmp_path, monkeypatch, capsys):
     """``sweep.py --launcher submitit_local``: the two trainings and their two evaluations are submitit
     jobs (each its own process); the store then holds the same records as the default path's in-process

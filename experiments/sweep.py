@@ -19,6 +19,12 @@ Phases (each announced as ``[k/4] ...`` and timed):
    held-out suite (``jina5.evaluate``; results of an unchanged model are reused from the store), plus
    each run's training curve and wall time;
 4. tables and figures: ``experiments/tables.py`` from the results store alone.
+
+``--launcher <name>`` runs both the trainings and the evaluations as Hydra multiruns under
+``hydra/launcher=<name>`` (``slurm``: SLURM through submitit, ``submitit_local``, ``joblib``: jobs in
+parallel on this machine; the ``hydra.launcher.*`` overrides among the training overrides go to both).
+Without it, the trainings are one multirun under Hydra's basic launcher and the evaluations run one by
+one in this process, in the same order; both write the same records to the results store.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,7 +46,7 @@ from tables import build  # noqa: E402
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
 from jina5.curves import read_curves  # noqa: E402
-from jina5.eval.store import ResultsStore, new_run_id  # noqa: E402
+from jina5.eval.store import ResultsStore, isna, new_run_id  # noqa: E402
 from jina5.run_config import compose  # noqa: E402
 
 
@@ -172,9 +179,98 @@ def evaluate_model(model: str, eval_overrides: Sequence[str], results: str) -> d
     return evaluate(cfg)
 
 
+def launcher_overrides(launcher: str | None, overrides: Sequence[str]) -> list[str]:
+    """What puts a multirun under ``launcher``: ``hydra/launcher=<launcher>`` and the ``hydra.launcher.*``
+    overrides among ``overrides`` (e.g. ``hydra.launcher.partition=gpu``); [] for Hydra's basic one."""
+    if launcher is None:
+        return []
+    return [f"hydra/launcher={launcher}", *(o for o in overrides if o.startswith("hydra.launcher."))]
+
+
+def sweep_values(values: Sequence[str]) -> str:
+    """A Hydra sweep over ``values``, each quoted (paths may hold ``=`` or ``,``): ``'a','b'``."""
+    bad = [v for v in values if "'" in v or "\\" in v]
+    if bad:
+        raise ValueError(f"cannot pass {bad} to a Hydra multirun (a quote or backslash in the value)")
+    return ",".join(f"'{v}'" for v in values)
+
+
+class Evaluations:
+    """The sweep's ``jina5.evaluate`` jobs. Without a launcher each runs at once in this process (as
+    ``evaluate_model``); with one (``launcher`` = the overrides that select it), :meth:`add` queues the
+    job and :meth:`run` evaluates the queue as Hydra multiruns of ``python -m jina5.evaluate``, one per
+    distinct set of overrides (``model`` swept), under that launcher. Each job's ``then`` gets its run
+    fields (run_id, experiment, seed, model, config): ``evaluate``'s, or read back from the store."""
+
+    def __init__(self, results: str, launcher: Sequence[str] = ()) -> None:
+        self.results, self.launcher = results, list(launcher)
+        self.queue: list[tuple[str, list[str], Callable[[dict], None] | None]] = []
+
+    def add(self, model: str, overrides: Sequence[str], then: Callable[[dict], None] | None = None) -> None:
+        if not self.launcher:
+            fields = evaluate_model(model, overrides, self.results)["run"]
+            if then is not None:
+                then(fields)
+            return
+        # a multirun sweeps one value per job: the run id is evaluate's own (same format)
+        self.queue.append((model, [o for o in overrides if not o.startswith("run_id=")], then))
+
+    def run(self) -> None:
+        if not self.queue:
+            return
+        store = ResultsStore(self.results)
+        before = set(store.read()["run_id"])
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for model, overrides, _ in self.queue:
+            groups.setdefault(tuple(overrides), []).append(model)
+        for overrides, models in groups.items():
+            cmd = [
+                sys.executable,
+                "-m",
+                "jina5.evaluate",
+                "-m",
+                f"model={sweep_values(models)}",
+                f"results={sweep_values([str(Path(self.results).resolve())])}",
+                "progress=false",
+                *overrides,
+                *self.launcher,
+            ]
+            print("  " + " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True)
+        fresh = store.read()
+        fresh = fresh[~fresh["run_id"].isin(before)]
+        for model, overrides, then in self.queue:
+            if then is not None:
+                then(stored_run(fresh, model, overrides))
+        self.queue = []
+
+
+def stored_run(records: pd.DataFrame, model: str, overrides: Sequence[str]) -> dict:
+    """The run fields of the one evaluation of ``model`` (filed under the ``label=`` of ``overrides``, if
+    any) among ``records``, as ``jina5.evaluate`` returned them."""
+    rows = records[records["model"] == model]
+    label = next((o.split("=", 1)[1] for o in overrides if o.startswith("label=")), None)
+    if label is not None:
+        rows = rows[rows["experiment"] == label]
+    run_ids = list(dict.fromkeys(rows["run_id"]))
+    if len(run_ids) != 1:
+        raise RuntimeError(
+            f"expected one new evaluation of {model} {overrides} in the store, found {run_ids}"
+        )
+    row = rows.iloc[0]
+    seed = None if isna(row["seed"]) else int(row["seed"])
+    return {
+        "run_id": row["run_id"],
+        "experiment": row["experiment"],
+        "seed": seed,
+        "model": model,
+        "config": row["config"],
+    }
+
+
 def evaluate_combined(
-    runs: Sequence[Path], label: str, seed: int, eval_overrides: Sequence[str], results: str
-) -> dict:
+    runs: Sequence[Path], label: str, seed: int, eval_overrides: Sequence[str], evaluations: Evaluations
+) -> None:
     """Combine the adapters of ``runs`` (one backbone) into ``<output_root>/<label>-seed<seed>`` and
     evaluate that encoder as experiment ``label``: each task type is scored by the adapter serving it."""
     from jina5.export import combine_adapters
@@ -182,7 +278,7 @@ def evaluate_combined(
     combined = runs[0].parent.parent / f"{label}-seed{seed}"
     print(f"  {combined}: the adapters of {', '.join(r.name for r in runs)}", flush=True)
     combine_adapters(runs, combined)
-    return evaluate_model(str(combined), [*eval_overrides, f"label={label}", f"seed={seed}"], results)
+    evaluations.add(str(combined), [*eval_overrides, f"label={label}", f"seed={seed}"])
 
 
 def evaluate_sweep(
@@ -192,24 +288,32 @@ def evaluate_sweep(
     eval_overrides: Sequence[str],
     results: str,
     stage1: Path | None,
+    launcher: Sequence[str] = (),
 ) -> None:
     """Phase 3 of a sweep (``spec``): its baselines and stage-1 run, then every trained run (or each
     seed's combined adapters) through ``jina5.evaluate``, and every run's training records into the
-    store ``results``. ``run_overrides``: {row label: the experiment and overrides it was trained with}."""
+    store ``results``. ``run_overrides``: {row label: the experiment and overrides it was trained with};
+    ``launcher``: the overrides that put the evaluations under a Hydra launcher (:class:`Evaluations`)."""
     evaluate = spec.get("evaluate", True)
     store = ResultsStore(results)
+    evaluations = Evaluations(results, launcher)
+
+    def store_training(run: Path) -> Callable[[dict], None]:
+        return lambda fields: store.append(training_records(run), fields)
+
     if evaluate:
         for baseline in spec.get("baselines", []):
             print(f"  baseline {baseline}", flush=True)
-            evaluate_model(baseline, eval_overrides, results)
+            evaluations.add(baseline, eval_overrides)
     if stage1 is not None:
         label = spec["stage1"]["label"]
-        fields = {"run_id": new_run_id(label), "experiment": label, "seed": 0, "model": str(stage1)}
+        # its dev curves (the teacher cosine) under the same run
+        then = store_training(stage1) if (stage1 / "done.json").exists() else None
         if evaluate:
             print(f"  stage 1 {stage1}", flush=True)
-            fields = evaluate_model(str(stage1), [*eval_overrides, f"label={label}"], results)["run"]
-        if (stage1 / "done.json").exists():  # its dev curves (the teacher cosine) under the same run
-            store.append(training_records(stage1), fields)
+            evaluations.add(str(stage1), [*eval_overrides, f"label={label}"], then)
+        elif then is not None:
+            then({"run_id": new_run_id(label), "experiment": label, "seed": 0, "model": str(stage1)})
     runs: dict[int, list[Path]] = {seed: [] for seed in seeds}
     for label, overrides in run_overrides.items():
         for seed in seeds:
@@ -219,18 +323,21 @@ def evaluate_sweep(
             run_id = new_run_id(run.name)
             if evaluate and not spec.get("combine"):
                 print(f"  {run}", flush=True)
-                out = evaluate_model(str(run), [*eval_overrides, f"run_id={run_id}"], results)
-                fields = out["run"]
+                evaluations.add(str(run), [*eval_overrides, f"run_id={run_id}"], store_training(run))
             else:
                 fields = {"run_id": run_id, "experiment": label, "seed": seed, "model": str(run)}
-            store.append(training_records(run), fields)
+                store.append(training_records(run), fields)
     if evaluate and spec.get("combine"):
         for seed, seed_runs in runs.items():
-            evaluate_combined(seed_runs, spec["combine"], seed, eval_overrides, results)
+            evaluate_combined(seed_runs, spec["combine"], seed, eval_overrides, evaluations)
+    evaluations.run()
 
 
 def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
     """Train, evaluate and tabulate one sweep of sweeps.yaml; returns its timed phases."""
+    launcher = launcher_overrides(args.launcher, args.overrides)
+    if launcher:  # every training command and composed run config selects the launcher
+        args = argparse.Namespace(**{**vars(args), "overrides": [launcher[0], *args.overrides]})
     before = list(spec.get("overrides", []))
     stage1 = args.stage1.resolve() if args.stage1 is not None else None
     base_cmd = None
@@ -259,6 +366,8 @@ def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
         for row in rows
     }
     commands = training_commands(rows, own, seeds, before, args.overrides)
+    if base_cmd is not None and args.launcher:  # the shared stage-1 base trains under the launcher too
+        base_cmd = [*base_cmd[:3], "-m", *base_cmd[3:]]
     how = "one Hydra multirun" if len(commands) == 1 else f"{len(commands)} Hydra multiruns"
     title = f"training {len(rows)} experiment(s) x {len(seeds)} seed(s) as {how}"
     with phases(title + (" on the shared stage-1 base" if base_cmd else "")):
@@ -277,7 +386,7 @@ def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
             ]
             for row in rows
         }
-        evaluate_sweep(spec, seeds, run_overrides, eval_overrides, args.results, stage1)
+        evaluate_sweep(spec, seeds, run_overrides, eval_overrides, args.results, stage1, launcher)
 
     with phases("tables and figures from the results store"):
         out = args.out or default_out(name)
@@ -314,6 +423,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument(
         "--lr-scale", type=float, default=None, help="x each experiment's lr (default: the sweep's)"
+    )
+    ap.add_argument(
+        "--launcher",
+        default=None,
+        help="a Hydra launcher (hydra/launcher=<name>) for the trainings and the evaluations: slurm, "
+        "submitit_slurm, submitit_local, joblib (default: Hydra's basic one; evaluations in this process)",
     )
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = ap.parse_intermixed_args(argv)

@@ -41,6 +41,7 @@ from jina5.loggers import AlignLogStep, LogConfig
 from jina5.model_card import card_from_config
 from jina5.run_config import check_same_run
 from jina5.run_lock import RunLock
+from jina5.strategies import exportable_encoder
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class Run:
         export = export_settings(self.cfg.get("export"))
         if export is not None:  # the model card gets the run's objective, Matryoshka dims and metrics
             card = card_from_config(OmegaConf.to_container(self.cfg, resolve=True), summary)
-            module.encoder.save_pretrained(
+            exportable_encoder(module, trainer, self.cfg, self.dir).save_pretrained(
                 self.dir / "encoder",
                 card=card,
                 rope_theta=export["rope_theta"],

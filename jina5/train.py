@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,9 +25,11 @@ from jina5.checkpointing import AtomicCheckpointIO, exit_on_signal
 from jina5.completion import run_with_nested_completion
 from jina5.loggers import build_loggers
 from jina5.module import EmbeddingModule, check_scheduler
+from jina5.multirun import check_multirun
 from jina5.objective import build_objective, check_objective_config
 from jina5.runs import Run
 from jina5.stage2 import build_student, load_stage1_projection, module_overrides
+from jina5.strategies import check_fsdp
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ def build(
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=all_callbacks, logger=build_loggers(cfg), plugins=[AtomicCheckpointIO()]
     )
+    check_fsdp(trainer.strategy, module, (cfg.get("adapter") or {}).get("average_with"))
     return module, datamodule, trainer
 
 
@@ -92,6 +97,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()  # a multirun of multi-rank trainings needs a launcher that starts ranks
+    check_multirun(cfg.trainer, hydra_cfg.mode == RunMode.MULTIRUN, hydra_cfg.launcher.get("_target_"))
     train(cfg)
 
 

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 import torch
-from helpers import compose
+from helpers import LossRecorder, compose, run_cfg
 from lightning.pytorch.overrides.distributed import prepare_for_backward
 from omegaconf import OmegaConf
 
@@ -17,6 +17,7 @@ from jina5.grad_cache import chunks
 from jina5.module import EmbeddingModule, check_grad_cache, gather_with_grad
 from jina5.objective import build_objective
 from jina5.tiny import tiny_model_and_tokenizer
+from jina5.train import train
 
 B, K, TEACHER_DIM = 8, 2, 48
 WORDS = ["cats", "stocks", "rain", "tea"] * 2
@@ -236,3 +237,31 @@ def test_gather_with_grad_sends_non_contiguous_gradients_correctly(tmp_path):
     for rank in range(2):
         got = torch.load(f"{out}.{rank}")
         torch.testing.assert_close(got, 2 * expected[4 * rank : 4 * rank + 4], rtol=0, atol=0)
+
+
+@pytest.mark.slow  # ~3 min on 2 contended cores (5 tiny runs)
+def test_trainer_run_with_grad_cache_matches_the_plain_path_and_resumes(tmp_path):
+    """Through Lightning (manual optimisation, clipping, lr schedule, global step): one chunk per field
+    consumes the RNG as the plain path does, so the per-step losses are the plain run's; with chunks
+    of 3, a run stopped at step 2 and resumed from last.ckpt continues as the unbroken run."""
+    common = ["experiment=ablation/combined", "scheduler=warmup_cosine", "scheduler.warmup_steps=2"]
+    runs = {}
+    for name, extra in {
+        "plain": [],
+        "one_chunk": ["module.grad_cache.chunk_size=64"],
+        "chunked": ["module.grad_cache.chunk_size=3"],
+    }.items():
+        rec = LossRecorder()
+        summary = train(run_cfg(tmp_path / name, *common, *extra, "trainer.max_steps=4"), callbacks=[rec])
+        runs[name] = rec.losses
+        assert summary["steps"] == 4, name
+    assert sorted(runs["one_chunk"]) == [1, 2, 3, 4]
+    for step, loss in runs["plain"].items():
+        assert runs["one_chunk"][step] == pytest.approx(loss, rel=1e-5), step
+    resumed = LossRecorder()
+    chunked = [*common, "module.grad_cache.chunk_size=3"]
+    train(run_cfg(tmp_path / "resumed", *chunked, "trainer.max_steps=2"))
+    train(run_cfg(tmp_path / "resumed", *chunked, "trainer.max_steps=4"), callbacks=[resumed])
+    assert sorted(resumed.losses) == [3, 4]
+    for step in (3, 4):
+        assert resumed.losses[step] == pytest.approx(runs["chunked"][step], rel=1e-6), step

@@ -12,6 +12,7 @@ from helpers import LossRecorder, compose, run_cfg
 from lightning.pytorch.overrides.distributed import prepare_for_backward
 from omegaconf import OmegaConf
 
+from jina5.curves import read_curves
 from jina5.encoder import Encoder
 from jina5.grad_cache import chunks
 from jina5.module import EmbeddingModule, check_grad_cache, gather_with_grad
@@ -265,3 +266,23 @@ def test_trainer_run_with_grad_cache_matches_the_plain_path_and_resumes(tmp_path
     assert sorted(resumed.losses) == [3, 4]
     for step in (3, 4):
         assert resumed.losses[step] == pytest.approx(runs["chunked"][step], rel=1e-6), step
+
+
+@pytest.mark.slow  # 2 ddp_spawn runs
+def test_ddp_spawn_run_with_grad_cache_matches_the_plain_ddp_run(tmp_path):
+    """Lightning's DDP (2 gloo ranks, find_unused_parameters=False): GradCache's one synced backward per
+    step reaches every parameter (else DDP raises at the next step) and gives the plain run's losses."""
+    common = [
+        "trainer=ddp_cpu",
+        "experiment=ablation/combined",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "trainer.log_every_n_steps=1",
+    ]
+    losses = {}
+    for name, extra in {"plain": [], "grad_cache": ["module.grad_cache.chunk_size=64"]}.items():
+        train(run_cfg(tmp_path / name, *common, *extra))
+        curves = read_curves(tmp_path / name / "runs" / "combined-seed0")
+        losses[name] = curves[curves["name"] == "train/loss"].set_index("step")["value"]
+    assert len(losses["plain"]) == 3
+    assert losses["grad_cache"].to_numpy() == pytest.approx(losses["plain"].to_numpy(), rel=1e-5)

@@ -328,6 +328,9 @@ class EmbeddingModule(L.LightningModule):
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Plain path: return the loss (Lightning backprops, clips, steps). GradCache (manual
+        optimisation): zero_grad -> GradCache backward -> finite check -> log -> clip -> optimizer step ->
+        lr scheduler step, the order Lightning's automatic loop follows."""
         if self.chunk_size is None:
             total, parts = self.objective(self.embedding_batch(batch))
             self.record_finite(total, parts, batch, batch_idx)

@@ -46,7 +46,23 @@ def gather_with_grad(x: Tensor | None) -> Tensor | None:
     exactly the gradient of the loss on the concatenated global batch."""
     if x is None or world_size() == 1:
         return x
-    return torch.cat(torch.distributed.nn.functional.all_gather(x.contiguous()), dim=0)
+    pieces = torch.distributed.nn.functional.all_gather(x.contiguous())
+    return torch.cat([_ContiguousGrad.apply(p) for p in pieces], dim=0)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous. ``all_gather``'s backward sends each
+    piece's gradient as it comes; a non-contiguous one (the slice of a gradient that a loss transposed,
+    e.g. over (B, K, D) negatives with K > 1) is sent as raw storage: wrong gradients (gloo, torch 2.13).
+    (:func:`gather_fields` hands it contiguous pieces already; this keeps any other caller safe.)"""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
 
 
 def exact_zero(x: Tensor) -> Tensor:

@@ -15,6 +15,12 @@ reference of relational distillation (classification adapter). Computed in eval 
 
 Learnable pieces of losses (distillation projection psi, a learnable temperature) are parameters of
 ``self.objective`` and so are optimised and checkpointed with the encoder.
+
+GradCache (``grad_cache.chunk_size``; Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under
+Memory Limited Setup"): the loss couples every text of the (global) batch, but its gradient factors
+through the embeddings, dL/dtheta = sum_i (dL/de_i) . (de_i/dtheta), so the batch never has to be in
+one autograd graph. ``jina5.grad_cache`` does it in three passes (no-grad chunks -> loss on detached
+vectors -> re-embedded chunks, RNG replayed); activation memory is that of ``chunk_size`` texts.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -32,6 +40,7 @@ from torch import Tensor, nn
 
 from jina5.distributed import gather_batch, world_size
 from jina5.encoder import Encoder
+from jina5.grad_cache import grad_cache_backward, no_backward_sync
 from jina5.losses import EmbeddingBatch, EmbeddingDistillation
 from jina5.objective import Objective
 
@@ -95,6 +104,36 @@ def lr_lambda(
     return f
 
 
+def check_grad_cache(cfg: Mapping) -> int | None:
+    """``module.grad_cache`` -> its chunk size (None: off); ValueError naming the key otherwise."""
+    unknown = sorted(set(cfg) - {"chunk_size"})
+    if unknown:
+        raise ValueError(f"unknown module.grad_cache keys {unknown}; the key is chunk_size")
+    size = cfg.get("chunk_size")
+    if size is not None and not _is_count(size, 1):
+        raise ValueError(f"module.grad_cache.chunk_size must be null (off) or an integer >= 1, got {size!r}")
+    return None if size is None else int(size)
+
+
+def finite_check_interval(device: torch.device, log_every_n_steps: int) -> int:
+    """Steps between reads of the finite-loss flags: every step on CPU (reading costs nothing there),
+    else at Lightning's log steps, which read the logged loss anyway (no extra host sync)."""
+    return 1 if device.type == "cpu" else max(1, log_every_n_steps)
+
+
+def resolve_fused(factory: Callable, device: torch.device) -> Callable:
+    """An optimizer constructor (a ``functools.partial``) with ``fused=None`` (auto) resolved: True when
+    training on CUDA (one fused kernel for all parameters' AdamW update), else the argument is dropped
+    (torch's default). Any other constructor or an explicit ``fused`` is returned as it is."""
+    kwargs = getattr(factory, "keywords", None)
+    if not isinstance(factory, partial) or "fused" not in kwargs or kwargs["fused"] is not None:
+        return factory
+    kwargs = {k: v for k, v in kwargs.items() if k != "fused"}
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    return partial(factory.func, *factory.args, **kwargs)
+
+
 def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
     return next((m for m in objective.modules() if isinstance(m, EmbeddingDistillation)), None)
 
@@ -119,6 +158,12 @@ class EmbeddingModule(L.LightningModule):
             squares on this many training texts (half queries, half documents) and their cached teacher
             vectors (``EmbeddingDistillation.fit_projection``); 0 keeps psi's random init. Skipped when
             psi is frozen or absent, and on resume. The paper is silent.
+        grad_cache: {chunk_size: None (off) or texts per chunk}: train with GradCache
+            (``jina5.grad_cache``) under manual optimisation; off by default, so a module built by hand
+            is the plain path.
+        gradient_clip_val, gradient_clip_algorithm: the trainer's clipping, done here under GradCache
+            (Lightning forbids it on the Trainer under manual optimisation; ``jina5.train.build`` moves
+            ``trainer.gradient_clip_val`` here). Unused by the plain path (the Trainer clips).
     """
 
     def __init__(
@@ -132,6 +177,9 @@ class EmbeddingModule(L.LightningModule):
         weight_decay_exclude_1d: bool,
         base_reference_dropout: bool,
         projection_warm_start: int,
+        grad_cache: Mapping | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -144,7 +192,12 @@ class EmbeddingModule(L.LightningModule):
         self.base_reference_dropout = base_reference_dropout
         self.projection_warm_start = projection_warm_start
         self.needs_base = any(f.startswith("base_") for f in objective.required_fields())
+        self.chunk_size = check_grad_cache(grad_cache or {})
+        self.automatic_optimization = self.chunk_size is None
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
         self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._unchecked: list[tuple[Tensor, int, int, str | None, Tensor, dict[str, Tensor]]] = []
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
@@ -170,7 +223,11 @@ class EmbeddingModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.encoder.train()  # HF backbones load in eval mode; fine-tuning uses their dropout
 
+    def on_train_end(self) -> None:
+        self.check_finite()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite()  # never a checkpoint of weights a NaN loss may have updated
         # Lightning does not save RNG states; dropout masks after a resume must match an unbroken run.
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading works
@@ -197,8 +254,12 @@ class EmbeddingModule(L.LightningModule):
             n = self.encoder(**batch["negatives"]).view(d.shape[0], batch["negatives_per_query"], -1)
         return q, d, n
 
-    def embedding_batch(self, batch: dict) -> EmbeddingBatch:
-        q, d, n = self.encode_triplet(batch)
+    def embedding_batch(
+        self, batch: dict, embeddings: tuple[Tensor | None, Tensor, Tensor | None] | None = None
+    ) -> EmbeddingBatch:
+        """The objective's input; ``embeddings`` (q, d, n) as ``encode_triplet`` returns them, when
+        already computed (GradCache), else encoded here."""
+        q, d, n = self.encode_triplet(batch) if embeddings is None else embeddings
         base = self.base_embeddings(batch) if self.needs_base else {}
         eb = EmbeddingBatch(
             query=q,
@@ -235,13 +296,94 @@ class EmbeddingModule(L.LightningModule):
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        total, parts = self.objective(self.embedding_batch(batch))
-        if not torch.isfinite(total) or not all(torch.isfinite(v) for v in parts.values()):
-            values = {k: float(v) for k, v in parts.items()}
-            raise FloatingPointError(
-                f"non-finite loss at step {self.global_step} (batch {batch_idx}) on dataset "
-                f"{batch.get('dataset')!r}: total={float(total)}, parts={values}"
+        """Plain path: return the loss (Lightning backprops, clips, steps). GradCache (manual
+        optimisation): zero_grad -> GradCache backward -> finite check -> log -> clip -> optimizer step ->
+        lr scheduler step, the order Lightning's automatic loop follows."""
+        if self.chunk_size is None:
+            total, parts = self.objective(self.embedding_batch(batch))
+            self.record_finite(total, parts, batch, batch_idx)
+            self.log_training(total, parts, batch)
+            return total
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        total, parts = self.grad_cache_backward(batch)
+        self.record_finite(total, parts, batch, batch_idx)
+        self.log_training(total, parts, batch)
+        self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+        optimizer.step()
+        self.lr_schedulers().step()
+        return total
+
+    def grad_cache_backward(
+        self,
+        batch: dict,
+        backward: Callable[[Tensor], None] | None = None,
+        no_sync: Callable[[], AbstractContextManager] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The batch's (total, parts), detached, with dL/dtheta accumulated into every parameter's grad
+        by GradCache (``jina5.grad_cache``) in chunks of ``chunk_size`` texts per field; the objective
+        sees the same ``EmbeddingBatch`` as the plain path (gathered over ranks, base vectors added).
+        ``backward`` and ``no_sync`` default to Lightning's (``manual_backward``, the strategy's
+        ``block_backward_sync``)."""
+        fields = [f for f in ("query", "document", "negatives") if batch.get(f) is not None]
+
+        def loss(embeddings: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+            e = dict(zip(fields, embeddings, strict=True))
+            n = e.get("negatives")
+            if n is not None:
+                n = n.view(e["document"].shape[0], batch["negatives_per_query"], -1)
+            return self.objective(self.embedding_batch(batch, (e.get("query"), e["document"], n)))
+
+        return grad_cache_backward(
+            self.encoder,
+            [batch[f] for f in fields],
+            loss,
+            list(self.objective.parameters()),
+            self.chunk_size,
+            backward=backward or self.manual_backward,
+            no_sync=no_sync or partial(no_backward_sync, self.trainer.strategy),
+        )
+
+    def record_finite(self, total: Tensor, parts: Mapping[str, Tensor], batch: dict, batch_idx: int) -> None:
+        """Record whether this step's loss (total and every part) is finite, as a device flag, and read
+        the flags (``check_finite``) every ``finite_check_interval`` steps.
+
+        Bound: a non-finite loss at step s raises at the first checked step s' >= s, s' - s < N (N the
+        interval), before step s' updates the weights: at most N - 1 updates from non-finite gradients,
+        none of them saved (a checkpoint checks first) and none exported (the end of training checks).
+        On CPU N = 1: raised at step s itself, before its update."""
+        finite = torch.stack([torch.isfinite(total), *(torch.isfinite(v).all() for v in parts.values())])
+        self._unchecked.append(
+            (
+                finite.all(),
+                self.global_step,
+                batch_idx,
+                batch.get("dataset"),
+                total.detach(),
+                {k: v.detach() for k, v in parts.items()},
             )
+        )
+        if (self.global_step + 1) % finite_check_interval(total.device, self.trainer.log_every_n_steps) == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError naming the first recorded step (batch, dataset) whose loss was not
+        finite; one host sync for all steps recorded since the last check."""
+        if not self._unchecked:
+            return
+        records, self._unchecked = self._unchecked, []
+        finite = torch.stack([r[0] for r in records]).cpu()
+        if bool(finite.all()):
+            return
+        _, step, batch_idx, dataset, total, parts = records[int((~finite).nonzero()[0])]
+        values = {k: float(v) for k, v in parts.items()}
+        late = f" (read at step {self.global_step})" if step != self.global_step else ""
+        raise FloatingPointError(
+            f"non-finite loss at step {step} (batch {batch_idx}) on dataset {dataset!r}: "
+            f"total={float(total)}, parts={values}{late}"
+        )
+
+    def log_training(self, total: Tensor, parts: Mapping[str, Tensor], batch: dict) -> None:
         bs = batch["document"]["input_ids"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for name, value in parts.items():
@@ -249,7 +391,6 @@ class EmbeddingModule(L.LightningModule):
         for name, value in self.objective.log_values().items():
             self.log(f"train/{name}", value, batch_size=bs)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
-        return total
 
     # ------------------------------------------------------------------ dev check
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -284,7 +425,7 @@ class EmbeddingModule(L.LightningModule):
             if p.requires_grad:
                 (no_decay if self.weight_decay_exclude_1d and p.ndim < 2 else decay).append(p)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        optimizer = resolve_fused(self.optimizer_factory, self.device)([g for g in groups if g["params"]])
         cfg = self.scheduler_cfg
         total = cfg.get("total_steps") or (
             int(self.trainer.estimated_stepping_batches) if self.trainer else 1

@@ -61,20 +61,37 @@ def build(
             log.info("texts-only datasets %s left out: no loss with a nonzero weight trains on them", dropped)
     if cfg.get("init_from"):
         load_stage1_projection(objective, cfg.init_from)
+    clipping = gradient_clipping_moved(cfg)
     module = instantiate(
         cfg.module,
         encoder=encoder,
         objective=objective,
         optimizer=instantiate(cfg.optimizer),
         scheduler=OmegaConf.to_container(cfg.scheduler),
+        **clipping,
         **module_overrides(cfg),
     )
     all_callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(callbacks)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=all_callbacks, logger=build_loggers(cfg), plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=all_callbacks,
+        logger=build_loggers(cfg),
+        plugins=[AtomicCheckpointIO()],
+        **dict.fromkeys(clipping),  # None on the Trainer: the module clips
     )
     check_fsdp(trainer.strategy, module, (cfg.get("adapter") or {}).get("average_with"))
     return module, datamodule, trainer
+
+
+def gradient_clipping_moved(cfg: DictConfig) -> dict:
+    """{gradient_clip_val, gradient_clip_algorithm} of ``cfg.trainer`` when GradCache is on, else {}.
+
+    GradCache trains under manual optimisation, where Lightning refuses a Trainer with
+    ``gradient_clip_val > 0``; so that every config keeps working unchanged, ``build`` hands the
+    trainer's values to the module (which clips before its optimizer step) and None to the Trainer."""
+    if cfg.module.get("grad_cache", {}).get("chunk_size") is None:
+        return {}
+    return {k: cfg.trainer.get(k) for k in ("gradient_clip_val", "gradient_clip_algorithm")}
 
 
 def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:

@@ -319,7 +319,7 @@ def test_training_writes_the_manifest_into_the_run_directory(tmp_path, monkeypat
 
     cfg = run_cfg(tmp_path)
     _, datamodule, _ = build(cfg)
-    monkeypatch.setattr(datamodule, "teacher_caches", lambda **_: None)  # the manifest is written before
+    monkeypatch.setattr(datamodule, "attach_teacher_vectors", lambda: None)  # the manifest is written before
     datamodule.setup("fit")
     manifest = json.loads((Path(cfg.paths.output_dir) / MANIFEST_FILE).read_text())
     assert [(d["name"], d["rows"]) for d in manifest["datasets"]] == [

@@ -196,15 +196,18 @@ class PairDataModule(L.LightningDataModule):
             return query_cache, query_cache
         return query_cache, TeacherCache(self.teacher, self.document_instruction, read_only=read_only)
 
-    def teacher_texts(self) -> list[tuple[int, list[str]]]:
+    def teacher_texts(self, rank_local: bool = False) -> list[tuple[int, list[str]]]:
         """What the teacher embeds, in the order ``setup`` fills it: (side, texts) with side 0 the query
         cache and 1 the document cache; the tables' queries, their documents, then the dev pairs'.
-        ``python -m jina5.teacher`` pre-computes exactly these (``jina5.teacher_precompute``)."""
+        ``python -m jina5.teacher`` pre-computes exactly these (``jina5.teacher_precompute``).
+        ``rank_local``: the texts of the tables this rank read a share of (an ``hf:`` source under
+        several ranks: each rank holds other rows), else those of the tables every rank holds whole."""
+        tables = [t for t in self.tables if (t.shard[1] > 1) == rank_local]
         steps = [
-            (0, [q for t in self.tables for q in t.queries]),
-            (1, [d for t in self.tables for d in t.documents]),
+            (0, [q for t in tables for q in t.queries]),
+            (1, [d for t in tables for d in t.documents]),
         ]
-        if self.dev is not None:
+        if self.dev is not None and not rank_local:
             steps += [(0, self.dev.queries), (1, self.dev.documents)]
         return steps
 
@@ -223,6 +226,8 @@ class PairDataModule(L.LightningDataModule):
         Under several ranks only global rank 0 fills, exactly as a single process would (the same
         texts, order and chunks, so the same vectors); the others wait at a barrier, then open the
         store read-only (a text still missing there is an error naming ``python -m jina5.teacher``).
+        The texts of rank-local tables (an ``hf:`` source read in shares, one per rank) are then filled
+        by each rank for its own share, and rank 0 indexes every rank's parts.
         On a CUDA trainer the filling rank moves the teacher to its device for the fill and back to
         the CPU after, every rank resolving the precision policy for CUDA (the store's fingerprint).
         A store too large to fill inside the process group's barrier timeout is pre-computed first:
@@ -232,15 +237,27 @@ class PairDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if device.type == "cuda":
             self.teacher.place(device, move_weights=rank0)
-        if not rank0:
+        several = self._rank_world()[1] > 1
+        rank_local = several and any(t.shard[1] > 1 for t in self.tables)  # the same on every rank
+        if several and not rank0:
             trainer.strategy.barrier("teacher_store_filled")
-        caches = self.teacher_caches(read_only=not rank0)
+        caches = self.teacher_caches(read_only=not (rank0 or rank_local))
         for side, texts in self.teacher_texts():
             caches[side].fill(texts)
-        if rank0 and self._world_size() > 1:
+        if several and rank0:
             for cache in dict.fromkeys(caches):
                 cache.write_index()
             trainer.strategy.barrier("teacher_store_filled")
+        if rank_local:  # every rank fills its own share's texts (parts of unique names), rank 0 indexes them
+            for side, texts in self.teacher_texts(rank_local=True):
+                caches[side].fill(texts)
+            trainer.strategy.barrier("teacher_store_rank_local_filled")
+            if rank0:
+                for cache in dict.fromkeys(caches):
+                    cache.write_index()
+            trainer.strategy.barrier("teacher_store_indexed")
+            for cache in dict.fromkeys(caches):
+                cache.refresh()
         if device.type == "cuda" and rank0:
             self.teacher.encoder.to("cpu")  # training needs only the stored vectors
             torch.cuda.empty_cache()

@@ -21,7 +21,6 @@ before a due dev check would skip it on resume), so a resumed run repeats an unb
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -36,6 +35,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from jina5.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +54,10 @@ class TrainingInterrupted(SystemExit):
         self.signum, self.step = signum, step
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` that never leaves a partial ``path``: temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """``torch.save(obj, path)`` that never leaves a partial ``path`` (``jina5.atomic``)."""
+    with atomic_file(path) as fh:
+        torch.save(obj, fh)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from typing import Any
 import pandas as pd
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
+
+from jina5.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,7 @@ class CurveRecord(Logger):
             return
         lines = _complete_lines(self.path)
         kept = [line for line in lines if int(json.loads(line)["step"]) < self.keep_before_step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
         log.info(
             "%s: starting at step %d, kept %d of %d logged values",
             self.path,

@@ -34,6 +34,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from jina5.atomic import atomic_write_text
 from jina5.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, parse_average_with
 from jina5.checkpointing import atomic_save, checkpoint_step
 from jina5.curves import CurveRecord
@@ -140,7 +141,7 @@ class Run:
         self.started = time.perf_counter()
         if trainer.is_global_zero:  # ranks launched as separate scripts run ``train`` too
             self.dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.cfg, self.dir / "config.yaml", resolve=True)
+            atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
         config = OmegaConf.to_container(self.cfg, resolve=True)
         trainer.callbacks.extend([self.final, AlignLogStep(), LogConfig(config)])
         for logger in trainer.loggers:
@@ -200,7 +201,7 @@ class Run:
                 rope_theta=export["rope_theta"],
                 max_length=export["max_seq_length"],
             )
-        self.done_file.write_text(json.dumps(summary, indent=2))
+        atomic_write_text(self.done_file, json.dumps(summary, indent=2))
         log.info(
             "finished %s: %d steps in %.0f s (%.0f s with data and teacher-cache setup)",
             self.dir,

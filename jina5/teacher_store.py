@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import mmap
-import os
 import uuid
 import zipfile
 from collections.abc import Sequence
@@ -50,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from jina5.atomic import atomic_file, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +78,9 @@ def file_sha256(*paths: Path) -> bytes:
     return h.digest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as fh:
         np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

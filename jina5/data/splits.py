@@ -31,8 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ import datasets
 import numpy as np
 
 from jina5.assets import cache_root
+from jina5.atomic import atomic_write_text
 from jina5.data.corpora import load_corpus
 from jina5.data.schema import normalise_text
 
@@ -191,14 +190,6 @@ def manifest_path(name: str, seed: int, fractions: Sequence[float] = DEFAULT_FRA
     return cache_root() / "splits" / f"{name.replace('/', '--')}-seed{seed}{suffix}.json"
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
-
-
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     diffs = [
         f"{k}: {old.get(k)!r} != {new[k]!r}"
@@ -216,7 +207,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def check_or_write_manifest(manifest: dict[str, Any], path: Path) -> None:
     """Write ``manifest`` to ``path``, or, if one is there, raise SplitManifestMismatch unless equal."""
     if not path.exists():
-        _write_json_atomic(path, manifest)
+        atomic_write_text(path, json.dumps(manifest))
         return
     old = json.loads(path.read_text())
     diffs = _differences(old, manifest)

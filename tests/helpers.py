@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -332,3 +335,22 @@ def write_golden_store(path) -> None:
                 curve={step: 0.1 + 0.02 * step / 10 + 0.03 * k + 0.01 * seed for step in (9, 19, 29)},
                 teacher_curve={step: 0.8 for step in (9, 19, 29)},
             )
+
+
+@contextmanager
+def gloo_group(rank: int, world: int, init_file: str, timeout_s: float = 300) -> Iterator[None]:
+    """The gloo process group of a spawned test rank: a collective that waits longer than ``timeout_s``
+    raises instead of hanging the test run, and the ranks leave together (a barrier, then the group is
+    destroyed), so no rank tears down while its peer is still in a collective."""
+    torch.distributed.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    try:
+        yield
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose
+from helpers import compose, gloo_group
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
@@ -98,29 +98,26 @@ def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def _rank(rank: int, world: int, init_file: str, out: str, objective_cfgs: dict) -> None:
     """One gloo rank: every step of STEPS through DDP (default find_unused_parameters=False), then a
     batch whose fields differ across ranks."""
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
-    torch.set_num_threads(1)
-    rows = range(B * rank, B * rank + B)
-    modules = {kind: _toy_module(cfg) for kind, cfg in objective_cfgs.items()}
-    ddp = {kind: DistributedDataParallel(_Total(m)) for kind, m in modules.items()}
-    result = {}
-    for name, (kind, scored, ks, gather) in STEPS.items():
-        module = modules[kind]
-        module.gather_across_devices = gather
-        module.zero_grad(set_to_none=True)
-        loss = ddp[kind](_toy_batch(module, rows, ks[rank], scored))
-        loss.backward()
-        result[name] = (loss.detach(), _grads(module))
-    try:  # scores on rank 0 only: a named error on every rank, no hang
-        modules["combined"].gather_across_devices = True
-        modules["combined"].embedding_batch(_toy_batch(modules["combined"], rows, 1, scored=rank == 0))
-        result["uneven fields"] = "no error"
-    except ValueError as err:
-        result["uneven fields"] = str(err)
-    torch.save(result, f"{out}.{rank}")
-    torch.distributed.destroy_process_group()
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
+        rows = range(B * rank, B * rank + B)
+        modules = {kind: _toy_module(cfg) for kind, cfg in objective_cfgs.items()}
+        ddp = {kind: DistributedDataParallel(_Total(m)) for kind, m in modules.items()}
+        result = {}
+        for name, (kind, scored, ks, gather) in STEPS.items():
+            module = modules[kind]
+            module.gather_across_devices = gather
+            module.zero_grad(set_to_none=True)
+            loss = ddp[kind](_toy_batch(module, rows, ks[rank], scored))
+            loss.backward()
+            result[name] = (loss.detach(), _grads(module))
+        try:  # scores on rank 0 only: a named error on every rank, no hang
+            modules["combined"].gather_across_devices = True
+            modules["combined"].embedding_batch(_toy_batch(modules["combined"], rows, 1, scored=rank == 0))
+            result["uneven fields"] = "no error"
+        except ValueError as err:
+            result["uneven fields"] = str(err)
+        torch.save(result, f"{out}.{rank}")
 
 
 def _one_process(module: EmbeddingModule, scored: bool, ks: tuple[int, int]) -> tuple[torch.Tensor, dict]:
@@ -262,6 +259,7 @@ def _train_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
     from helpers import run_cfg
     from lightning.pytorch.utilities import rank_zero_only
 
+    import jina5.atomic
     from jina5.train import train
 
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}
@@ -269,17 +267,26 @@ def _train_rank(rank: int, world: int, port: int, root: str, out: str) -> None:
     rank_zero_only.rank = rank  # what Lightning reads from the environment at import in a launched rank
     torch.set_num_threads(1)
     writes: list[str] = []
-    write_text, save_pretrained = Path.write_text, Encoder.save_pretrained
+    write_text, atomic_file, save_pretrained = (
+        Path.write_text,
+        jina5.atomic.atomic_file,
+        Encoder.save_pretrained,
+    )
 
     def recording_write_text(self: Path, *args, **kwargs):
         writes.append(self.name)
         return write_text(self, *args, **kwargs)
+
+    def recording_atomic_file(path, *args, **kwargs):  # done.json, config.yaml, checkpoints
+        writes.append(Path(path).name)
+        return atomic_file(path, *args, **kwargs)
 
     def recording_save_pretrained(self, *args, **kwargs):
         writes.append("encoder/")
         return save_pretrained(self, *args, **kwargs)
 
     Path.write_text, Encoder.save_pretrained = recording_write_text, recording_save_pretrained
+    jina5.atomic.atomic_file = recording_atomic_file
     summary = train(run_cfg(Path(root), *TRAIN, *TWO_RANKS, student="qwen3"))
     torch.save({"summary": summary, "writes": writes}, f"{out}.{rank}")
 

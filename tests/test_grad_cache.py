@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 import torch
-from helpers import LossRecorder, compose, run_cfg
+from helpers import LossRecorder, compose, gloo_group, run_cfg
 from lightning.pytorch.overrides.distributed import prepare_for_backward
 from omegaconf import OmegaConf
 
@@ -165,26 +165,23 @@ def test_grad_cache_on_texts_only_batches_and_base_embeddings():
 def _ddp_rank(rank: int, world: int, init_file: str, out: str, cfg: dict) -> None:
     """One gloo rank: its 4 rows, GradCache in chunks of 3 under DDP, synced as Lightning does it
     (``prepare_for_backward`` before a synced backward, ``no_sync`` for the others)."""
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
-    torch.set_num_threads(1)
-    module = toy_module(cfg, 3)
-    ddp = torch.nn.parallel.DistributedDataParallel(module)
-    syncs = []
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
+        module = toy_module(cfg, 3)
+        ddp = torch.nn.parallel.DistributedDataParallel(module)
+        syncs = []
 
-    def backward(loss: torch.Tensor) -> None:
-        syncs.append(ddp.require_backward_grad_sync)
-        prepare_for_backward(ddp, loss)
-        loss.backward()
+        def backward(loss: torch.Tensor) -> None:
+            syncs.append(ddp.require_backward_grad_sync)
+            prepare_for_backward(ddp, loss)
+            loss.backward()
 
-    batch = toy_batch(module, range(4 * rank, 4 * rank + 4))
-    module.zero_grad()
-    torch.manual_seed(100 + rank)
-    total, _ = module.grad_cache_backward(batch, backward=backward, no_sync=ddp.no_sync)
-    if rank == 0:
-        torch.save({"loss": float(total), "grads": grads(module), "syncs": syncs}, out)
-    torch.distributed.destroy_process_group()
+        batch = toy_batch(module, range(4 * rank, 4 * rank + 4))
+        module.zero_grad()
+        torch.manual_seed(100 + rank)
+        total, _ = module.grad_cache_backward(batch, backward=backward, no_sync=ddp.no_sync)
+        if rank == 0:
+            torch.save({"loss": float(total), "grads": grads(module), "syncs": syncs}, out)
 
 
 def test_grad_cache_on_two_gloo_ranks_equals_one_process_on_the_global_batch(tmp_path):
@@ -218,15 +215,12 @@ def test_grad_cache_config_is_checked():
 
 
 def _gather_rank(rank: int, world: int, init_file: str, out: str) -> None:
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
-    x = torch.randn(8, 2, 3, generator=torch.Generator().manual_seed(0))[4 * rank : 4 * rank + 4]
-    x.requires_grad_()
-    w = torch.arange(48.0).view(16, 3)
-    (gather_with_grad(x).transpose(0, 1).reshape(16, 3) * w).sum().backward()  # a non-contiguous gradient
-    torch.save(x.grad, f"{out}.{rank}")
-    torch.distributed.destroy_process_group()
+    with gloo_group(rank, world, init_file):
+        x = torch.randn(8, 2, 3, generator=torch.Generator().manual_seed(0))[4 * rank : 4 * rank + 4]
+        x.requires_grad_()
+        w = torch.arange(48.0).view(16, 3)
+        (gather_with_grad(x).transpose(0, 1).reshape(16, 3) * w).sum().backward()  # a non-contiguous gradient
+        torch.save(x.grad, f"{out}.{rank}")
 
 
 def test_gather_with_grad_sends_non_contiguous_gradients_correctly(tmp_path):

@@ -32,6 +32,7 @@ import multiprocessing
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,44 @@ def _check(got: np.ndarray, ids: np.ndarray) -> None:
         raise AssertionError("a lookup returned another text's row")
 
 
+def timed_lookups(
+    lookup: Callable[[list[str]], np.ndarray], n: int, batches: int, batch: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """(wall, CPU) microseconds per text of ``lookup`` over ``batches`` random batches of ``batch`` of the
+    n texts; the last batch's rows are checked against the texts asked for."""
+    ids = [rng.integers(0, n, batch) for _ in range(batches)]
+    start, cpu = time.perf_counter(), time.process_time()
+    for b in ids:
+        got = lookup([text(i) for i in b])
+    per_text = (time.perf_counter() - start) / (batches * batch) * 1e6
+    cpu_per_text = (time.process_time() - cpu) / (batches * batch) * 1e6
+    _check(got, ids[-1])
+    return per_text, cpu_per_text
+
+
+def record(
+    impl: str,
+    n: int,
+    opened: float,
+    timings: tuple[float, float],
+    base: dict,
+    after_open: dict,
+    after_attach: dict,
+) -> dict:
+    """One row of the report: open time, lookup cost and the RSS readings (after the lookups: now)."""
+    return {
+        "impl": impl,
+        "n": n,
+        "open_s": opened,
+        "us_per_text": timings[0],
+        "cpu_us_per_text": timings[1],
+        "rss_base": base,
+        "rss_open": after_open,
+        "rss_attach": after_attach,
+        "rss_lookups": rss(),
+    }
+
+
 def measure_store(path: str, n: int, dim: int, batches: int, batch: int, out: multiprocessing.Queue) -> None:
     """One read-only rank: open, attach all n texts, random lookups (run in a fresh process)."""
     base = rss()
@@ -89,30 +128,16 @@ def measure_store(path: str, n: int, dim: int, batches: int, batch: int, out: mu
     locs = [store.locate(keys_of([text(i) for i in range(a, min(a + 65536, n))])) for a in range(0, n, 65536)]
     loc = np.concatenate(locs)  # what the tables keep (TeacherRows)
     after_attach = rss()
+    assert loc.shape == (n, 2)
+
+    def lookup(texts: list[str]) -> np.ndarray:
+        return store.gather(store.locate(keys_of(texts)))
+
     rng = np.random.default_rng(1)
     for b in [rng.integers(0, n, batch) for _ in range(batches)]:  # warm-up: first touches map the parts
-        store.gather(store.locate(keys_of([text(i) for i in b])))
-    ids = [rng.integers(0, n, batch) for _ in range(batches)]
-    start, cpu = time.perf_counter(), time.process_time()
-    for b in ids:
-        got = store.gather(store.locate(keys_of([text(i) for i in b])))
-    per_text = (time.perf_counter() - start) / (batches * batch) * 1e6
-    cpu_per_text = (time.process_time() - cpu) / (batches * batch) * 1e6
-    _check(got, ids[-1])
-    assert loc.shape == (n, 2)
-    out.put(
-        {
-            "impl": "store",
-            "n": n,
-            "open_s": opened,
-            "us_per_text": per_text,
-            "cpu_us_per_text": cpu_per_text,
-            "rss_base": base,
-            "rss_open": after_open,
-            "rss_attach": after_attach,
-            "rss_lookups": rss(),
-        }
-    )
+        lookup([text(i) for i in b])
+    timings = timed_lookups(lookup, n, batches, batch, rng)
+    out.put(record("store", n, opened, timings, base, after_open, after_attach))
 
 
 def write_legacy(root: Path, n: int, dim: int) -> None:
@@ -157,27 +182,9 @@ def measure_legacy(path: str, n: int, dim: int, batches: int, batch: int, out: m
     table = get([text(i) for i in range(n)])  # attach_teacher: a float32 copy per table
     after_attach = rss()
     rng = np.random.default_rng(1)
-    ids = [rng.integers(0, n, batch) for _ in range(batches)]
-    start, cpu = time.perf_counter(), time.process_time()
-    for b in ids:
-        got = get([text(i) for i in b])
-    per_text = (time.perf_counter() - start) / (batches * batch) * 1e6
-    cpu_per_text = (time.process_time() - cpu) / (batches * batch) * 1e6
-    _check(got, ids[-1])
     assert table.shape == (n, dim)
-    out.put(
-        {
-            "impl": "in-RAM cache (before)",
-            "n": n,
-            "open_s": opened,
-            "us_per_text": per_text,
-            "cpu_us_per_text": cpu_per_text,
-            "rss_base": base,
-            "rss_open": after_open,
-            "rss_attach": after_attach,
-            "rss_lookups": rss(),
-        }
-    )
+    timings = timed_lookups(get, n, batches, batch, rng)
+    out.put(record("in-RAM cache (before)", n, opened, timings, base, after_open, after_attach))
 
 
 def _report(target, args: tuple, queue: multiprocessing.Queue) -> None:

@@ -78,6 +78,14 @@ def file_sha256(*paths: Path) -> bytes:
     return h.digest()
 
 
+def _read_json(path: Path, way_out: str) -> dict:
+    """``path``'s JSON; an unreadable file raises TeacherStoreError naming it, the cause and ``way_out``."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError) as err:
+        raise TeacherStoreError(f"{path}: unreadable ({err}); {way_out}") from None
+
+
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_file(path) as fh:
         np.save(fh, array)
@@ -130,12 +138,7 @@ class TeacherStore:
                 )
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(meta_file, json.dumps(self.meta, indent=2).encode())
-        try:
-            have = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as err:
-            raise TeacherStoreError(
-                f"{meta_file}: unreadable ({err}); delete the directory to rebuild"
-            ) from None
+        have = _read_json(meta_file, "delete the directory to rebuild")
         for key in ("fingerprint", "instruction", "dim", "dtype"):
             if have.get(key) != self.meta[key]:
                 raise TeacherStoreError(
@@ -177,12 +180,7 @@ class TeacherStore:
         """Origin, shapes and checksum of committed part ``name``; returns its row count."""
         record_file = self.path / f"{name}.json"
         keys_file, emb_file = self.path / f"{name}.keys.npy", self.path / f"{name}.emb.npy"
-        try:
-            record = json.loads(record_file.read_text())
-        except (json.JSONDecodeError, OSError) as err:
-            raise TeacherStoreError(
-                f"{record_file}: unreadable ({err}); delete the part to recompute"
-            ) from None
+        record = _read_json(record_file, "delete the part to recompute")
         self._check_origin(record_file, record)
         rows = int(record["rows"])
         for file, shape, dtype in ((keys_file, (rows,), KEY_DTYPE), (emb_file, (rows, self.dim), np.float16)):
@@ -212,12 +210,7 @@ class TeacherStore:
         index_file = self.path / "index.json"
         if not index_file.exists():
             return
-        try:
-            index = json.loads(index_file.read_text())
-        except json.JSONDecodeError as err:
-            raise TeacherStoreError(
-                f"{index_file}: unreadable ({err}); delete it (rebuilt from the parts)"
-            ) from None
+        index = _read_json(index_file, "delete it (rebuilt from the parts)")
         if not all((self.path / f"{n}.json").exists() for n in index["parts"]):
             log.warning("teacher store %s: index.json lists parts that are gone; ignored", self.path)
             return

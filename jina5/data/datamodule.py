@@ -202,7 +202,7 @@ class PairDataModule(L.LightningDataModule):
         ``python -m jina5.teacher`` pre-computes exactly these (``jina5.teacher_precompute``).
         ``rank_local``: the texts of the tables this rank read a share of (an ``hf:`` source under
         several ranks: each rank holds other rows), else those of the tables every rank holds whole."""
-        tables = [t for t in self.tables if (t.shard[1] > 1) == rank_local]
+        tables = [t for t in self.tables if t.rank_local == rank_local]
         steps = [
             (0, [q for t in tables for q in t.queries]),
             (1, [d for t in tables for d in t.documents]),
@@ -238,7 +238,7 @@ class PairDataModule(L.LightningDataModule):
         if device.type == "cuda":
             self.teacher.place(device, move_weights=rank0)
         several = self._rank_world()[1] > 1
-        rank_local = several and any(t.shard[1] > 1 for t in self.tables)  # the same on every rank
+        rank_local = several and any(t.rank_local for t in self.tables)  # the same on every rank
         if several and not rank0:
             trainer.strategy.barrier("teacher_store_filled")
         caches = self.teacher_caches(read_only=not (rank0 or rank_local))

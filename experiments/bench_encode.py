@@ -17,7 +17,7 @@ import torch
 from bench_cli import bench_args
 
 from jina5.assets import package_file, resolve_model
-from jina5.encoder import Encoder
+from jina5.model.encoder import Encoder
 
 
 def benchmark_texts(n: int) -> list[str]:

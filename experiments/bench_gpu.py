@@ -9,23 +9,23 @@ GPU machine has none of them; tests/test_bench_gpu.py imports this script with t
 
 Shapes (random init from the configs below, no downloads; values from the models' config.json):
 ``small`` = Qwen3-0.6B(-Base) (decoder, left padding), ``nano`` = EuroBERT-210m (encoder, right
-padding); both last-token pooling, as jina5/conf/student/*.yaml. A step: 64 pairs, query 64 +
+padding); both last-token pooling, as conf/student/*.yaml. A step: 64 pairs, query 64 +
 document 512 tokens, bf16 autocast on the GPU (fp32 weights, as Lightning's ``bf16-mixed``), AdamW.
 
 Variants:
 - ``a`` ``hf_eager``: the anchor, plain transformers: ``AutoModel`` (its default attention, its default
   ``use_cache``) on queries and documents, last-token pooling, L2, InfoNCE (tau 0.02) written out in
   a few lines, ``torch.optim.AdamW``.
-- ``b`` ``ours_eager``: our step, built in Python without Hydra: ``jina5.encoder.Encoder`` (sdpa, as
-  the GPU student configs) in ``jina5.module.EmbeddingModule`` with the paper's combined objective
-  (``jina5.objective.Objective``: 2 x distillation onto random 2560-d teacher vectors + InfoNCE + GOR),
+- ``b`` ``ours_eager``: our step, built in Python without Hydra: ``jina5.model.encoder.Encoder`` (sdpa, as
+  the GPU student configs) in ``jina5.training.module.EmbeddingModule`` with the paper's combined objective
+  (``jina5.training.objective.Objective``: 2 x distillation onto random 2560-d teacher vectors + InfoNCE + GOR),
   the module's own optimizer groups (``configure_optimizers``; AdamW, fused on the GPU), gradient
   clipping at 1 as the trainer configs; forward (``module.embedding_batch``), backward and optimizer
   step driven here, not by a Trainer.
 - ``b_varlen``: ``b`` on variable lengths (queries 8..64, documents 32..512 tokens, uniform, seed 0),
   padded: the reference for ``d``.
 - ``c`` ``ours_compiled``: ``b`` with ``student.compile`` (``--compile-mode``).
-- ``d`` ``ours_packed``: ``b_varlen``'s batch with ``student.packing`` (``jina5.packing``).
+- ``d`` ``ours_packed``: ``b_varlen``'s batch with ``student.packing`` (``jina5.model.packing``).
 - ``cd`` ``ours_compiled_packed``: ``d`` with ``student.compile`` too.
 - ``e`` ``ours_grad_cache``: ``b`` at 8 x the batch (512 pairs) with ``module.grad_cache.chunk_size`` = the
   batch (64), through the module's ``grad_cache_backward``, when the module has it (skipped otherwise);
@@ -70,11 +70,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel
 
-from jina5.encoder import Encoder
 from jina5.losses import EmbeddingDistillation, GlobalOrthogonal, InfoNCE
-from jina5.module import EmbeddingModule
-from jina5.objective import Objective
-from jina5.tiny import char_tokenizer
+from jina5.model.encoder import Encoder
+from jina5.model.tiny import char_tokenizer
+from jina5.training.module import EmbeddingModule
+from jina5.training.objective import Objective
 
 TEACHER_DIM = 2560  # Qwen3-Embedding-4B, the paper's teacher
 SMOKE_TEACHER_DIM = 16
@@ -378,7 +378,7 @@ def run_variant(variant: str, shape_name: str, args: argparse.Namespace, device:
     on_gpu = device.type == "cuda"
     pairs = args.pairs * (8 if variant == "e" else 1)
     lengths = lengths_for(variant, pairs, args.query_len, args.doc_len)
-    # ours: sdpa, as jina5/conf/student/{qwen3_0_6b,eurobert_210m}.yaml; the anchor: transformers' default
+    # ours: sdpa, as conf/student/{qwen3_0_6b,eurobert_210m}.yaml; the anchor: transformers' default
     backbone = build_backbone(shape, device, args.smoke, attn="sdpa" if variant != "a" else None)
     vocab = backbone.config.vocab_size
     teacher_dim = SMOKE_TEACHER_DIM if args.smoke else TEACHER_DIM

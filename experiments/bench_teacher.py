@@ -1,4 +1,4 @@
-"""Teacher caching throughput, fp32 against bf16 autocast (``jina5.precision``), and their agreement.
+"""Teacher caching throughput, fp32 against bf16 autocast (``jina5.model.precision``), and their agreement.
 
 The embedded default's teacher (all-mpnet-base-v2, 64 tokens, batch 32) fills a fresh
 ``TeacherCache`` with the same texts (news article bodies, a seeded sample) under each precision,
@@ -21,8 +21,8 @@ import torch
 from bench_cli import bench_args
 
 from jina5.data.corpora import load_corpus
-from jina5.precision import cpu_bf16_flags
-from jina5.teacher import Teacher, TeacherCache
+from jina5.model.precision import cpu_bf16_flags
+from jina5.teacher.cache import Teacher, TeacherCache
 
 TEACHER = "sentence-transformers/all-mpnet-base-v2"
 

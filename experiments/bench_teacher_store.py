@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jina5.teacher import keys_of, text_key
-from jina5.teacher_store import TeacherStore
+from jina5.teacher.cache import keys_of, text_key
+from jina5.teacher.store import TeacherStore
 
 META = {"fingerprint": "0" * 64, "instruction": "", "source": "synthetic"}
 PART_ROWS = 1024  # a fill's chunk (TeacherCache.shard_size)

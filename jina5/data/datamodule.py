@@ -61,8 +61,8 @@ from jina5.data.pairs import (
 from jina5.data.sampler import OneDatasetPerStep, check_batch_sizes
 from jina5.data.schema import normalise_text
 from jina5.data.splits import CorpusSplits
-from jina5.encoder import Encoder
-from jina5.teacher import Teacher, TeacherCache
+from jina5.model.encoder import Encoder
+from jina5.teacher.cache import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class PairDataModule(L.LightningDataModule):
         hard_negatives: ``MiningConfig`` kwargs: mine negatives for every dataset without its own
             (None: no mining).
         max_rows_cap: a cap on every dataset's rows on top of its own ``max_rows`` (smoke runs).
-        batch_size_cap: a cap on every dataset's batch size (smoke runs: jina5/conf/debug/smoke.yaml; the
+        batch_size_cap: a cap on every dataset's batch size (smoke runs: conf/debug/smoke.yaml; the
             shipped data configs leave it out, so their runs' config.yaml stays as it was).
         held_out: corpus -> split fractions (None: the default 0.8/0.1/0.1) whose dev and test texts no
             training table may hold; None: each table relies on its own corpus's split alone.
@@ -199,7 +199,7 @@ class PairDataModule(L.LightningDataModule):
     def teacher_texts(self, rank_local: bool = False) -> list[tuple[int, list[str]]]:
         """What the teacher embeds, in the order ``setup`` fills it: (side, texts) with side 0 the query
         cache and 1 the document cache; the tables' queries, their documents, then the dev pairs'.
-        ``python -m jina5.teacher`` pre-computes exactly these (``jina5.teacher_precompute``).
+        ``python -m jina5.teacher`` pre-computes exactly these (``jina5.teacher.precompute``).
         ``rank_local``: the texts of the tables this rank read a share of (an ``hf:`` source under
         several ranks: each rank holds other rows), else those of the tables every rank holds whole."""
         tables = [t for t in self.tables if t.rank_local == rank_local]
@@ -297,7 +297,7 @@ class PairDataModule(L.LightningDataModule):
         if texts_only and not self.held_out:
             log.warning(
                 "texts-only datasets %s with no data.held_out: only their own corpus's split keeps "
-                "dev/test text out (set held_out to the evaluated corpora, as jina5/conf/data/stage1_distill.yaml)",
+                "dev/test text out (set held_out to the evaluated corpora, as conf/data/stage1_distill.yaml)",
                 [s.name for s in texts_only],
             )
         tables: dict[int, PairTable] = {}

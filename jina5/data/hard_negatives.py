@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MiningConfig:
-    """The mining settings (the paper states neither the count nor the rule; see jina5/conf/data/adapter_retrieval.yaml)."""
+    """The mining settings (the paper states neither the count nor the rule; see conf/data/adapter_retrieval.yaml)."""
 
     num_negatives: int = 3
     rank_range: tuple[int, int] = (10, 50)

@@ -36,8 +36,8 @@ from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
 from jina5.data.schema import dataset_stats, normalise_text
 from jina5.data.sources import EmptySourceError, load_source
 from jina5.data.splits import CorpusSplits, rows_without, seeded_rows
-from jina5.encoder import Encoder
-from jina5.teacher import TeacherCache, TeacherRows
+from jina5.model.encoder import Encoder
+from jina5.teacher.cache import TeacherCache, TeacherRows
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class DatasetSpec:
     label_triplets: bool = False  # rows = (anchor, same-label positive, other-label negatives)
     label_negatives: int = 7  # other-label negatives per anchor (paper: 7)
     texts_only: bool = False  # single texts (document + query columns, deduplicated) for distillation
-    # only: no pair, so pair losses skip its batches (jina5.objective); max_rows counts texts
+    # only: no pair, so pair losses skip its batches (jina5.training.objective); max_rows counts texts
     streaming: bool = False  # an hf: source streamed (datasets IterableDataset), not memory-mapped Arrow
     allow_small: bool = False  # fewer rows than batch_size x world_size: repeat rows (OneDatasetPerStep)
 

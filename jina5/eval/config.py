@@ -1,6 +1,6 @@
 """Reading configs in the evaluation rooms: OmegaConf nodes as plain Python, and required keys.
 
-Every evaluation setting has its value in ``jina5/conf/eval/default.yaml`` and nowhere else: Python
+Every evaluation setting has its value in ``conf/eval/default.yaml`` and nowhere else: Python
 reads a key with :func:`require`, which names the missing key instead of falling back to a default.
 """
 
@@ -22,5 +22,5 @@ def plain(cfg: Any) -> Any:
 def require(cfg: Mapping[str, Any], key: str, where: str = "eval") -> Any:
     """``cfg[key]``; a missing key raises ValueError naming ``<where>.<key>``."""
     if key not in cfg:
-        raise ValueError(f"{where}.{key} is missing: jina5/conf/eval/default.yaml sets every evaluation key")
+        raise ValueError(f"{where}.{key} is missing: conf/eval/default.yaml sets every evaluation key")
     return cfg[key]

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from jina5.encoder_io import VOLATILE_CONFIG, content_fingerprint
 from jina5.eval.metrics import truncate
-from jina5.quantize import quantize
+from jina5.model.io import VOLATILE_CONFIG, content_fingerprint
+from jina5.model.quantize import quantize
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class BaseView:
 
 class AdapterRouter:
     """Which encoder view scores a task type: for a model with task adapters (``model.adapters``),
-    ``model.for_task(jina5.adapters.EVAL_TASK_TO_ADAPTER[type])`` when that adapter exists, else the
+    ``model.for_task(jina5.model.adapters.EVAL_TASK_TO_ADAPTER[type])`` when that adapter exists, else the
     model with adapters disabled (logged once); for any other model, the model itself. Each view has
     its own :class:`MemoEncode` (the same text encodes differently under different adapters)."""
 
@@ -129,7 +129,7 @@ class AdapterRouter:
         """(encode function, adapter name or None) for ``task_type``."""
         name: str | None = None
         if self.adapters:
-            from jina5.adapters import adapter_for_eval_task  # imports peft: only for adapter models
+            from jina5.model.adapters import adapter_for_eval_task  # imports peft: only for adapter models
 
             wanted = adapter_for_eval_task(task_type)
             name = wanted if wanted in self.adapters else None

@@ -19,7 +19,7 @@ dim=dim, precision=precision)`` with the same calibration ranges, mapped back to
 similarities can be computed:
 
 - float32: unchanged.
-- int8: codes from :func:`jina5.quantize.quantize`, dequantized by :func:`dequantize_int8`.
+- int8: codes from :func:`jina5.model.quantize.quantize`, dequantized by :func:`dequantize_int8`.
 - binary / ubinary: the sign bits from ``quantize(emb, "ubinary")`` as +-1 vectors. For two such
   vectors of dim D, u . v = D - 2 * hamming(u, v), so their cosine is 1 - 2 * hamming / D: any
   ranking or correlation computed from the +-1 vectors equals one computed from negative Hamming.
@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 
 import numpy as np
 
-from jina5.quantize import PRECISIONS, calibration_ranges, quantize
+from jina5.model.quantize import PRECISIONS, calibration_ranges, quantize
 
 Encode = Callable[..., np.ndarray]  # encode(texts, prompt=None, dim=None, precision="float32") -> (N, D)
 Qrels = Mapping[Hashable, Mapping[Hashable, int]]
@@ -128,7 +128,7 @@ def truncate(emb: np.ndarray, dim: int | None) -> np.ndarray:
 
 
 def dequantize_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """Inverse of the int8 map in :mod:`jina5.quantize`: x = lo + (q + 128) / 255 * (hi - lo).
+    """Inverse of the int8 map in :mod:`jina5.model.quantize`: x = lo + (q + 128) / 255 * (hi - lo).
 
     ``codes`` (N, D) int8, ``ranges`` (2, D) = (lo, hi). Returns (N, D) float32; the error per
     dim is at most (hi - lo) / 510 inside the calibration range.
@@ -145,7 +145,7 @@ def sign_vectors(emb: np.ndarray) -> np.ndarray:
 
 
 def check_precisions(precisions: Iterable[str]) -> list[str]:
-    """Validate precision names against :data:`jina5.quantize.PRECISIONS`; returns them as a list."""
+    """Validate precision names against :data:`jina5.model.quantize.PRECISIONS`; returns them as a list."""
     precisions = list(precisions)
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:

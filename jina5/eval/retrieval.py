@@ -46,7 +46,7 @@ from jina5.eval.metrics import (
     scored_qids,
     truncate,
 )
-from jina5.quantize import calibration_ranges, quantize
+from jina5.model.quantize import calibration_ranges, quantize
 
 log = logging.getLogger(__name__)
 _RESCORE_BLOCK = 1 << 24  # floats per rescoring block (queries x candidates x dim)

@@ -129,7 +129,7 @@ def run_suite(
 
     Args:
         model: a ``Encoder`` (or anything with its ``encode``) or ``fn(texts, prompt=None)``.
-        eval_cfg: the ``eval`` config (``jina5/conf/eval/*.yaml``): dims, precisions, batch_size, threads
+        eval_cfg: the ``eval`` config (``conf/eval/*.yaml``): dims, precisions, batch_size, threads
             (the BLAS / OpenMP threads of the evaluators: scikit-learn, faiss; encoding keeps torch's
             thread count), route_adapters, task blocks.
         store: a ``ResultsStore`` (or its path) to append to and to look cached results up in.

@@ -1,6 +1,6 @@
 """Which evaluation suite a run was scored on, so that tables never put runs of two suites side by side.
 
-A suite is the evaluation config a run was scored with (``jina5/conf/eval/<file>.yaml`` and any
+A suite is the evaluation config a run was scored with (``conf/eval/<file>.yaml`` and any
 overrides). Scores of two suites are not comparable (other data sets, caps, dims), so the latest-run
 rule (:func:`jina5.eval.summary.latest_runs`) keeps the runs of one suite only. A run's **suite id**:
 
@@ -12,7 +12,7 @@ rule (:func:`jina5.eval.summary.latest_runs`) keeps the runs of one suite only. 
                = suite + "/" + variant                    e.g. default/retrieval, smoke/retrieval
 
 - **fallback** (runs stored before ``eval.suite`` existed): the id of the known suite whose scoring
-  settings have the same :func:`settings_fingerprint` (the suite files of ``jina5/conf/eval/``, plus any
+  settings have the same :func:`settings_fingerprint` (the suite files of ``conf/eval/``, plus any
   ``known`` the caller adds, e.g. the sweeps' variants), else ``unnamed-<first 8 hex digits>``;
 - **None**: a run without an evaluation config (training records only: dev curves, wall time).
 """
@@ -50,9 +50,9 @@ def settings_fingerprint(eval_cfg: Mapping[str, Any]) -> str:
 
 
 def composed_eval(overrides: Sequence[str] = ()) -> dict:
-    """The evaluation config (``eval`` node of ``jina5/conf/eval.yaml``) composed with ``overrides``
+    """The evaluation config (``eval`` node of ``conf/eval.yaml``) composed with ``overrides``
     (e.g. ``["eval=smoke", "eval.dims=[]"]``), as a plain dict."""
-    from jina5.run_config import compose
+    from jina5.conf import compose
 
     return plain(compose(["model=none", *overrides], "eval").eval)
 
@@ -62,14 +62,14 @@ def suite_of(overrides: Sequence[str] = ()) -> str:
     cfg = composed_eval(overrides)
     got = explicit_suite_id(cfg)
     if got is None:
-        raise ValueError("the evaluation config has no `suite` key (jina5/conf/eval/default.yaml sets it)")
+        raise ValueError("the evaluation config has no `suite` key (conf/eval/default.yaml sets it)")
     return got
 
 
 @functools.cache
 def named_suites() -> dict[str, str]:
-    """{settings fingerprint: suite id} of every suite file of ``jina5/conf/eval/``, as composed today."""
-    from jina5.run_config import CONF_DIR
+    """{settings fingerprint: suite id} of every suite file of ``conf/eval/``, as composed today."""
+    from jina5.conf import CONF_DIR
 
     out = {}
     for path in sorted((CONF_DIR / "eval").glob("*.yaml")):

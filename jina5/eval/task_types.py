@@ -7,7 +7,7 @@
                                         held_out_texts(inputs) -> texts
     MAIN_METRIC[name] -> metric         the summary's score of the type
 
-Per task type (columns are schema columns, configurable; every value comes from ``jina5/conf/eval``):
+Per task type (columns are schema columns, configurable; every value comes from ``conf/eval``):
 
 - **retrieval** (``query_column`` -> ``document_column``): queries and documents are deduplicated on
   ``normalise_text``; query q_a (one per distinct query text) and document d_b (one per distinct
@@ -94,7 +94,7 @@ class TaskType:
     """What the suite needs to know about one kind of task.
 
     ``keys`` are the config keys of the type's block (beyond :data:`COMMON_KEYS`); their values
-    live in ``jina5/conf/eval/default.yaml`` only. ``train`` in :meth:`inputs` returns the (group's) rows of
+    live in ``conf/eval/default.yaml`` only. ``train`` in :meth:`inputs` returns the (group's) rows of
     the entry's ``train_split``, read only by a type that trains on them (classification's probe).
     """
 
@@ -250,5 +250,5 @@ class Clustering(TaskType):
 REGISTRY: dict[str, TaskType] = {t.name: t for t in (Retrieval(), Sts(), Classification(), Clustering())}
 TASK_TYPES: tuple[str, ...] = tuple(REGISTRY)
 MAIN_METRIC: dict[str, str] = {name: t.main_metric for name, t in REGISTRY.items()}
-# Keys of every data-set entry, whatever its type (values: ``task_defaults`` in jina5/conf/eval/default.yaml).
+# Keys of every data-set entry, whatever its type (values: ``task_defaults`` in conf/eval/default.yaml).
 COMMON_KEYS: tuple[str, ...] = ("corpus", "name", "split", "fractions", "group_by", "min_rows", "sample_seed")

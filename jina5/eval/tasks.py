@@ -1,7 +1,7 @@
-"""Evaluation tasks built from the held-out splits of the bundled corpora (config: ``jina5/conf/eval/*.yaml``).
+"""Evaluation tasks built from the held-out splits of the bundled corpora (config: ``conf/eval/*.yaml``).
 
 One config block per task type lists its data sets; an entry's keys override its type block, which
-overrides ``task_defaults`` (every key and its value is in ``jina5/conf/eval/default.yaml``)::
+overrides ``task_defaults`` (every key and its value is in ``conf/eval/default.yaml``)::
 
     retrieval:
       k_values: [10, 100]

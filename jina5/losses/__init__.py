@@ -1,7 +1,7 @@
 """Pluggable losses: each is an nn.Module mapping an EmbeddingBatch to a scalar.
 
 Wrappers (``Matryoshka``, ``BinaryAware``) wrap any of them; the config names them by class
-(``_target_: jina5.losses.InfoNCE``, jina5/conf/objective/).
+(``_target_: jina5.losses.InfoNCE``, conf/objective/).
 A loss may declare ``requires`` (batch fields that must not be None), ``needs_pairs`` (default True;
 False for a loss that is a sum of per-text terms and so also trains on texts-only batches, as
 distillation does) and ``log_values()`` (extra scalars to log, e.g. InfoNCE's temperature); the

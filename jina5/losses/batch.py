@@ -26,14 +26,14 @@ document_ids        (B,) int64   hash of each normalised positive-document text
 ==================  ===========  ==============================================================
 
 ``negatives_mask`` exists where ranks with different K were padded to a common K for the all-gather
-(``jina5.distributed``): the padding rows of ``negatives`` (and ``teacher_negatives`` /
+(``jina5.training.distributed``): the padding rows of ``negatives`` (and ``teacher_negatives`` /
 ``base_negatives``) are zero vectors, and every loss that reads negatives drops those where the mask
 is False (``real_negatives``; InfoNCE masks their logits to -inf). Without it every negative is real.
 
 A **texts-only batch** (``query`` None) holds B single texts in the document fields: ``document``
 (B, D), ``teacher_document`` (B, Dt), ``base_document``, ``document_ids``; it has no pair, so every
 field of ``PAIR_FIELDS`` is None. Only losses that need no pair (``needs_pairs = False``, e.g.
-distillation, one term per text) run on it (``jina5.objective``).
+distillation, one term per text) run on it (``jina5.training.objective``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ False-negative masking (``mask_duplicates=True``, needs ``document_ids`` / ``que
 document y_j (j != i) whose id equals y_i's id is a duplicate of the positive, so it is removed from
 N_i; likewise, for d->q, an in-batch query x_j (j != i) with x_i's id. Hard negatives carry no ids
 and are never masked. Without ids nothing is masked. Padded negatives (``negatives_mask`` False: ranks
-with different K, ``jina5.distributed``) are left out of N_i (logit -inf).
+with different K, ``jina5.training.distributed``) are left out of N_i (logit -inf).
 
 Temperature: fixed (a plain float, exact) unless ``learnable_temperature=True``; then it is stored
 as a parameter log(tau), initialised at log(temperature), and tau = exp(log_tau) is clamped to

@@ -20,7 +20,7 @@ ValueError says so; ``include_negatives=False`` uses queries and documents only 
 
 Shapes: student (B, D) x2 [+ (B, K, D)] -> s (M, D); reference (B, Dr) x2 [+ (B, K, Dr)] -> t (M, Dr).
 Stacking order: queries, documents, negatives (row-major); padded negatives (``negatives_mask`` False:
-ranks with different K, ``jina5.distributed``) are left out, so M = 2B + the real negatives. Returns a scalar; 0 when s == t.
+ranks with different K, ``jina5.training.distributed``) are left out, so M = 2B + the real negatives. Returns a scalar; 0 when s == t.
 """
 
 from __future__ import annotations

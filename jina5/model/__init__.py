@@ -1,0 +1,4 @@
+"""The Encoder and its on-disk format, usable without training: encoder, task adapters, save/load,
+the sentence-transformers format and card, packing, RoPE, precision policy, quantisation, tiny models.
+
+Knows no training, evaluation or run directory."""

@@ -1,0 +1,462 @@
+"""Encoder: a Hugging Face backbone + pooling + L2 normalisation, and THE inference API.
+
+    texts --tokenise (+ prefix)--> ids (B, L) --backbone--> hidden (B, L, H) --pool--> (B, H) --L2--> (B, H)
+
+One class for every model that embeds text here: the student, the teacher (``jina5.teacher.cache``) and the
+baselines.
+
+Pooling (m = attention mask, 1 on real tokens):
+- ``mean``:       e = sum_t m_t h_t / sum_t m_t
+- ``cls``:        e = h_{first real token}
+- ``last_token``: e = h_{last real token} (the EOS for decoders when ``append_eos``)
+Each is computed from the mask, so left- and right-padded batches give the same vectors; position ids
+are passed explicitly from the mask for the same reason (a left-padded decoder would otherwise shift
+every position).
+
+Layer pruning (``keep_layers``) keeps a chosen subset of the transformer blocks, in order, with their
+weights (DistilBERT-style initialisation of a smaller student): the embedded default student is
+all-MiniLM-L6-v2 with layers (0, 2, 4) kept.
+
+Task adapters (stage 2): the lifecycle (``add_adapter``, ``set_task``, ``adapters_disabled``,
+``merged``, ``for_task``...) is ``jina5.model.adapters.TaskAdapters``; here ``encode(texts, task=, prompt=)``
+switches adapter for one call and prefixes with that task's prompts (``task_prompts[task]``).
+Saving and loading (``save_pretrained`` / ``from_pretrained``) is ``jina5.model.io``.
+
+Speed paths (training settings, not encoding settings: not saved, not in the fingerprint; all off by
+default): ``attn_implementation`` (eager | sdpa | flash_attention_2; None: transformers' default),
+``gradient_checkpointing`` (recompute each block in the backward, non-reentrant), ``compile``
+(``torch.compile`` of the backbone, ``compile_mode``), ``packing`` (training forwards pack the padded
+batch into rows without pads: ``jina5.model.packing``). Every forward passes ``use_cache=False`` where the
+backbone takes it (a decoder would otherwise build a KV cache it never reads).
+
+Compute precision: ``encode`` runs under ``compute_precision`` (``"fp32"``, or ``"bf16"`` autocast;
+``jina5.model.precision``), which its owner sets (the teacher, the evaluation); the vectors stay float32.
+It is not an encoding setting (not saved), but it is part of the content fingerprint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+
+from jina5.assets import resolve_model
+from jina5.model.adapters import TaskAdapters
+from jina5.model.card import CardInfo
+from jina5.model.io import backbone_load_kwargs, load_encoder, save_encoder
+from jina5.model.packing import Packed, block_diagonal_mask, pack, unpack
+from jina5.model.precision import FP32, autocast
+from jina5.model.quantize import quantize
+from jina5.model.rope import set_rope_theta
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls", "last_token")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+# Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
+_OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
+# How the error for a backbone without RoPE names the setting (jina5.model.rope.check_rope).
+ROPE_KEY = "rope_theta (student.rope_theta in a training config)"
+
+
+def pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
+    """Pool (B, L, H) hidden states with a (B, L) mask into (B, H); padding side does not matter."""
+    mask_f = mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+    if mode == "mean":
+        return (hidden * mask_f).sum(1) / mask_f.sum(1).clamp_min(1e-9)
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    if mode == "cls":
+        index = torch.where(mask.bool(), positions, mask.shape[1]).argmin(1)  # first real token
+    elif mode == "last_token":
+        index = (positions * mask).argmax(1)  # last real token
+    else:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+def transformer_layers(model: nn.Module) -> tuple[nn.Module, str]:
+    """The (parent, attribute) holding the ModuleList of transformer blocks of a HF backbone."""
+    for path in ("encoder.layer", "layers", "model.layers", "encoder.layers", "transformer.h"):
+        parent, *_ = [model]
+        parts = path.split(".")
+        ok = True
+        for p in parts[:-1]:
+            parent = getattr(parent, p, None)
+            if parent is None:
+                ok = False
+                break
+        if ok and isinstance(getattr(parent, parts[-1], None), nn.ModuleList):
+            return parent, parts[-1]
+    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def prune_layers(model: PreTrainedModel, keep: Sequence[int]) -> None:
+    """Keep only the blocks ``keep`` (in this order) and update the config to match."""
+    parent, attr = transformer_layers(model)
+    layers = getattr(parent, attr)
+    n = len(layers)
+    if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
+        raise ValueError(f"keep_layers={list(keep)} must be distinct indices in [0, {n})")
+    setattr(parent, attr, nn.ModuleList([layers[i] for i in keep]))
+    for new_idx, layer in enumerate(getattr(parent, attr)):
+        attn = getattr(layer, "self_attn", None)
+        if attn is not None and hasattr(attn, "layer_idx"):
+            attn.layer_idx = new_idx
+    model.config.num_hidden_layers = len(keep)
+    layer_types = getattr(model.config, "layer_types", None)
+    if layer_types is not None and len(layer_types) == n:
+        model.config.layer_types = [layer_types[i] for i in keep]
+
+
+class Encoder(TaskAdapters, nn.Module):
+    """HF backbone + pooling + normalisation, with named prompts (prefixes) and ``encode``.
+
+    Args:
+        source: local dir, bundled model (its hub id or ``bundled:<hub id>``; a missing package raises
+            ``AssetMissingError``), ``hub:<hub id>``, other hub id (see ``jina5.assets``); ``tiny:<model_type>``
+            for a random-init toy backbone (bert, mpnet, qwen3, eurobert; code-path tests only); or a
+            ready ``PreTrainedModel`` with ``tokenizer``.
+        pooling: ``mean | cls | last_token``.
+        prompts: named prefixes, e.g. ``{"query": "Query: ", "document": "Document: "}``.
+        keep_layers: indices of the blocks to keep (None keeps all).
+        max_length: tokens per text (truncation), prefix included.
+        append_eos: append the EOS token after truncation (decoders with last-token pooling). The
+            attribute ``tokenizer_appends_eos`` (not an argument: ``from_pretrained`` sets it for a saved
+            encoder, whose tokenizer template appends the EOS; ``jina5.model.st_format``) says the tokenizer
+            does it: texts are then truncated to ``max_length`` tokens, EOS included, with nothing added.
+        padding_side: ``right | left``; the vectors do not depend on it.
+        normalize: L2-normalise the pooled vector.
+        task_prompts: per-adapter prompts, ``{task: {prompt name: prefix}}``; used instead of ``prompts``
+            while that task's adapter is active (see ``jina5.model.adapters.DEFAULT_TASK_PROMPTS``).
+        attn_implementation: ``eager | sdpa | flash_attention_2`` (None: transformers' default; the
+            ``tiny:`` backbones default to eager).
+        gradient_checkpointing: recompute each block's activations in the backward (transformers'
+            ``activation_checkpointing_enable``, non-reentrant; dropout RNG replayed): less memory, ~1/3
+            more compute. Training mode only.
+        compile: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter names and
+            checkpoints unchanged), with ``compile_mode`` (None | default | reduce-overhead |
+            max-autotune...).
+        packing: in training mode, pack each padded batch into rows without pads before the backbone
+            (``jina5.model.packing``; decoders by restarting ``position_ids``, encoders with a block-diagonal
+            mask) and unpack for pooling; ``encode``, eval-mode forwards and batches where no two
+            sequences fit one row keep the padded path.
+        rope_theta: the RoPE base theta the backbone is built with (its rotary ``inv_freq``; ``jina5.model.rope``),
+            instead of the one in its config; None keeps that one. A backbone without RoPE raises.
+    """
+
+    def __init__(
+        self,
+        source: str | PreTrainedModel,
+        pooling: str = "mean",
+        prompts: dict[str, str] | None = None,
+        keep_layers: Sequence[int] | None = None,
+        max_length: int = 256,
+        append_eos: bool = False,
+        padding_side: str = "right",
+        normalize: bool = True,
+        tokenizer=None,
+        attn_implementation: str | None = None,
+        torch_dtype: str | None = None,
+        task_prompts: dict[str, dict[str, str]] | None = None,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        packing: bool = False,
+        rope_theta: float | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if attn_implementation is not None and attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"student.attn_implementation must be null or one of {ATTN_IMPLEMENTATIONS}, "
+                f"got {attn_implementation!r}"
+            )
+        if isinstance(source, PreTrainedModel):
+            if tokenizer is None:
+                raise ValueError("a model object needs its tokenizer")
+            if rope_theta is not None:
+                raise ValueError(
+                    "rope_theta applies where the encoder builds its backbone, not to a built model"
+                )
+            self.backbone = source
+            self.source = getattr(source.config, "_name_or_path", "") or "in-memory"
+        elif source.startswith("tiny:"):  # "tiny:<model_type>": a random-init toy backbone (smoke tests)
+            from jina5.model.tiny import tiny_model_and_tokenizer
+
+            self.backbone, tokenizer = tiny_model_and_tokenizer(
+                source.removeprefix("tiny:"),
+                attn_implementation=attn_implementation or "eager",
+                rope_theta=rope_theta,
+                rope_key=ROPE_KEY,
+            )
+            self.source = source
+        else:
+            path = resolve_model(source)
+            kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            if torch_dtype:
+                kwargs["dtype"] = getattr(torch, torch_dtype)
+            kwargs.update(backbone_load_kwargs(path))
+            if rope_theta is not None:  # into the config the model is built from (its rotary buffers)
+                kwargs["config"] = AutoConfig.from_pretrained(path)
+                set_rope_theta(kwargs["config"], rope_theta, ROPE_KEY)
+            self.backbone = AutoModel.from_pretrained(path, **kwargs)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            self.source = source
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token is None:  # decoders often have none
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = padding_side
+        if getattr(self.backbone, "pooler", None) is not None:
+            # BERT-style [CLS] pooler: unused by our pooling (and by DDP's gradients)
+            self.backbone.pooler = None
+        if keep_layers is not None:
+            prune_layers(self.backbone, list(keep_layers))
+        self.pooling = pooling
+        self.prompts = dict(prompts or {})
+        self.task_prompts = {t: dict(p) for t, p in (task_prompts or {}).items()}
+        self.task: str | None = None  # the active adapter (None: no adapters)
+        self.compute_precision = (
+            FP32  # encode's path, "fp32" | "bf16" (jina5.model.precision.resolve_precision)
+        )
+        self._trainable_adapters: set[str] = set()
+        self.max_length = max_length
+        self.append_eos = append_eos
+        self.tokenizer_appends_eos = False  # set by from_pretrained (see append_eos)
+        self.normalize = normalize
+        model_type = self.backbone.config.model_type
+        self._position_offset = (
+            self.backbone.config.pad_token_id + 1 if model_type in _OFFSET_POSITION_MODELS else 0
+        )
+        forward_args = inspect.signature(self.backbone.forward).parameters
+        self._accepts_positions = "position_ids" in forward_args
+        self._accepts_use_cache = "use_cache" in forward_args
+        self.packing = packing
+        self._causal = any(getattr(m, "is_causal", False) for m in self.backbone.modules())
+        if packing:
+            self._check_packing()
+        if gradient_checkpointing:
+            self.backbone.activation_checkpointing_enable({"use_reentrant": False})
+        if compile:
+            self.backbone.compile(mode=compile_mode)
+
+    def _check_packing(self) -> None:
+        config = self.backbone.config
+        if not self._accepts_positions:
+            raise ValueError(
+                f"student.packing: {config.model_type} takes no position_ids, so packed sequences cannot "
+                "restart their positions"
+            )
+        if not self._causal and config._attn_implementation == "flash_attention_2":
+            raise ValueError(
+                f"student.packing with attn_implementation=flash_attention_2 needs a decoder; "
+                f"{config.model_type} is an encoder and needs a block-diagonal mask, which flash attention "
+                "does not take (use sdpa)"
+            )
+
+    # ------------------------------------------------------------------ training path
+    @property
+    def dim(self) -> int:
+        return self.backbone.config.hidden_size
+
+    def position_ids(self, mask: Tensor) -> Tensor:
+        """Positions counted over real tokens only: (B, L) = cumsum(mask) - 1 (+ offset), pads at offset."""
+        pos = (mask.cumsum(1) - 1).clamp_min(0) * mask
+        return pos + self._position_offset if self._position_offset else pos
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings."""
+        kwargs = {"use_cache": False} if self._accepts_use_cache else {}
+        packed = None
+        if self.packing and self.training:
+            packed = pack(input_ids, attention_mask, self.tokenizer.pad_token_id, self._position_offset)
+        if packed is not None:
+            hidden = self.packed_hidden(packed, kwargs)
+        else:
+            if self._accepts_positions:
+                kwargs["position_ids"] = self.position_ids(attention_mask)
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, **kwargs
+            ).last_hidden_state
+        emb = pool(hidden, attention_mask, self.pooling).float()
+        return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    def packed_hidden(self, packed: Packed, kwargs: dict) -> Tensor:
+        """The backbone on a packed batch (``jina5.model.packing``), unpacked to the padded (B, L, H)."""
+        config = self.backbone.config
+        mask = None  # decoders: transformers reads the packed sequences from the restarting positions
+        if not self._causal:
+            dtype = None if config._attn_implementation == "sdpa" else torch.float32
+            mask = block_diagonal_mask(packed.segments, dtype)
+        hidden = self.backbone(
+            input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, **kwargs
+        ).last_hidden_state
+        return unpack(hidden, packed)
+
+    def tokenize_ids(
+        self, texts: Sequence[str], prompt: str | None = None, max_length: int | None = None
+    ) -> list[list[int]]:
+        """Texts -> unpadded token id lists, prefix applied, truncated (to ``max_length`` or the
+        encoder's), EOS appended if configured (here, unless ``tokenizer_appends_eos``)."""
+        prefix = self.prefix(prompt)
+        append_here = self.append_eos and not self.tokenizer_appends_eos
+        room = (max_length or self.max_length) - int(append_here)
+        ids = self.tokenizer(
+            [prefix + t for t in texts], truncation=True, max_length=room, add_special_tokens=True
+        )["input_ids"]
+        if append_here:
+            eos = self.tokenizer.eos_token_id
+            ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
+        return ids
+
+    def pad(self, ids: Sequence[list[int]]) -> dict[str, Tensor]:
+        """Pad id lists on the configured side into {input_ids (B, L), attention_mask (B, L)}."""
+        width = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):
+            sl = slice(width - len(x), width) if self.tokenizer.padding_side == "left" else slice(0, len(x))
+            input_ids[row, sl] = torch.tensor(x)
+            mask[row, sl] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def tokenize(
+        self, texts: Sequence[str], prompt: str | None = None, max_length: int | None = None
+    ) -> dict[str, Tensor]:
+        return self.pad(self.tokenize_ids(texts, prompt, max_length))
+
+    def prompts_for(self, task: str | None = None) -> dict[str, str]:
+        """The named prompts of ``task`` (default: the active adapter); the plain ``prompts`` when the task
+        has none of its own."""
+        task = task or self.task
+        return self.task_prompts.get(task, self.prompts) if task else self.prompts
+
+    def prefix(self, prompt: str | None) -> str:
+        if prompt is None:
+            return ""
+        prompts = self.prompts_for()
+        if prompt not in prompts:
+            where = f" of task {self.task!r}" if self.task in self.task_prompts else ""
+            raise KeyError(f"unknown prompt {prompt!r}; configured prompts{where}: {sorted(prompts)}")
+        return prompts[prompt]
+
+    # ------------------------------------------------------------------ inference API
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        prompt: str | None = None,
+        batch_size: int = 64,
+        dim: int | None = None,
+        precision: str = "float32",
+        progress: bool = False,
+        task: str | None = None,
+        allow_empty: bool = False,
+    ) -> np.ndarray:
+        """Embed texts -> numpy (N, dim) (quantized per ``precision``; one text gives (dim,)).
+
+        ``task`` selects the adapter (and its prompts) for this call, e.g.
+        ``encode(texts, task="retrieval", prompt="query")``; None keeps the active one.
+
+        An empty (or whitespace-only) text raises ``ValueError`` unless ``allow_empty``: in our own
+        pipelines it is a data bug. With ``allow_empty=True`` (benchmarks such as MTEB, whose corpora
+        hold a few empty documents) it is encoded as sentence-transformers does: the prefix (if any)
+        and the tokenizer's special tokens only (BERT: ``[CLS] [SEP]``), pooled as any other text; a
+        text that leaves no token at all (a decoder without BOS / EOS and no prefix) still raises.
+
+        Texts are tokenised once and sorted by token length, so each batch pads to its own longest
+        text; rows come back in input order. ``dim`` keeps the first ``dim`` components and
+        re-normalises (Matryoshka truncation); ``precision`` is ``float32 | int8 | binary | ubinary``
+        (see ``jina5.model.quantize``). The forward passes run under ``self.compute_precision`` (bf16 autocast
+        or plain fp32); the vectors are float32 either way.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"encode: text {i} is {type(t).__name__}, not str")
+            if not (allow_empty or t.strip()):
+                raise ValueError(f"encode: text {i} is empty (allow_empty=True encodes it as special tokens)")
+        if dim is not None and not 0 < dim <= self.dim:
+            raise ValueError(f"dim={dim} must be in (0, {self.dim}]")
+        if task is not None:
+            self._require_adapter(task, where="encode: ")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        with self.using_task(task), autocast(self.compute_precision, device.type):
+            ids = self.tokenize_ids(texts, prompt)
+            no_tokens = [i for i, x in enumerate(ids) if not x]
+            if no_tokens:
+                i = no_tokens[0]
+                raise ValueError(
+                    f"encode: text {i} ({texts[i]!r}) has no tokens (no prefix, no special tokens)"
+                )
+            order = np.argsort([-len(x) for x in ids], kind="stable")
+            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode")
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
+                batch = {k: v.to(device) for k, v in self.pad([ids[i] for i in rows]).items()}
+                out[rows] = self(**batch).cpu().numpy()
+                bar.update(len(rows))
+            bar.close()
+        self.train(was_training)
+        if dim is not None and dim < self.dim:
+            out = out[:, :dim]
+            if self.normalize:
+                out /= np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
+        out = quantize(out, precision)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ settings and persistence
+    def encoder_config(self) -> dict:
+        """The encoding settings (``jina5_encoder.json``); adapter keys only when there are adapters,
+        so a plain model's settings (and the teacher-cache / eval fingerprints made of them) never move."""
+        cfg = {
+            "pooling": self.pooling,
+            "prompts": self.prompts,
+            "max_length": self.max_length,
+            "append_eos": self.append_eos,
+            "padding_side": self.tokenizer.padding_side,
+            "normalize": self.normalize,
+            "source": str(self.source),
+        }
+        if self.adapters or self.task_prompts:
+            cfg.update(task_prompts=self.task_prompts, adapters=self.adapters, task=self.task)
+        return cfg
+
+    def save_pretrained(
+        self,
+        path: str | Path,
+        card: CardInfo | None = None,
+        model_id: str | None = None,
+        rope_theta: float | None = None,
+        max_length: int | None = None,
+    ) -> Path:
+        """Write this encoder as a directory ``Encoder.from_pretrained`` loads (``jina5.model.io``):
+        backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers files and model
+        card without adapters (``SentenceTransformer(path)`` loads it; ``card``: the training facts
+        for it, ``jina5.model.card``; ``model_id``: its hub repo) or ``adapters/<task>/`` with them
+        (then use ``python -m jina5.export`` for a per-task sentence-transformers directory).
+        ``rope_theta`` / ``max_length``: inference settings written instead of the encoder's own (the
+        RoPE base in ``config.json``, the truncation length), None keeps them."""
+        return save_encoder(self, path, card, model_id, rope_theta, max_length)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> Encoder:
+        """Load a directory written by ``save_pretrained`` (its settings, overridable by kwargs), with
+        every adapter it holds; the adapter that was active when saved is active again."""
+        return load_encoder(cls, path, trainable_adapters, **overrides)
+
+
+#: The old name, kept for one release (the class encodes the teacher and the baselines too).
+StudentEncoder = Encoder

@@ -1,0 +1,115 @@
+"""Packing (unpadding): a padded batch -> fewer rows of concatenated sequences, and back.
+
+    padded ids (B, L) + mask (B, L) --pack--> ids (R, C), positions (R, C), segments (R, C)
+    backbone hidden (R, C, H) --unpack--> (B, L, H) (zeros on pads) --pool--> (B, H)
+
+The B sequences (lengths n_b = sum_t mask_bt) are placed into R rows of capacity C = max_b n_b by
+first-fit decreasing, so a row holds several whole sequences and pads only its tail; a batch of
+documents whose lengths vary pads far less than the (B, L) layout. Rows of capacity C, not one row
+of all tokens: with a dense attention mask (eager / SDPA) one row would cost T^2 attention for T
+tokens, rows of C cost about T C, no more than the padded batch's B C^2.
+
+Within a row, positions restart at 0 (+ the model's offset) for every sequence and for the tail of
+pads (its own segment, so no row of the attention mask is empty). No token may attend across
+sequences:
+- decoders (causal): the restarting ``position_ids`` and no mask; transformers detects the packed
+  sequences from them (``masking_utils.find_packed_sequence_indices``) and builds a block-causal mask
+  (eager / SDPA) or runs varlen flash attention;
+- encoders (bidirectional): a block-diagonal 4D mask, M[r, 0, i, j] = [segment_ri == segment_rj]
+  (``block_diagonal_mask``), which transformers takes as is.
+
+The padded layout is restored for pooling (``unpack``), so pooling is the padded path's own code
+(``jina5.model.encoder.pool``) reading the same per-sequence tokens: mean, cls and last_token all follow
+the sequence boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def first_fit_decreasing(lengths: list[int], capacity: int) -> tuple[list[int], list[int], list[int]]:
+    """Place sequences of ``lengths`` into rows of ``capacity`` tokens (longest first, each into the
+    first row with room). Returns (row of each sequence, its offset in that row, tokens used per row)."""
+    row, offset, used = [0] * len(lengths), [0] * len(lengths), []
+    for b in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable: ties keep batch order
+        r = next((r for r, u in enumerate(used) if u + lengths[b] <= capacity), len(used))
+        if r == len(used):
+            used.append(0)
+        row[b], offset[b] = r, used[r]
+        used[r] += lengths[b]
+    return row, offset, used
+
+
+@dataclass
+class Packed:
+    """A packed batch. ``input_ids``, ``position_ids``, ``segments`` (R, C): token ids, positions
+    restarting per sequence, and the sequence index of each slot (-1 on a row's tail of pads);
+    ``src`` / ``dest`` (T,): where each real token sits in the flattened padded (B L) and packed
+    (R C) layouts; ``shape`` the padded (B, L)."""
+
+    input_ids: Tensor
+    position_ids: Tensor
+    segments: Tensor
+    src: Tensor
+    dest: Tensor
+    shape: tuple[int, int]
+
+
+def pack(input_ids: Tensor, attention_mask: Tensor, pad_id: int, position_offset: int = 0) -> Packed | None:
+    """Pack a padded batch (B, L) (right or left padded: each row's real tokens contiguous) into rows;
+    None when no two sequences share a row (the padded batch is then as small, and its mask simpler).
+
+    One device-to-host copy of the mask (the placement is planned on the host); the index tensors
+    then go to the batch's device."""
+    device = input_ids.device
+    mask = attention_mask.detach().cpu().long()
+    b, width = mask.shape
+    lengths = mask.sum(1)
+    if (lengths == 0).any():
+        raise ValueError(f"packing: row {int((lengths == 0).nonzero()[0])} of the batch has no tokens")
+    capacity = int(lengths.max())
+    row, offset, used = first_fit_decreasing(lengths.tolist(), capacity)
+    n_rows = len(used)
+    if n_rows == b:
+        return None
+    seq = torch.repeat_interleave(torch.arange(b), lengths)  # (T,) sequence of each real token
+    j = torch.arange(len(seq)) - (lengths.cumsum(0) - lengths)[seq]  # position within its sequence
+    src = seq * width + mask.argmax(1)[seq] + j  # argmax: the first real token
+    row_t, offset_t = torch.tensor(row), torch.tensor(offset)
+    dest = row_t[seq] * capacity + offset_t[seq] + j
+    # tail slots: positions 0, 1, ... from the row's first free slot (their own segment)
+    positions = torch.arange(capacity).expand(n_rows, capacity) - torch.tensor(used).unsqueeze(1)
+    positions = positions.flatten().index_put((dest,), j).view(n_rows, capacity) + position_offset
+    segments = torch.full((n_rows * capacity,), -1).index_put((dest,), seq).view(n_rows, capacity)
+    src, dest = src.to(device), dest.to(device)
+    ids = torch.full((n_rows * capacity,), pad_id, dtype=input_ids.dtype, device=device)
+    ids[dest] = input_ids.flatten()[src]
+    return Packed(
+        input_ids=ids.view(n_rows, capacity),
+        position_ids=positions.to(device),
+        segments=segments.to(device),
+        src=src,
+        dest=dest,
+        shape=(b, width),
+    )
+
+
+def block_diagonal_mask(segments: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """(R, C) segment ids -> (R, 1, C, C) mask, token i may attend to j iff they share a segment:
+    boolean (``dtype`` None; SDPA) or additive, 0 / finfo(dtype).min (eager attention adds it)."""
+    same = (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
+    if dtype is None:
+        return same
+    return torch.zeros(same.shape, dtype=dtype, device=same.device).masked_fill(~same, torch.finfo(dtype).min)
+
+
+def unpack(hidden: Tensor, packed: Packed) -> Tensor:
+    """Packed hidden states (R, C, H) -> the padded layout (B, L, H), zeros on the pads."""
+    b, width = packed.shape
+    flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, packed.dest)
+    out = hidden.new_zeros(b * width, hidden.shape[-1]).index_copy(0, packed.src, flat)
+    return out.view(b, width, -1)

@@ -1,0 +1,102 @@
+"""A run's config: its name, its export settings, and whether a run directory holds the same one.
+
+Name. ``experiment_name`` defaults to the experiment config chosen (``experiment=loss_ablation/nce``
+-> ``loss_ablation/nce``; none chosen -> ``default``) through the ``chosen_experiment`` resolver
+(``jina5.conf``). An experiment file that sets ``experiment_name`` keeps its own
+(``ablation/combined`` -> ``combined``). The run directory is ``<output_root>/runs/<run_name>`` with
+``run_name = <experiment_name>-seed<seed>``.
+
+Reuse. A run directory is named by ``run_name``, not by every setting, so
+``python -m jina5.train experiment=ablation/combined optimizer.lr=3e-4`` after a default run would
+otherwise skip (``done.json``) or resume (``last.ckpt``) the default run and report it as the
+lr=3e-4 one. ``jina5.runs.lifecycle`` writes the resolved config to ``<run dir>/config.yaml`` before fitting
+and, before reusing anything, compares it with the new one via :func:`config_changes`. Keys in
+:data:`RESUME_SAFE` may differ (bookkeeping and logging, or ``trainer.max_steps``: extending a run);
+paths that contain the run directory are compared relative to it, so a moved ``outputs/`` still
+matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RESUME_SAFE = (
+    "skip_done",
+    "ckpt_path",
+    "export",
+    "paths",
+    "logger",
+    "callbacks.last_checkpoint",
+    "callbacks.lr_monitor",  # logging only (runs from before it was dropped: the module logs train/lr)
+    "trainer.max_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": leaf}; lists are leaves."""
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _relative(value: Any, run_dir: str) -> Any:
+    return value.replace(run_dir, "<run dir>") if isinstance(value, str) and run_dir else value
+
+
+def config_changes(stored: Mapping, current: Mapping) -> list[str]:
+    """``"key: old -> new"`` for every leaf that differs outside :data:`RESUME_SAFE` (sorted)."""
+    old, new = flatten(stored), flatten(current)
+    old_dir, new_dir = str(old.get("paths.output_dir", "")), str(new.get("paths.output_dir", ""))
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        if any(key == safe or key.startswith(safe + ".") for safe in RESUME_SAFE):
+            continue
+        a, b = _relative(old.get(key, "<absent>"), old_dir), _relative(new.get(key, "<absent>"), new_dir)
+        if a != b:
+            changes.append(f"{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Raise if ``run_dir/config.yaml`` holds another config than ``cfg`` (see the module docstring)."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    changes = config_changes(
+        OmegaConf.to_container(OmegaConf.load(saved), resolve=False),
+        OmegaConf.to_container(cfg, resolve=True),
+    )
+    if changes:
+        shown = "\n  ".join(changes[:10]) + (
+            f"\n  ... and {len(changes) - 10} more" if len(changes) > 10 else ""
+        )
+        raise ValueError(
+            f"{run_dir} holds a run trained with another config ({saved}); reusing it would report that run "
+            f"for this one. Changed:\n  {shown}\nGive this run its own directory, e.g. "
+            "run_name='${experiment_name}-lr3e-4-seed${seed}', or retrain in place with skip_done=false ckpt_path=null."
+        )
+
+
+EXPORT_KEYS = ("enabled", "rope_theta", "max_seq_length")
+
+
+def export_settings(export: bool | Mapping | None) -> dict | None:
+    """The post-fit export's settings from the config's ``export`` (a mapping of :data:`EXPORT_KEYS`, or a
+    bare bool: ``export=false`` on the command line), or None when nothing is exported."""
+    if export is None or isinstance(export, bool):
+        return {"rope_theta": None, "max_seq_length": None} if export else None
+    unknown = sorted(set(export) - set(EXPORT_KEYS))
+    if unknown:
+        raise ValueError(f"export: unknown keys {unknown}; known: {list(EXPORT_KEYS)}")
+    if not export.get("enabled", True):
+        return None
+    return {"rope_theta": export.get("rope_theta"), "max_seq_length": export.get("max_seq_length")}

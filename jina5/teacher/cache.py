@@ -1,0 +1,267 @@
+"""The frozen teacher and its on-disk embedding cache.
+
+Teacher vectors are computed once per (teacher fingerprint, instruction, text) and reused by every
+run of a sweep: on a CPU the teacher costs more per text than a student training step. The teacher
+encodes under the compute-precision policy (``jina5.model.precision``: bf16 autocast where the hardware has
+it); the path taken is part of the fingerprint, so bf16 and fp32 vectors never share a cache.
+
+The cache is a ``jina5.teacher.store.TeacherStore`` directory (its module doc: memory-mapped fp16
+parts, a sorted key index, atomic commits, checksums, each part's teacher fingerprint). Keys are
+sha1(``cache_text(text)``); a cold fill embeds the missing texts sorted by length in chunks of
+``shard_size`` (one part each), so several caches or processes may add to one directory and an
+interrupted fill resumes from the last committed part.
+
+Filling on a GPU: ``Teacher.place(device)`` moves the weights and resolves the precision policy for
+that device (bf16 on a bf16 GPU under ``auto``; part of the fingerprint, as always). Large stores are
+pre-computed across ranks before training: ``python -m jina5.teacher <training overrides>``
+(``jina5.teacher.precompute``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from jina5.assets import cache_root
+from jina5.model.encoder import Encoder
+from jina5.model.io import content_fingerprint
+from jina5.model.precision import resolve_precision
+from jina5.teacher.store import KEY_DTYPE, TeacherStore, TeacherStoreError
+
+log = logging.getLogger(__name__)
+
+TeacherCacheError = TeacherStoreError  # the cache on disk cannot be used as it is
+
+
+def cache_text(text: str) -> str:
+    """The text the teacher sees and the cache key is made of: NFC, whitespace collapsed (case kept)."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def text_key(text: str) -> bytes:
+    """20-byte sha1 of ``cache_text(text)``."""
+    return hashlib.sha1(cache_text(text).encode("utf-8")).digest()
+
+
+class Teacher:
+    """A frozen embedding model (any ``Encoder`` backbone + pooling), no gradients.
+
+    Args:
+        source: model source (see ``jina5.assets``), e.g. ``sentence-transformers/all-mpnet-base-v2``.
+        pooling / max_length / append_eos / padding_side: as for ``Encoder``.
+        batch_size: texts per forward pass when filling the cache.
+        precision: ``auto | bf16 | fp32``, the compute precision (``jina5.model.precision``); resolved here for
+            the encoder's device, and part of the fingerprint when it is bf16.
+        encoder: a ready ``Encoder`` instead of ``source`` (tests).
+    """
+
+    def __init__(
+        self,
+        source: str | None = None,
+        pooling: str = "mean",
+        max_length: int = 128,
+        append_eos: bool = False,
+        padding_side: str = "right",
+        batch_size: int = 32,
+        torch_dtype: str | None = None,
+        precision: str = "fp32",
+        encoder: Encoder | None = None,
+    ) -> None:
+        self.encoder = encoder or Encoder(
+            source,
+            pooling=pooling,
+            max_length=max_length,
+            append_eos=append_eos,
+            padding_side=padding_side,
+            torch_dtype=torch_dtype,
+        )
+        self.encoder.eval().requires_grad_(False)
+        self.precision_choice = precision
+        device_type = next(self.encoder.parameters()).device.type
+        self.encoder.compute_precision = resolve_precision(precision, device_type)
+        self.batch_size = batch_size
+        self.source = str(source or self.encoder.source)
+        self._fingerprint: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def precision(self) -> str:
+        """The compute precision the teacher encodes with: ``"bf16"`` or ``"fp32"``."""
+        return self.encoder.compute_precision
+
+    def place(self, device: str | torch.device, move_weights: bool = True) -> None:
+        """Resolve the precision policy for ``device`` (the fingerprint follows) and, unless
+        ``move_weights`` is False, move the weights there. A rank that only reads the store resolves
+        without moving, so it finds the store the filling rank writes."""
+        device = torch.device(device)
+        precision = resolve_precision(self.precision_choice, device.type)
+        if precision != self.encoder.compute_precision:
+            self.encoder.compute_precision = precision
+            self._fingerprint = None
+        if move_weights:
+            self.encoder.to(device)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the architecture config, the encoding settings (not the prompts: the instruction
+        is a cache key of its own), the compute precision when not fp32, and every weight's bytes."""
+        if self._fingerprint is None:
+            self._fingerprint = content_fingerprint(self.encoder, skip_settings=("source", "prompts"))
+        return self._fingerprint
+
+    def embed(self, texts: Sequence[str], instruction: str = "") -> np.ndarray:
+        """(N, D) float32 unit vectors of ``instruction + cache_text(t)`` (no cache)."""
+        prepared = [instruction + cache_text(t) for t in texts]
+        return self.encoder.encode(prepared, batch_size=self.batch_size)
+
+
+class TeacherCache:
+    """Content-addressed, resumable fp16 store of one teacher's vectors under one instruction
+    (``jina5.teacher.store``: memory-mapped parts, a sorted key index).
+
+    ``get(texts)`` returns (N, D) float32 vectors and ``rows(texts)`` a lazy ``TeacherRows`` view,
+    both computing (batched by length, with a texts/s bar) and persisting only the texts not stored
+    yet; with ``read_only`` a missing text is an error naming the pre-compute command instead.
+    """
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        instruction: str = "",
+        path: str | Path | None = None,
+        shard_size: int = 1024,
+        progress: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        self.teacher = teacher
+        self.instruction = instruction
+        self.shard_size = shard_size
+        self.progress = progress
+        instr = hashlib.sha1(instruction.encode()).hexdigest()[:12]
+        self.path = Path(path) if path else cache_root() / "teacher" / f"{teacher.fingerprint[:16]}-{instr}"
+        meta = {
+            "fingerprint": teacher.fingerprint,
+            "instruction": instruction,
+            "dim": teacher.dim,
+            "source": teacher.source,
+        }
+        self.store = TeacherStore(self.path, meta, read_only=read_only)
+
+    def refresh(self) -> None:
+        """Take in the parts that appeared on disk since the last look (other caches or processes)."""
+        self.store.refresh()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def write_index(self) -> None:
+        """Merge the parts' keys into the store's index file when some part is not in it yet."""
+        self.store.refresh()
+        if self.store.unindexed_parts():
+            self.store.write_index()
+
+    def __contains__(self, text: str) -> bool:
+        return bool(self.store.locate(keys_of([text]))[0, 0] >= 0)
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """Distinct texts (first occurrence order) whose vectors are not stored."""
+        keys = keys_of(texts)
+        absent = np.flatnonzero(self.store.locate(keys)[:, 0] < 0)
+        _, first = np.unique(keys[absent], return_index=True)
+        return [texts[i] for i in absent[np.sort(first)]]
+
+    def fill(self, texts: Sequence[str]) -> int:
+        """Compute and persist every missing text, shard by shard; returns how many were computed.
+
+        The order is the embedded default's since the first cache: the missing texts sorted by
+        length (stable), cut into chunks of ``shard_size``, each chunk one ``Teacher.embed`` call and
+        one part (a bf16 teacher's output depends on which texts share a batch)."""
+        self.refresh()
+        todo = self.missing(texts)
+        if not todo:
+            return 0
+        if self.store.read_only:
+            raise TeacherCacheError(
+                f"teacher store {self.path}: {len(todo)} of these texts are not stored (e.g. {todo[0][:60]!r}) "
+                "and this rank opens it read-only; pre-compute it with the training overrides: "
+                "python -m jina5.teacher <the same overrides as python -m jina5.train>"
+            )
+        todo.sort(key=len)  # similar lengths per shard -> little padding inside the encoder batches
+        self.embed_chunks([todo[lo : lo + self.shard_size] for lo in range(0, len(todo), self.shard_size)])
+        return len(todo)
+
+    def embed_chunks(self, chunks: Sequence[Sequence[str]]) -> None:
+        """Embed each chunk in one ``Teacher.embed`` call and commit it as one part."""
+        total = sum(len(c) for c in chunks)
+        bar = tqdm(
+            total=total,
+            unit="text",
+            desc=f"teacher cache ({Path(self.teacher.source).name})",
+            disable=not self.progress,
+        )
+        start = time.perf_counter()
+        for n, chunk in enumerate(chunks):
+            emb = self.teacher.embed(chunk, self.instruction)
+            if not np.isfinite(emb).all():
+                raise TeacherCacheError(
+                    f"teacher produced non-finite vectors for chunk {n} ({chunk[0][:60]!r}...)"
+                )
+            self.store.write_part(keys_of(chunk), emb.astype(np.float16))
+            bar.update(len(chunk))
+        bar.close()
+        rate = total / max(time.perf_counter() - start, 1e-9)
+        log.info(
+            "teacher cache %s: computed %d texts (%.1f texts/s), %d cached", self.path, total, rate, len(self)
+        )
+
+    def rows(self, texts: Sequence[str]) -> TeacherRows:
+        """A lazy (N, D) float32 view of ``texts``' vectors (computing what is missing first)."""
+        self.fill(texts)
+        loc = self.store.locate(keys_of(texts))
+        return TeacherRows(self.store, loc)
+
+    def get(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 teacher vectors for ``texts`` (computing what is missing first)."""
+        return self.rows(texts)[:]
+
+
+class TeacherRows:
+    """(N, D) float32 teacher vectors of N texts, read from the store when indexed.
+
+    Holds (N, 2) int32 store locations (8 bytes a text) instead of the vectors (4 D bytes a text):
+    ``rows[i]`` is (D,), ``rows[idx]`` (len(idx), D) for a sequence, array or slice."""
+
+    def __init__(self, store: TeacherStore, loc: np.ndarray) -> None:
+        if len(loc) and loc[:, 0].min() < 0:
+            raise TeacherCacheError(
+                f"teacher store {store.path}: {int((loc[:, 0] < 0).sum())} texts are not stored"
+            )
+        self.store, self.loc = store, loc
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.loc), self.store.dim)
+
+    def __len__(self) -> int:
+        return len(self.loc)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self.store.gather(self.loc[idx][None])[0]
+        return self.store.gather(self.loc[idx])
+
+
+def keys_of(texts: Sequence[str]) -> np.ndarray:
+    """(N,) |S20 store keys (``text_key``) of ``texts``."""
+    return np.frombuffer(b"".join(text_key(t) for t in texts), dtype=KEY_DTYPE)

@@ -1,0 +1,2 @@
+"""The optimisation step: the LightningModule, the objective, the LR schedule, cross-rank gathering,
+GradCache, and the distributed strategies."""

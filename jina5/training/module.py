@@ -1,0 +1,464 @@
+"""The LightningModule: encode -> (gather) -> EmbeddingBatch -> objective -> weighted sum.
+
+    q = f(query tokens)        (B, D)      d = f(document tokens)  (B, D)
+    n = f(negative tokens)     (B, K, D)   teacher vectors from the batch (cached, never computed here)
+    [b_q, b_d, b_n = f_base(...) under no_grad, adapters disabled: only when a loss requires base_*]
+    total, parts = objective(EmbeddingBatch(q, d, n, t_q, t_d, ..., b_q, b_d, b_n))
+
+A texts-only batch (a ``texts_only`` data set: single texts, distillation only) has no query side:
+q, n, t_q, b_q are None and d holds its texts; the objective runs only its per-text losses on it.
+
+The base vectors are the frozen stage-1 model (the student with every adapter disabled), the fixed
+reference of relational distillation (classification adapter). Computed in eval mode by default
+(``base_reference_dropout=False``): a fixed target has no dropout noise, and with a fresh adapter
+(B = 0) an eval-mode student equals its reference exactly.
+
+Learnable pieces of losses (distillation projection psi, a learnable temperature) are parameters of
+``self.objective`` and so are optimised and checkpointed with the encoder.
+
+GradCache (``grad_cache.chunk_size``; Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under
+Memory Limited Setup"): the loss couples every text of the (global) batch, but its gradient factors
+through the embeddings, dL/dtheta = sum_i (dL/de_i) . (de_i/dtheta), so the batch never has to be in
+one autograd graph. ``jina5.training.grad_cache`` does it in three passes (no-grad chunks -> loss on detached
+vectors -> re-embedded chunks, RNG replayed); activation memory is that of ``chunk_size`` texts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from functools import partial
+
+import lightning as L
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import Tensor, nn
+
+from jina5.losses import EmbeddingBatch, EmbeddingDistillation
+from jina5.model.encoder import Encoder
+from jina5.training.distributed import gather_batch, world_size
+from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
+from jina5.training.objective import Objective
+
+log = logging.getLogger(__name__)
+
+
+SCHEDULE_KINDS = ("constant", "linear", "cosine")
+SCHEDULER_KEYS = ("kind", "warmup_steps", "min_lr_ratio", "total_steps")
+
+
+def check_scheduler(cfg: Mapping) -> None:
+    """Raise ValueError naming the ``scheduler`` config key that is unknown or out of range, with the
+    valid values: ``kind`` in :data:`SCHEDULE_KINDS`, ``warmup_steps`` a whole number >= 0,
+    ``min_lr_ratio`` in [0, 1], ``total_steps`` None or a whole number >= 1. Run by ``jina5.train.build``
+    before any model is loaded (and when the module is built), so a typo
+    (``scheduler.kind=cosin``) fails before any data loading or teacher caching, not at the first step."""
+    unknown = sorted(set(cfg) - set(SCHEDULER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown scheduler config keys {unknown}; the keys are {list(SCHEDULER_KEYS)}")
+    kind = cfg.get("kind", "constant")
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"scheduler.kind must be one of {' | '.join(SCHEDULE_KINDS)}, got {kind!r}")
+    warmup, ratio, total = cfg.get("warmup_steps", 0), cfg.get("min_lr_ratio", 0.0), cfg.get("total_steps")
+    if not _is_count(warmup, 0):
+        raise ValueError(f"scheduler.warmup_steps must be an integer >= 0, got {warmup!r}")
+    if not _is_number(ratio) or not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"scheduler.min_lr_ratio must be a number in [0, 1], got {ratio!r}")
+    if total is not None and not _is_count(total, 1):
+        raise ValueError(
+            f"scheduler.total_steps must be null (trainer.max_steps) or an integer >= 1, got {total!r}"
+        )
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_count(x: object, minimum: int) -> bool:
+    """A whole number (an int, or a float such as 1e2) >= ``minimum``."""
+    return _is_number(x) and float(x).is_integer() and x >= minimum
+
+
+def lr_lambda(
+    kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
+) -> Callable[[int], float]:
+    """Multiplier of the base lr at optimizer step s: linear warmup to 1 over ``warmup_steps``, then
+    ``constant``: 1; ``linear``: 1 -> min_ratio; ``cosine``: min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2,
+    with p = (s - warmup) / (total - warmup) the fraction of the decay done."""
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"scheduler.kind must be one of {' | '.join(SCHEDULE_KINDS)}, got {kind!r}")
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if kind == "constant":
+            return 1.0
+        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        decay = 1 - p if kind == "linear" else 0.5 * (1 + math.cos(math.pi * p))
+        return min_ratio + (1 - min_ratio) * decay
+
+    return f
+
+
+def check_grad_cache(cfg: Mapping) -> int | None:
+    """``module.grad_cache`` -> its chunk size (None: off); ValueError naming the key otherwise."""
+    unknown = sorted(set(cfg) - {"chunk_size"})
+    if unknown:
+        raise ValueError(f"unknown module.grad_cache keys {unknown}; the key is chunk_size")
+    size = cfg.get("chunk_size")
+    if size is not None and not _is_count(size, 1):
+        raise ValueError(f"module.grad_cache.chunk_size must be null (off) or an integer >= 1, got {size!r}")
+    return None if size is None else int(size)
+
+
+def finite_check_interval(device: torch.device, log_every_n_steps: int) -> int:
+    """Steps between reads of the finite-loss flags: every step on CPU (reading costs nothing there),
+    else at Lightning's log steps, which read the logged loss anyway (no extra host sync)."""
+    return 1 if device.type == "cpu" else max(1, log_every_n_steps)
+
+
+def resolve_fused(factory: Callable, device: torch.device) -> Callable:
+    """An optimizer constructor (a ``functools.partial``) with ``fused=None`` (auto) resolved: True when
+    training on CUDA (one fused kernel for all parameters' AdamW update), else the argument is dropped
+    (torch's default). Any other constructor or an explicit ``fused`` is returned as it is."""
+    kwargs = getattr(factory, "keywords", None)
+    if not isinstance(factory, partial) or "fused" not in kwargs or kwargs["fused"] is not None:
+        return factory
+    kwargs = {k: v for k, v in kwargs.items() if k != "fused"}
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    return partial(factory.func, *factory.args, **kwargs)
+
+
+def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
+    return next((m for m in objective.modules() if isinstance(m, EmbeddingDistillation)), None)
+
+
+class EmbeddingModule(L.LightningModule):
+    """Trains ``encoder`` on ``objective``. Built from the ``module`` config node
+    (conf/module/default.yaml), to which ``jina5.train`` adds the encoder, objective, optimizer and scheduler.
+
+    Args:
+        encoder: the student.
+        objective: weighted losses (see ``jina5.training.objective``).
+        optimizer: a partial optimizer constructor (Hydra ``_partial_: true``), called with param groups.
+        scheduler: {kind: constant|linear|cosine, warmup_steps, min_lr_ratio, total_steps (None: the
+            trainer's max_steps)}.
+        gather_across_devices: all-gather embeddings over DDP ranks, so in-batch negatives span the
+            global batch (gradients flow to the local slice; DDP's averaging then gives the global
+            loss's gradient).
+        weight_decay_exclude_1d: no weight decay on biases, norms and scalars.
+        base_reference_dropout: compute the base (adapter-off) reference in train mode, with dropout
+            (default False: eval mode, a deterministic target). The paper is silent.
+        projection_warm_start: before a fresh run, fit the distillation projection psi by ridge least
+            squares on this many training texts (half queries, half documents) and their cached teacher
+            vectors (``EmbeddingDistillation.fit_projection``); 0 keeps psi's random init. Skipped when
+            psi is frozen or absent, and on resume. The paper is silent.
+        grad_cache: {chunk_size: None (off) or texts per chunk}: train with GradCache
+            (``jina5.training.grad_cache``) under manual optimisation; off by default, so a module built by hand
+            is the plain path.
+        gradient_clip_val, gradient_clip_algorithm: the trainer's clipping, done here under GradCache
+            (Lightning forbids it on the Trainer under manual optimisation; ``jina5.train.build`` moves
+            ``trainer.gradient_clip_val`` here). Unused by the plain path (the Trainer clips).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        objective: Objective,
+        optimizer: Callable,
+        scheduler: dict | None = None,
+        *,
+        gather_across_devices: bool,
+        weight_decay_exclude_1d: bool,
+        base_reference_dropout: bool,
+        projection_warm_start: int,
+        grad_cache: Mapping | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_cfg = dict(scheduler or {"kind": "constant", "warmup_steps": 0})
+        check_scheduler(self.scheduler_cfg)
+        self.gather_across_devices = gather_across_devices
+        self.weight_decay_exclude_1d = weight_decay_exclude_1d
+        self.base_reference_dropout = base_reference_dropout
+        self.projection_warm_start = projection_warm_start
+        self.needs_base = any(f.startswith("base_") for f in objective.required_fields())
+        self.chunk_size = check_grad_cache(grad_cache or {})
+        self.automatic_optimization = self.chunk_size is None
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
+        self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._unchecked: list[tuple[Tensor, int, int, str | None, Tensor, dict[str, Tensor]]] = []
+
+    # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        if self.projection_warm_start and self.trainer.ckpt_path is None:
+            self.warm_start_projection(self.projection_warm_start)
+
+    def warm_start_projection(self, n_texts: int) -> None:
+        """Fit psi on a seeded sample of the training mix's texts (see ``projection_warm_start``)."""
+        distill = find_distillation(self.objective)
+        if distill is None or distill.side != "student" or not distill.proj.weight.requires_grad:
+            return
+        datamodule = self.trainer.datamodule
+        sample = datamodule.distillation_sample(n_texts) if datamodule is not None else None
+        if sample is None:
+            return
+        queries = self.encoder.encode(sample.queries, prompt="query")
+        documents = self.encoder.encode(sample.documents, prompt="document")
+        teacher = np.concatenate([sample.teacher_query, sample.teacher_document])
+        student = torch.from_numpy(np.concatenate([queries, documents]))
+        cos = distill.fit_projection(student.to(self.device), torch.from_numpy(teacher).to(self.device))
+        log.info("projection warm start on %d texts: mean cos(psi(s), t) = %.3f", len(student), cos)
+
+    def on_train_start(self) -> None:
+        self.encoder.train()  # HF backbones load in eval mode; fine-tuning uses their dropout
+
+    def on_train_end(self) -> None:
+        self.check_finite()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite()  # never a checkpoint of weights a NaN loss may have updated
+        # Lightning does not save RNG states; dropout masks after a resume must match an unbroken run.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading works
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(states["python"])
+
+    def encode_triplet(self, batch: dict) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors; a
+        texts-only batch (``query`` None) has only its texts, as documents."""
+        q = None if batch["query"] is None else self.encoder(**batch["query"])
+        d = self.encoder(**batch["document"])
+        n = None
+        if batch.get("negatives") is not None:
+            n = self.encoder(**batch["negatives"]).view(d.shape[0], batch["negatives_per_query"], -1)
+        return q, d, n
+
+    def embedding_batch(
+        self, batch: dict, embeddings: tuple[Tensor | None, Tensor, Tensor | None] | None = None
+    ) -> EmbeddingBatch:
+        """The objective's input; ``embeddings`` (q, d, n) as ``encode_triplet`` returns them, when
+        already computed (GradCache), else encoded here."""
+        q, d, n = self.encode_triplet(batch) if embeddings is None else embeddings
+        base = self.base_embeddings(batch) if self.needs_base else {}
+        eb = EmbeddingBatch(
+            query=q,
+            document=d,
+            negatives=n,
+            teacher_query=batch.get("teacher_query"),
+            teacher_document=batch.get("teacher_document"),
+            scores=batch.get("scores"),
+            query_ids=batch.get("query_ids"),
+            document_ids=batch.get("document_ids"),
+            **base,
+        )
+        if self.gather_across_devices and world_size() > 1:
+            eb = gather_batch(eb)  # ranks agree on the fields and pad uneven negatives first
+        return eb
+
+    @torch.no_grad()
+    def base_embeddings(self, batch: dict) -> dict[str, Tensor]:
+        """{base_query (B, D) (not on a texts-only batch), base_document (B, D)[, base_negatives (B, K, D)]}:
+        the student with every adapter disabled (the frozen stage-1 model), without gradients."""
+        was_training = self.encoder.training
+        if not self.base_reference_dropout:
+            self.encoder.eval()
+        try:
+            with self.encoder.adapters_disabled():
+                q, d, n = self.encode_triplet(batch)
+        finally:
+            self.encoder.train(was_training)
+        out = {"base_document": d}
+        if q is not None:
+            out["base_query"] = q
+        if n is not None:
+            out["base_negatives"] = n
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Plain path: return the loss (Lightning backprops, clips, steps). GradCache (manual
+        optimisation): zero_grad -> GradCache backward -> finite check -> log -> clip -> optimizer step ->
+        lr scheduler step, the order Lightning's automatic loop follows."""
+        if self.chunk_size is None:
+            total, parts = self.objective(self.embedding_batch(batch))
+            self.record_finite(total, parts, batch, batch_idx)
+            self.log_training(total, parts, batch)
+            return total
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        total, parts = self.grad_cache_backward(batch)
+        self.record_finite(total, parts, batch, batch_idx)
+        self.log_training(total, parts, batch)
+        self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+        optimizer.step()
+        self.lr_schedulers().step()
+        return total
+
+    def grad_cache_backward(
+        self,
+        batch: dict,
+        backward: Callable[[Tensor], None] | None = None,
+        no_sync: Callable[[], AbstractContextManager] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The batch's (total, parts), detached, with dL/dtheta accumulated into every parameter's grad
+        by GradCache (``jina5.training.grad_cache``) in chunks of ``chunk_size`` texts per field; the objective
+        sees the same ``EmbeddingBatch`` as the plain path (gathered over ranks, base vectors added).
+        ``backward`` and ``no_sync`` default to Lightning's (``manual_backward``, the strategy's
+        ``block_backward_sync``)."""
+        fields = [f for f in ("query", "document", "negatives") if batch.get(f) is not None]
+
+        def loss(embeddings: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+            e = dict(zip(fields, embeddings, strict=True))
+            n = e.get("negatives")
+            if n is not None:
+                n = n.view(e["document"].shape[0], batch["negatives_per_query"], -1)
+            return self.objective(self.embedding_batch(batch, (e.get("query"), e["document"], n)))
+
+        return grad_cache_backward(
+            self.encoder,
+            [batch[f] for f in fields],
+            loss,
+            list(self.objective.parameters()),
+            self.chunk_size,
+            backward=backward or self.manual_backward,
+            no_sync=no_sync or partial(no_backward_sync, self.trainer.strategy),
+        )
+
+    def record_finite(self, total: Tensor, parts: Mapping[str, Tensor], batch: dict, batch_idx: int) -> None:
+        """Record whether this step's loss (total and every part) is finite, as a device flag, and read
+        the flags (``check_finite``) every ``finite_check_interval`` steps.
+
+        Bound: a non-finite loss at step s raises at the first checked step s' >= s, s' - s < N (N the
+        interval), before step s' updates the weights: at most N - 1 updates from non-finite gradients,
+        none of them saved (a checkpoint checks first) and none exported (the end of training checks).
+        On CPU N = 1: raised at step s itself, before its update."""
+        finite = torch.stack([torch.isfinite(total), *(torch.isfinite(v).all() for v in parts.values())])
+        self._unchecked.append(
+            (
+                finite.all(),
+                self.global_step,
+                batch_idx,
+                batch.get("dataset"),
+                total.detach(),
+                {k: v.detach() for k, v in parts.items()},
+            )
+        )
+        if (self.global_step + 1) % finite_check_interval(total.device, self.trainer.log_every_n_steps) == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError naming the first recorded step (batch, dataset) whose loss was not
+        finite; one host sync for all steps recorded since the last check."""
+        if not self._unchecked:
+            return
+        records, self._unchecked = self._unchecked, []
+        finite = torch.stack([r[0] for r in records]).cpu()
+        if bool(finite.all()):
+            return
+        _, step, batch_idx, dataset, total, parts = records[int((~finite).nonzero()[0])]
+        values = {k: float(v) for k, v in parts.items()}
+        late = f" (read at step {self.global_step})" if step != self.global_step else ""
+        raise FloatingPointError(
+            f"non-finite loss at step {step} (batch {batch_idx}) on dataset {dataset!r}: "
+            f"total={float(total)}, parts={values}{late}"
+        )
+
+    def log_training(self, total: Tensor, parts: Mapping[str, Tensor], batch: dict) -> None:
+        bs = batch["document"]["input_ids"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        for name, value in self.objective.log_values().items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+
+    # ------------------------------------------------------------------ dev check
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._dev.append((batch["rows"], self.encoder(**batch["query"]), self.encoder(**batch["document"])))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._dev:
+            return
+        rows = torch.cat([r for r, _, _ in self._dev])
+        q = torch.cat([x for _, x, _ in self._dev])[rows.argsort()]
+        d = torch.cat([x for _, _, x in self._dev])[rows.argsort()]
+        self._dev.clear()
+        self.log("val/ndcg@10", dev_ndcg_at_10(q, d), prog_bar=True, sync_dist=True)
+        dev = getattr(self.trainer.datamodule, "dev", None)
+        if dev is None or dev.teacher_document is None:
+            return
+        # the dev rows validated (all, unless limit_val_batches / fast_dev_run)
+        seen = rows.sort().values.cpu()
+        t_q = torch.from_numpy(dev.teacher_query)[seen].to(q)
+        t_d = torch.from_numpy(dev.teacher_document)[seen].to(q)
+        distill = find_distillation(self.objective)
+        if distill is not None:
+            cos = torch.cat([distilled_cosines(distill, q, t_q), distilled_cosines(distill, d, t_d)])
+            self.log("val/teacher_cos", cos.mean(), sync_dist=True)
+        self.log("val/teacher_sim_corr", similarity_agreement(d, t_d), sync_dist=True)
+        self.log("val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True)  # teacher, same pairs
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if self.weight_decay_exclude_1d and p.ndim < 2 else decay).append(p)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = resolve_fused(self.optimizer_factory, self.device)([g for g in groups if g["params"]])
+        cfg = self.scheduler_cfg
+        total = cfg.get("total_steps") or (
+            int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        )
+        schedule = lr_lambda(
+            cfg.get("kind", "constant"),
+            int(cfg.get("warmup_steps", 0)),
+            total,
+            float(cfg.get("min_lr_ratio", 0.0)),
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def distilled_cosines(distill: EmbeddingDistillation, s: Tensor, t: Tensor) -> Tensor:
+    """(B,) cosines the distillation loss compares: cos(psi(s), t) (student side) or cos(s, psi(t))."""
+    if distill.side == "student":
+        return nn.functional.cosine_similarity(distill.project_student(s), t, dim=-1)
+    return nn.functional.cosine_similarity(s, distill.project_teacher(t, s.shape[-1]), dim=-1)
+
+
+def dev_ndcg_at_10(q: Tensor, d: Tensor) -> Tensor:
+    """nDCG@10 of query i retrieving document i among all N dev documents (one relevant each):
+    mean_i [rank_i < 10] / log2(rank_i + 2), rank_i = #{j : q_i.d_j > q_i.d_i}."""
+    sims = q @ d.T  # (N, N)
+    rank = (sims > sims.diagonal().unsqueeze(1)).sum(1).float()
+    return torch.where(rank < 10, 1.0 / torch.log2(rank + 2), torch.zeros_like(rank)).mean()
+
+
+def similarity_agreement(student: Tensor, teacher: Tensor) -> float:
+    """Spearman correlation between the student's and the teacher's pairwise cosines (i < j) on the same
+    texts: a projection-free measure of how much of the teacher's geometry the student reproduces."""
+    s = nn.functional.normalize(student.float(), dim=-1)
+    t = nn.functional.normalize(teacher.float(), dim=-1)
+    iu = np.triu_indices(s.shape[0], k=1)
+    return float(spearmanr((s @ s.T).cpu().numpy()[iu], (t @ t.T).cpu().numpy()[iu]).statistic)

@@ -1,0 +1,176 @@
+"""``python -m jina5.evaluate``: config composition, model resolution, store appends, baseline cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from jina5.conf import compose
+from omegaconf import OmegaConf
+from threadpoolctl import threadpool_limits
+
+from jina5.eval.models import load_model
+from jina5.eval.store import ResultsStore
+from jina5.evaluate import evaluate
+from jina5.model.encoder import Encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_BASELINE = [  # the untrained_student baseline, on a tiny random backbone (no assets, seconds)
+    "baselines.untrained_student.source=tiny:bert",
+    "baselines.untrained_student.max_length=24",
+]
+
+
+def _cfg(*overrides: str):
+    return compose(overrides, "eval")
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("JINA5_CACHE", str(tmp_path / "cache"))
+    with threadpool_limits(1):
+        yield
+
+
+def test_default_config_composes():
+    cfg = _cfg("model=teacher")
+    assert cfg.eval.dims == [32, 64, 128, 256, 384]
+    assert list(cfg.eval.precisions) == ["float32", "binary", "int8"]
+    assert cfg.baselines.teacher.prompts == {"query": "", "document": ""}  # mpnet: no prefixes
+    assert cfg.baselines.untrained_student.keep_layers == [0, 2, 4]
+    assert cfg.baselines.untrained_student.prompts.query == "Query: "
+    assert [d.corpus for d in cfg.eval.sts.datasets] == ["lee_sts"]
+    assert cfg.results.endswith("results/results.jsonl")
+    smoke = _cfg("model=teacher", "eval=smoke")
+    assert smoke.eval.classification.max_test < 100
+
+
+@pytest.mark.integration
+def test_cli_runs_smoke_appends_and_reuses_the_baseline_cache(tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results" / "results.jsonl"
+    cfg = _cfg(
+        "model=untrained_student", "eval=smoke", f"results={results}", "progress=false", *TINY_BASELINE
+    )
+    first = evaluate(cfg)
+    store = ResultsStore(results)
+    df = store.read()
+    assert len(df) == len(first["records"]) > 0 and first["texts_encoded"] > 0
+    assert set(df["experiment"]) == {"untrained_student"} and df["seed"].isna().all()
+    assert df["config"].iloc[0]["encoder"]["prompts"] == {"query": "Query: ", "document": "Document: "}
+    out = capsys.readouterr().out
+    assert (
+        "overall (mean of 4 task types)" in out and "retrieval/parlspeech_nl" in out
+    )  # the skip is reported
+    assert (results.parent / f"{first['run']['run_id']}.summary.txt").exists()
+
+    def boom(self, *args, **kwargs):
+        raise AssertionError("encode called although the baseline is cached")
+
+    monkeypatch.setattr(Encoder, "encode", boom)
+    second = evaluate(cfg)
+    assert second["texts_encoded"] == 0
+    assert second["run"]["run_id"] != first["run"]["run_id"]
+    assert len(store.read()) == 2 * len(first["records"])
+    strip = lambda recs: sorted(  # noqa: E731
+        (r["task_name"], r["metric"], r["dim"], r["precision"], r["value"]) for r in recs
+    )
+    assert strip(second["records"]) == strip(first["records"])
+    assert {r["cached_from"] for r in second["records"]} == {first["run"]["run_id"]}
+    assert second["summary"]["score"].tolist() == pytest.approx(
+        first["summary"]["score"].tolist(), nan_ok=True
+    )
+    assert "reused from the results store" in capsys.readouterr().out
+
+
+def test_load_model_from_a_run_dir_and_an_encoder_dir(tmp_path):
+    run_dir = tmp_path / "runs" / "combined-seed3"
+    enc = Encoder("tiny:bert", max_length=20, prompts={"query": "Q: ", "document": "D: "})
+    enc.save_pretrained(run_dir / "encoder")
+    OmegaConf.save(OmegaConf.create({"experiment_name": "combined", "seed": 3}), run_dir / "config.yaml")
+    loaded = load_model(_cfg(f"model={run_dir}"))
+    assert (loaded.kind, loaded.experiment, loaded.seed) == ("run", "combined", 3)
+    assert loaded.encoder.prompts == {"query": "Q: ", "document": "D: "} and loaded.encoder.max_length == 20
+    exported = load_model(_cfg(f"model={run_dir / 'encoder'}", "max_length=12"))
+    assert (exported.kind, exported.seed, exported.encoder.max_length) == ("encoder_dir", None, 12)
+    # a run given its own run_name is reported under it (seed suffix dropped), not merged into "combined"
+    OmegaConf.save(
+        OmegaConf.create({"experiment_name": "combined", "seed": 3, "run_name": "combined-lr3e-4-seed3"}),
+        run_dir / "config.yaml",
+    )
+    assert load_model(_cfg(f"model={run_dir}")).experiment == "combined-lr3e-4"
+    hub = load_model(_cfg("model=tiny:bert", "prompts={query: 'q: ', document: 'd: '}"))
+    assert hub.kind == "source" and hub.encoder.prompts == {"query": "q: ", "document": "d: "}
+    with pytest.raises(FileNotFoundError, match="neither a run dir"):
+        load_model(_cfg(f"model={tmp_path}"))
+
+
+@pytest.mark.slow
+def test_cli_subprocess(tmp_path):
+    results = tmp_path / "r.jsonl"
+    env = {**os.environ, "JINA5_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jina5.evaluate",
+            "model=tiny:bert",
+            "eval=smoke",
+            "max_length=24",
+            "progress=false",
+            f"results={results}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "overall (mean of 4 task types)" in proc.stdout
+    assert len(ResultsStore(results).read()) > 0
+
+
+def test_label_is_a_plain_key_not_the_experiment_config_group():
+    # `experiment=<label>` was read by Hydra as the conf/experiment group and failed to compose, so the
+    # sweeps could not file a stage-1 run or combined adapters under their labels
+    assert compose(["model=untrained_student", "label=stage1"], "eval").label == "stage1"
+    with pytest.raises(Exception, match="experiment"):
+        compose(["model=untrained_student", "experiment=stage1"], "eval")
+
+
+@pytest.mark.parametrize("spec", ["/nope/run", "./typo", "outputs/runs/typo", "typo/"])
+def test_a_missing_path_fails_at_once_without_the_hub(tmp_path, monkeypatch, spec):
+    import transformers
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"from_pretrained called with {args}: a hub lookup was attempted")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_hub)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "runs").mkdir(parents=True)  # `outputs/` exists: outputs/runs/typo is a path
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as err:
+        load_model(_cfg(f"model={spec}"))
+    assert time.perf_counter() - start < 5
+    message = str(err.value)
+    assert message.startswith(f"model={spec}: no such run or encoder directory")
+    assert "teacher" in message and "untrained_student" in message  # the baselines, as alternatives
+
+
+def test_hub_ids_and_sources_are_not_path_like(tmp_path, monkeypatch):
+    from jina5.assets import is_path_like
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    for spec in ["sentence-transformers/all-MiniLM-L6-v2", "Qwen/Qwen3-Embedding-4B", "tiny:bert", "hub:a/b"]:
+        assert not is_path_like(spec), spec
+    (tmp_path / "sentence-transformers").mkdir()  # a bundled name stays a model name even then
+    assert not is_path_like("sentence-transformers/all-MiniLM-L6-v2")
+    for spec in ["/x", "./x", "../x", "~/x", "x/", "outputs/x", ".", ".."]:
+        assert is_path_like(spec), spec

@@ -1,0 +1,114 @@
+"""Encoder core: pooling under both padding sides, pruning, prompts, encode options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jina5.model.encoder import Encoder, pool
+from jina5.model.tiny import tiny_model_and_tokenizer
+
+TEXTS = ["a b", "hello there my friend", "x", "the quick brown fox jumps"]
+
+
+def tiny_encoder(model_type="bert", **kw) -> Encoder:
+    model, tok = tiny_model_and_tokenizer(model_type)
+    return Encoder(model, tokenizer=tok, **kw)
+
+
+def test_pool_hand_computed():
+    hidden = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert torch.equal(pool(hidden, right, "mean")[0], (hidden[0, 0] + hidden[0, 1]) / 2)
+    assert torch.equal(pool(hidden, right, "cls")[0], hidden[0, 0])
+    assert torch.equal(pool(hidden, left, "cls")[0], hidden[0, 2])
+    assert torch.equal(pool(hidden, right, "last_token")[0], hidden[0, 1])
+    assert torch.equal(pool(hidden, left, "last_token")[0], hidden[0, 3])
+    assert torch.equal(pool(hidden, left, "last_token")[1], hidden[1, 3])
+
+
+@pytest.mark.parametrize(
+    "model_type,pooling,eos",
+    [
+        ("bert", "mean", False),
+        ("bert", "cls", False),
+        ("mpnet", "mean", False),
+        ("qwen3", "last_token", True),
+        ("eurobert", "mean", False),
+        ("eurobert", "last_token", False),
+    ],
+)
+def test_left_and_right_padding_give_identical_vectors(model_type, pooling, eos):
+    right = tiny_encoder(model_type, pooling=pooling, append_eos=eos, padding_side="right")
+    left = tiny_encoder(model_type, pooling=pooling, append_eos=eos, padding_side="left")
+    a, b = right.encode(TEXTS, batch_size=4), left.encode(TEXTS, batch_size=4)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # and batching (different padding widths) does not change a text's vector
+    np.testing.assert_allclose(a, right.encode(TEXTS, batch_size=1), atol=1e-5)
+
+
+def test_layer_pruning_keeps_the_chosen_layers_weights():
+    full, tok = tiny_model_and_tokenizer("bert", layers=6)
+    originals = {i: {k: v.clone() for k, v in full.encoder.layer[i].state_dict().items()} for i in range(6)}
+    enc = Encoder(full, tokenizer=tok, keep_layers=[0, 2, 4])
+    assert len(enc.backbone.encoder.layer) == 3 and enc.backbone.config.num_hidden_layers == 3
+    for new, old in enumerate([0, 2, 4]):
+        for k, v in enc.backbone.encoder.layer[new].state_dict().items():
+            assert torch.equal(v, originals[old][k]), (new, k)
+
+
+def test_pruning_a_decoder_renumbers_layers_and_config():
+    model, tok = tiny_model_and_tokenizer("qwen3", layers=4)
+    enc = Encoder(model, tokenizer=tok, pooling="last_token", append_eos=True, keep_layers=[1, 3])
+    assert [layer.self_attn.layer_idx for layer in enc.backbone.layers] == [0, 1]
+    assert len(enc.backbone.config.layer_types) == 2
+    assert enc.encode(TEXTS).shape == (4, 32)
+
+
+@pytest.mark.parametrize("keep", [[0, 9], [1, 1], []])
+def test_bad_keep_layers_raise(keep):
+    model, tok = tiny_model_and_tokenizer("bert", layers=4)
+    with pytest.raises(ValueError, match="keep_layers"):
+        Encoder(model, tokenizer=tok, keep_layers=keep)
+
+
+def test_prompts_change_input_and_unknown_prompt_raises():
+    enc = tiny_encoder(prompts={"query": "query: ", "document": "document: "})
+    q, d = enc.encode(TEXTS, prompt="query"), enc.encode(TEXTS, prompt="document")
+    assert not np.allclose(q, d)
+    np.testing.assert_allclose(q, enc.encode(["query: " + t for t in TEXTS]), atol=1e-6)
+    with pytest.raises(KeyError, match="unknown prompt"):
+        enc.encode(TEXTS, prompt="passage")
+
+
+def test_encode_dims_precisions_and_order():
+    enc = tiny_encoder()
+    full = enc.encode(TEXTS)
+    assert full.dtype == np.float32 and np.allclose(np.linalg.norm(full, axis=1), 1, atol=1e-5)
+    # rows come back in input order despite the length sort
+    for i, t in enumerate(TEXTS):
+        np.testing.assert_allclose(full[i], enc.encode(t), atol=1e-6)
+    cut = enc.encode(TEXTS, dim=8)
+    ref = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+    np.testing.assert_allclose(cut, ref, atol=1e-6)
+    np.testing.assert_array_equal(enc.encode(TEXTS, precision="ubinary"), np.packbits(full > 0, axis=1))
+    assert enc.encode(TEXTS, precision="binary").dtype == np.int8
+    assert enc.encode(TEXTS, precision="int8").shape == (4, 32)
+    with pytest.raises(ValueError, match="dim"):
+        enc.encode(TEXTS, dim=64)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 3])
+def test_encode_rejects_bad_text_naming_it(bad):
+    enc = tiny_encoder()
+    with pytest.raises(ValueError, match="text 1"):
+        enc.encode(["fine", bad])
+
+
+def test_forward_is_differentiable():
+    enc = tiny_encoder()
+    batch = enc.tokenize(TEXTS)
+    enc(**batch).sum().backward()
+    assert enc.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0

@@ -1,0 +1,214 @@
+"""The training speed paths of the encoder match its plain path: attention implementation,
+use_cache=False, gradient checkpointing, torch.compile and packing (``jina5.model.packing``)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from jina5.model.encoder import Encoder, pool
+from jina5.model.packing import block_diagonal_mask, first_fit_decreasing, pack, unpack
+
+TEXTS = [
+    "hello world this is a test",
+    "short",
+    "a much longer text that goes on and on for a while, with more words in it",
+    "mid size text here",
+    "x",
+    "the last one, of a middling length",
+]
+SETTINGS = {  # the students' settings (conf/student): decoders left-padded with an EOS
+    "qwen3": dict(padding_side="left", append_eos=True),
+    "eurobert": dict(padding_side="right", append_eos=True),
+    "bert": dict(padding_side="right"),
+    "mpnet": dict(padding_side="right"),
+}
+
+
+def pair(
+    model_type: str, pooling: str, dropout: bool = False, attn: str = "eager", **fast
+) -> tuple[Encoder, Encoder]:
+    """(plain, fast) tiny encoders with the same weights, in training mode; dropout off unless asked."""
+    common = dict(pooling=pooling, attn_implementation=attn, **SETTINGS[model_type])
+    plain = Encoder(f"tiny:{model_type}", **common)
+    other = Encoder(f"tiny:{model_type}", **common, **fast)
+    other.load_state_dict(plain.state_dict())
+    for enc in (plain, other):
+        enc.train()
+        if not dropout:
+            for m in enc.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = 0.0
+    return plain, other
+
+
+def embed_and_grads(enc: Encoder, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Embeddings of TEXTS and the gradients of a fixed random projection of them."""
+    enc.zero_grad()
+    torch.manual_seed(seed)
+    emb = enc(**enc.tokenize(TEXTS))
+    weights = torch.randn(emb.shape, generator=torch.Generator().manual_seed(1))
+    (emb * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+    return emb.detach(), grads
+
+
+def assert_match(a: Encoder, b: Encoder, atol: float, dropout_seed: int = 0) -> None:
+    """Embeddings within ``atol``; each parameter's gradient within ``atol`` times its largest entry
+    (at least 1): a gradient summed over every token of the batch, e.g. BERT's token-type table, is
+    ~30 here, where fp32 rounding of a different summation order alone is ~1e-5."""
+    ea, ga = embed_and_grads(a, dropout_seed)
+    eb, gb = embed_and_grads(b, dropout_seed)
+    assert (ea - eb).abs().max() <= atol
+    assert ga.keys() == gb.keys() and len(ga) > 0
+    for name in ga:
+        scale = max(1.0, float(ga[name].abs().max()))
+        assert (ga[name] - gb[name]).abs().max() <= atol * scale, name
+
+
+# ---------------------------------------------------------------- packing
+def test_first_fit_decreasing_by_hand():
+    # longest first: 5 -> row 0; 4 -> row 1 (5 + 4 > 6); 2 -> row 1 (4 + 2 = 6); 1 -> row 0
+    assert first_fit_decreasing([2, 5, 1, 4], 6) == ([1, 0, 0, 1], [4, 0, 5, 0], [6, 6])
+
+
+def test_pack_layout_by_hand():
+    ids = torch.tensor([[0, 0, 7, 8], [5, 6, 3, 4], [0, 0, 0, 9]])  # left padded, pad id 0
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    p = pack(ids, mask, pad_id=0, position_offset=2)  # rows: [seq 1], [seq 0, seq 2, a pad]
+    assert p.input_ids.tolist() == [[5, 6, 3, 4], [7, 8, 9, 0]]
+    assert p.position_ids.tolist() == [[2, 3, 4, 5], [2, 3, 2, 2]]  # the tail of pads restarts too
+    assert p.segments.tolist() == [[1, 1, 1, 1], [0, 0, 2, -1]]
+    hidden = torch.arange(8.0).view(2, 4, 1)
+    assert unpack(hidden, p)[..., 0].tolist() == [[0, 0, 4, 5], [0, 1, 2, 3], [0, 0, 0, 6]]
+    m = block_diagonal_mask(p.segments)
+    assert m.shape == (2, 1, 4, 4)
+    assert m[1, 0].int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    additive = block_diagonal_mask(p.segments, torch.float32)
+    assert additive[1, 0, 0, 1] == 0 and additive[1, 0, 0, 2] == torch.finfo(torch.float32).min
+
+
+def test_pack_declines_when_no_two_sequences_share_a_row():
+    assert pack(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 1], [1, 1, 0]]), pad_id=0) is None
+
+
+def test_pack_rejects_an_empty_row():
+    with pytest.raises(ValueError, match="row 1"):
+        pack(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [0, 0, 0]]), pad_id=0)
+
+
+@pytest.mark.parametrize(
+    "model_type, pooling",
+    [
+        ("qwen3", "last_token"),
+        ("qwen3", "mean"),
+        ("eurobert", "last_token"),
+        ("eurobert", "mean"),
+        ("eurobert", "cls"),
+        ("bert", "mean"),
+        ("bert", "cls"),
+        ("bert", "last_token"),
+        ("mpnet", "mean"),
+    ],
+)
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packing_matches_padded_path(model_type, pooling, attn):
+    if model_type == "mpnet" and attn == "sdpa":
+        pytest.skip("transformers has no SDPA for MPNet")
+    plain, packed = pair(model_type, pooling, attn=attn, packing=True)
+    batch = plain.tokenize(TEXTS)
+    assert pack(**batch, pad_id=plain.tokenizer.pad_token_id).input_ids.shape[0] < len(TEXTS)  # it packs
+    assert_match(plain, packed, atol=1e-5)
+
+
+def test_packing_leaves_eval_mode_padded():
+    plain, packed = pair("eurobert", "mean", packing=True)
+    plain.eval(), packed.eval()
+    batch = plain.tokenize(TEXTS)
+    assert torch.equal(plain(**batch), packed(**batch))
+
+
+def test_packing_an_encoder_needs_a_mask_flash_attention_lacks():
+    plain = Encoder("tiny:bert")
+    plain.backbone.config._attn_implementation = "flash_attention_2"  # no flash-attn package on CPU
+    with pytest.raises(ValueError, match="student.packing.*needs a decoder"):
+        Encoder(plain.backbone, tokenizer=plain.tokenizer, packing=True)
+
+
+# ---------------------------------------------------------------- the other paths
+def test_unknown_attn_implementation_names_the_key():
+    with pytest.raises(ValueError, match="student.attn_implementation"):
+        Encoder("tiny:bert", attn_implementation="flash")
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "eurobert", "bert"])
+def test_sdpa_matches_eager(model_type):
+    eager, sdpa = pair(model_type, "mean")
+    sdpa = Encoder(f"tiny:{model_type}", attn_implementation="sdpa", **SETTINGS[model_type])
+    sdpa.load_state_dict(eager.state_dict())
+    sdpa.train()
+    for m in sdpa.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    assert sdpa.backbone.config._attn_implementation == "sdpa"
+    assert eager.backbone.config._attn_implementation == "eager"
+    assert_match(eager, sdpa, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "bert"])
+def test_forward_skips_the_kv_cache_bit_for_bit(model_type):
+    """use_cache=False: the embeddings are bit-identical to the backbone called as before (positions
+    and mask, cache at its default), and the decoder's forward builds no cache."""
+    enc = Encoder(f"tiny:{model_type}", **SETTINGS[model_type])
+    batch = enc.tokenize(TEXTS)
+    seen = {}
+    forward = enc.backbone.forward
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return forward(**kwargs)
+
+    enc.backbone.forward = spy
+    emb = enc(**batch)
+    assert seen["use_cache"] is False
+    out = forward(**batch, position_ids=enc.position_ids(batch["attention_mask"]))
+    reference = nn.functional.normalize(pool(out.last_hidden_state, batch["attention_mask"], "mean"), dim=-1)
+    assert torch.equal(emb, reference)
+    if model_type == "qwen3":
+        assert out.past_key_values is not None  # what use_cache=False avoids
+        assert forward(**batch, use_cache=False).past_key_values is None
+
+
+@pytest.mark.parametrize("model_type", ["bert", "qwen3"])
+def test_gradient_checkpointing_matches_with_dropout(model_type):
+    plain, ckpt = pair(model_type, "mean", dropout=True, gradient_checkpointing=True)
+    assert ckpt.backbone.is_activation_checkpointing
+    assert_match(plain, ckpt, atol=1e-6)
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile with the aot_eager backend (dynamo's graph capture + AOT autograd, no inductor
+    code generation: inductor takes minutes on this CPU; test_compile_inductor is the slow check)."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("model_type", ["bert", "qwen3"])
+def test_compile_matches_eager(aot_eager, model_type):
+    plain, compiled = pair(model_type, "mean", compile=True)
+    assert compiled.backbone._compiled_call_impl is not None
+    assert compiled.state_dict().keys() == plain.state_dict().keys()  # checkpoints unchanged
+    assert_match(plain, compiled, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compile_inductor_matches_eager():
+    torch._dynamo.reset()
+    plain, compiled = pair("bert", "mean", compile=True, compile_mode="default")
+    assert_match(plain, compiled, atol=1e-5)

@@ -1,0 +1,305 @@
+"""Exports that round-trip in plain sentence-transformers for every student: the EOS of last-token
+students, no pooler load report, the model card, and ``push_to_hub`` (mocked: no network)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer
+from tokenizers import processors as tp
+from transformers import AutoTokenizer
+
+from jina5.eval.store import ResultsStore
+from jina5.export import add_eval_metrics
+from jina5.export import main as export_main
+from jina5.model.card import CARD_FILE, CardInfo, resolve_base_model
+from jina5.model.encoder import Encoder
+from jina5.model.io import content_fingerprint
+from jina5.model.st_format import appends_eos, with_eos
+from jina5.model.tiny import char_tokenizer
+
+MAX_LENGTH = 12
+LONG = "the quick brown fox jumps over the lazy dog"  # > MAX_LENGTH characters: truncated
+TEXTS = ["the cat sat on the mat", "stock markets fell", "a b c", LONG]
+PROMPTS = {"query": "q: ", "document": "d: "}
+
+
+def last_token_student(model_type: str) -> Encoder:
+    """A paper-style last-token student at toy size (conf/student/{qwen3_0_6b,eurobert_210m}.yaml)."""
+    return Encoder(
+        f"tiny:{model_type}", pooling="last_token", append_eos=True, max_length=MAX_LENGTH, prompts=PROMPTS
+    )
+
+
+def st_model(path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------- EOS
+@pytest.mark.parametrize("model_type", ["qwen3", "eurobert"])
+def test_append_eos_students_round_trip_through_plain_sentence_transformers(tmp_path, model_type):
+    enc = last_token_student(model_type)
+    path = enc.save_pretrained(tmp_path / "enc")
+    st = st_model(path)
+    for prompt in (None, "query", "document"):
+        theirs = st.encode(TEXTS, prompt_name=prompt, convert_to_numpy=True)
+        np.testing.assert_allclose(theirs, enc.encode(TEXTS, prompt=prompt), atol=1e-5)
+    # the saved tokenizer appends the EOS itself, after truncation, exactly where Encoder puts it
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ours = enc.tokenize_ids(TEXTS)
+    assert all(ids[-1] == enc.tokenizer.eos_token_id for ids in ours) and len(ours[-1]) == MAX_LENGTH
+    assert tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH)["input_ids"] == ours
+    # ... and the Encoder loaded back appends nothing more: the same ids, vectors and fingerprint
+    again = Encoder.from_pretrained(path, attn_implementation="eager")
+    assert again.tokenizer_appends_eos and again.tokenize_ids(TEXTS, "query") == enc.tokenize_ids(
+        TEXTS, "query"
+    )
+    np.testing.assert_array_equal(again.encode(TEXTS, prompt="query"), enc.encode(TEXTS, prompt="query"))
+    assert content_fingerprint(again) == content_fingerprint(enc)
+    # saving the loaded encoder again does not append a second EOS
+    twice = again.save_pretrained(tmp_path / "twice")
+    assert (
+        AutoTokenizer.from_pretrained(twice)(TEXTS, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        == ours
+    )
+    np.testing.assert_allclose(st_model(twice).encode(TEXTS), enc.encode(TEXTS), atol=1e-5)
+
+
+def test_a_tokenizer_that_already_appends_the_eos_is_kept_and_truncates_one_token_earlier(tmp_path):
+    """A Qwen3-Embedding-like tokenizer ends every text with the EOS: Encoder truncates such texts to
+    max_length - 1 tokens (EOS included), so sentence-transformers must too."""
+    enc = last_token_student("qwen3")
+    backend = enc.tokenizer.backend_tokenizer
+    backend.post_processor = tp.TemplateProcessing(
+        single="$A [EOS]",
+        pair="$A [EOS] $B:1 [EOS]:1",
+        special_tokens=[("[EOS]", enc.tokenizer.eos_token_id)],
+    )
+    assert appends_eos(enc.tokenizer)
+    path = enc.save_pretrained(tmp_path / "enc")
+    assert "tokenizer_appends_eos" not in json.loads((path / "jina5_encoder.json").read_text())
+    assert json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"] == MAX_LENGTH - 1
+    ids = AutoTokenizer.from_pretrained(path)("abc")["input_ids"]
+    assert ids[-1] == enc.tokenizer.eos_token_id and ids[-2] != ids[-1]  # one EOS, not two
+    np.testing.assert_allclose(st_model(path).encode(TEXTS), enc.encode(TEXTS), atol=1e-5)
+    again = Encoder.from_pretrained(path)
+    assert not again.tokenizer_appends_eos and again.tokenize_ids(TEXTS) == enc.tokenize_ids(TEXTS)
+
+
+def _ids(post_processor: dict | None, text: str = "ab") -> list[int]:
+    tok = char_tokenizer(add_cls_sep=False).backend_tokenizer
+    spec = json.loads(tok.to_str())
+    spec["post_processor"] = with_eos(post_processor, "[EOS]", 4)
+    return Tokenizer.from_str(json.dumps(spec)).encode(text).ids
+
+
+def test_with_eos_appends_the_eos_after_what_each_post_processor_adds():
+    a, b, cls, sep = 5, 6, 2, 3  # "a", "b", [CLS], [SEP] in the char tokenizer; [EOS] is 4
+    template = json.loads(
+        tp.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+        ).__getstate__()
+    )
+    bos_only = json.loads(
+        tp.TemplateProcessing(single="[CLS] $A", special_tokens=[("[CLS]", 2)]).__getstate__()
+    )
+    byte_level = json.loads(tp.ByteLevel(trim_offsets=False).__getstate__())
+    sequence = {"type": "Sequence", "processors": [byte_level, bos_only]}
+    assert _ids(None) == [a, b, 4]
+    assert _ids(template) == [cls, a, b, sep, 4]
+    assert _ids(bos_only) == [cls, a, b, 4]  # EuroBERT-like: BOS <text> EOS
+    assert _ids(sequence) == [cls, a, b, 4]  # Llama-3-like: ByteLevel then the template
+    assert _ids(byte_level) == [a, b, 4]
+    with pytest.raises(ValueError, match="BertProcessing"):
+        with_eos(json.loads(tp.BertProcessing(("[SEP]", 3), ("[CLS]", 2)).__getstate__()), "[EOS]", 4)
+
+
+# ---------------------------------------------------------------------------------------------- pooler
+def test_plain_sentence_transformers_load_reports_no_missing_pooler(tmp_path, capfd, caplog):
+    """A BERT-like export is saved without the [CLS] pooler; loading it must not report "newly
+    initialized" pooler weights (the config tells sentence-transformers to build none)."""
+    path = Encoder("tiny:bert", prompts=PROMPTS).save_pretrained(tmp_path / "enc")
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO):
+        st = st_model(path)
+    out, err = capfd.readouterr()
+    said = out + err + caplog.text
+    assert "pooler" not in said and "MISSING" not in said and "newly initialized" not in said, said
+    assert getattr(st[0].auto_model, "pooler", None) is None
+    assert json.loads((path / "sentence_bert_config.json").read_text())["model_kwargs"] == {
+        "add_pooling_layer": False
+    }
+
+
+# ---------------------------------------------------------------------------------------------- model card
+def make_run(tmp_path, matryoshka: bool = True):
+    """A finished run dir as ``jina5.runs.lifecycle`` leaves it: config.yaml, done.json and encoder/."""
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {
+        "experiment_name": "truncation/combined_matryoshka",
+        "seed": 3,
+        "student": {"source": "sentence-transformers/all-MiniLM-L6-v2"},
+        "objective": {
+            "weights": {"distill": 2.0, "infonce": 1.0, "gor": 1.0, "score_distill": 0.0},
+            "matryoshka": {"enabled": matryoshka, "dims": [8, 16, 32], "weights": None},
+        },
+    }
+    (run / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    done = {"steps": 40, "metrics": {"val/ndcg@10": 0.8125, "train/loss": 1.5, "train/lr": 1e-4}}
+    (run / "done.json").write_text(json.dumps(done))
+    Encoder("tiny:bert", prompts={"query": "Query: ", "document": "Document: "}).save_pretrained(
+        run / "encoder"
+    )
+    return run
+
+
+def test_export_writes_a_model_card_with_the_runs_facts(tmp_path):
+    run = make_run(tmp_path)
+    out = tmp_path / "export"
+    export_main([f"run={run}", f"out={out}"])
+    card = (out / "README.md").read_text()
+    front = card.split("---")[1]  # the card's YAML metadata
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in front and "- matryoshka" in front
+    assert "SentenceTransformer based on sentence-transformers/all-MiniLM-L6-v2" in card
+    assert "`query`: `'Query: '`, `document`: `'Document: '`" in card
+    assert "**Matryoshka dims:** 8, 16, 32" in card
+    assert "**Training objective:** 2 x distill + 1 x infonce + 1 x gor (logged only: score_distill)" in card
+    assert "experiment `truncation/combined_matryoshka`, seed 3, 40 steps" in card
+    assert "| val/ndcg@10 | 0.8125 |" in card and "train/lr" not in card
+    assert json.loads((out / CARD_FILE).read_text())["matryoshka_dims"] == [8, 16, 32]
+    # still our directory and still an exact sentence-transformers model
+    enc = Encoder.from_pretrained(run / "encoder")
+    np.testing.assert_allclose(
+        st_model(out).encode(TEXTS, prompt_name="query"), enc.encode(TEXTS, prompt="query"), atol=1e-6
+    )
+    np.testing.assert_array_equal(Encoder.from_pretrained(out).encode(TEXTS), enc.encode(TEXTS))
+
+
+def test_card_without_matryoshka_says_so_and_follows_saved_directories_to_the_base_model(tmp_path):
+    run = make_run(tmp_path, matryoshka=False)
+    export_main([f"run={run}", f"out={tmp_path / 'a'}"])
+    assert (
+        "**Matryoshka dims:** none (trained without `objective.matryoshka`)"
+        in (tmp_path / "a" / "README.md").read_text()
+    )
+    # a stage-2 student starts from a stage-1 encoder dir: the base model is the one that dir started from
+    (run / "encoder" / CARD_FILE).write_text(json.dumps({"base_model": "org/stage0"}))
+    assert resolve_base_model(str(run / "encoder")) == "org/stage0"
+    assert resolve_base_model(f"{run / 'encoder'}+retrieval") == "org/stage0"
+    assert (
+        resolve_base_model("bundled:sentence-transformers/all-MiniLM-L6-v2")
+        == "sentence-transformers/all-MiniLM-L6-v2"
+    )
+    assert resolve_base_model("tiny:bert") is None
+
+
+def test_card_metrics_come_from_the_broadest_evaluation_of_this_model(tmp_path):
+    """Matched by fingerprint; a later smoke run with fewer task types does not hide the full one."""
+    from jina5.eval.encoding import model_fingerprint
+    from jina5.eval.task_types import MAIN_METRIC
+
+    enc = Encoder("tiny:bert")
+    store = ResultsStore(tmp_path / "results.jsonl")
+
+    def record(task: str, value: float, dim: int = 32) -> dict:
+        return {
+            "task": task,
+            "dataset": "d",
+            "language": None,
+            "split": "test",
+            "metric": MAIN_METRIC[task],
+            "dim": dim,
+            "precision": "float32",
+            "value": value,
+        }
+
+    def run(run_id: str, fingerprint: str) -> dict:
+        return {
+            "run_id": run_id,
+            "experiment": "x",
+            "seed": 0,
+            "model": "m",
+            "model_fingerprint": fingerprint,
+        }
+
+    fp = model_fingerprint(enc)
+    store.append([record("retrieval", 0.5), record("sts", 0.7), record("sts", 0.1, dim=8)], run("full", fp))
+    store.append([record("retrieval", 0.9)], run("smoke", fp))
+    store.append(
+        [record("retrieval", 0.2), record("sts", 0.2), record("clustering", 0.2)],
+        run("other", "not-this-model"),
+    )
+    card = add_eval_metrics(CardInfo(), store.path, enc)
+    assert card.eval_run == "full"
+    assert card.eval_metrics == pytest.approx({"retrieval": 0.5, "sts": 0.7, "overall": 0.6})
+
+
+# ---------------------------------------------------------------------------------------------- push_to_hub
+class FakeHub:
+    """Records HfApi.create_repo / upload_folder calls (no network)."""
+
+    def __init__(self, monkeypatch):
+        import huggingface_hub
+
+        self.calls = []
+
+        def create_repo(api, repo_id, **kwargs):
+            self.calls.append(("create_repo", repo_id, kwargs))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(api, *, repo_id, folder_path, **kwargs):
+            files = sorted(p.name for p in Path(folder_path).iterdir())
+            self.calls.append(("upload_folder", repo_id, folder_path, files))
+            return "commit-url"
+
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+
+
+def test_push_to_hub_uploads_the_exported_folder_to_the_named_repo(tmp_path, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    run, out = make_run(tmp_path), tmp_path / "export"
+    export_main([f"run={run}", f"out={out}", "push_to_hub=someone/tiny-student", "private=true"])
+    (create, repo, kwargs), (upload, repo2, folder, files) = hub.calls
+    assert (create, repo, kwargs["private"], kwargs["exist_ok"]) == (
+        "create_repo",
+        "someone/tiny-student",
+        True,
+        True,
+    )
+    assert (upload, repo2, folder) == ("upload_folder", "someone/tiny-student", str(out))
+    assert {"README.md", "model.safetensors", "modules.json", "jina5_encoder.json"} <= set(files)
+    assert (
+        'SentenceTransformer("someone/tiny-student")' in (out / "README.md").read_text()
+    )  # the card names it
+
+
+def test_push_to_hub_checks_the_repo_id_before_writing_anything(tmp_path, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    with pytest.raises(ValueError, match="owner/name"):
+        export_main([f"run={tmp_path / 'not-loaded'}", f"out={tmp_path / 'export'}", "push_to_hub=no-owner"])
+    assert not (tmp_path / "export").exists() and not hub.calls
+
+
+def test_push_to_hub_of_a_multi_adapter_directory(tmp_path, monkeypatch):
+    from helpers import add_random_adapter
+
+    hub = FakeHub(monkeypatch)
+    enc = Encoder("tiny:bert")
+    torch.manual_seed(0)
+    add_random_adapter(enc, "retrieval", seed=0)
+    enc.save_pretrained(tmp_path / "a")
+    export_main([f"runs=[{tmp_path / 'a'}]", f"out={tmp_path / 'combined'}", "push_to_hub=someone/adapters"])
+    assert [c[:3] for c in hub.calls if c[0] == "upload_folder"] == [
+        ("upload_folder", "someone/adapters", str(tmp_path / "combined"))
+    ]

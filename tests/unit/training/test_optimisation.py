@@ -1,0 +1,84 @@
+"""Optimisation settings: fused AdamW resolved by device (``optimizer.fused: null`` = auto), and the
+finite-loss check read every N steps off CPU (no per-step host sync), still naming the first bad step."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from helpers import LossRecorder, compose, run_cfg
+from hydra.utils import instantiate
+
+import jina5.training.module
+from jina5.train import train
+from jina5.training.module import finite_check_interval, resolve_fused
+
+
+def test_fused_auto_is_true_on_cuda_and_torch_default_elsewhere():
+    auto = partial(torch.optim.AdamW, lr=0.1, fused=None)
+    assert resolve_fused(auto, torch.device("cuda", 0)).keywords == {"lr": 0.1, "fused": True}
+    assert resolve_fused(auto, torch.device("cpu")).keywords == {"lr": 0.1}
+    explicit = partial(torch.optim.AdamW, lr=0.1, fused=False)
+    assert resolve_fused(explicit, torch.device("cuda")) is explicit
+    assert resolve_fused(torch.optim.SGD, torch.device("cuda")) is torch.optim.SGD
+
+
+def test_the_configured_adamw_on_cpu_is_torchs_default_adamw():
+    cfg = compose([]).optimizer
+    assert cfg.fused is None
+    params = [torch.nn.Parameter(torch.ones(2))]
+    got = resolve_fused(instantiate(cfg), torch.device("cpu"))(params)
+    ref = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+    assert got.defaults == ref.defaults
+
+
+def test_finite_check_interval_is_every_step_on_cpu_and_the_log_interval_elsewhere():
+    assert finite_check_interval(torch.device("cpu"), 10) == 1
+    assert finite_check_interval(torch.device("cuda", 0), 10) == 10
+    assert finite_check_interval(torch.device("cuda", 0), 0) == 1
+
+
+def nan_from_call(monkeypatch, n: int) -> None:
+    """GOR's loss becomes NaN from its ``n``-th call on (0-based): the step-``n`` loss of a run."""
+    from jina5.losses.gor import GlobalOrthogonal
+
+    calls = []
+    forward = GlobalOrthogonal.forward
+
+    def patched(self, batch):
+        calls.append(1)
+        out = forward(self, batch)
+        return out * float("nan") if len(calls) > n else out
+
+    monkeypatch.setattr(GlobalOrthogonal, "forward", patched)
+
+
+@pytest.mark.parametrize("grad_cache", [None, 3])
+def test_a_deferred_check_names_the_first_non_finite_step(tmp_path, monkeypatch, grad_cache):
+    """Flags read every 3 steps (as on a GPU with log_every_n_steps=3): NaN from step 1 raises after
+    step 2 (the first read), naming step 1; the weights took at most 3 - 1 updates from it."""
+    monkeypatch.setattr(jina5.training.module, "finite_check_interval", lambda device, every: 3)
+    nan_from_call(monkeypatch, 1)
+    rec = LossRecorder()
+    cfg = run_cfg(
+        tmp_path,
+        "experiment=ablation/combined",
+        "trainer.max_steps=8",
+        f"module.grad_cache.chunk_size={'null' if grad_cache is None else grad_cache}",
+    )
+    with pytest.raises(FloatingPointError, match=r"step 1 \(batch 1\) on dataset .*\(read at step 2\)"):
+        train(cfg, callbacks=[rec])
+    assert sorted(rec.losses) == [1, 2]  # steps 0 and 1 completed; step 2 raised before its update
+
+
+def test_a_checkpoint_is_never_saved_before_the_flags_are_read(tmp_path, monkeypatch):
+    """With reads rarer than checkpoints, the checkpoint at step 2 (val_check_interval) reads them."""
+    monkeypatch.setattr(jina5.training.module, "finite_check_interval", lambda device, every: 1000)
+    nan_from_call(monkeypatch, 0)
+    cfg = run_cfg(
+        tmp_path, "experiment=ablation/combined", "trainer.max_steps=6", "trainer.val_check_interval=2"
+    )
+    with pytest.raises(FloatingPointError, match=r"step 0 .*\(read at step 2\)"):
+        train(cfg)
+    assert not list(tmp_path.rglob("*.ckpt"))

@@ -15,9 +15,14 @@ from omegaconf import DictConfig, open_dict
 
 from jina5.model.adapters import DEFAULT_TASK_PROMPTS, lora_config
 from jina5.model.encoder import Encoder
+from jina5.model.tiny import tiny_model_and_tokenizer
+from jina5.teacher.cache import Teacher
 
 __all__ = [
     "CONF_DIR",
+    "TOY",
+    "TOY_EVAL",
+    "CountingTeacher",
     "SMALL_DATA",
     "TINY",
     "TINY_TEACHER",
@@ -354,3 +359,40 @@ def gloo_group(rank: int, world: int, init_file: str, timeout_s: float = 300) ->
         torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
+
+
+# The toy sweep of the sweep and launcher tests: tiny models, one small data set, 2 steps.
+TOY = [
+    "student.source=tiny:bert",
+    "teacher.source=tiny:mpnet",
+    "~data.datasets",
+    "+data.datasets={bbc: {batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 48}}",
+    "data.dev_datasets=[bbc]",
+    "data.dev_pairs=16",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.enable_progress_bar=false",
+    "objective.matryoshka.dims=[8,16,32]",
+    "++data.held_out=null",
+]
+TOY_EVAL = [
+    "--eval",
+    "eval=smoke",
+    "--eval",
+    "baselines.teacher.source=tiny:mpnet",
+    "--eval",
+    "baselines.untrained_student.source=tiny:bert",
+]
+
+
+class CountingTeacher(Teacher):
+    """A tiny teacher that counts how many texts it embedded."""
+
+    def __init__(self, seed=0, hidden=32):
+        model, tok = tiny_model_and_tokenizer("bert", hidden=hidden, seed=seed)
+        super().__init__(encoder=Encoder(model, tokenizer=tok), batch_size=4)
+        self.calls = 0
+
+    def embed(self, texts, instruction=""):
+        self.calls += len(texts)
+        return super().embed(texts, instruction)

@@ -13,7 +13,8 @@ lr=3e-4 one. ``jina5.runs.lifecycle`` writes the resolved config to ``<run dir>/
 and, before reusing anything, compares it with the new one via :func:`config_changes`. Keys in
 :data:`RESUME_SAFE` may differ (bookkeeping and logging, or ``trainer.max_steps``: extending a run);
 paths that contain the run directory are compared relative to it, so a moved ``outputs/`` still
-matches.
+matches. A stored config that names a module by its path in the flat layout (``jina5.module.EmbeddingModule``)
+is read with today's path (:func:`current_targets`), so those run directories are still reused.
 """
 
 from __future__ import annotations
@@ -23,6 +24,38 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+# module paths of the flat layout (jina5/<module>.py), which run directories' config.yaml may still name
+FLAT_LAYOUT_MODULES = {
+    "jina5.encoder": "jina5.model.encoder",
+    "jina5.adapters": "jina5.model.adapters",
+    "jina5.encoder_io": "jina5.model.io",
+    "jina5.st_export": "jina5.model.st_format",
+    "jina5.model_card": "jina5.model.card",
+    "jina5.packing": "jina5.model.packing",
+    "jina5.rope": "jina5.model.rope",
+    "jina5.precision": "jina5.model.precision",
+    "jina5.quantize": "jina5.model.quantize",
+    "jina5.tiny": "jina5.model.tiny",
+    "jina5.teacher": "jina5.teacher.cache",
+    "jina5.teacher_store": "jina5.teacher.store",
+    "jina5.teacher_precompute": "jina5.teacher.precompute",
+    "jina5.module": "jina5.training.module",
+    "jina5.objective": "jina5.training.objective",
+    "jina5.distributed": "jina5.training.distributed",
+    "jina5.grad_cache": "jina5.training.grad_cache",
+    "jina5.strategies": "jina5.training.strategies",
+    "jina5.runs": "jina5.runs.lifecycle",
+    "jina5.run_config": "jina5.runs.config",
+    "jina5.run_lock": "jina5.runs.lock",
+    "jina5.checkpointing": "jina5.runs.checkpoints",
+    "jina5.averaging": "jina5.runs.averaging",
+    "jina5.curves": "jina5.runs.curves",
+    "jina5.loggers": "jina5.runs.loggers",
+    "jina5.multirun": "jina5.runs.multirun",
+    "jina5.completion": "jina5.runs.completion",
+    "jina5.stage2": "jina5.runs.init_from",
+}
 
 RESUME_SAFE = (
     "skip_done",
@@ -66,13 +99,29 @@ def config_changes(stored: Mapping, current: Mapping) -> list[str]:
     return changes
 
 
+def current_targets(tree: Any) -> Any:
+    """``tree`` with every ``_target_`` that names a module of the flat layout
+    (:data:`FLAT_LAYOUT_MODULES`) rewritten to the module's path today; other values unchanged."""
+    if isinstance(tree, Mapping):
+        out = {key: current_targets(value) for key, value in tree.items()}
+        target = out.get("_target_")
+        if isinstance(target, str):
+            module, _, name = target.rpartition(".")
+            if module in FLAT_LAYOUT_MODULES:
+                out["_target_"] = f"{FLAT_LAYOUT_MODULES[module]}.{name}"
+        return out
+    if isinstance(tree, list):
+        return [current_targets(value) for value in tree]
+    return tree
+
+
 def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
     """Raise if ``run_dir/config.yaml`` holds another config than ``cfg`` (see the module docstring)."""
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
     changes = config_changes(
-        OmegaConf.to_container(OmegaConf.load(saved), resolve=False),
+        current_targets(OmegaConf.to_container(OmegaConf.load(saved), resolve=False)),
         OmegaConf.to_container(cfg, resolve=True),
     )
     if changes:

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import compose
+from helpers import TOY, TOY_EVAL, compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from test_sweep import TOY, TOY_EVAL
 
 from jina5.eval.store import ResultsStore
 from jina5.runs.multirun import SLURM_LAUNCHER, check_multirun, relaunches_command_line, world_size

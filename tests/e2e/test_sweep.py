@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import REGIME_KEYS, write_fake_run
+from helpers import REGIME_KEYS, TOY, TOY_EVAL, write_fake_run
 from jina5.conf import compose
 from omegaconf import OmegaConf
 
@@ -20,28 +20,6 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import sweep  # noqa: E402
 
 from jina5.report.sweep_spec import load_sweeps, sweep_rows  # noqa: E402
-
-TOY = [
-    "student.source=tiny:bert",
-    "teacher.source=tiny:mpnet",
-    "~data.datasets",
-    "+data.datasets={bbc: {batch_size: 8, query_max_length: 16, document_max_length: 32, max_rows: 48}}",
-    "data.dev_datasets=[bbc]",
-    "data.dev_pairs=16",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.enable_progress_bar=false",
-    "objective.matryoshka.dims=[8,16,32]",
-    "++data.held_out=null",
-]
-TOY_EVAL = [
-    "--eval",
-    "eval=smoke",
-    "--eval",
-    "baselines.teacher.source=tiny:mpnet",
-    "--eval",
-    "baselines.untrained_student.source=tiny:bert",
-]
 
 
 def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypatch, capsys):

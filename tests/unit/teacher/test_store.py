@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from test_teacher import CountingTeacher
+from helpers import CountingTeacher
 
 from jina5.data.datamodule import PairDataModule
 from jina5.teacher.cache import TeacherCache, TeacherCacheError, keys_of, text_key

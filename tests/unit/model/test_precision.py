@@ -108,7 +108,7 @@ def test_bf16_teacher_vectors_are_within_cosine_0999_of_fp32(hardware):
 @pytest.mark.parametrize("choice,fast", [("fp32", True), ("auto", False)])
 def test_fp32_path_is_the_code_of_before_bit_for_bit(hardware, choice, fast):
     """precision=fp32, or auto without native bf16: no autocast, the vectors of an encoder that was
-    never given a precision (the code path of before the policy)."""
+    never given a precision (the plain code path)."""
     hardware(fast)
     teacher = Teacher(encoder=Encoder("tiny:mpnet"), precision=choice)
     assert teacher.precision == "fp32"

@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build. constraints.txt: the library
-# versions the README's tables were measured with.
+# versions docs/results.md's tables were measured with.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt jina5/requirements-assets.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'

@@ -5,7 +5,7 @@ ceiling (MFU) and peak memory, for the paper's small and nano students, in one c
     python experiments/bench_gpu.py --smoke --out /tmp/b.json    # tiny models on CPU, seconds
 
 Dependencies: torch, transformers and jina5 modules that import no Hydra, omegaconf or faiss (the
-GPU machine has none of them; tests/test_bench_gpu.py imports this script with them blocked).
+GPU machine has none of them; tests/e2e/test_bench_gpu.py imports this script with them blocked).
 
 Shapes (random init from the configs below, no downloads; values from the models' config.json):
 ``small`` = Qwen3-0.6B(-Base) (decoder, left padding), ``nano`` = EuroBERT-210m (encoder, right

@@ -12,8 +12,8 @@ process (one training rank) opens it read-only and reports:
 - ``us/text``: the lookup cost per text, wall and CPU time (the CPU time is the figure to compare on a
   shared machine).
 
-The same run measures the cache before the store (shards loaded whole into RAM, a dict index, a
-per-text loop and a float32 copy of every table's vectors, as ``attach_teacher`` kept) at
+The same run measures the alternative, an in-RAM cache (shards loaded whole into RAM, a dict index, a
+per-text loop and a float32 copy of every table's vectors kept by ``attach_teacher``) at
 ``--legacy-n`` texts, so the ratio is on one machine. The rows read back are checked against the
 values written (two components of each synthetic row encode its number).
 
@@ -154,7 +154,7 @@ def write_legacy(root: Path, n: int, dim: int) -> None:
 
 
 def measure_legacy(path: str, n: int, dim: int, batches: int, batch: int, out: multiprocessing.Queue) -> None:
-    """The cache before the store, its read path as it was: every shard loaded and verified, a dict
+    """The in-RAM cache, for comparison: every shard loaded and verified, a dict
     from key to (shard, row), ``get`` a per-text loop into float32; tables kept ``get(all)``."""
     import hashlib
 

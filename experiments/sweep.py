@@ -18,7 +18,7 @@ Phases (each announced as ``[k/4] ...`` and timed):
 3. evaluation: the baselines (and a stage-1 run) and every run (or each seed's combined adapters) on the
    held-out suite (``jina5.evaluate``; results of an unchanged model are reused from the store), plus
    each run's training curve and wall time;
-4. tables and figures: ``experiments/tables.py`` from the results store alone.
+4. tables and figures: ``python -m jina5.report.tables`` from the results store alone.
 
 ``--launcher <name>`` runs both the trainings and the evaluations as Hydra multiruns under
 ``hydra/launcher=<name>`` (``slurm``: SLURM through submitit, ``submitit_local``, ``joblib``: jobs in

@@ -23,7 +23,7 @@ Hub data (``source: hf:<name>[:<config>]:<split>``) is read lazily: the first ``
 memory-mapped Arrow split, or of the stream with ``streaming: true`` (``jina5.data.sources``), and under
 DDP each rank reads only its share of them (rows ``rank, rank + world, ...``) and batches it itself
 (``OneDatasetPerStep``'s rank-local tables); the ranks' row counts are summed for the sampling weights
-and the size check. Bundled corpora and local files are read whole by every rank, as before. Rank 0
+and the size check. Bundled corpora and local files are read whole by every rank and sliced by rank. Rank 0
 writes ``data_manifest.json`` (``MANIFEST_FILE``) to ``manifest_dir`` (the run directory in training):
 what each dataset of the mix was read from and how, its rows, drops, weight, sampling probability,
 batch size and lengths.

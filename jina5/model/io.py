@@ -164,7 +164,7 @@ def content_fingerprint(
 
     over ``backbone.state_dict()`` in its order (adapter weights included when there are adapters).
     A bf16 encoder (``compute_precision``, ``jina5.model.precision``) adds ``"compute_precision": "bf16"`` to
-    the settings; an fp32 one adds nothing, so its fingerprint is the one from before the policy.
+    the settings; an fp32 one adds nothing, so it hashes as an encoder with no precision setting.
     """
     h = hashlib.sha256()
     cfg = encoder.backbone.config.to_dict()

@@ -4,7 +4,7 @@ One config value, ``precision: auto | bf16 | fp32`` (``conf/train.yaml``, ``conf
 the teacher (``jina5.teacher.cache.Teacher``), the evaluation encodes (``jina5.evaluate``) and the trainer
 (``conf/trainer/*.yaml``: ``${lightning_precision:${precision},<device type>}``):
 
-- ``fp32``: float32 throughout (the results of every run before this policy existed);
+- ``fp32``: float32 throughout (the plain code path, with no autocast);
 - ``bf16``: ``torch.autocast(device_type, dtype=torch.bfloat16)``: matmuls in bf16, reductions and
   the pooled / normalised output in float32 (``Encoder.forward``); training runs ``bf16-mixed``;
 - ``auto``: ``bf16`` where the device has native bf16 arithmetic, else ``fp32``. A CPU qualifies
@@ -14,7 +14,8 @@ the teacher (``jina5.teacher.cache.Teacher``), the evaluation encodes (``jina5.e
 
 Whichever path is taken is logged once per process and device type (INFO). It is also part of the
 cache keys: the teacher cache and the evaluation cache key (``jina5.model.io.content_fingerprint``)
-of a bf16 encode differ from fp32's, and fp32's are those of before, so caches are never mixed.
+of a bf16 encode differ from fp32's, and fp32's are those of an encoder with no precision setting, so
+caches are never mixed.
 """
 
 from __future__ import annotations

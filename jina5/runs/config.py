@@ -64,7 +64,7 @@ RESUME_SAFE = (
     "paths",
     "logger",
     "callbacks.last_checkpoint",
-    "callbacks.lr_monitor",  # logging only (runs from before it was dropped: the module logs train/lr)
+    "callbacks.lr_monitor",  # logging only (a config.yaml may still name it; the module logs train/lr)
     "trainer.max_steps",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",

@@ -36,7 +36,7 @@ from jina5.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 CURVES_FILE = "curves.jsonl"
-LEGACY_METRICS_CSV = Path("logs") / "metrics.csv"  # where the CSV logger of older runs wrote their curves
+LEGACY_METRICS_CSV = Path("logs") / "metrics.csv"  # the CSV logger's curves: a run dir without curves.jsonl
 COLUMNS = ["step", "name", "value"]
 # what Lightning adds to every logging call (the step's epoch, again with each dev check), not a metric
 LIGHTNING_EXTRAS = frozenset({"epoch"})
@@ -139,7 +139,7 @@ def _read_legacy_csv(path: Path) -> pd.DataFrame:
 def read_curves(run_dir: str | Path) -> pd.DataFrame:
     """Every metric the run logged as a long table: ``step`` (int), ``name`` (str), ``value`` (float),
     sorted by name, then step (as logged). From ``curves.jsonl``; a run without one falls back to its
-    ``logs/metrics.csv`` (runs from before the record). No record at all: an empty table."""
+    ``logs/metrics.csv`` (a run directory without the record). No record at all: an empty table."""
     run_dir = Path(run_dir)
     record, legacy = run_dir / CURVES_FILE, run_dir / LEGACY_METRICS_CSV
     if record.exists():

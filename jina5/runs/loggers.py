@@ -81,7 +81,7 @@ class AlignLogStep(Callback):
     too many for ours saved at the end of training (``FinalState``), so an extended run would log step
     3 as 4. With one optimizer and automatic optimization the counter must equal ``global_step``; this
     sets it so before the first batch. Where a Lightning version lacks the counter it warns and leaves
-    the steps as Lightning logs them (``tests/test_train.py`` resume tests fail then).
+    the steps as Lightning logs them (``tests/e2e/test_train.py`` resume tests fail then).
     """
 
     def __init__(self) -> None:

@@ -31,9 +31,9 @@ Guarantees:
   about 7 s per rank for 1M x 2560-d (5 GB) at 0.7 GB/s (experiments/bench_teacher_store.py).
 - Origin: each part records its teacher fingerprint, dim and instruction; a part of another teacher
   (copied in) is refused with its file named.
-- Legacy shards (``shard-<id>.npz`` of the in-RAM cache before this store) are migrated once, when the
-  directory is opened for writing: verified as before (checksum, origin), copied bit for bit into
-  ``part-legacy-<id>``, and left in place for older checkouts that share the cache.
+- Legacy shards (``shard-<id>.npz``, the layout of an in-RAM cache) are migrated once, when the
+  directory is opened for writing: verified (checksum, origin), copied bit for bit into
+  ``part-legacy-<id>``, and left in place for any other reader of that layout sharing the cache.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings that cannot train fail before the expensive part (issue 13): before any model is loaded
+"""Settings that cannot train fail before the expensive part: before any model is loaded
 (objective and scheduler keys: a check of the config alone) or as soon as the tables are loaded (a
 dataset with fewer rows than batch_size x world_size), never after minutes of teacher caching.
 

@@ -17,8 +17,8 @@ from jina5.model.encoder import Encoder
 from jina5.model.rope import rope_theta
 from jina5.train import train
 
-# PAPER.md, by model: student, embedding dim, card Matryoshka dims, training / inference RoPE theta, stage-1
-# global batch "8 x N", long-context step (small only)
+# docs/paper.md, Models, by model: student, embedding dim, card Matryoshka dims, training / inference
+# RoPE theta, stage-1 global batch "8 x N", long-context step (small only)
 MODELS = {
     "small": {
         "student": "Qwen/Qwen3-0.6B-Base",
@@ -37,7 +37,7 @@ MODELS = {
         "stage1_run": "paper_nano_stage1",
     },
 }
-# PAPER.md, Stages 2: steps and learning rate per adapter; LoRA rank 32, alpha 32, dropout 0.1
+# docs/paper.md, Stage 2: steps and learning rate per adapter; LoRA rank 32, alpha 32, dropout 0.1
 ADAPTERS = {
     "retrieval": (8000, 2e-5),
     "text_matching": (20000, 5e-5),
@@ -62,7 +62,7 @@ def datasets_of(cfg: dict) -> dict:
 
 
 def check_model(cfg: dict, model: str) -> None:
-    """What paper_model/<model> sets, against PAPER.md's Models table."""
+    """What paper_model/<model> sets, against docs/paper.md's Models table."""
     paper = MODELS[model]
     assert cfg["student"]["source"] == paper["student"]
     assert cfg["teacher"]["source"] == "Qwen/Qwen3-Embedding-4B"

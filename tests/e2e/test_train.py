@@ -81,7 +81,7 @@ def test_truncation_experiments_are_their_ablation_with_matryoshka(regime):
     )
 
 
-# paper/*: GPUs, hub data and RoPE students; their tiny runs on local stand-ins: tests/test_paper_configs.py
+# paper/*: GPUs, hub data and RoPE students; their tiny runs on local stand-ins: tests/e2e/test_paper_configs.py
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if not e.startswith("paper/")])
 def test_every_experiment_runs_fast_dev_run(tmp_path, experiment):
     cfg = run_cfg(tmp_path, f"experiment={experiment}", "+trainer.fast_dev_run=2")

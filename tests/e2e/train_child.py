@@ -1,4 +1,4 @@
-"""A training process for the crash tests (tests/test_checkpointing.py): a toy run that pauses at a step.
+"""A training process for the crash tests (tests/unit/runs/test_checkpoints.py): a toy run that pauses at a step.
 
     python tests/train_child.py OUTPUT_ROOT PAUSE_STEP OVERRIDE...
 

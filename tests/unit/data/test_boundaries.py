@@ -1,4 +1,4 @@
-"""Data boundaries of local sources (issue 14): what a CSV or JSON file can hold that the schema cannot,
+"""Data boundaries of local sources: what a CSV or JSON file can hold that the schema cannot,
 and sources with no usable row. Each case gives a clear error naming the file (and row) or is dropped
 under its own counted reason; nothing is dropped silently or fails deep in training."""
 

@@ -156,8 +156,8 @@ def test_default_batch_stream_is_the_recorded_one(stage1_module):
 
 @pytest.mark.integration
 def test_default_batch_texts_are_the_recorded_ones(stage1_module):
-    """The texts of the first 200 batches, recorded on the code before hub sources were read lazily and by
-    rank (the default reads bundled corpora only: every rank holds them whole, as before)."""
+    """The texts of the first 200 batches, pinned: the default reads bundled corpora only, which every rank
+    holds whole, so the lazy per-rank reading of hub sources must not change them."""
     dm = stage1_module
     loader = dm.train_dataloader()
     assert loader.num_workers == 0 and not loader.pin_memory

@@ -2,9 +2,8 @@
 
 The fingerprint is the key of the teacher cache (``Teacher.fingerprint``) and of the evaluation cache
 (``jina5.eval.suite``): if it moves, every cached teacher vector and evaluation result is silently
-recomputed (or, worse, two different models share a key). The hashes below were computed before the
-encoder was split into rooms (issue 15) with torch 2.13 / transformers 5.24 / peft 0.21; a change
-that moves them moves the caches. If a library upgrade moves them (a new config key, another
+recomputed (or, worse, two different models share a key). The hashes below were computed with
+torch 2.13 / transformers 5.24 / peft 0.21; a change that moves them moves the caches. If a library upgrade moves them (a new config key, another
 initialisation), say so where the pin is updated.
 """
 

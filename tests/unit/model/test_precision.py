@@ -21,7 +21,7 @@ TEXTS = [
     for i, w in enumerate(["cats", "stock markets", "rain tomorrow", "tea", "the election"] * 4)
 ]
 # content_fingerprint(Encoder("tiny:bert"), skip_settings=("source", "prompts")) as pinned in
-# tests/test_encoder_io.py: the key of every fp32 teacher cache made before the policy existed
+# tests/unit/model/test_io.py: the key of every fp32 teacher cache (fp32 adds nothing to the key)
 PINNED_TINY_BERT_TEACHER = "79b1be33430c9d3642b1564c22530dec824c000db258a308ede43dd36aba716d"
 PINNED_TINY_BERT_EVAL = "96336c097e9bc965ec7725cdc33c7e2974923ea86f710d9cdf5b4160df30a3af"
 
@@ -108,7 +108,7 @@ def test_bf16_teacher_vectors_are_within_cosine_0999_of_fp32(hardware):
 @pytest.mark.parametrize("choice,fast", [("fp32", True), ("auto", False)])
 def test_fp32_path_is_the_code_of_before_bit_for_bit(hardware, choice, fast):
     """precision=fp32, or auto without native bf16: no autocast, the vectors of an encoder that was
-    never given a precision (the code path of before the policy)."""
+    never given a precision (the plain code path)."""
     hardware(fast)
     teacher = Teacher(encoder=Encoder("tiny:mpnet"), precision=choice)
     assert teacher.precision == "fp32"
@@ -157,7 +157,7 @@ def test_evaluation_encodes_under_the_policy_with_its_own_key(hardware):
 
     from jina5.eval.models import load_model
 
-    assert compose(["model=tiny:bert"], "eval").precision == "fp32"  # the README tables' path
+    assert compose(["model=tiny:bert"], "eval").precision == "fp32"  # the tests pin fp32 (tests/conftest.py)
     hardware(False)
     auto = load_model(compose(["model=tiny:bert", "precision=auto"], "eval")).encoder
     assert auto.compute_precision == "fp32"

@@ -160,7 +160,7 @@ def test_sdpa_matches_eager(model_type):
 
 @pytest.mark.parametrize("model_type", ["qwen3", "bert"])
 def test_forward_skips_the_kv_cache_bit_for_bit(model_type):
-    """use_cache=False: the embeddings are bit-identical to the backbone called as before (positions
+    """use_cache=False: the embeddings are bit-identical to the backbone called plainly (positions
     and mask, cache at its default), and the decoder's forward builds no cache."""
     enc = Encoder(f"tiny:{model_type}", **SETTINGS[model_type])
     batch = enc.tokenize(TEXTS)

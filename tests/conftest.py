@@ -1,10 +1,11 @@
-"""Shared fixtures: a private cache root per test session, and Hydra config composition."""
+"""Shared fixtures: a private cache root per test session; the `gpu` tier skips without CUDA."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -14,3 +15,14 @@ def _session_cache(tmp_path_factory):
     # fp32 unless a test asks for bf16: `precision: auto` would make results depend on the CPU's bf16 support
     os.environ.setdefault("JINA5_PRECISION", "fp32")
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run the CUDA paths: skipped where torch sees no CUDA device (``make gpu-check``
+    runs them on a machine with one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (make gpu-check)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

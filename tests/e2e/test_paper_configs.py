@@ -203,10 +203,17 @@ class Observed(L.Callback):
         rotary = [m for m in module.encoder.backbone.modules() if hasattr(m, "inv_freq")]
         self.inv_freq0 = float(rotary[0].inv_freq[1])  # 1 / theta^(2/d)
         self.tables = {t.spec.name: len(t) for t in trainer.datamodule.tables}
+        self.steps: list[int] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.steps.append(trainer.global_step)
 
 
-def smoke(tmp_path: Path, experiment: str, model: str, *overrides: str) -> tuple[Path, Observed]:
-    """A 2-step run of ``experiment=paper/<experiment>`` on tiny models (tiny Qwen3 teacher), CPU, stand-ins."""
+def smoke(
+    tmp_path: Path, experiment: str, model: str, *overrides: str, trainer: str = "cpu", steps: int = 2
+) -> tuple[Path, Observed]:
+    """A ``steps``-step run of ``experiment=paper/<experiment>`` on tiny models (tiny Qwen3 teacher) and
+    local stand-ins, on ``trainer=<trainer>`` with one device."""
     student = {"small": "qwen3", "nano": "eurobert"}[model]
     cfg = run_cfg(
         tmp_path,
@@ -214,10 +221,10 @@ def smoke(tmp_path: Path, experiment: str, model: str, *overrides: str) -> tuple
         f"paper_model={model}",
         "teacher.source=tiny:qwen3",
         "teacher.max_length=48",
-        "trainer=cpu",
+        f"trainer={trainer}",
         "trainer.devices=1",
         "debug=smoke",
-        "trainer.max_steps=2",
+        f"trainer.max_steps={steps}",
         "trainer.val_check_interval=2",
         "data.dev_datasets=[bbc]",
         "data.dev_pairs=8",
@@ -229,7 +236,7 @@ def smoke(tmp_path: Path, experiment: str, model: str, *overrides: str) -> tuple
     )
     observed = Observed()
     summary = train(cfg, callbacks=[observed])
-    assert summary["steps"] == 2
+    assert summary["steps"] == steps
     assert set(observed.tables) == set(datasets_of(resolved(f"experiment=paper/{experiment}")))
     assert all(rows == 8 for rows in observed.tables.values())  # the row cap, through the config's columns
     return Path(summary["run_dir"]), observed
@@ -279,3 +286,29 @@ def test_every_paper_experiment_runs_on_tiny_models(stage1_small):
     check_export(nano, 1e6)
     run_dir, _ = smoke(tmp_path, "adapter_classification", "nano", f"init_from={nano}")
     assert check_export(run_dir, 1e6).adapters == ["classification"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("trainer", ["gpu", "fsdp"])
+def test_the_paper_chain_on_one_gpu(tmp_path, trainer):
+    """stage1_small, a resume that extends it, then its retrieval adapter, each through ``jina5.train`` on
+    one GPU with the GPU trainer configs as shipped: bf16-mixed, fused AdamW (``optimizer.fused: null``),
+    gradient clipping, the projection warm start, hard-negative mining, the rank-local teacher fill."""
+    base, observed = smoke(tmp_path, "stage1_small", "small", "precision=auto", trainer=trainer, steps=3)
+    assert observed.steps == [1, 2, 3]
+    _, resumed = smoke(
+        tmp_path, "stage1_small", "small", "precision=auto", "ckpt_path=last", trainer=trainer, steps=4
+    )
+    assert resumed.steps == [4]  # went on from last.ckpt
+    assert theta_of(resumed.inv_freq0) == pytest.approx(1e6, rel=1e-4)  # fp32 rotary frequencies
+    check_export(base, 3.5e6)
+    run_dir, adapter = smoke(
+        tmp_path,
+        "adapter_retrieval",
+        "small",
+        "precision=auto",
+        f"init_from={base}",
+        trainer=trainer,
+        steps=3,
+    )
+    assert adapter.steps == [1, 2, 3] and check_export(run_dir, 3.5e6).adapters == ["retrieval"]

@@ -112,3 +112,18 @@ def test_forward_is_differentiable():
     batch = enc.tokenize(TEXTS)
     enc(**batch).sum().backward()
     assert enc.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.gpu
+def test_a_cuda_bf16_encode_agrees_with_the_cpu_fp32_one():
+    """The same tiny decoder (last-token pooling, sdpa) on CUDA under bf16 autocast and on the CPU in
+    fp32: every text's vector within bf16 rounding (cosine > 0.99)."""
+    texts = ["a short one", "a somewhat longer text about cats and dogs", "x", "the third " * 6]
+    vectors = {}
+    for device, precision in (("cpu", "fp32"), ("cuda", "bf16")):
+        model, tok = tiny_model_and_tokenizer("qwen3", seed=0)
+        enc = Encoder(model, tokenizer=tok, pooling="last_token", append_eos=True)
+        enc.compute_precision = precision
+        vectors[device] = enc.to(device).encode(texts, batch_size=4)
+    cos = (vectors["cpu"] * vectors["cuda"]).sum(-1)
+    assert cos.min() > 0.99, cos

@@ -94,7 +94,8 @@ from jina5.data.datamodule import PairDataModule
 from jina5.model.encoder import Encoder
 from jina5.model.precision import cpu_bf16_flags, lightning_precision
 from jina5.train import build
-from jina5.training.module import EmbeddingModule, find_distillation
+from jina5.training.module import EmbeddingModule
+from jina5.training.objective import find_distillation
 
 OBJECTIVES = ("infonce", "distill")
 TAU = 0.02  # conf/objective/default.yaml: infonce.temperature

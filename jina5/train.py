@@ -27,8 +27,9 @@ from jina5.runs.init_from import build_student, load_stage1_projection, module_o
 from jina5.runs.lifecycle import Run
 from jina5.runs.loggers import build_loggers
 from jina5.runs.multirun import check_multirun
-from jina5.training.module import EmbeddingModule, check_scheduler
+from jina5.training.module import EmbeddingModule
 from jina5.training.objective import build_objective, check_objective_config
+from jina5.training.schedule import check_scheduler
 from jina5.training.strategies import check_fsdp
 
 log = logging.getLogger(__name__)

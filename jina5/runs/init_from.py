@@ -22,8 +22,7 @@ from jina5.model.encoder import Encoder
 from jina5.model.rope import check_rope
 from jina5.runs.checkpoints import read_checkpoint
 from jina5.runs.config import export_settings
-from jina5.training.module import find_distillation
-from jina5.training.objective import Objective
+from jina5.training.objective import Objective, find_distillation
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ vectors -> re-embedded chunks, RNG replayed); activation memory is that of ``chu
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -35,73 +34,17 @@ from functools import partial
 import lightning as L
 import numpy as np
 import torch
-from scipy.stats import spearmanr
-from torch import Tensor, nn
+from torch import Tensor
 
-from jina5.losses import EmbeddingBatch, EmbeddingDistillation
+from jina5.losses import EmbeddingBatch
 from jina5.model.encoder import Encoder
+from jina5.training.dev_metrics import dev_ndcg_at_10, distilled_cosines, similarity_agreement
 from jina5.training.distributed import gather_batch, world_size
 from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
-from jina5.training.objective import Objective
+from jina5.training.objective import Objective, find_distillation
+from jina5.training.schedule import check_scheduler, is_count, lr_scheduler
 
 log = logging.getLogger(__name__)
-
-
-SCHEDULE_KINDS = ("constant", "linear", "cosine")
-SCHEDULER_KEYS = ("kind", "warmup_steps", "min_lr_ratio", "total_steps")
-
-
-def check_scheduler(cfg: Mapping) -> None:
-    """Raise ValueError naming the ``scheduler`` config key that is unknown or out of range, with the
-    valid values: ``kind`` in :data:`SCHEDULE_KINDS`, ``warmup_steps`` a whole number >= 0,
-    ``min_lr_ratio`` in [0, 1], ``total_steps`` None or a whole number >= 1. Run by ``jina5.train.build``
-    before any model is loaded (and when the module is built), so a typo
-    (``scheduler.kind=cosin``) fails before any data loading or teacher caching, not at the first step."""
-    unknown = sorted(set(cfg) - set(SCHEDULER_KEYS))
-    if unknown:
-        raise ValueError(f"unknown scheduler config keys {unknown}; the keys are {list(SCHEDULER_KEYS)}")
-    kind = cfg.get("kind", "constant")
-    if kind not in SCHEDULE_KINDS:
-        raise ValueError(f"scheduler.kind must be one of {' | '.join(SCHEDULE_KINDS)}, got {kind!r}")
-    warmup, ratio, total = cfg.get("warmup_steps", 0), cfg.get("min_lr_ratio", 0.0), cfg.get("total_steps")
-    if not _is_count(warmup, 0):
-        raise ValueError(f"scheduler.warmup_steps must be an integer >= 0, got {warmup!r}")
-    if not _is_number(ratio) or not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"scheduler.min_lr_ratio must be a number in [0, 1], got {ratio!r}")
-    if total is not None and not _is_count(total, 1):
-        raise ValueError(
-            f"scheduler.total_steps must be null (trainer.max_steps) or an integer >= 1, got {total!r}"
-        )
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_count(x: object, minimum: int) -> bool:
-    """A whole number (an int, or a float such as 1e2) >= ``minimum``."""
-    return _is_number(x) and float(x).is_integer() and x >= minimum
-
-
-def lr_lambda(
-    kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
-) -> Callable[[int], float]:
-    """Multiplier of the base lr at optimizer step s: linear warmup to 1 over ``warmup_steps``, then
-    ``constant``: 1; ``linear``: 1 -> min_ratio; ``cosine``: min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2,
-    with p = (s - warmup) / (total - warmup) the fraction of the decay done."""
-    if kind not in SCHEDULE_KINDS:
-        raise ValueError(f"scheduler.kind must be one of {' | '.join(SCHEDULE_KINDS)}, got {kind!r}")
-
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if kind == "constant":
-            return 1.0
-        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        decay = 1 - p if kind == "linear" else 0.5 * (1 + math.cos(math.pi * p))
-        return min_ratio + (1 - min_ratio) * decay
-
-    return f
 
 
 def check_grad_cache(cfg: Mapping) -> int | None:
@@ -110,7 +53,7 @@ def check_grad_cache(cfg: Mapping) -> int | None:
     if unknown:
         raise ValueError(f"unknown module.grad_cache keys {unknown}; the key is chunk_size")
     size = cfg.get("chunk_size")
-    if size is not None and not _is_count(size, 1):
+    if size is not None and not is_count(size, 1):
         raise ValueError(f"module.grad_cache.chunk_size must be null (off) or an integer >= 1, got {size!r}")
     return None if size is None else int(size)
 
@@ -132,10 +75,6 @@ def resolve_fused(factory: Callable, device: torch.device) -> Callable:
     if device.type == "cuda":
         kwargs["fused"] = True
     return partial(factory.func, *factory.args, **kwargs)
-
-
-def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
-    return next((m for m in objective.modules() if isinstance(m, EmbeddingDistillation)), None)
 
 
 class EmbeddingModule(L.LightningModule):
@@ -430,35 +369,5 @@ class EmbeddingModule(L.LightningModule):
         total = cfg.get("total_steps") or (
             int(self.trainer.estimated_stepping_batches) if self.trainer else 1
         )
-        schedule = lr_lambda(
-            cfg.get("kind", "constant"),
-            int(cfg.get("warmup_steps", 0)),
-            total,
-            float(cfg.get("min_lr_ratio", 0.0)),
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = lr_scheduler(optimizer, cfg, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def distilled_cosines(distill: EmbeddingDistillation, s: Tensor, t: Tensor) -> Tensor:
-    """(B,) cosines the distillation loss compares: cos(psi(s), t) (student side) or cos(s, psi(t))."""
-    if distill.side == "student":
-        return nn.functional.cosine_similarity(distill.project_student(s), t, dim=-1)
-    return nn.functional.cosine_similarity(s, distill.project_teacher(t, s.shape[-1]), dim=-1)
-
-
-def dev_ndcg_at_10(q: Tensor, d: Tensor) -> Tensor:
-    """nDCG@10 of query i retrieving document i among all N dev documents (one relevant each):
-    mean_i [rank_i < 10] / log2(rank_i + 2), rank_i = #{j : q_i.d_j > q_i.d_i}."""
-    sims = q @ d.T  # (N, N)
-    rank = (sims > sims.diagonal().unsqueeze(1)).sum(1).float()
-    return torch.where(rank < 10, 1.0 / torch.log2(rank + 2), torch.zeros_like(rank)).mean()
-
-
-def similarity_agreement(student: Tensor, teacher: Tensor) -> float:
-    """Spearman correlation between the student's and the teacher's pairwise cosines (i < j) on the same
-    texts: a projection-free measure of how much of the teacher's geometry the student reproduces."""
-    s = nn.functional.normalize(student.float(), dim=-1)
-    t = nn.functional.normalize(teacher.float(), dim=-1)
-    iu = np.triu_indices(s.shape[0], k=1)
-    return float(spearmanr((s @ s.T).cpu().numpy()[iu], (t @ t.T).cpu().numpy()[iu]).statistic)

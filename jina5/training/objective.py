@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from jina5.losses.batch import EmbeddingBatch
+from jina5.losses.distill import EmbeddingDistillation
 from jina5.training.distributed import exact_zero, world_size
 
 
@@ -182,6 +183,11 @@ class Objective(nn.Module):
 
 OBJECTIVE_KEYS = ("losses", "weights", "binary_aware", "matryoshka", "skip_missing", "skip_if_present")
 MATRYOSHKA_KEYS = ("enabled", "dims", "weights")
+
+
+def find_distillation(objective: nn.Module) -> EmbeddingDistillation | None:
+    """The objective's distillation loss (the first ``EmbeddingDistillation`` among its modules), or None."""
+    return next((m for m in objective.modules() if isinstance(m, EmbeddingDistillation)), None)
 
 
 def check_objective_config(cfg: Mapping) -> None:

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from jina5.runs.curves import read_curves
 from jina5.train import build, train
-from jina5.training.module import find_distillation, lr_lambda
+from jina5.training.objective import find_distillation
+from jina5.training.schedule import lr_lambda
 
 EXPERIMENTS = sorted(
     str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))

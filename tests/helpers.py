@@ -15,6 +15,8 @@ from omegaconf import DictConfig, open_dict
 
 from jina5.model.adapters import DEFAULT_TASK_PROMPTS, lora_config
 from jina5.model.encoder import Encoder
+from jina5.model.tiny import tiny_model_and_tokenizer
+from jina5.teacher.cache import Teacher
 
 __all__ = [
     "CONF_DIR",
@@ -354,3 +356,16 @@ def gloo_group(rank: int, world: int, init_file: str, timeout_s: float = 300) ->
         torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
+
+
+class CountingTeacher(Teacher):
+    """A tiny teacher that counts how many texts it embedded."""
+
+    def __init__(self, seed=0, hidden=32):
+        model, tok = tiny_model_and_tokenizer("bert", hidden=hidden, seed=seed)
+        super().__init__(encoder=Encoder(model, tokenizer=tok), batch_size=4)
+        self.calls = 0
+
+    def embed(self, texts, instruction=""):
+        self.calls += len(texts)
+        return super().embed(texts, instruction)

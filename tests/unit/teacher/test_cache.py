@@ -9,25 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import CountingTeacher
 
-from jina5.model.encoder import Encoder
-from jina5.model.tiny import tiny_model_and_tokenizer
-from jina5.teacher.cache import Teacher, TeacherCache, TeacherCacheError, cache_text, text_key
+from jina5.teacher.cache import TeacherCache, TeacherCacheError, cache_text, text_key
 
 TEXTS = [f"text number {i} about {w}" for i, w in enumerate(["cats", "dogs", "stocks", "rain", "music"] * 3)]
-
-
-class CountingTeacher(Teacher):
-    """A tiny teacher that counts how many texts it embedded."""
-
-    def __init__(self, seed=0, hidden=32):
-        model, tok = tiny_model_and_tokenizer("bert", hidden=hidden, seed=seed)
-        super().__init__(encoder=Encoder(model, tokenizer=tok), batch_size=4)
-        self.calls = 0
-
-    def embed(self, texts, instruction=""):
-        self.calls += len(texts)
-        return super().embed(texts, instruction)
 
 
 def test_hit_miss_and_values(tmp_path):

@@ -35,67 +35,34 @@ process and collation is a pure function of the batch's keys, so the workers nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from jina5.data.collate import PairCollator
 from jina5.data.hard_negatives import MiningConfig
+from jina5.data.manifest import MANIFEST_FILE, mix_manifest
+from jina5.data.mix import load_mix_tables, mix_specs
 from jina5.data.pairs import (
     DatasetSpec,
     PairTable,
     attach_hard_negatives,
     attach_teacher,
-    load_pair_table,
-    load_text_table,
 )
-from jina5.data.sampler import OneDatasetPerStep, check_batch_sizes
-from jina5.data.schema import normalise_text
+from jina5.data.sampler import OneDatasetPerStep, check_batch_sizes, check_rank_shares
 from jina5.data.splits import CorpusSplits
+from jina5.data.teacher_vectors import fill_teacher_caches
+from jina5.data.text_pairs import TextPairs, distillation_sample, load_dev_pairs
 from jina5.model.encoder import Encoder
 from jina5.teacher.cache import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FILE = "data_manifest.json"
-# PairTable.stats counts of rows dropped after the source's own (``filtered``): jina5.data.pairs
-_DROP_COUNTS = ("held_out_dropped", "seen_dropped", "one_sentence", "no_same_label_text")
-
-
-def mix_specs(
-    datasets: Mapping[str, Mapping | None], max_rows_cap: int | None = None, batch_size_cap: int | None = None
-) -> list[DatasetSpec]:
-    """The mix as ``DatasetSpec`` objects, in mapping order: ``DatasetSpec(name, **settings)`` for each
-    ``name: settings`` whose settings are not None, with ``max_rows = min(max_rows, max_rows_cap)`` and
-    ``batch_size = min(batch_size, batch_size_cap)`` (None: no cap)."""
-    if not isinstance(datasets, Mapping):
-        raise TypeError(
-            f"data.datasets must map each dataset name to its settings ({{news: {{batch_size: 32}}, ...}}), "
-            f"got {type(datasets).__name__}"
-        )
-    specs = []
-    for name, settings in datasets.items():
-        if settings is None:
-            continue
-        if "name" in settings:
-            raise ValueError(f"data.datasets.{name}: the key is the name; drop 'name: {settings['name']}'")
-        specs.append(DatasetSpec(name, **settings))
-    if max_rows_cap is not None:
-        for spec in specs:
-            spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
-    if batch_size_cap is not None:
-        for spec in specs:
-            spec.batch_size = min(spec.batch_size, batch_size_cap)
-    return specs
 
 
 class _Rows(Dataset):
@@ -106,17 +73,6 @@ class _Rows(Dataset):
 
     def __len__(self) -> int:  # pragma: no cover - never asked with a batch sampler
         raise TypeError("indexed through the batch sampler only")
-
-
-@dataclass
-class TextPairs:
-    """k (query, document) pairs with their cached teacher vectors: the dev slice of the in-training
-    check, and the sample the distillation projection is fitted on."""
-
-    queries: list[str]  # k texts, encoded with the query prompt
-    documents: list[str]  # their k documents, encoded with the document prompt
-    teacher_query: np.ndarray | None = None  # (k, Dt) float32; None without a teacher
-    teacher_document: np.ndarray | None = None  # (k, Dt) float32
 
 
 class PairDataModule(L.LightningDataModule):
@@ -213,12 +169,7 @@ class PairDataModule(L.LightningDataModule):
 
     def load_dev(self) -> TextPairs | None:
         """The dev pairs: ``dev_pairs`` pairs of each ``dev_datasets`` corpus's dev split."""
-        dev_q, dev_d = [], []
-        for name in self.dev_datasets:
-            table = load_pair_table(DatasetSpec(name, max_rows=self.dev_pairs), "dev", self.split_seed, 0)
-            dev_q += table.queries
-            dev_d += table.documents
-        return TextPairs(dev_q, dev_d) if dev_q else None
+        return load_dev_pairs(self.dev_datasets, self.dev_pairs, self.split_seed)
 
     def attach_teacher_vectors(self) -> None:
         """Fill the teacher caches (``teacher_texts``) and attach lazy views to the tables and dev pairs.
@@ -239,25 +190,8 @@ class PairDataModule(L.LightningDataModule):
             self.teacher.place(device, move_weights=rank0)
         several = self._rank_world()[1] > 1
         rank_local = several and any(t.rank_local for t in self.tables)  # the same on every rank
-        if several and not rank0:
-            trainer.strategy.barrier("teacher_store_filled")
-        caches = self.teacher_caches(read_only=not (rank0 or rank_local))
-        for side, texts in self.teacher_texts():
-            caches[side].fill(texts)
-        if several and rank0:
-            for cache in dict.fromkeys(caches):
-                cache.write_index()
-            trainer.strategy.barrier("teacher_store_filled")
-        if rank_local:  # every rank fills its own share's texts (parts of unique names), rank 0 indexes them
-            for side, texts in self.teacher_texts(rank_local=True):
-                caches[side].fill(texts)
-            trainer.strategy.barrier("teacher_store_rank_local_filled")
-            if rank0:
-                for cache in dict.fromkeys(caches):
-                    cache.write_index()
-            trainer.strategy.barrier("teacher_store_indexed")
-            for cache in dict.fromkeys(caches):
-                cache.refresh()
+        strategy = trainer.strategy if several else None
+        caches = fill_teacher_caches(self.teacher_caches, self.teacher_texts, strategy, rank0, rank_local)
         if device.type == "cuda" and rank0:
             self.teacher.encoder.to("cpu")  # training needs only the stored vectors
             torch.cuda.empty_cache()
@@ -300,22 +234,7 @@ class PairDataModule(L.LightningDataModule):
                 "dev/test text out (set held_out to the evaluated corpora, as conf/data/stage1_distill.yaml)",
                 [s.name for s in texts_only],
             )
-        tables: dict[int, PairTable] = {}
-        for i, spec in enumerate(self.specs):
-            if not spec.texts_only:
-                tables[i] = load_pair_table(
-                    spec, "train", self.split_seed, self.seed, held_out, splits, self._shard(spec)
-                )
-        if not texts_only:
-            return [tables[i] for i in range(len(self.specs))]
-        seen = {normalise_text(t) for table in tables.values() for t in (*table.queries, *table.documents)}
-        for i, spec in enumerate(self.specs):
-            if spec.texts_only:
-                tables[i] = load_text_table(
-                    spec, "train", self.split_seed, self.seed, held_out, seen, splits, self._shard(spec)
-                )
-                seen.update(normalise_text(t) for t in tables[i].documents)
-        return [tables[i] for i in range(len(self.specs))]
+        return load_mix_tables(self.specs, self.split_seed, self.seed, held_out, splits, self._shard)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -369,17 +288,7 @@ class PairDataModule(L.LightningDataModule):
         world = self._rank_world()[1]
         names, batch_sizes = [t.spec.name for t in tables], [t.spec.batch_size for t in tables]
         check_batch_sizes(names, rows, batch_sizes, world, [t.spec.allow_small for t in tables])
-        short = [
-            f"{name} (fewer than {b} rows on {k} of {world} ranks; {n} rows in all)"
-            for name, b, k, n in zip(names, batch_sizes, short_on, rows, strict=True)
-            if k
-        ]
-        if short:
-            raise ValueError(
-                f"a hub dataset needs a batch_size of rows on every rank (each reads its own share): "
-                f"{', '.join(short)}; lower its batch_size, raise its max_rows, leave it out "
-                "(data.datasets.<name>=null), or set data.datasets.<name>.allow_small=true to repeat its rows"
-            )
+        check_rank_shares(names, rows, batch_sizes, world, short_on)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
@@ -401,32 +310,9 @@ class PairDataModule(L.LightningDataModule):
         log.info("training mix: %s", ", ".join(f"{t.spec.name}={len(t)}" for t in self.tables))
 
     def distillation_sample(self, n_texts: int) -> TextPairs | None:
-        """``k = min(n_texts // 2, rows)`` training pairs (so ``2k`` texts) with their teacher vectors.
-
-        The rows are a draw without replacement from all (dataset, row) keys of the mix's pair tables
-        (texts-only tables have no pairs), in mix order, by ``np.random.default_rng(0)``: the same for
-        every training seed, and no global RNG is touched. None when the tables carry no teacher vectors
-        (no teacher), are not set up, or are all texts-only.
-        """
-        tables = self.tables
-        if not tables or tables[0].teacher_document is None:
-            return None
-        rng = np.random.default_rng(0)
-        keys = [
-            (t, r)
-            for t, table in enumerate(tables)
-            if not table.texts_only and not table.rank_local  # the same sample on every rank
-            for r in range(len(table))
-        ]
-        if not keys:
-            return None
-        picks = [keys[i] for i in rng.choice(len(keys), size=min(n_texts // 2, len(keys)), replace=False)]
-        return TextPairs(
-            queries=[tables[t].queries[r] for t, r in picks],
-            documents=[tables[t].documents[r] for t, r in picks],
-            teacher_query=np.stack([tables[t].teacher_query[r] for t, r in picks]),
-            teacher_document=np.stack([tables[t].teacher_document[r] for t, r in picks]),
-        )
+        """``k = min(n_texts // 2, rows)`` training pairs (so ``2k`` texts) with their teacher vectors
+        (``jina5.data.text_pairs.distillation_sample``)."""
+        return distillation_sample(self.tables, n_texts)
 
     def _start_step(self) -> int:
         trainer = self.trainer
@@ -441,43 +327,12 @@ class PairDataModule(L.LightningDataModule):
         ]
 
     def manifest(self) -> dict[str, Any]:
-        """The mix as set up (``data_manifest.json``): per dataset its source and how it was read, its rows
-        over all ranks (and this rank's), weight, sampling probability, batch size, max lengths, the rows
-        dropped on the way (by reason) and fingerprints (the Arrow split's, the rows' own sha1)."""
+        """The mix as set up: ``data_manifest.json`` (``jina5.data.manifest.mix_manifest``)."""
         rank, world = self._rank_world()
         weights = self.sampling_weights()
-        entries = []
-        for table, rows, weight in zip(self.tables, self.rows_all_ranks, weights, strict=True):
-            spec, stats = table.spec, table.stats
-            bundled = f"bundled:{spec.corpus or spec.name}"
-            dropped = {**stats.get("filtered", {}), **{k: stats[k] for k in _DROP_COUNTS if stats.get(k)}}
-            content = [table.queries, table.documents, table.negatives, table.scores, table.labels]
-            entries.append(
-                {
-                    "name": spec.name,
-                    "source": spec.source or bundled,
-                    "access": stats.get("access") or ("file" if spec.source else "bundled"),
-                    "rank_local": table.rank_local,
-                    "rows": rows,
-                    f"rows_rank{rank}": len(table),
-                    "rows_read": stats.get("read_rows", stats.get("raw_rows")),
-                    "max_rows": spec.max_rows,
-                    "weight": spec.weight,
-                    "sampling_weight": weight,
-                    "sampling_probability": weight / sum(weights),
-                    "batch_size": spec.batch_size,
-                    "query_max_length": spec.query_max_length,
-                    "document_max_length": spec.document_max_length,
-                    "texts_only": spec.texts_only,
-                    "allow_small": spec.allow_small,
-                    "repeats_rows": rows < spec.batch_size * world,
-                    "dropped": dropped,
-                    "fingerprint": stats.get("fingerprint"),
-                    "version": stats.get("version"),
-                    f"rows_sha1_rank{rank}": hashlib.sha1(json.dumps(content).encode()).hexdigest(),
-                }
-            )
-        return {"world_size": world, "seed": self.seed, "split_seed": self.split_seed, "datasets": entries}
+        return mix_manifest(
+            self.tables, self.rows_all_ranks, weights, rank, world, self.seed, self.split_seed
+        )
 
     def _pin(self) -> bool:
         if self.pin_memory != "auto":

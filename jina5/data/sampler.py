@@ -50,6 +50,29 @@ def check_batch_sizes(
         )
 
 
+def check_rank_shares(
+    names: Sequence[str],
+    sizes: Sequence[int],
+    batch_sizes: Sequence[int],
+    world_size: int,
+    short_on: Sequence[int],
+) -> None:
+    """Raise ValueError naming every rank-local dataset (an hf: source, each rank reads its own share)
+    that holds fewer than its batch size of rows on some rank (``short_on``: on how many ranks; 0 for
+    the others), with its rows over all ranks (``sizes``) and the ways out."""
+    short = [
+        f"{name} (fewer than {b} rows on {k} of {world_size} ranks; {n} rows in all)"
+        for name, b, k, n in zip(names, batch_sizes, short_on, sizes, strict=True)
+        if k
+    ]
+    if short:
+        raise ValueError(
+            f"a hub dataset needs a batch_size of rows on every rank (each reads its own share): "
+            f"{', '.join(short)}; lower its batch_size, raise its max_rows, leave it out "
+            "(data.datasets.<name>=null), or set data.datasets.<name>.allow_small=true to repeat its rows"
+        )
+
+
 class OneDatasetPerStep(Sampler[list[tuple[int, int]]]):
     """Infinite stream of batches; batch k is [(dataset index, row index), ...] of ONE dataset.
 

@@ -45,74 +45,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 
-from jina5.assets import resolve_model
 from jina5.model.adapters import TaskAdapters
+from jina5.model.backbone import load_backbone, prune_layers
 from jina5.model.card import CardInfo
-from jina5.model.io import backbone_load_kwargs, load_encoder, save_encoder
+from jina5.model.io import load_encoder, save_encoder
 from jina5.model.packing import Packed, block_diagonal_mask, pack, unpack
+from jina5.model.pooling import POOLINGS, pool
 from jina5.model.precision import FP32, autocast
 from jina5.model.quantize import quantize
-from jina5.model.rope import set_rope_theta
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls", "last_token")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
-# How the error for a backbone without RoPE names the setting (jina5.model.rope.check_rope).
-ROPE_KEY = "rope_theta (student.rope_theta in a training config)"
-
-
-def pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
-    """Pool (B, L, H) hidden states with a (B, L) mask into (B, H); padding side does not matter."""
-    mask_f = mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
-    if mode == "mean":
-        return (hidden * mask_f).sum(1) / mask_f.sum(1).clamp_min(1e-9)
-    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    if mode == "cls":
-        index = torch.where(mask.bool(), positions, mask.shape[1]).argmin(1)  # first real token
-    elif mode == "last_token":
-        index = (positions * mask).argmax(1)  # last real token
-    else:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-
-
-def transformer_layers(model: nn.Module) -> tuple[nn.Module, str]:
-    """The (parent, attribute) holding the ModuleList of transformer blocks of a HF backbone."""
-    for path in ("encoder.layer", "layers", "model.layers", "encoder.layers", "transformer.h"):
-        parent, *_ = [model]
-        parts = path.split(".")
-        ok = True
-        for p in parts[:-1]:
-            parent = getattr(parent, p, None)
-            if parent is None:
-                ok = False
-                break
-        if ok and isinstance(getattr(parent, parts[-1], None), nn.ModuleList):
-            return parent, parts[-1]
-    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
-
-
-def prune_layers(model: PreTrainedModel, keep: Sequence[int]) -> None:
-    """Keep only the blocks ``keep`` (in this order) and update the config to match."""
-    parent, attr = transformer_layers(model)
-    layers = getattr(parent, attr)
-    n = len(layers)
-    if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
-        raise ValueError(f"keep_layers={list(keep)} must be distinct indices in [0, {n})")
-    setattr(parent, attr, nn.ModuleList([layers[i] for i in keep]))
-    for new_idx, layer in enumerate(getattr(parent, attr)):
-        attn = getattr(layer, "self_attn", None)
-        if attn is not None and hasattr(attn, "layer_idx"):
-            attn.layer_idx = new_idx
-    model.config.num_hidden_layers = len(keep)
-    layer_types = getattr(model.config, "layer_types", None)
-    if layer_types is not None and len(layer_types) == n:
-        model.config.layer_types = [layer_types[i] for i in keep]
 
 
 class Encoder(TaskAdapters, nn.Module):
@@ -179,37 +127,9 @@ class Encoder(TaskAdapters, nn.Module):
                 f"student.attn_implementation must be null or one of {ATTN_IMPLEMENTATIONS}, "
                 f"got {attn_implementation!r}"
             )
-        if isinstance(source, PreTrainedModel):
-            if tokenizer is None:
-                raise ValueError("a model object needs its tokenizer")
-            if rope_theta is not None:
-                raise ValueError(
-                    "rope_theta applies where the encoder builds its backbone, not to a built model"
-                )
-            self.backbone = source
-            self.source = getattr(source.config, "_name_or_path", "") or "in-memory"
-        elif source.startswith("tiny:"):  # "tiny:<model_type>": a random-init toy backbone (smoke tests)
-            from jina5.model.tiny import tiny_model_and_tokenizer
-
-            self.backbone, tokenizer = tiny_model_and_tokenizer(
-                source.removeprefix("tiny:"),
-                attn_implementation=attn_implementation or "eager",
-                rope_theta=rope_theta,
-                rope_key=ROPE_KEY,
-            )
-            self.source = source
-        else:
-            path = resolve_model(source)
-            kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-            if torch_dtype:
-                kwargs["dtype"] = getattr(torch, torch_dtype)
-            kwargs.update(backbone_load_kwargs(path))
-            if rope_theta is not None:  # into the config the model is built from (its rotary buffers)
-                kwargs["config"] = AutoConfig.from_pretrained(path)
-                set_rope_theta(kwargs["config"], rope_theta, ROPE_KEY)
-            self.backbone = AutoModel.from_pretrained(path, **kwargs)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-            self.source = source
+        self.backbone, tokenizer, self.source = load_backbone(
+            source, tokenizer, attn_implementation, torch_dtype, rope_theta
+        )
         self.tokenizer = tokenizer
         if self.tokenizer.pad_token is None:  # decoders often have none
             self.tokenizer.pad_token = self.tokenizer.eos_token

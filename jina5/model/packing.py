@@ -19,7 +19,7 @@ sequences:
   (``block_diagonal_mask``), which transformers takes as is.
 
 The padded layout is restored for pooling (``unpack``), so pooling is the padded path's own code
-(``jina5.model.encoder.pool``) reading the same per-sequence tokens: mean, cls and last_token all follow
+(``jina5.model.pooling.pool``) reading the same per-sequence tokens: mean, cls and last_token all follow
 the sequence boundaries.
 """
 

@@ -34,7 +34,8 @@ from jina5.assets import cache_root
 from jina5.model.encoder import Encoder
 from jina5.model.io import content_fingerprint
 from jina5.model.precision import resolve_precision
-from jina5.teacher.store import KEY_DTYPE, TeacherStore, TeacherStoreError
+from jina5.teacher.store import TeacherStore
+from jina5.teacher.store_files import KEY_DTYPE, TeacherStoreError
 
 log = logging.getLogger(__name__)
 

@@ -38,57 +38,32 @@ Guarantees:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap
 import uuid
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from jina5.atomic import atomic_file, atomic_write_bytes
+from jina5.atomic import atomic_write_bytes
+from jina5.teacher.store_files import (
+    FORMAT,
+    KEY_DTYPE,
+    ORIGIN_KEYS,
+    TeacherStoreError,
+    atomic_save_npy,
+    check_origin,
+    file_sha256,
+    read_json,
+    read_legacy_shard,
+)
 
 log = logging.getLogger(__name__)
 
-KEY_BYTES = 20
-KEY_DTYPE = np.dtype(f"S{KEY_BYTES}")  # fixed width; every key is exactly 20 bytes, so order = memcmp
-FORMAT = 2
-ORIGIN_KEYS = ("fingerprint", "dim", "instruction")  # what every part records about its teacher
-_BLOCK = 1 << 20
 _warned_legacy: set[Path] = set()  # store dirs whose origin-less legacy shards were reported
-
-
-class TeacherStoreError(RuntimeError):
-    """The store on disk cannot be used as it is (other teacher/dims/instruction, corrupt, incomplete)."""
-
-
-def file_sha256(*paths: Path) -> bytes:
-    """sha256 over the concatenated bytes of ``paths``, read in blocks (no mapping)."""
-    h = hashlib.sha256()
-    buf = bytearray(_BLOCK)
-    view = memoryview(buf)
-    for path in paths:
-        with open(path, "rb", buffering=0) as fh:
-            while n := fh.readinto(buf):
-                h.update(view[:n])
-    return h.digest()
-
-
-def _read_json(path: Path, way_out: str) -> dict:
-    """``path``'s JSON; an unreadable file raises TeacherStoreError naming it, the cause and ``way_out``."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError) as err:
-        raise TeacherStoreError(f"{path}: unreadable ({err}); {way_out}") from None
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_file(path) as fh:
-        np.save(fh, array)
 
 
 @dataclass
@@ -138,7 +113,7 @@ class TeacherStore:
                 )
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(meta_file, json.dumps(self.meta, indent=2).encode())
-        have = _read_json(meta_file, "delete the directory to rebuild")
+        have = read_json(meta_file, "delete the directory to rebuild")
         for key in ("fingerprint", "instruction", "dim", "dtype"):
             if have.get(key) != self.meta[key]:
                 raise TeacherStoreError(
@@ -163,25 +138,12 @@ class TeacherStore:
             self._add_part(name, self._verify_part(name))
         return len(new)
 
-    def _check_origin(self, where: Path, origin: dict) -> None:
-        """Refuse a part or shard whose recorded teacher fingerprint, dim or instruction is not this store's."""
-        if origin.get("fingerprint") != self.meta["fingerprint"]:
-            raise TeacherStoreError(
-                f"{where}: written by teacher {str(origin.get('fingerprint'))[:16]}, "
-                f"this cache is {self.meta['fingerprint'][:16]}; delete it"
-            )
-        for key in ("dim", "instruction"):
-            if origin.get(key) != self.meta[key]:
-                raise TeacherStoreError(
-                    f"{where}: written with {key}={origin.get(key)!r}, this cache has {self.meta[key]!r}; delete it"
-                )
-
     def _verify_part(self, name: str) -> int:
         """Origin, shapes and checksum of committed part ``name``; returns its row count."""
         record_file = self.path / f"{name}.json"
         keys_file, emb_file = self.path / f"{name}.keys.npy", self.path / f"{name}.emb.npy"
-        record = _read_json(record_file, "delete the part to recompute")
-        self._check_origin(record_file, record)
+        record = read_json(record_file, "delete the part to recompute")
+        check_origin(record_file, record, self.meta)
         rows = int(record["rows"])
         for file, shape, dtype in ((keys_file, (rows,), KEY_DTYPE), (emb_file, (rows, self.dim), np.float16)):
             try:
@@ -210,7 +172,7 @@ class TeacherStore:
         index_file = self.path / "index.json"
         if not index_file.exists():
             return
-        index = _read_json(index_file, "delete it (rebuilt from the parts)")
+        index = read_json(index_file, "delete it (rebuilt from the parts)")
         if not all((self.path / f"{n}.json").exists() for n in index["parts"]):
             log.warning("teacher store %s: index.json lists parts that are gone; ignored", self.path)
             return
@@ -248,7 +210,7 @@ class TeacherStore:
             )
         legacy = []
         for shard in todo:
-            keys, emb, has_origin = self._read_legacy(shard)
+            keys, emb, has_origin = read_legacy_shard(shard, self.meta, self.dim)
             if not has_origin:
                 legacy.append(shard.name)
             self.write_part(keys, emb, name=f"part-legacy-{shard.stem[len('shard-') :]}")
@@ -263,29 +225,6 @@ class TeacherStore:
                 legacy[0],
             )
 
-    def _read_legacy(self, shard: Path) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(keys (n,) S20, emb (n, D) fp16, whether it records its origin) of a verified legacy shard."""
-        try:
-            with np.load(shard) as z:
-                keys, emb, checksum = z["keys"], z["emb"], bytes(z["checksum"])
-                origin = {k: z[k].item() for k in ORIGIN_KEYS if k in z.files}
-        except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as err:
-            raise TeacherStoreError(
-                f"{shard}: truncated or corrupt ({err}); delete it to recompute"
-            ) from None
-        if origin:
-            self._check_origin(shard, origin)
-        if emb.ndim != 2 or emb.shape[1] != self.dim or keys.shape != (emb.shape[0], KEY_BYTES):
-            raise TeacherStoreError(
-                f"{shard}: shapes keys {keys.shape} emb {emb.shape} do not fit teacher dim {self.dim}"
-            )
-        digest = hashlib.sha256(
-            np.ascontiguousarray(keys).tobytes() + np.ascontiguousarray(emb).tobytes()
-        ).digest()
-        if digest != checksum:
-            raise TeacherStoreError(f"{shard}: checksum mismatch (corrupt); delete it to recompute")
-        return np.ascontiguousarray(keys).view(KEY_DTYPE).reshape(-1), emb, bool(origin)
-
     # ----------------------------------------------------------------- writing
     def write_part(self, keys: np.ndarray, emb: np.ndarray, name: str | None = None) -> str:
         """Commit one part: ``keys`` (n,) S20, ``emb`` (n, D) float16; returns its name."""
@@ -297,8 +236,8 @@ class TeacherStore:
             )
         name = name or f"part-{uuid.uuid4().hex[:16]}"
         keys_file, emb_file = self.path / f"{name}.keys.npy", self.path / f"{name}.emb.npy"
-        _atomic_save_npy(keys_file, keys)
-        _atomic_save_npy(emb_file, emb)
+        atomic_save_npy(keys_file, keys)
+        atomic_save_npy(emb_file, emb)
         record = {
             "rows": len(keys),
             **{k: self.meta[k] for k in ORIGIN_KEYS},
@@ -320,8 +259,8 @@ class TeacherStore:
         uid = uuid.uuid4().hex[:12]
         keys_name, loc_name = f"index-{uid}.keys.npy", f"index-{uid}.loc.npy"
         # part numbers in the file refer to its own `parts` list (name order)
-        _atomic_save_npy(self.path / keys_name, keys)
-        _atomic_save_npy(self.path / loc_name, loc)
+        atomic_save_npy(self.path / keys_name, keys)
+        atomic_save_npy(self.path / loc_name, loc)
         index = {
             "parts": [self.parts[p].name for p in order],
             "keys": keys_name,

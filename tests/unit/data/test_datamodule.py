@@ -16,8 +16,10 @@ from helpers import compose
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from jina5.data.datamodule import PairDataModule, TextPairs, mix_specs
+from jina5.data.datamodule import PairDataModule
+from jina5.data.mix import mix_specs
 from jina5.data.pairs import DatasetSpec
+from jina5.data.text_pairs import TextPairs
 
 # (name, batch_size, query_max_length, document_max_length, max_rows) of each mix, as the list configs had it
 STAGE1 = [

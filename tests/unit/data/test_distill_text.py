@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from jina5.data.corpora import load_corpus
-from jina5.data.datamodule import PairDataModule, mix_specs
+from jina5.data.datamodule import PairDataModule
+from jina5.data.mix import mix_specs
 from jina5.data.pairs import DatasetSpec, PairTable, load_text_table
 from jina5.data.schema import normalise_text
 from jina5.data.splits import DEFAULT_FRACTIONS, manifest_path, text_sha1

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from jina5.data import sources
-from jina5.data.datamodule import MANIFEST_FILE, PairDataModule
+from jina5.data.datamodule import PairDataModule
+from jina5.data.manifest import MANIFEST_FILE
 from jina5.data.pairs import DatasetSpec, load_pair_table
 from jina5.data.sampler import OneDatasetPerStep
 from jina5.data.schema import dataset_stats

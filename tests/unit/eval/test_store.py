@@ -201,7 +201,7 @@ def test_torn_last_line_is_quarantined_and_appends_go_on(tmp_path, caplog):
         f.write(TORN)
 
     # a read keeps both complete lines, moves the torn one (line 3) to the side file and says where
-    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+    with caplog.at_level("WARNING", logger="jina5.eval.jsonl_file"):
         assert store.read()["value"].tolist() == [0.5, 0.4]
     side = tmp_path / "results.jsonl.torn"
     assert f"{path}:3: torn final line" in caplog.text and str(side) in caplog.text
@@ -217,7 +217,7 @@ def test_torn_last_line_is_quarantined_and_appends_go_on(tmp_path, caplog):
     for p in (path, store.runs_path):
         with p.open("ab") as f:
             f.write(TORN)
-    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+    with caplog.at_level("WARNING", logger="jina5.eval.jsonl_file"):
         ResultsStore(path).append(_records({(64, "float32"): 0.7}), _run("c"))
     assert f"{path}:4: torn final line" in caplog.text
     assert f"{store.runs_path}:3: torn final line" in caplog.text
@@ -242,7 +242,7 @@ def test_torn_line_of_a_read_only_store_is_skipped_with_a_warning(tmp_path, capl
         return real_open(file, flags, *args)
 
     monkeypatch.setattr(os, "open", read_only)
-    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+    with caplog.at_level("WARNING", logger="jina5.eval.jsonl_file"):
         assert ResultsStore(path).read()["value"].tolist() == [0.5]
     monkeypatch.undo()
     assert f"{path}:2: torn final line (no newline, not JSON) skipped" in caplog.text

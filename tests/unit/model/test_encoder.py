@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from jina5.model.encoder import Encoder, pool
+from jina5.model.encoder import Encoder
+from jina5.model.pooling import pool
 from jina5.model.tiny import tiny_model_and_tokenizer
 
 TEXTS = ["a b", "hello there my friend", "x", "the quick brown fox jumps"]

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from jina5.model.encoder import Encoder, pool
+from jina5.model.encoder import Encoder
 from jina5.model.packing import block_diagonal_mask, first_fit_decreasing, pack, unpack
+from jina5.model.pooling import pool
 
 TEXTS = [
     "hello world this is a test",

@@ -14,7 +14,8 @@ from helpers import CountingTeacher
 from jina5.data.datamodule import PairDataModule
 from jina5.teacher.cache import TeacherCache, TeacherCacheError, keys_of, text_key
 from jina5.teacher.precompute import plan_chunks, precompute, precompute_from_config
-from jina5.teacher.store import KEY_DTYPE, TeacherStore
+from jina5.teacher.store import TeacherStore
+from jina5.teacher.store_files import KEY_DTYPE
 
 TEXTS = [
     f"{w} number {i}" + " tail" * (i % 5) for i, w in enumerate(["cat", "dog", "stock", "rain", "tune"] * 6)

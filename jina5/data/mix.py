@@ -1,0 +1,64 @@
+"""The training mix as configured: ``data.datasets`` (dataset name -> ``DatasetSpec`` settings, in
+sampling order; a dataset set to null is left out) -> ``DatasetSpec`` objects, with the smoke presets'
+caps on rows and batch size applied (``mix_specs``); and their train tables (``load_mix_tables``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from jina5.data.pairs import DatasetSpec, PairTable, load_pair_table, load_text_table
+from jina5.data.schema import normalise_text
+from jina5.data.splits import CorpusSplits
+
+
+def mix_specs(
+    datasets: Mapping[str, Mapping | None], max_rows_cap: int | None = None, batch_size_cap: int | None = None
+) -> list[DatasetSpec]:
+    """The mix as ``DatasetSpec`` objects, in mapping order: ``DatasetSpec(name, **settings)`` for each
+    ``name: settings`` whose settings are not None, with ``max_rows = min(max_rows, max_rows_cap)`` and
+    ``batch_size = min(batch_size, batch_size_cap)`` (None: no cap)."""
+    if not isinstance(datasets, Mapping):
+        raise TypeError(
+            f"data.datasets must map each dataset name to its settings ({{news: {{batch_size: 32}}, ...}}), "
+            f"got {type(datasets).__name__}"
+        )
+    specs = []
+    for name, settings in datasets.items():
+        if settings is None:
+            continue
+        if "name" in settings:
+            raise ValueError(f"data.datasets.{name}: the key is the name; drop 'name: {settings['name']}'")
+        specs.append(DatasetSpec(name, **settings))
+    if max_rows_cap is not None:
+        for spec in specs:
+            spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
+    if batch_size_cap is not None:
+        for spec in specs:
+            spec.batch_size = min(spec.batch_size, batch_size_cap)
+    return specs
+
+
+def load_mix_tables(
+    specs: Sequence[DatasetSpec],
+    split_seed: int,
+    seed: int,
+    held_out: set[str],
+    splits: CorpusSplits,
+    shard: Callable[[DatasetSpec], tuple[int, int]],
+) -> list[PairTable]:
+    """Every dataset's train table, in mix order: pair tables first, then texts-only tables, each without
+    the texts an earlier-loaded table has (normalised), none holding a ``held_out`` (normalised) text.
+    ``shard(spec)``: the (rank, world) share of the rows this process reads."""
+    texts_only = [s for s in specs if s.texts_only]
+    tables: dict[int, PairTable] = {}
+    for i, spec in enumerate(specs):
+        if not spec.texts_only:
+            tables[i] = load_pair_table(spec, "train", split_seed, seed, held_out, splits, shard(spec))
+    if not texts_only:
+        return [tables[i] for i in range(len(specs))]
+    seen = {normalise_text(t) for table in tables.values() for t in (*table.queries, *table.documents)}
+    for i, spec in enumerate(specs):
+        if spec.texts_only:
+            tables[i] = load_text_table(spec, "train", split_seed, seed, held_out, seen, splits, shard(spec))
+            seen.update(normalise_text(t) for t in tables[i].documents)
+    return [tables[i] for i in range(len(specs))]

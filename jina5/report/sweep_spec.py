@@ -15,7 +15,7 @@ import yaml
 from jina5.conf import compose
 from jina5.eval.suite_names import composed_eval, explicit_suite_id, settings_fingerprint
 
-SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
+SWEEPS_FILE = Path(__file__).resolve().parents[2] / "experiments" / "sweeps.yaml"  # the checkout's
 
 
 def load_sweeps() -> dict:

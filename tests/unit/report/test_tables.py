@@ -10,7 +10,8 @@ import pytest
 from helpers import REGIME_KEYS, compose, dev_record, task_records, write_fake_run, write_golden_store
 
 from jina5.eval.store import ResultsStore
-from jina5.report import sweep_spec, tables
+from jina5.eval.summary import latest_runs, type_averages
+from jina5.report import aggregate, markdown_tables, sweep_spec, tables, verdicts
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -41,22 +42,20 @@ def by_hand_overall(base: float, dim_shift: float = 0.0, drop: float = 0.0) -> f
 
 
 def test_type_averages_by_hand(store):
-    df = tables.latest_runs(ResultsStore(store).read())
+    df = latest_runs(ResultsStore(store).read())
     run = df[(df["experiment"] == "combined") & (df["seed"] == 0)]
-    got = tables.type_averages(run)
+    got = type_averages(run)
     assert got["retrieval"] == pytest.approx((0.50 + (0.51 + 0.52) / 2) / 2)
     assert got["sts"] == pytest.approx(0.53)
     assert got["overall"] == pytest.approx(by_hand_overall(0.50))
-    assert tables.type_averages(run, dim=128)["overall"] == pytest.approx(by_hand_overall(0.50, 0.05))
-    assert tables.type_averages(run, precision="binary")["overall"] == pytest.approx(
-        by_hand_overall(0.50, drop=0.1)
-    )
+    assert type_averages(run, dim=128)["overall"] == pytest.approx(by_hand_overall(0.50, 0.05))
+    assert type_averages(run, precision="binary")["overall"] == pytest.approx(by_hand_overall(0.50, drop=0.1))
 
 
 def test_latest_run_wins_and_seeds_give_mean_and_std(store):
-    df = tables.latest_runs(ResultsStore(store).read())
+    df = latest_runs(ResultsStore(store).read())
     assert set(df[df["experiment"] == "pure_distill"]["run_id"]) == {"pure_distill-0-new"}
-    table = tables.regime_table(df, ["teacher", "combined", "pure_distill"]).set_index("experiment")
+    table = aggregate.regime_table(df, ["teacher", "combined", "pure_distill"]).set_index("experiment")
     a, b = by_hand_overall(0.50), by_hand_overall(0.54)
     assert table.loc["combined", "float/overall"] == pytest.approx((a + b) / 2)
     assert table.loc["combined", "float/overall_std"] == pytest.approx(math.sqrt(((a - b) / 2) ** 2 * 2))
@@ -68,14 +67,14 @@ def test_latest_run_wins_and_seeds_give_mean_and_std(store):
     assert table.loc["teacher", "binary_drop/retrieval"] == pytest.approx(-0.2)
     assert math.isnan(table.loc["teacher", "float/overall_std"])
     # pure_distill (0.52 base, one seed) is within combined's spread of the best (teacher, no spread) -> not a tie
-    marks = tables.ties(table.reset_index())
+    marks = verdicts.ties(table.reset_index())
     assert marks["teacher"] == "best" and marks["pure_distill"] == ""
 
 
 def test_tie_when_difference_is_within_the_spread(store):
-    df = tables.latest_runs(ResultsStore(store).read())
-    table = tables.regime_table(df, ["combined", "pure_distill"])
-    assert tables.ties(table) == {"combined": "best", "pure_distill": "tie"}  # 0.52 vs 0.52 +- 0.028
+    df = latest_runs(ResultsStore(store).read())
+    table = aggregate.regime_table(df, ["combined", "pure_distill"])
+    assert verdicts.ties(table) == {"combined": "best", "pure_distill": "tie"}  # 0.52 vs 0.52 +- 0.028
 
 
 def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
@@ -265,16 +264,16 @@ def test_layout_ranks_by_its_declared_value(golden_store):
     )
     # without a declared reference the best row by rank_by is the reference: nce_gor is best in
     # retrieval (its retrieval is shifted up) but not overall, where nce_distill would be
-    df = tables.latest_runs(ResultsStore(golden_store).read())
+    df = latest_runs(ResultsStore(golden_store).read())
     spec = sweep_spec.load_sweeps()["table5"]
-    trained = tables.regime_table(df, [row.label for row in sweep_spec.sweep_rows(spec)])
-    assert tables.ties(trained, "float/overall")["loss_ablation/nce_distill"] == "best"
-    assert tables.ties(trained, spec["table"]["rank_by"])["loss_ablation/nce_gor"] == "best"
+    trained = aggregate.regime_table(df, [row.label for row in sweep_spec.sweep_rows(spec)])
+    assert verdicts.ties(trained, "float/overall")["loss_ablation/nce_distill"] == "best"
+    assert verdicts.ties(trained, spec["table"]["rank_by"])["loss_ablation/nce_gor"] == "best"
     undeclared = {k: v for k, v in spec["table"].items() if k != "reference"}
-    assert tables.reference_row(spec, undeclared, trained) == ("loss_ablation/nce_gor", True)
-    assert tables.reference_row(spec, spec["table"], trained) == ("loss_ablation/nce_distill_gor", False)
+    assert verdicts.reference_row(spec, undeclared, trained) == ("loss_ablation/nce_gor", True)
+    assert verdicts.reference_row(spec, spec["table"], trained) == ("loss_ablation/nce_distill_gor", False)
     no_rank = {k: v for k, v in undeclared.items() if k != "rank_by"}
-    assert tables.reference_row(spec, no_rank, trained) == ("loss_ablation/nce_distill_gor", False)  # first
+    assert verdicts.reference_row(spec, no_rank, trained) == ("loss_ablation/nce_distill_gor", False)  # first
 
 
 def test_default_table_has_paired_intervals_and_their_verdicts(golden_store):
@@ -323,10 +322,10 @@ def test_stage2_compares_stage1_and_adapters_per_task_type(golden_store):
     assert (
         f"| overall | {by_hand_overall(0.52) * 100:.2f} | {by_hand_overall(0.55) * 100:.2f} | +3.00 |" in md
     )
-    table = tables.regime_table(
-        tables.latest_runs(ResultsStore(golden_store).read()), ["stage1", "stage2_adapters"]
+    table = aggregate.regime_table(
+        latest_runs(ResultsStore(golden_store).read()), ["stage1", "stage2_adapters"]
     )
-    lines = tables.comparison_markdown(
+    lines = markdown_tables.comparison_markdown(
         table, [("sts", "float/sts")], "stage2_adapters", "stage1"
     ).splitlines()
     assert lines[0] == "| task type | stage2_adapters | stage1 | delta |"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -207,22 +210,54 @@ def test_every_sweep_names_existing_experiment_configs():
             assert compose([f"experiment={spec['stage1']['experiment']}"]).get("adapter") is None, name
 
 
-def test_notebook_executes_against_the_store(store):
+# a cell that draws: pyplot, or one of jina5.report.figures' drawing functions
+PLOTS = re.compile(r"\bplt\.|\.plot\(|\b(truncation_curve|precision_points|dev_curves)\(")
+
+
+def imported_modules(source: str) -> list[str]:
+    """The modules a notebook cell imports (its IPython magics left out)."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    return [
+        name
+        for node in ast.walk(ast.parse("\n".join(lines)))
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    ]
+
+
+def test_notebook_runs_from_any_folder_and_shows_every_figure(store, tmp_path, monkeypatch):
+    """The notebook, executed from a folder outside the repository, imports jina5.report (no path
+    tricks) and every cell that plots shows its figure (an image/png output)."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "notebooks" / "explore_results.ipynb", as_version=4)
     nb.cells[
         1
     ].source = f'STORE = r"{store}"\nEXPERIMENTS = ["teacher", "combined"]\nSEEDS = None\nSUITE = "default"'
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # the kernel finds this checkout's jina5 as it would an installed one, and picks its own (inline) backend
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     client = nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(elsewhere)}}
     )
     client.execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [c.source for c in code if "sys.path" in c.source]
+    imported = {m for c in code for m in imported_modules(c.source)}
+    assert {m.split(".")[0] for m in imported}.isdisjoint({"experiments", "tables", "figures", "sweep_spec"})
+    plotting = [c for c in code if PLOTS.search(c.source)]
+    assert len(plotting) >= 2
+    for cell in plotting:
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
     outputs = "".join(
-        o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.outputs
+        o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for c in code for o in c.outputs
     )
     assert (
         "experiments: ['combined', 'teacher']" in outputs or "experiments: ['teacher', 'combined']" in outputs

@@ -154,5 +154,5 @@ def suite_note(stored: pd.DataFrame, suite: str, rows: Sequence[str]) -> str:
     others = runs[runs["suite"].notna() & (runs["suite"] != suite)]["suite"].value_counts()
     if len(others):
         left = ", ".join(f"{n} run(s) of `{other}`" for other, n in sorted(others.items()))
-        line += f" Left out: {left} (`python experiments/tables.py --suite <suite>` tabulates another)."
+        line += f" Left out: {left} (`python -m jina5.report.tables --suite <suite>` tabulates another)."
     return line

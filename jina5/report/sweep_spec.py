@@ -1,6 +1,6 @@
 """What a sweep declares, read from experiments/sweeps.yaml: its trained rows (an experiment config, or
 one per grid point), the names its runs are stored under, the reference rows that frame them, and where
-its tables go. No results are read here (experiments/tables.py builds the tables, experiments/sweep.py
+its tables go. No results are read here (:mod:`jina5.report.tables` builds the tables, experiments/sweep.py
 runs the sweep).
 """
 

@@ -66,6 +66,23 @@ _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
 ROPE_KEY = "rope_theta (student.rope_theta in a training config)"
 
 
+def check_packing_attention(attn_implementation: str | None) -> None:
+    """Refuse packing with any flash-attention implementation (``flash_attention_2``, ``_3``, a hub
+    kernel): packing puts several sequences into each of several rows. transformers' flash path finds
+    packed sequences from ``position_ids`` only when the batch has one row
+    (``modeling_flash_attention_utils._is_packed_sequence``), so with several rows every later sequence of
+    a row would attend to the earlier ones; an encoder would also need a block-diagonal mask, which
+    flash attention does not take. eager / SDPA build the block mask from the restarting positions."""
+    if attn_implementation is not None and "flash" in attn_implementation:
+        raise ValueError(
+            f"student.packing=true cannot run with student.attn_implementation={attn_implementation}: "
+            "packing puts several sequences into each of several rows, and transformers' flash-attention "
+            "path separates packed sequences (from position_ids) only when the batch has one row, so "
+            "sequences in a row would attend to each other. Set student.packing=false, or "
+            "student.attn_implementation=sdpa (or eager), which masks each packed sequence off"
+        )
+
+
 def pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
     """Pool (B, L, H) hidden states with a (B, L) mask into (B, H); padding side does not matter."""
     mask_f = mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
@@ -174,6 +191,8 @@ class Encoder(TaskAdapters, nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if packing:  # before the attention implementation is validated or any backbone is built
+            check_packing_attention(attn_implementation)
         if attn_implementation is not None and attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"student.attn_implementation must be null or one of {ATTN_IMPLEMENTATIONS}, "
@@ -254,12 +273,7 @@ class Encoder(TaskAdapters, nn.Module):
                 f"student.packing: {config.model_type} takes no position_ids, so packed sequences cannot "
                 "restart their positions"
             )
-        if not self._causal and config._attn_implementation == "flash_attention_2":
-            raise ValueError(
-                f"student.packing with attn_implementation=flash_attention_2 needs a decoder; "
-                f"{config.model_type} is an encoder and needs a block-diagonal mask, which flash attention "
-                "does not take (use sdpa)"
-            )
+        check_packing_attention(config._attn_implementation)
 
     # ------------------------------------------------------------------ training path
     @property

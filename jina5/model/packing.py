@@ -14,7 +14,9 @@ pads (its own segment, so no row of the attention mask is empty). No token may a
 sequences:
 - decoders (causal): the restarting ``position_ids`` and no mask; transformers detects the packed
   sequences from them (``masking_utils.find_packed_sequence_indices``) and builds a block-causal mask
-  (eager / SDPA) or runs varlen flash attention;
+  (eager / SDPA). Not flash attention: its path finds packed sequences from ``position_ids`` only for
+  a batch of one row, and our batches have several, so packing refuses it
+  (``jina5.model.encoder.check_packing_attention``);
 - encoders (bidirectional): a block-diagonal 4D mask, M[r, 0, i, j] = [segment_ri == segment_rj]
   (``block_diagonal_mask``), which transformers takes as is.
 

@@ -72,14 +72,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, path)
 
     def load_checkpoint(
-        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+        self, path: Any, map_location: Any | None = "cpu", weights_only: bool | None = None
     ) -> dict:
+        """The checkpoint at ``path``, onto the CPU by default (as Lightning's ``TorchCheckpointIO``:
+        its strategies pass no map_location, and None would put every rank's copy on the device the
+        tensors were saved from, GPU 0). A checkpoint that reads on the CPU but not with the
+        ``map_location`` given (a CUDA one on a host without CUDA) is intact: that error says so."""
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         except FileNotFoundError:
             raise
         except Exception as err:  # torch raises RuntimeError, OSError, pickle errors, EOFError, ...
+            if map_location != "cpu" and _reads_on_cpu(Path(path)):
+                raise RuntimeError(
+                    f"{path}: cannot be loaded with map_location={map_location!r} ({type(err).__name__}: "
+                    f"{err}); the checkpoint is intact (it loads onto the CPU)"
+                ) from err
             raise CheckpointReadError(unreadable_message(Path(path), err)) from err
+
+
+def _reads_on_cpu(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        return False
+    return True
 
 
 def unreadable_message(path: Path, err: BaseException) -> str:

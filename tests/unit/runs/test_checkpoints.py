@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers import LossRecorder, run_cfg
 
-from jina5.runs.checkpoints import CheckpointReadError, atomic_save, checkpoint_step
+from jina5.runs.checkpoints import AtomicCheckpointIO, CheckpointReadError, atomic_save, checkpoint_step
 from jina5.runs.lock import RunLock, RunLockedError
 from jina5.train import train
 
@@ -183,3 +183,37 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch)
         atomic_save({"global_step": 4}, path)
     assert path.read_bytes() == before and checkpoint_step(path) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def save_as_if_on_gpu0(obj: dict, path: Path, monkeypatch) -> None:
+    """``torch.save`` of ``obj`` with every storage tagged ``cuda:0``, as a checkpoint written on GPU 0."""
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        atomic_save(obj, path)
+
+
+def test_checkpoint_io_loads_onto_the_cpu_by_default(tmp_path, monkeypatch):
+    """Lightning's strategies call ``load_checkpoint(path)`` without map_location: every rank must load
+    onto its CPU (Lightning's TorchCheckpointIO default), not onto the device the tensors were saved
+    from (GPU 0 for every rank)."""
+    path = tmp_path / "last.ckpt"
+    save_as_if_on_gpu0({"w": torch.arange(3.0), "global_step": 5}, path, monkeypatch)
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k["map_location"]) or real_load(*a, **k))
+    loaded = AtomicCheckpointIO().load_checkpoint(path)
+    assert seen == ["cpu"]
+    assert loaded["w"].device == torch.device("cpu") and loaded["w"].tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a host without CUDA")
+def test_a_gpu_checkpoint_on_a_cpu_host_is_not_called_corrupt(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    save_as_if_on_gpu0({"w": torch.arange(3.0), "global_step": 5}, path, monkeypatch)
+    with pytest.raises(RuntimeError) as err:
+        AtomicCheckpointIO().load_checkpoint(path, map_location="cuda:0")
+    message = str(err.value)
+    assert not isinstance(err.value, CheckpointReadError)
+    assert "corrupt" not in message and "delete it" not in message
+    assert str(path) in message and "map_location='cuda:0'" in message and "is intact" in message
+    assert path.exists() and checkpoint_step(path) == 5  # readable all along

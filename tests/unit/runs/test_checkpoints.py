@@ -217,3 +217,32 @@ def test_a_gpu_checkpoint_on_a_cpu_host_is_not_called_corrupt(tmp_path, monkeypa
     assert "corrupt" not in message and "delete it" not in message
     assert str(path) in message and "map_location='cuda:0'" in message and "is intact" in message
     assert path.exists() and checkpoint_step(path) == 5  # readable all along
+
+
+def test_ctrl_c_flag_is_agreed_every_n_steps_not_every_step(monkeypatch):
+    """Under several ranks the Ctrl-C flag needs a collective (every rank saves): once every
+    ``signal_check_every_n_steps`` steps and at every dev check, not at every step (a host sync each)."""
+    from types import SimpleNamespace
+
+    from jina5.runs.checkpoints import LastCheckpoint
+
+    agreed = []
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda flag, all=True: agreed.append(step) or flag)
+    trainer = SimpleNamespace(world_size=2, global_step=0, strategy=strategy)
+    monkeypatch.setattr(LastCheckpoint, "_dev_check_due", staticmethod(lambda trainer: False))
+    callback = LastCheckpoint("unused", every_n_steps=1000)
+    for step in range(1, 26):
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None)
+    assert agreed == [10, 20] and callback.signal_check_every_n_steps == 10
+    callback._sigint = True  # Ctrl-C on this rank: the others learn it at the next agreed step
+    saved = []
+    monkeypatch.setattr(callback, "save", lambda trainer, why: saved.append((trainer.global_step, why)))
+    for step in range(26, 30):
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None)
+    assert saved == []
+    trainer.global_step = step = 30
+    with pytest.raises(SystemExit) as stop:
+        callback.on_train_batch_end(trainer, None)
+    assert stop.value.code == 130 and saved == [(30, "Ctrl-C")] and agreed == [10, 20, 30]

@@ -285,12 +285,23 @@ class Encoder(TaskAdapters, nn.Module):
         pos = (mask.cumsum(1) - 1).clamp_min(0) * mask
         return pos + self._position_offset if self._position_offset else pos
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings."""
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, lengths: Sequence[int] | None = None
+    ) -> Tensor:
+        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings. ``lengths``: each
+        row's real tokens as host ints (the collator's, when the encoder packs): packing then plans
+        its rows without reading the mask back from the device."""
         kwargs = {"use_cache": False} if self._accepts_use_cache else {}
         packed = None
         if self.packing and self.training:
-            packed = pack(input_ids, attention_mask, self.tokenizer.pad_token_id, self._position_offset)
+            packed = pack(
+                input_ids,
+                attention_mask,
+                self.tokenizer.pad_token_id,
+                self._position_offset,
+                lengths=lengths,
+                left_padded=self.tokenizer.padding_side == "left",
+            )
         if packed is not None:
             hidden = self.packed_hidden(packed, kwargs)
         else:

@@ -45,3 +45,17 @@ def test_a_packing_encoder_hands_its_batch_lengths_to_pack(monkeypatch):
     out = enc(**batch, lengths=lengths)
     assert seen[0]["lengths"] == lengths and seen[0]["left_padded"] is True
     assert torch.allclose(out, enc(**batch), atol=1e-6)  # the same vectors as the mask-read plan
+
+
+def test_the_collator_hands_a_packing_encoder_its_lengths():
+    from types import SimpleNamespace
+
+    from jina5.data.collate import PairCollator
+
+    enc = Encoder("tiny:qwen3", padding_side="left", append_eos=True, packing=True, prompts={"query": "Q: "})
+    collator = PairCollator.__new__(PairCollator)
+    collator.encoder = enc
+    tokens = collator.tokens(["a b c d e", "f"], "query", 16)
+    assert tokens["lengths"] == tokens["attention_mask"].sum(1).tolist() and tokens["lengths"][1] < 5
+    collator.encoder = SimpleNamespace(tokenize=enc.tokenize, packing=False)
+    assert "lengths" not in collator.tokens(["a b"], "query", 16)  # unchanged batches without packing

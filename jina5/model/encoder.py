@@ -61,6 +61,23 @@ log = logging.getLogger(__name__)
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
+def check_packing_attention(attn_implementation: str | None) -> None:
+    """Refuse packing with any flash-attention implementation (``flash_attention_2``, ``_3``, a hub
+    kernel): packing puts several sequences into each of several rows. transformers' flash path finds
+    packed sequences from ``position_ids`` only when the batch has one row
+    (``modeling_flash_attention_utils._is_packed_sequence``), so with several rows every later sequence of
+    a row would attend to the earlier ones; an encoder would also need a block-diagonal mask, which
+    flash attention does not take. eager / SDPA build the block mask from the restarting positions."""
+    if attn_implementation is not None and "flash" in attn_implementation:
+        raise ValueError(
+            f"student.packing=true cannot run with student.attn_implementation={attn_implementation}: "
+            "packing puts several sequences into each of several rows, and transformers' flash-attention "
+            "path separates packed sequences (from position_ids) only when the batch has one row, so "
+            "sequences in a row would attend to each other. Set student.packing=false, or "
+            "student.attn_implementation=sdpa (or eager), which masks each packed sequence off"
+        )
+
+
 
 
 class Encoder(TaskAdapters, nn.Module):
@@ -122,6 +139,8 @@ class Encoder(TaskAdapters, nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if packing:  # before the attention implementation is validated or any backbone is built
+            check_packing_attention(attn_implementation)
         if attn_implementation is not None and attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"student.attn_implementation must be null or one of {ATTN_IMPLEMENTATIONS}, "
@@ -174,12 +193,7 @@ class Encoder(TaskAdapters, nn.Module):
                 f"student.packing: {config.model_type} takes no position_ids, so packed sequences cannot "
                 "restart their positions"
             )
-        if not self._causal and config._attn_implementation == "flash_attention_2":
-            raise ValueError(
-                f"student.packing with attn_implementation=flash_attention_2 needs a decoder; "
-                f"{config.model_type} is an encoder and needs a block-diagonal mask, which flash attention "
-                "does not take (use sdpa)"
-            )
+        check_packing_attention(config._attn_implementation)
 
     # ------------------------------------------------------------------ training path
     @property
@@ -191,12 +205,23 @@ class Encoder(TaskAdapters, nn.Module):
         pos = (mask.cumsum(1) - 1).clamp_min(0) * mask
         return pos + self._position_offset if self._position_offset else pos
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings."""
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, lengths: Sequence[int] | None = None
+    ) -> Tensor:
+        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings. ``lengths``: each
+        row's real tokens as host ints (the collator's, when the encoder packs): packing then plans
+        its rows without reading the mask back from the device."""
         kwargs = {"use_cache": False} if self._accepts_use_cache else {}
         packed = None
         if self.packing and self.training:
-            packed = pack(input_ids, attention_mask, self.tokenizer.pad_token_id, self._position_offset)
+            packed = pack(
+                input_ids,
+                attention_mask,
+                self.tokenizer.pad_token_id,
+                self._position_offset,
+                lengths=lengths,
+                left_padded=self.tokenizer.padding_side == "left",
+            )
         if packed is not None:
             hidden = self.packed_hidden(packed, kwargs)
         else:

@@ -51,7 +51,7 @@ from jina5.model.adapters import TaskAdapters
 from jina5.model.backbone import load_backbone, prune_layers
 from jina5.model.card import CardInfo
 from jina5.model.io import load_encoder, save_encoder
-from jina5.model.packing import Packed, block_diagonal_mask, pack, unpack
+from jina5.model.packing import Packed, block_diagonal_mask, check_packing_attention, pack, unpack
 from jina5.model.pooling import POOLINGS, pool
 from jina5.model.precision import FP32, autocast
 from jina5.model.quantize import quantize
@@ -61,23 +61,6 @@ log = logging.getLogger(__name__)
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 # Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
 _OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
-def check_packing_attention(attn_implementation: str | None) -> None:
-    """Refuse packing with any flash-attention implementation (``flash_attention_2``, ``_3``, a hub
-    kernel): packing puts several sequences into each of several rows. transformers' flash path finds
-    packed sequences from ``position_ids`` only when the batch has one row
-    (``modeling_flash_attention_utils._is_packed_sequence``), so with several rows every later sequence of
-    a row would attend to the earlier ones; an encoder would also need a block-diagonal mask, which
-    flash attention does not take. eager / SDPA build the block mask from the restarting positions."""
-    if attn_implementation is not None and "flash" in attn_implementation:
-        raise ValueError(
-            f"student.packing=true cannot run with student.attn_implementation={attn_implementation}: "
-            "packing puts several sequences into each of several rows, and transformers' flash-attention "
-            "path separates packed sequences (from position_ids) only when the batch has one row, so "
-            "sequences in a row would attend to each other. Set student.packing=false, or "
-            "student.attn_implementation=sdpa (or eager), which masks each packed sequence off"
-        )
-
-
 
 
 class Encoder(TaskAdapters, nn.Module):

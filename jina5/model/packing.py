@@ -133,3 +133,20 @@ def unpack(hidden: Tensor, packed: Packed) -> Tensor:
     flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, packed.dest)
     out = hidden.new_zeros(b * width, hidden.shape[-1]).index_copy(0, packed.src, flat)
     return out.view(b, width, -1)
+
+
+def check_packing_attention(attn_implementation: str | None) -> None:
+    """Refuse packing with any flash-attention implementation (``flash_attention_2``, ``_3``, a hub
+    kernel): packing puts several sequences into each of several rows. transformers' flash path finds
+    packed sequences from ``position_ids`` only when the batch has one row
+    (``modeling_flash_attention_utils._is_packed_sequence``), so with several rows every later sequence of
+    a row would attend to the earlier ones; an encoder would also need a block-diagonal mask, which
+    flash attention does not take. eager / SDPA build the block mask from the restarting positions."""
+    if attn_implementation is not None and "flash" in attn_implementation:
+        raise ValueError(
+            f"student.packing=true cannot run with student.attn_implementation={attn_implementation}: "
+            "packing puts several sequences into each of several rows, and transformers' flash-attention "
+            "path separates packed sequences (from position_ids) only when the batch has one row, so "
+            "sequences in a row would attend to each other. Set student.packing=false, or "
+            "student.attn_implementation=sdpa (or eager), which masks each packed sequence off"
+        )

@@ -330,7 +330,7 @@ class EmbeddingModule(L.LightningModule):
 
     def log_training(self, total: Tensor, parts: Mapping[str, Tensor], batch: dict) -> None:
         bs = batch["document"]["input_ids"].shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        self.log("train/loss", total, batch_size=bs)  # shown by jina5.runs.progress, no per-step sync
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=bs)
         for name, value in self.objective.log_values().items():

@@ -386,7 +386,7 @@ class EmbeddingModule(L.LightningModule):
         trainer = self.trainer
         plugin = trainer.precision_plugin
         val = gradient_clip_val or 0.0
-        algorithm = GradClipAlgorithmType(str(gradient_clip_algorithm or "norm").lower())
+        algorithm = GradClipAlgorithmType((gradient_clip_algorithm or "norm").lower())
         if val > 0 and algorithm == GradClipAlgorithmType.NORM and isinstance(trainer.strategy, FSDPStrategy):
             trainer.strategy.model.clip_grad_norm_(val)
         elif val > 0 and _optimizer_handles_unscaling(optimizer) and getattr(plugin, "scaler", None) is None:

@@ -48,6 +48,7 @@ from jina5.training.distributed import gather_batch, world_size
 from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
 from jina5.training.objective import Objective, find_distillation
 from jina5.training.schedule import check_scheduler, is_count, lr_scheduler
+from jina5.training.strategies import original_name
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,11 @@ class EmbeddingModule(L.LightningModule):
         self.automatic_optimization = self.chunk_size is None
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
+        # chosen now, by name, before any wrapping: FSDP flattens every parameter to 1-D
+        self.no_decay_names = frozenset(
+            n for n, p in self.named_parameters() if weight_decay_exclude_1d and p.ndim < 2
+        )
+        self._names_at_init = frozenset(n for n, _ in self.named_parameters())
         self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
         self._unchecked: list[tuple[Tensor, int, int, str | None, Tensor, dict[str, Tensor]]] = []
 
@@ -394,11 +400,20 @@ class EmbeddingModule(L.LightningModule):
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def excluded_from_decay(self, name: str, p: Tensor) -> bool:
+        """Whether parameter ``name`` takes no weight decay: one of ``no_decay_names`` (biases, norms,
+        scalars: 1-D or 0-D when the module was built), under its name before FSDP wrapping
+        (``original_name``); a parameter added after construction by its shape."""
+        name = original_name(name)
+        if name in self._names_at_init:
+            return name in self.no_decay_names
+        return self.weight_decay_exclude_1d and p.ndim < 2
+
     def configure_optimizers(self):
         decay, no_decay = [], []
-        for p in self.parameters():
+        for name, p in self.named_parameters():
             if p.requires_grad:
-                (no_decay if self.weight_decay_exclude_1d and p.ndim < 2 else decay).append(p)
+                (no_decay if self.excluded_from_decay(name, p) else decay).append(p)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = resolve_fused(self.optimizer_factory, self.device)([g for g in groups if g["params"]])
         cfg = self.scheduler_cfg

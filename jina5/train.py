@@ -83,7 +83,13 @@ def build(
         plugins=[AtomicCheckpointIO()],
         **dict.fromkeys(clipping),  # None on the Trainer: the module clips
     )
-    check_fsdp(trainer.strategy, module, (cfg.get("adapter") or {}).get("average_with"))
+    check_fsdp(
+        trainer.strategy,
+        module,
+        (cfg.get("adapter") or {}).get("average_with"),
+        precision=trainer.precision_plugin.precision,
+        grad_cache=module.chunk_size,
+    )
     return module, datamodule, trainer
 
 

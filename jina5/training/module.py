@@ -34,7 +34,12 @@ from functools import partial
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor
+from torch.optim import Optimizer
 
 from jina5.losses import EmbeddingBatch
 from jina5.model.encoder import Encoder
@@ -43,6 +48,7 @@ from jina5.training.distributed import gather_batch, world_size
 from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
 from jina5.training.objective import Objective, find_distillation
 from jina5.training.schedule import check_scheduler, is_count, lr_scheduler
+from jina5.training.strategies import original_name
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +141,11 @@ class EmbeddingModule(L.LightningModule):
         self.automatic_optimization = self.chunk_size is None
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
+        # chosen now, by name, before any wrapping: FSDP flattens every parameter to 1-D
+        self.no_decay_names = frozenset(
+            n for n, p in self.named_parameters() if weight_decay_exclude_1d and p.ndim < 2
+        )
+        self._names_at_init = frozenset(n for n, _ in self.named_parameters())
         self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
         self._unchecked: list[tuple[Tensor, int, int, str | None, Tensor, dict[str, Tensor]]] = []
 
@@ -254,7 +265,7 @@ class EmbeddingModule(L.LightningModule):
         total, parts = self.grad_cache_backward(batch)
         self.record_finite(total, parts, batch, batch_idx)
         self.log_training(total, parts, batch)
-        self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+        self.configure_gradient_clipping(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
         optimizer.step()
         self.lr_schedulers().step()
         return total
@@ -364,11 +375,51 @@ class EmbeddingModule(L.LightningModule):
         self.log("val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True)  # teacher, same pairs
 
     # ------------------------------------------------------------------ optimisation
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients before the optimizer step (the plain path: Lightning calls this with the
+        trainer's settings; GradCache: ``training_step`` with the module's). Two cases Lightning's own
+        clipping refuses are done here:
+
+        - FSDP, by norm: the norm is over every rank's shard, so the root FSDP module clips
+          (``FullyShardedDataParallel.clip_grad_norm_``; ``torch.nn.utils.clip_grad_norm_`` would clip
+          each shard by its own norm, and Lightning's ``FSDPPrecision`` refuses it).
+        - an optimizer that unscales its gradients in its step (fused AdamW) with no gradient scaler
+          (``bf16-mixed``): Lightning's mixed-precision plugin refuses to clip for such an optimizer,
+          because under ``16-mixed`` its gradients would still be scaled when clipped; with no scaler
+          they are the true gradients, so they are clipped as for any other optimizer.
+
+        Everything else is Lightning's ``clip_gradients`` (``16-mixed`` with a fused optimizer is
+        refused there: jina5 never trains in fp16)."""
+        trainer = self.trainer
+        plugin = trainer.precision_plugin
+        val = gradient_clip_val or 0.0
+        algorithm = GradClipAlgorithmType((gradient_clip_algorithm or "norm").lower())
+        if val > 0 and algorithm == GradClipAlgorithmType.NORM and isinstance(trainer.strategy, FSDPStrategy):
+            trainer.strategy.model.clip_grad_norm_(val)
+        elif val > 0 and _optimizer_handles_unscaling(optimizer) and getattr(plugin, "scaler", None) is None:
+            Precision.clip_gradients(plugin, optimizer, val, algorithm)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def excluded_from_decay(self, name: str, p: Tensor) -> bool:
+        """Whether parameter ``name`` takes no weight decay: one of ``no_decay_names`` (biases, norms,
+        scalars: 1-D or 0-D when the module was built), under its name before FSDP wrapping
+        (``original_name``); a parameter added after construction by its shape."""
+        name = original_name(name)
+        if name in self._names_at_init:
+            return name in self.no_decay_names
+        return self.weight_decay_exclude_1d and p.ndim < 2
+
     def configure_optimizers(self):
         decay, no_decay = [], []
-        for p in self.parameters():
+        for name, p in self.named_parameters():
             if p.requires_grad:
-                (no_decay if self.weight_decay_exclude_1d and p.ndim < 2 else decay).append(p)
+                (no_decay if self.excluded_from_decay(name, p) else decay).append(p)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = resolve_fused(self.optimizer_factory, self.device)([g for g in groups if g["params"]])
         cfg = self.scheduler_cfg

@@ -26,7 +26,6 @@ vectors -> re-embedded chunks, RNG replayed); activation memory is that of ``chu
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from functools import partial
@@ -34,10 +33,6 @@ from functools import partial
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -47,6 +42,8 @@ from jina5.training.dev_metrics import dev_ndcg_at_10, distilled_cosines, simila
 from jina5.training.distributed import gather_batch, world_size
 from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
 from jina5.training.objective import Objective, find_distillation
+from jina5.training.optimizer import clip_gradients, resolve_fused
+from jina5.training.rng_state import restore_rng_states, rng_states
 from jina5.training.schedule import check_scheduler, is_count, lr_scheduler
 from jina5.training.strategies import original_name
 
@@ -68,19 +65,6 @@ def finite_check_interval(device: torch.device, log_every_n_steps: int) -> int:
     """Steps between reads of the finite-loss flags: every step on CPU (reading costs nothing there),
     else at Lightning's log steps, which read the logged loss anyway (no extra host sync)."""
     return 1 if device.type == "cpu" else max(1, log_every_n_steps)
-
-
-def resolve_fused(factory: Callable, device: torch.device) -> Callable:
-    """An optimizer constructor (a ``functools.partial``) with ``fused=None`` (auto) resolved: True when
-    training on CUDA (one fused kernel for all parameters' AdamW update), else the argument is dropped
-    (torch's default). Any other constructor or an explicit ``fused`` is returned as it is."""
-    kwargs = getattr(factory, "keywords", None)
-    if not isinstance(factory, partial) or "fused" not in kwargs or kwargs["fused"] is not None:
-        return factory
-    kwargs = {k: v for k, v in kwargs.items() if k != "fused"}
-    if device.type == "cuda":
-        kwargs["fused"] = True
-    return partial(factory.func, *factory.args, **kwargs)
 
 
 class EmbeddingModule(L.LightningModule):
@@ -178,27 +162,10 @@ class EmbeddingModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # never a checkpoint of weights a NaN loss may have updated
-        # Lightning does not save RNG states; dropout masks after a resume must match an unbroken run.
-        # Under DDP the checkpoint holds rank 0's states, which every rank restores.
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading works
-            "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():  # every device's generator (dropout on the GPU draws from them)
-            checkpoint["rng_states"]["cuda"] = list(torch.cuda.get_rng_state_all())
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            kind, keys, pos, has_gauss, gauss = states["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            random.setstate(states["python"])
-            if states.get("cuda") is not None and torch.cuda.is_available():
-                # the saved devices this host has (one state per device, in device order)
-                torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
+        restore_rng_states(checkpoint.get("rng_states"))
 
     def encode_triplet(self, batch: dict) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors; a
@@ -382,29 +349,9 @@ class EmbeddingModule(L.LightningModule):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip the gradients before the optimizer step (the plain path: Lightning calls this with the
-        trainer's settings; GradCache: ``training_step`` with the module's). Two cases Lightning's own
-        clipping refuses are done here:
-
-        - FSDP, by norm: the norm is over every rank's shard, so the root FSDP module clips
-          (``FullyShardedDataParallel.clip_grad_norm_``; ``torch.nn.utils.clip_grad_norm_`` would clip
-          each shard by its own norm, and Lightning's ``FSDPPrecision`` refuses it).
-        - an optimizer that unscales its gradients in its step (fused AdamW) with no gradient scaler
-          (``bf16-mixed``): Lightning's mixed-precision plugin refuses to clip for such an optimizer,
-          because under ``16-mixed`` its gradients would still be scaled when clipped; with no scaler
-          they are the true gradients, so they are clipped as for any other optimizer.
-
-        Everything else is Lightning's ``clip_gradients`` (``16-mixed`` with a fused optimizer is
-        refused there: jina5 never trains in fp16)."""
-        trainer = self.trainer
-        plugin = trainer.precision_plugin
-        val = gradient_clip_val or 0.0
-        algorithm = GradClipAlgorithmType((gradient_clip_algorithm or "norm").lower())
-        if val > 0 and algorithm == GradClipAlgorithmType.NORM and isinstance(trainer.strategy, FSDPStrategy):
-            trainer.strategy.model.clip_grad_norm_(val)
-        elif val > 0 and _optimizer_handles_unscaling(optimizer) and getattr(plugin, "scaler", None) is None:
-            Precision.clip_gradients(plugin, optimizer, val, algorithm)
-        else:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        trainer's settings; GradCache: ``training_step`` with the module's): ``jina5.training.optimizer.
+        clip_gradients``."""
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def excluded_from_decay(self, name: str, p: Tensor) -> bool:
         """Whether parameter ``name`` takes no weight decay: one of ``no_decay_names`` (biases, norms,

@@ -13,7 +13,8 @@ from hydra.utils import instantiate
 
 import jina5.training.module
 from jina5.train import train
-from jina5.training.module import finite_check_interval, resolve_fused
+from jina5.training.module import finite_check_interval
+from jina5.training.optimizer import resolve_fused
 
 
 def test_fused_auto_is_true_on_cuda_and_torch_default_elsewhere():

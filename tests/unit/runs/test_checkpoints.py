@@ -21,7 +21,7 @@ from jina5.runs.checkpoints import AtomicCheckpointIO, CheckpointReadError, atom
 from jina5.runs.lock import RunLock, RunLockedError
 from jina5.train import train
 
-CHILD = Path(__file__).resolve().parent / "train_child.py"
+CHILD = Path(__file__).resolve().parents[2] / "e2e" / "train_child.py"  # a real training process
 RUN = "default-seed0"
 # 14 steps; the dev check every 10 steps and the cadence every 3 never coincide before step 14
 COMMON = ("trainer.max_steps=14", "trainer.val_check_interval=10", "trainer.log_every_n_steps=1")

@@ -52,10 +52,12 @@ class AssetCorruptError(RuntimeError):
     """A bundled file does not match the sha256 its wheel recorded."""
 
 
-def cache_root() -> Path:
-    """Root of every jina5 cache: ``$JINA5_CACHE`` or the user's cache dir (``~/.cache/jina5``)."""
+def cache_root(create: bool = True) -> Path:
+    """Root of every jina5 cache: ``$JINA5_CACHE`` or the user's cache dir (``~/.cache/jina5``);
+    created unless ``create`` is False."""
     root = Path(os.environ.get("JINA5_CACHE") or user_cache_dir("jina5"))
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return root
 
 

@@ -44,13 +44,13 @@ class PairCollator:
         rows = [r for _, r in keys]
         if table.texts_only:
             return self.texts_only_batch(table, rows)
-        spec, enc = table.spec, self.encoder
+        spec = table.spec
         queries = [table.queries[r] for r in rows]
         documents = [table.documents[r] for r in rows]
         out = {
             "dataset": spec.name,
-            "query": enc.tokenize(queries, "query", max_length=spec.query_max_length),
-            "document": enc.tokenize(documents, "document", max_length=spec.document_max_length),
+            "query": self.tokens(queries, "query", spec.query_max_length),
+            "document": self.tokens(documents, "document", spec.document_max_length),
             "negatives": None,
             "teacher_query": None,
             "teacher_document": None,
@@ -62,7 +62,7 @@ class PairCollator:
         if negs and all(negs):
             k = min(len(n) for n in negs)
             flat = [n for row in negs for n in row[:k]]
-            out["negatives"] = enc.tokenize(flat, "document", max_length=spec.document_max_length)
+            out["negatives"] = self.tokens(flat, "document", spec.document_max_length)
             out["negatives_per_query"] = k
         if table.teacher_query is not None:
             out["teacher_query"] = torch.from_numpy(table.teacher_query[rows])
@@ -71,12 +71,20 @@ class PairCollator:
             out["scores"] = torch.tensor([table.scores[r] for r in rows], dtype=torch.float32)
         return out
 
+    def tokens(self, texts: list[str], prompt: str, max_length: int) -> dict:
+        """The encoder's tokenised batch; for an encoder that packs, with ``lengths`` (each row's real
+        tokens, host ints), so packing plans its rows without reading the mask back from the device."""
+        out = self.encoder.tokenize(texts, prompt, max_length=max_length)
+        if getattr(self.encoder, "packing", False):
+            out["lengths"] = out["attention_mask"].sum(1).tolist()
+        return out
+
     def texts_only_batch(self, table: PairTable, rows: list[int]) -> dict:
         spec, texts = table.spec, [table.documents[r] for r in rows]
         return {
             "dataset": spec.name,
             "query": None,
-            "document": self.encoder.tokenize(texts, "document", max_length=spec.document_max_length),
+            "document": self.tokens(texts, "document", spec.document_max_length),
             "negatives": None,
             "teacher_query": None,
             "teacher_document": (

@@ -51,7 +51,7 @@ from jina5.model.adapters import TaskAdapters
 from jina5.model.backbone import load_backbone, prune_layers
 from jina5.model.card import CardInfo
 from jina5.model.io import load_encoder, save_encoder
-from jina5.model.packing import Packed, block_diagonal_mask, pack, unpack
+from jina5.model.packing import Packed, block_diagonal_mask, check_packing_attention, pack, unpack
 from jina5.model.pooling import POOLINGS, pool
 from jina5.model.precision import FP32, autocast
 from jina5.model.quantize import quantize
@@ -122,6 +122,8 @@ class Encoder(TaskAdapters, nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if packing:  # before the attention implementation is validated or any backbone is built
+            check_packing_attention(attn_implementation)
         if attn_implementation is not None and attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"student.attn_implementation must be null or one of {ATTN_IMPLEMENTATIONS}, "
@@ -174,12 +176,7 @@ class Encoder(TaskAdapters, nn.Module):
                 f"student.packing: {config.model_type} takes no position_ids, so packed sequences cannot "
                 "restart their positions"
             )
-        if not self._causal and config._attn_implementation == "flash_attention_2":
-            raise ValueError(
-                f"student.packing with attn_implementation=flash_attention_2 needs a decoder; "
-                f"{config.model_type} is an encoder and needs a block-diagonal mask, which flash attention "
-                "does not take (use sdpa)"
-            )
+        check_packing_attention(config._attn_implementation)
 
     # ------------------------------------------------------------------ training path
     @property
@@ -191,12 +188,23 @@ class Encoder(TaskAdapters, nn.Module):
         pos = (mask.cumsum(1) - 1).clamp_min(0) * mask
         return pos + self._position_offset if self._position_offset else pos
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings."""
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, lengths: Sequence[int] | None = None
+    ) -> Tensor:
+        """(B, L) token ids and mask -> (B, H) pooled (and L2-normalised) embeddings. ``lengths``: each
+        row's real tokens as host ints (the collator's, when the encoder packs): packing then plans
+        its rows without reading the mask back from the device."""
         kwargs = {"use_cache": False} if self._accepts_use_cache else {}
         packed = None
         if self.packing and self.training:
-            packed = pack(input_ids, attention_mask, self.tokenizer.pad_token_id, self._position_offset)
+            packed = pack(
+                input_ids,
+                attention_mask,
+                self.tokenizer.pad_token_id,
+                self._position_offset,
+                lengths=lengths,
+                left_padded=self.tokenizer.padding_side == "left",
+            )
         if packed is not None:
             hidden = self.packed_hidden(packed, kwargs)
         else:

@@ -14,7 +14,9 @@ pads (its own segment, so no row of the attention mask is empty). No token may a
 sequences:
 - decoders (causal): the restarting ``position_ids`` and no mask; transformers detects the packed
   sequences from them (``masking_utils.find_packed_sequence_indices``) and builds a block-causal mask
-  (eager / SDPA) or runs varlen flash attention;
+  (eager / SDPA). Not flash attention: its path finds packed sequences from ``position_ids`` only for
+  a batch of one row, and our batches have several, so packing refuses it
+  (``jina5.model.encoder.check_packing_attention``);
 - encoders (bidirectional): a block-diagonal 4D mask, M[r, 0, i, j] = [segment_ri == segment_rj]
   (``block_diagonal_mask``), which transformers takes as is.
 
@@ -25,6 +27,7 @@ the sequence boundaries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,26 +62,43 @@ class Packed:
     shape: tuple[int, int]
 
 
-def pack(input_ids: Tensor, attention_mask: Tensor, pad_id: int, position_offset: int = 0) -> Packed | None:
+def pack(
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    pad_id: int,
+    position_offset: int = 0,
+    lengths: Sequence[int] | None = None,
+    left_padded: bool | None = None,
+) -> Packed | None:
     """Pack a padded batch (B, L) (right or left padded: each row's real tokens contiguous) into rows;
     None when no two sequences share a row (the padded batch is then as small, and its mask simpler).
 
-    One device-to-host copy of the mask (the placement is planned on the host); the index tensors
-    then go to the batch's device."""
+    The placement is planned on the host: from ``lengths`` (each row's real tokens, host ints: the
+    collator's, ``jina5.data.collate``) and ``left_padded`` when given, with no read of the mask;
+    otherwise from one device-to-host copy of the mask (a device sync). The index tensors then go to
+    the batch's device."""
     device = input_ids.device
-    mask = attention_mask.detach().cpu().long()
-    b, width = mask.shape
-    lengths = mask.sum(1)
-    if (lengths == 0).any():
-        raise ValueError(f"packing: row {int((lengths == 0).nonzero()[0])} of the batch has no tokens")
-    capacity = int(lengths.max())
-    row, offset, used = first_fit_decreasing(lengths.tolist(), capacity)
+    b, width = attention_mask.shape
+    if lengths is not None:
+        if left_padded is None:
+            raise ValueError("pack: lengths needs left_padded (where each row's real tokens start)")
+        sizes = [int(n) for n in lengths]
+        first = torch.tensor([width - n if left_padded else 0 for n in sizes], dtype=torch.long)
+    else:
+        mask = attention_mask.detach().cpu().long()
+        sizes = mask.sum(1).tolist()
+        first = mask.argmax(1)  # the first real token
+    if 0 in sizes:
+        raise ValueError(f"packing: row {sizes.index(0)} of the batch has no tokens")
+    capacity = max(sizes)
+    row, offset, used = first_fit_decreasing(sizes, capacity)
+    lengths = torch.tensor(sizes, dtype=torch.long)
     n_rows = len(used)
     if n_rows == b:
         return None
     seq = torch.repeat_interleave(torch.arange(b), lengths)  # (T,) sequence of each real token
     j = torch.arange(len(seq)) - (lengths.cumsum(0) - lengths)[seq]  # position within its sequence
-    src = seq * width + mask.argmax(1)[seq] + j  # argmax: the first real token
+    src = seq * width + first[seq] + j
     row_t, offset_t = torch.tensor(row), torch.tensor(offset)
     dest = row_t[seq] * capacity + offset_t[seq] + j
     # tail slots: positions 0, 1, ... from the row's first free slot (their own segment)
@@ -113,3 +133,20 @@ def unpack(hidden: Tensor, packed: Packed) -> Tensor:
     flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, packed.dest)
     out = hidden.new_zeros(b * width, hidden.shape[-1]).index_copy(0, packed.src, flat)
     return out.view(b, width, -1)
+
+
+def check_packing_attention(attn_implementation: str | None) -> None:
+    """Refuse packing with any flash-attention implementation (``flash_attention_2``, ``_3``, a hub
+    kernel): packing puts several sequences into each of several rows. transformers' flash path finds
+    packed sequences from ``position_ids`` only when the batch has one row
+    (``modeling_flash_attention_utils._is_packed_sequence``), so with several rows every later sequence of
+    a row would attend to the earlier ones; an encoder would also need a block-diagonal mask, which
+    flash attention does not take. eager / SDPA build the block mask from the restarting positions."""
+    if attn_implementation is not None and "flash" in attn_implementation:
+        raise ValueError(
+            f"student.packing=true cannot run with student.attn_implementation={attn_implementation}: "
+            "packing puts several sequences into each of several rows, and transformers' flash-attention "
+            "path separates packed sequences (from position_ids) only when the batch has one row, so "
+            "sequences in a row would attend to each other. Set student.packing=false, or "
+            "student.attn_implementation=sdpa (or eager), which masks each packed sequence off"
+        )

@@ -1,7 +1,12 @@
-"""The ablation figures, drawn with matplotlib (Agg backend: files only, no display) from the frames
-experiments/tables.py computes: overall score against Matryoshka dim (``truncation_curve``), float32 vs
-int8 vs binary per experiment (``precision_points``) and dev retrieval against training step
-(``dev_curves``). Each function saves its figure and returns it (closed: for inspection, not display).
+"""The ablation figures, drawn from the frames of :mod:`jina5.report.aggregate`: overall score against
+Matryoshka dim (``truncation_curve``), float32 vs int8 vs binary per experiment (``precision_points``) and
+dev retrieval against training step (``dev_curves``). Each function returns its figure and, given a
+``path``, saves it there.
+
+The figures are plain :class:`matplotlib.figure.Figure` objects, not pyplot's: drawing and saving them
+needs no backend, so importing this module leaves the caller's backend alone (a notebook keeps its inline
+one and shows a figure with ``display(fig)``; a script or a test needs no ``matplotlib.use``) and no figure
+is left open in pyplot's registry.
 
 Shared rules: every value x100; where a row has several seeds, a band (lines) or error bars (points)
 of ± the seed std; one colour per experiment in every figure of a sweep (:func:`experiment_colours`);
@@ -15,13 +20,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import to_hex  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 # the rows that frame a sweep's trained regimes keep one colour everywhere
 REFERENCE_COLOURS = {"teacher": "#000000", "untrained_student": "#7f7f7f", "stage1": "#8c564b"}
@@ -45,7 +49,7 @@ def experiment_colours(names: Iterable[str]) -> dict[str, str]:
     return colours
 
 
-def fit_ylim(ax: plt.Axes, values: Iterable[float], pad: float = 0.1, min_pad: float = 0.5) -> None:
+def fit_ylim(ax: Axes, values: Iterable[float], pad: float = 0.1, min_pad: float = 0.5) -> None:
     """y limits [min - p, max + p] of the finite ``values`` (x100 scores, bands included), p = ``pad`` x
     their range, at least ``min_pad`` points: the differences fill the plot (no axis forced to 0)."""
     ys = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
@@ -55,14 +59,21 @@ def fit_ylim(ax: plt.Axes, values: Iterable[float], pad: float = 0.1, min_pad: f
         ax.set_ylim(low - margin, high + margin)
 
 
-def save(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, path: Path) -> plt.Figure:
+def new_axes() -> tuple[Figure, Axes]:
+    """A 6 x 4 inch figure of one axes, outside pyplot (see the module's docstring)."""
+    fig = Figure(figsize=(6, 4))
+    return fig, fig.subplots()
+
+
+def finish(fig: Figure, ax: Axes, xlabel: str, ylabel: str, path: Path | None) -> Figure:
+    """Labels, legend and grid; saved to ``path`` (120 dpi) unless it is None."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=120)
     return fig
 
 
@@ -74,7 +85,7 @@ def seed_std(spread: pd.DataFrame | None, exp: str, index: pd.Index) -> np.ndarr
     return std if np.isfinite(std).any() else None
 
 
-def line_with_band(ax: plt.Axes, row: pd.Series, std: np.ndarray | None, colour: str, **kw) -> list[float]:
+def line_with_band(ax: Axes, row: pd.Series, std: np.ndarray | None, colour: str, **kw) -> list[float]:
     """A line of ``row`` x100 and, where ``std`` is known (several seeds), a band of mean ± std in the
     same colour; returns every y drawn (for :func:`fit_ylim`)."""
     mean = row.to_numpy(dtype=float) * 100
@@ -88,16 +99,16 @@ def line_with_band(ax: plt.Axes, row: pd.Series, std: np.ndarray | None, colour:
 
 def truncation_curve(
     dims: pd.DataFrame,
-    path: Path,
+    path: Path | None = None,
     precision: str = "float32",
     spread: pd.DataFrame | None = None,
     colours: Mapping[str, str] | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Overall score against Matryoshka dim, one line per row of a ``dim_table`` (seed mean); a band of
     ± the seed std (``spread``: the ``dim_table`` of ``stat="std"``) where a row has several seeds. The
     x ticks are the evaluated dims (e.g. 32, 64, 128, 256, 384 and the teacher's 768), on a log axis."""
     colours = colours or experiment_colours(dims.index)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_axes()
     ys: list[float] = []
     evaluated: set[int] = set()
     for exp, row in dims.iterrows():
@@ -110,7 +121,7 @@ def truncation_curve(
     ax.set_xticks(ticks, [str(d) for d in ticks])
     ax.xaxis.set_minor_locator(NullLocator())
     fit_ylim(ax, ys)
-    return save(
+    return finish(
         fig,
         ax,
         "embedding dim (Matryoshka truncation)",
@@ -119,13 +130,15 @@ def truncation_curve(
     )
 
 
-def precision_points(table: pd.DataFrame, path: Path, colours: Mapping[str, str] | None = None) -> plt.Figure:
+def precision_points(
+    table: pd.DataFrame, path: Path | None = None, colours: Mapping[str, str] | None = None
+) -> Figure:
     """Float32 vs int8 vs binary overall average per experiment (a ``regime_table``, seed mean): points
     joined by a line per experiment, error bars ± the seed std where it has several seeds. A precision
     no row was evaluated at is left out."""
     colours = colours or experiment_colours(table["experiment"])
     shown = [(name, col) for name, col in PRECISIONS if col in table and table[col].notna().any()]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_axes()
     ys: list[float] = []
     width = 0.3  # experiments side by side within a precision, so their error bars do not overlap
     offsets = np.linspace(-width / 2, width / 2, len(table)) if len(table) > 1 else [0.0]
@@ -148,22 +161,22 @@ def precision_points(table: pd.DataFrame, path: Path, colours: Mapping[str, str]
         ys += [*(mean - err), *(mean + err)]
     ax.set_xticks(range(len(shown)), [name for name, _ in shown])
     fit_ylim(ax, ys)
-    return save(fig, ax, "precision (full dim)", "overall average x 100 (± seed std)", path)
+    return finish(fig, ax, "precision (full dim)", "overall average x 100 (± seed std)", path)
 
 
 def dev_curves(
     steps: pd.DataFrame,
     teacher: float | None,
-    path: Path,
+    path: Path | None = None,
     metric: str = "ndcg@10",
     spread: pd.DataFrame | None = None,
     colours: Mapping[str, str] | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Dev-set retrieval score against training step, one line per row of a ``curve_table`` (seed
     mean) with a band of ± the seed std (``spread``) where it has several seeds; the teacher's level
     dashed, in the teacher's colour."""
     colours = colours or experiment_colours([*steps.index, "teacher"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_axes()
     ys: list[float] = []
     for exp, row in steps.iterrows():
         row = row.dropna()
@@ -173,7 +186,7 @@ def dev_curves(
         ax.axhline(teacher * 100, color=colour, linestyle="--", label="teacher")
         ys.append(teacher * 100)
     fit_ylim(ax, ys)
-    return save(fig, ax, "training step", f"dev {metric} x 100 (± seed std)", path)
+    return finish(fig, ax, "training step", f"dev {metric} x 100 (± seed std)", path)
 
 
 def figure_links(paths: Sequence[Path]) -> str:

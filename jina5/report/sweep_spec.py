@@ -1,6 +1,6 @@
 """What a sweep declares, read from experiments/sweeps.yaml: its trained rows (an experiment config, or
 one per grid point), the names its runs are stored under, the reference rows that frame them, and where
-its tables go. No results are read here (experiments/tables.py builds the tables, experiments/sweep.py
+its tables go. No results are read here (:mod:`jina5.report.tables` builds the tables, experiments/sweep.py
 runs the sweep).
 """
 
@@ -15,7 +15,7 @@ import yaml
 from jina5.conf import compose
 from jina5.eval.suite_names import composed_eval, explicit_suite_id, settings_fingerprint
 
-SWEEPS_FILE = Path(__file__).with_name("sweeps.yaml")
+SWEEPS_FILE = Path(__file__).resolve().parents[2] / "experiments" / "sweeps.yaml"  # the checkout's
 
 
 def load_sweeps() -> dict:

@@ -12,7 +12,9 @@ and a named error for one that cannot be read.
 - **Signals.** SIGTERM (a scheduler's preemption; Lightning raises ``SIGTERMException`` at the next step
   boundary, after any dev check) and a first Ctrl-C (SIGINT; a second one stops at once) save
   ``last.ckpt`` at the end of the current step, then stop the run without ``done.json``: rerunning the
-  same command resumes it. The exit status is 128 + the signal's number (143 for SIGTERM, 130 for SIGINT).
+  same command resumes it. Under several ranks the ranks agree on a Ctrl-C (a collective, so a host sync)
+  every ``signal_check_every_n_steps`` steps (10) and at dev checks: it stops at the next such step.
+  The exit status is 128 + the signal's number (143 for SIGTERM, 130 for SIGINT).
 
 Every save happens at a step boundary, after that step's dev check if one is due (a checkpoint taken
 before a due dev check would skip it on resume), so a resumed run repeats an unbroken one exactly.
@@ -72,14 +74,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, path)
 
     def load_checkpoint(
-        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+        self, path: Any, map_location: Any | None = "cpu", weights_only: bool | None = None
     ) -> dict:
+        """The checkpoint at ``path``, onto the CPU by default (as Lightning's ``TorchCheckpointIO``:
+        its strategies pass no map_location, and None would put every rank's copy on the device the
+        tensors were saved from, GPU 0). A checkpoint that reads on the CPU but not with the
+        ``map_location`` given (a CUDA one on a host without CUDA) is intact: that error says so."""
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         except FileNotFoundError:
             raise
         except Exception as err:  # torch raises RuntimeError, OSError, pickle errors, EOFError, ...
+            if map_location != "cpu" and _reads_on_cpu(Path(path)):
+                raise RuntimeError(
+                    f"{path}: cannot be loaded with map_location={map_location!r} ({type(err).__name__}: "
+                    f"{err}); the checkpoint is intact (it loads onto the CPU)"
+                ) from err
             raise CheckpointReadError(unreadable_message(Path(path), err)) from err
+
+
+def _reads_on_cpu(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        return False
+    return True
 
 
 def unreadable_message(path: Path, err: BaseException) -> str:
@@ -124,12 +143,22 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(
-        self, dirpath: str | Path, every_n_steps: int | None = None, save_on_signal: bool = True
+        self,
+        dirpath: str | Path,
+        every_n_steps: int | None = None,
+        save_on_signal: bool = True,
+        signal_check_every_n_steps: int = 10,
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(
                 f"callbacks.last_checkpoint.every_n_steps must be >= 1 or null, got {every_n_steps}"
             )
+        if signal_check_every_n_steps < 1:
+            raise ValueError(
+                "callbacks.last_checkpoint.signal_check_every_n_steps must be >= 1, "
+                f"got {signal_check_every_n_steps}"
+            )
+        self.signal_check_every_n_steps = signal_check_every_n_steps
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
         self.save_on_signal = save_on_signal
@@ -180,9 +209,13 @@ class LastCheckpoint(Checkpoint):
             "Ctrl-C: saving last.ckpt at the end of this step, then stopping (Ctrl-C again: stop now)"
         )
 
-    def _stop_if_interrupted(self, trainer: L.Trainer) -> None:
+    def _stop_if_interrupted(self, trainer: L.Trainer, dev_check: bool = False) -> None:
         interrupted = self._sigint
         if trainer.world_size > 1:  # every rank saves (a collective), so all must agree
+            # a collective is a host sync: agree every signal_check_every_n_steps steps and at dev checks
+            # (synced already), on the same steps on every rank (global_step is the same everywhere)
+            if not dev_check and trainer.global_step % self.signal_check_every_n_steps:
+                return
             interrupted = trainer.strategy.reduce_boolean_decision(interrupted, all=False)
         if interrupted:
             self.save(trainer, "Ctrl-C")
@@ -203,7 +236,7 @@ class LastCheckpoint(Checkpoint):
         if self._due_after_dev_check:
             self._due_after_dev_check = False
             self.save(trainer, "after the dev check")
-        self._stop_if_interrupted(trainer)
+        self._stop_if_interrupted(trainer, dev_check=True)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and self.save_on_signal:

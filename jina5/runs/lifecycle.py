@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from jina5.assets import cache_root
 from jina5.atomic import atomic_write_text
 from jina5.model.card import card_from_config
 from jina5.model.encoder import Encoder
@@ -75,6 +77,33 @@ def exportable_encoder(
         {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     )
     return encoder
+
+
+#: directories that are one per machine on a cluster node (``$TMPDIR`` too, when set)
+NODE_LOCAL_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def check_shared_cache(num_nodes: int) -> Path | None:
+    """On a multi-node run, warn (and return the cache root) when the jina5 cache (``JINA5_CACHE``: the
+    teacher store, split manifests) is under a node-local directory (:data:`NODE_LOCAL_DIRS`,
+    ``$TMPDIR``): the ranks on the other nodes would not see the teacher store rank 0 fills. Only
+    these known node-local paths are caught; whether another path is shared is not checked."""
+    if num_nodes <= 1:
+        return None
+    root = Path(os.path.abspath(cache_root(create=False)))
+    local = [Path(d) for d in NODE_LOCAL_DIRS]
+    if os.environ.get("TMPDIR", "/") != "/":
+        local.append(Path(os.path.abspath(os.environ["TMPDIR"])))
+    if not any(root == d or d in root.parents for d in local):
+        return None
+    log.warning(
+        "trainer.num_nodes=%d: the jina5 cache (teacher vectors, split manifests) is at %s, a node-local "
+        "path, so the ranks of the other nodes will not find the teacher store rank 0 fills. Set JINA5_CACHE to "
+        "a directory on a shared file system that every node mounts (docs/scaling.md)",
+        num_nodes,
+        root,
+    )
+    return root
 
 
 class Run:
@@ -142,6 +171,7 @@ class Run:
         curve record's values before the resumed step."""
         self.started = time.perf_counter()
         if trainer.is_global_zero:  # ranks launched as separate scripts run ``train`` too
+            check_shared_cache(trainer.num_nodes)
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
         config = OmegaConf.to_container(self.cfg, resolve=True)

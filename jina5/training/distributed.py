@@ -82,10 +82,11 @@ def gather_batch(batch: EmbeddingBatch) -> EmbeddingBatch:
         [k, -k, *present, *(-int(p) for p in present)], dtype=torch.int64, device=batch.document.device
     )
     torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    k_max, k_min = int(flags[0]), -int(flags[1])
+    agreed = flags.tolist()  # one read to the host (one device sync), not one per flag
+    k_max, k_min = agreed[0], -agreed[1]
     n = len(fields)
-    anywhere = dict(zip(fields, (int(v) == 1 for v in flags[2 : 2 + n]), strict=True))
-    everywhere = dict(zip(fields, (int(v) == -1 for v in flags[2 + n :]), strict=True))
+    anywhere = dict(zip(fields, (v == 1 for v in agreed[2 : 2 + n]), strict=True))
+    everywhere = dict(zip(fields, (v == -1 for v in agreed[2 + n :]), strict=True))
     padded = (*NEGATIVE_FIELDS, "negatives_mask")
     uneven = [f for f in fields if anywhere[f] != everywhere[f] and f not in padded]
     if uneven:

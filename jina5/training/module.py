@@ -185,12 +185,15 @@ class EmbeddingModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # never a checkpoint of weights a NaN loss may have updated
         # Lightning does not save RNG states; dropout masks after a resume must match an unbroken run.
+        # Under DDP the checkpoint holds rank 0's states, which every rank restores.
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading works
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
             "python": random.getstate(),
         }
+        if torch.cuda.is_available():  # every device's generator (dropout on the GPU draws from them)
+            checkpoint["rng_states"]["cuda"] = list(torch.cuda.get_rng_state_all())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         states = checkpoint.get("rng_states")
@@ -199,6 +202,9 @@ class EmbeddingModule(L.LightningModule):
             kind, keys, pos, has_gauss, gauss = states["numpy"]
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
+            if states.get("cuda") is not None and torch.cuda.is_available():
+                # the saved devices this host has (one state per device, in device order)
+                torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
 
     def encode_triplet(self, batch: dict) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors; a

@@ -225,6 +225,7 @@ def smoke(
         "trainer.devices=1",
         "debug=smoke",
         f"trainer.max_steps={steps}",
+        *(["++data.num_workers=0"] if trainer == "cpu" else []),  # tiny runs on 2 shared cores
         "trainer.val_check_interval=2",
         "data.dev_datasets=[bbc]",
         "data.dev_pairs=8",
@@ -240,6 +241,26 @@ def smoke(
     assert set(observed.tables) == set(datasets_of(resolved(f"experiment=paper/{experiment}")))
     assert all(rows == 8 for rows in observed.tables.values())  # the row cap, through the config's columns
     return Path(summary["run_dir"]), observed
+
+
+PAPER_EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).parents[2] / "conf/experiment/paper").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
+def test_paper_data_configs_tokenise_in_worker_processes(experiment):
+    """A GPU run must not wait on the training process to tokenise its next 2 x 512 texts: every paper
+    experiment's data config collates in DataLoader workers (the batches are the same; datamodule.py).
+    Composed from this checkout's conf/ (the installed package may point at another checkout's)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[f"experiment=paper/{experiment}"])
+    assert cfg.data.get("num_workers", 0) == 4
 
 
 def theta_of(inv_freq1: float, dim: int = 8) -> float:

@@ -135,7 +135,28 @@ def test_packing_leaves_eval_mode_padded():
 def test_packing_an_encoder_needs_a_mask_flash_attention_lacks():
     plain = Encoder("tiny:bert")
     plain.backbone.config._attn_implementation = "flash_attention_2"  # no flash-attn package on CPU
-    with pytest.raises(ValueError, match="student.packing.*needs a decoder"):
+    with pytest.raises(ValueError, match="student.packing=true.*flash_attention_2"):
+        Encoder(plain.backbone, tokenizer=plain.tokenizer, packing=True)
+
+
+@pytest.mark.parametrize("attn", ["flash_attention_2", "flash_attention_3", "kernels-community/flash-attn"])
+def test_packing_refuses_flash_attention_before_loading(attn, monkeypatch):
+    """Packed rows hold several sequences; transformers' flash path reads them from position_ids only
+    for a batch of one row (``_is_packed_sequence``): refused before any backbone is built."""
+    import jina5.model.tiny as tiny
+
+    monkeypatch.setattr(tiny, "tiny_model_and_tokenizer", lambda *a, **k: pytest.fail("backbone built"))
+    with pytest.raises(ValueError) as err:
+        Encoder("tiny:qwen3", attn_implementation=attn, packing=True)
+    message = str(err.value)
+    for words in ("student.packing=true", f"student.attn_implementation={attn}", "one row", "sdpa"):
+        assert words in message
+
+
+def test_packing_refuses_a_decoder_built_with_flash_attention():
+    plain = Encoder("tiny:qwen3", **SETTINGS["qwen3"])
+    plain.backbone.config._attn_implementation = "flash_attention_2"  # no flash-attn package on CPU
+    with pytest.raises(ValueError, match="student.packing=true.*flash_attention_2"):
         Encoder(plain.backbone, tokenizer=plain.tokenizer, packing=True)
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
 from helpers import REGIME_KEYS, compose, dev_record, task_records, write_fake_run, write_golden_store
 
 from jina5.eval.store import ResultsStore
-from jina5.report import sweep_spec, tables
+from jina5.eval.summary import latest_runs, type_averages
+from jina5.report import aggregate, markdown_tables, sweep_spec, tables, verdicts
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -41,22 +45,20 @@ def by_hand_overall(base: float, dim_shift: float = 0.0, drop: float = 0.0) -> f
 
 
 def test_type_averages_by_hand(store):
-    df = tables.latest_runs(ResultsStore(store).read())
+    df = latest_runs(ResultsStore(store).read())
     run = df[(df["experiment"] == "combined") & (df["seed"] == 0)]
-    got = tables.type_averages(run)
+    got = type_averages(run)
     assert got["retrieval"] == pytest.approx((0.50 + (0.51 + 0.52) / 2) / 2)
     assert got["sts"] == pytest.approx(0.53)
     assert got["overall"] == pytest.approx(by_hand_overall(0.50))
-    assert tables.type_averages(run, dim=128)["overall"] == pytest.approx(by_hand_overall(0.50, 0.05))
-    assert tables.type_averages(run, precision="binary")["overall"] == pytest.approx(
-        by_hand_overall(0.50, drop=0.1)
-    )
+    assert type_averages(run, dim=128)["overall"] == pytest.approx(by_hand_overall(0.50, 0.05))
+    assert type_averages(run, precision="binary")["overall"] == pytest.approx(by_hand_overall(0.50, drop=0.1))
 
 
 def test_latest_run_wins_and_seeds_give_mean_and_std(store):
-    df = tables.latest_runs(ResultsStore(store).read())
+    df = latest_runs(ResultsStore(store).read())
     assert set(df[df["experiment"] == "pure_distill"]["run_id"]) == {"pure_distill-0-new"}
-    table = tables.regime_table(df, ["teacher", "combined", "pure_distill"]).set_index("experiment")
+    table = aggregate.regime_table(df, ["teacher", "combined", "pure_distill"]).set_index("experiment")
     a, b = by_hand_overall(0.50), by_hand_overall(0.54)
     assert table.loc["combined", "float/overall"] == pytest.approx((a + b) / 2)
     assert table.loc["combined", "float/overall_std"] == pytest.approx(math.sqrt(((a - b) / 2) ** 2 * 2))
@@ -68,14 +70,14 @@ def test_latest_run_wins_and_seeds_give_mean_and_std(store):
     assert table.loc["teacher", "binary_drop/retrieval"] == pytest.approx(-0.2)
     assert math.isnan(table.loc["teacher", "float/overall_std"])
     # pure_distill (0.52 base, one seed) is within combined's spread of the best (teacher, no spread) -> not a tie
-    marks = tables.ties(table.reset_index())
+    marks = verdicts.ties(table.reset_index())
     assert marks["teacher"] == "best" and marks["pure_distill"] == ""
 
 
 def test_tie_when_difference_is_within_the_spread(store):
-    df = tables.latest_runs(ResultsStore(store).read())
-    table = tables.regime_table(df, ["combined", "pure_distill"])
-    assert tables.ties(table) == {"combined": "best", "pure_distill": "tie"}  # 0.52 vs 0.52 +- 0.028
+    df = latest_runs(ResultsStore(store).read())
+    table = aggregate.regime_table(df, ["combined", "pure_distill"])
+    assert verdicts.ties(table) == {"combined": "best", "pure_distill": "tie"}  # 0.52 vs 0.52 +- 0.028
 
 
 def test_build_writes_summary_and_figures(store, tmp_path, monkeypatch):
@@ -208,22 +210,54 @@ def test_every_sweep_names_existing_experiment_configs():
             assert compose([f"experiment={spec['stage1']['experiment']}"]).get("adapter") is None, name
 
 
-def test_notebook_executes_against_the_store(store):
+# a cell that draws: pyplot, or one of jina5.report.figures' drawing functions
+PLOTS = re.compile(r"\bplt\.|\.plot\(|\b(truncation_curve|precision_points|dev_curves)\(")
+
+
+def imported_modules(source: str) -> list[str]:
+    """The modules a notebook cell imports (its IPython magics left out)."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    return [
+        name
+        for node in ast.walk(ast.parse("\n".join(lines)))
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    ]
+
+
+def test_notebook_runs_from_any_folder_and_shows_every_figure(store, tmp_path, monkeypatch):
+    """The notebook, executed from a folder outside the repository, imports jina5.report (no path
+    tricks) and every cell that plots shows its figure (an image/png output)."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "notebooks" / "explore_results.ipynb", as_version=4)
     nb.cells[
         1
     ].source = f'STORE = r"{store}"\nEXPERIMENTS = ["teacher", "combined"]\nSEEDS = None\nSUITE = "default"'
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # the kernel finds this checkout's jina5 as it would an installed one, and picks its own (inline) backend
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     client = nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(elsewhere)}}
     )
     client.execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [c.source for c in code if "sys.path" in c.source]
+    imported = {m for c in code for m in imported_modules(c.source)}
+    assert {m.split(".")[0] for m in imported}.isdisjoint({"experiments", "tables", "figures", "sweep_spec"})
+    plotting = [c for c in code if PLOTS.search(c.source)]
+    assert len(plotting) >= 2
+    for cell in plotting:
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
     outputs = "".join(
-        o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.outputs
+        o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for c in code for o in c.outputs
     )
     assert (
         "experiments: ['combined', 'teacher']" in outputs or "experiments: ['teacher', 'combined']" in outputs
@@ -265,16 +299,16 @@ def test_layout_ranks_by_its_declared_value(golden_store):
     )
     # without a declared reference the best row by rank_by is the reference: nce_gor is best in
     # retrieval (its retrieval is shifted up) but not overall, where nce_distill would be
-    df = tables.latest_runs(ResultsStore(golden_store).read())
+    df = latest_runs(ResultsStore(golden_store).read())
     spec = sweep_spec.load_sweeps()["table5"]
-    trained = tables.regime_table(df, [row.label for row in sweep_spec.sweep_rows(spec)])
-    assert tables.ties(trained, "float/overall")["loss_ablation/nce_distill"] == "best"
-    assert tables.ties(trained, spec["table"]["rank_by"])["loss_ablation/nce_gor"] == "best"
+    trained = aggregate.regime_table(df, [row.label for row in sweep_spec.sweep_rows(spec)])
+    assert verdicts.ties(trained, "float/overall")["loss_ablation/nce_distill"] == "best"
+    assert verdicts.ties(trained, spec["table"]["rank_by"])["loss_ablation/nce_gor"] == "best"
     undeclared = {k: v for k, v in spec["table"].items() if k != "reference"}
-    assert tables.reference_row(spec, undeclared, trained) == ("loss_ablation/nce_gor", True)
-    assert tables.reference_row(spec, spec["table"], trained) == ("loss_ablation/nce_distill_gor", False)
+    assert verdicts.reference_row(spec, undeclared, trained) == ("loss_ablation/nce_gor", True)
+    assert verdicts.reference_row(spec, spec["table"], trained) == ("loss_ablation/nce_distill_gor", False)
     no_rank = {k: v for k, v in undeclared.items() if k != "rank_by"}
-    assert tables.reference_row(spec, no_rank, trained) == ("loss_ablation/nce_distill_gor", False)  # first
+    assert verdicts.reference_row(spec, no_rank, trained) == ("loss_ablation/nce_distill_gor", False)  # first
 
 
 def test_default_table_has_paired_intervals_and_their_verdicts(golden_store):
@@ -323,10 +357,10 @@ def test_stage2_compares_stage1_and_adapters_per_task_type(golden_store):
     assert (
         f"| overall | {by_hand_overall(0.52) * 100:.2f} | {by_hand_overall(0.55) * 100:.2f} | +3.00 |" in md
     )
-    table = tables.regime_table(
-        tables.latest_runs(ResultsStore(golden_store).read()), ["stage1", "stage2_adapters"]
+    table = aggregate.regime_table(
+        latest_runs(ResultsStore(golden_store).read()), ["stage1", "stage2_adapters"]
     )
-    lines = tables.comparison_markdown(
+    lines = markdown_tables.comparison_markdown(
         table, [("sts", "float/sts")], "stage2_adapters", "stage1"
     ).splitlines()
     assert lines[0] == "| task type | stage2_adapters | stage1 | delta |"

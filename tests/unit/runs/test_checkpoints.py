@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers import LossRecorder, run_cfg
 
-from jina5.runs.checkpoints import CheckpointReadError, atomic_save, checkpoint_step
+from jina5.runs.checkpoints import AtomicCheckpointIO, CheckpointReadError, atomic_save, checkpoint_step
 from jina5.runs.lock import RunLock, RunLockedError
 from jina5.train import train
 
@@ -183,3 +183,66 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch)
         atomic_save({"global_step": 4}, path)
     assert path.read_bytes() == before and checkpoint_step(path) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def save_as_if_on_gpu0(obj: dict, path: Path, monkeypatch) -> None:
+    """``torch.save`` of ``obj`` with every storage tagged ``cuda:0``, as a checkpoint written on GPU 0."""
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        atomic_save(obj, path)
+
+
+def test_checkpoint_io_loads_onto_the_cpu_by_default(tmp_path, monkeypatch):
+    """Lightning's strategies call ``load_checkpoint(path)`` without map_location: every rank must load
+    onto its CPU (Lightning's TorchCheckpointIO default), not onto the device the tensors were saved
+    from (GPU 0 for every rank)."""
+    path = tmp_path / "last.ckpt"
+    save_as_if_on_gpu0({"w": torch.arange(3.0), "global_step": 5}, path, monkeypatch)
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k["map_location"]) or real_load(*a, **k))
+    loaded = AtomicCheckpointIO().load_checkpoint(path)
+    assert seen == ["cpu"]
+    assert loaded["w"].device == torch.device("cpu") and loaded["w"].tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a host without CUDA")
+def test_a_gpu_checkpoint_on_a_cpu_host_is_not_called_corrupt(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    save_as_if_on_gpu0({"w": torch.arange(3.0), "global_step": 5}, path, monkeypatch)
+    with pytest.raises(RuntimeError) as err:
+        AtomicCheckpointIO().load_checkpoint(path, map_location="cuda:0")
+    message = str(err.value)
+    assert not isinstance(err.value, CheckpointReadError)
+    assert "corrupt" not in message and "delete it" not in message
+    assert str(path) in message and "map_location='cuda:0'" in message and "is intact" in message
+    assert path.exists() and checkpoint_step(path) == 5  # readable all along
+
+
+def test_ctrl_c_flag_is_agreed_every_n_steps_not_every_step(monkeypatch):
+    """Under several ranks the Ctrl-C flag needs a collective (every rank saves): once every
+    ``signal_check_every_n_steps`` steps and at every dev check, not at every step (a host sync each)."""
+    from types import SimpleNamespace
+
+    from jina5.runs.checkpoints import LastCheckpoint
+
+    agreed = []
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda flag, all=True: agreed.append(step) or flag)
+    trainer = SimpleNamespace(world_size=2, global_step=0, strategy=strategy)
+    monkeypatch.setattr(LastCheckpoint, "_dev_check_due", staticmethod(lambda trainer: False))
+    callback = LastCheckpoint("unused", every_n_steps=1000)
+    for step in range(1, 26):
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None)
+    assert agreed == [10, 20] and callback.signal_check_every_n_steps == 10
+    callback._sigint = True  # Ctrl-C on this rank: the others learn it at the next agreed step
+    saved = []
+    monkeypatch.setattr(callback, "save", lambda trainer, why: saved.append((trainer.global_step, why)))
+    for step in range(26, 30):
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None)
+    assert saved == []
+    trainer.global_step = step = 30
+    with pytest.raises(SystemExit) as stop:
+        callback.on_train_batch_end(trainer, None)
+    assert stop.value.code == 130 and saved == [(30, "Ctrl-C")] and agreed == [10, 20, 30]

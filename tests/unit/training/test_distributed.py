@@ -329,3 +329,20 @@ def test_two_rank_run_writes_once_and_matches_one_rank_on_the_same_global_batch(
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_gather_batch_reads_the_agreement_once(tmp_path):
+    """The agreement's all_reduce result reaches the host in one read (one device sync on a GPU), not
+    one ``int()`` per flag; the gathered batch is the same."""
+    from host_reads import HostReads
+
+    from jina5.training.distributed import gather_batch
+
+    batch = EmbeddingBatch(
+        query=torch.randn(3, 4), document=torch.randn(3, 4), negatives=torch.randn(3, 2, 4)
+    )
+    with gloo_group(0, 1, str(tmp_path / "init")), HostReads() as reads:
+        out = gather_batch(batch)
+    assert reads.calls == ["tolist"]
+    assert torch.equal(out.query, batch.query) and torch.equal(out.negatives, batch.negatives)
+    assert out.teacher_document is None and out.negatives_mask is None

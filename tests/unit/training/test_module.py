@@ -1,9 +1,10 @@
-"""The module's setup work (issue 25): the projection warm start runs in ``setup``, before the strategy
-moves or wraps the model, on the run's device and under its precision, and every rank ends with rank
-0's psi."""
+"""EmbeddingModule: its checkpoint hooks (the RNG states a resume restores) and its setup work (issue
+25): the projection warm start runs in ``setup``, before the strategy moves or wraps the model, on the
+run's device and under its precision, and every rank ends with rank 0's psi."""
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 import lightning as L
@@ -17,8 +18,45 @@ from jina5.data.text_pairs import TextPairs
 from jina5.losses import EmbeddingDistillation
 from jina5.model.encoder import Encoder
 from jina5.model.tiny import tiny_model_and_tokenizer
+from jina5.train import build
 from jina5.training.module import EmbeddingModule
 from jina5.training.objective import Objective
+
+
+def test_checkpoint_round_trips_every_cuda_generator(tmp_path, monkeypatch):
+    """A resume on a GPU repeats the dropout masks of an unbroken run only if the CUDA generators are
+    saved and restored with the CPU one (all devices: stand-ins for two GPUs on this CPU host)."""
+    module, _, _ = build(run_cfg(tmp_path))
+    gpu_states = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in gpu_states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(list(states)))
+    torch.manual_seed(7)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    path = tmp_path / "state.ckpt"
+    torch.save(checkpoint, path)
+    loaded = torch.load(path, weights_only=True)  # plain types and tensors only
+    expected_cpu = torch.rand(3)  # what the CPU generator draws next from the saved state
+    torch.manual_seed(0)
+    module.on_load_checkpoint(loaded)
+    assert torch.equal(torch.rand(3), expected_cpu)
+    assert len(restored) == 1 and [s.tolist() for s in restored[0]] == [s.tolist() for s in gpu_states]
+
+
+def test_checkpoint_without_cuda_keeps_no_cuda_state(tmp_path, monkeypatch):
+    module, _, _ = build(run_cfg(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: (_ for _ in ()).throw(AssertionError))
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    assert sorted(checkpoint["rng_states"]) == ["numpy", "python", "torch"]  # as before: CPU runs unchanged
+    state = (random.getstate(), np.random.get_state()[1].tolist())
+    module.on_load_checkpoint(checkpoint)
+    assert (random.getstate(), np.random.get_state()[1].tolist()) == state
+
 
 TEACHER_DIM = 24
 TEXTS = [f"text {i} about {w}" for i, w in enumerate(["cats", "stocks", "rain", "tea", "maps", "jazz"] * 4)]
@@ -157,8 +195,6 @@ def test_in_a_real_fit_the_warm_start_comes_before_the_strategy_moves_and_wraps_
     FSDP left ("'weight' must be 2-D"). Lightning refuses FSDP on a CPU (test_strategies), so the order
     is checked on a real fit with a recording strategy: the fit of psi comes before the strategy's
     setup (where every strategy moves the model, and DDP / FSDP wrap it), and once."""
-    from jina5.train import build
-
     events: list[str] = []
     setup, fit = SingleDeviceStrategy.setup, EmbeddingDistillation.fit_projection
 

@@ -12,7 +12,9 @@ sha1(``cache_text(text)``); a cold fill embeds the missing texts sorted by lengt
 interrupted fill resumes from the last committed part.
 
 Filling on a GPU: ``Teacher.place(device)`` moves the weights and resolves the precision policy for
-that device (bf16 on a bf16 GPU under ``auto``; part of the fingerprint, as always). Large stores are
+that device (bf16 on a bf16 GPU under ``auto``; part of the fingerprint, as always); a teacher placed on
+an accelerator also has that device type in its fingerprint (``device_fingerprint``: a GPU's vectors
+and a CPU's never share a store; a CPU teacher's fingerprint is what it always was). Large stores are
 pre-computed across ranks before training: ``python -m jina5.teacher <training overrides>``
 (``jina5.teacher.precompute``).
 """

@@ -58,17 +58,16 @@ import functools
 import gc
 import inspect
 import json
-import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
+from bench_shapes import SHAPES, build_backbone, make_batch, step_flops
+from bench_timing import compile_backend, matmul_ceiling, peak_memory_gib, time_steps
 from torch import Tensor, nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModel
 
 from jina5.losses import EmbeddingDistillation, GlobalOrthogonal, InfoNCE
 from jina5.model.encoder import Encoder
@@ -80,62 +79,6 @@ TEACHER_DIM = 2560  # Qwen3-Embedding-4B, the paper's teacher
 SMOKE_TEACHER_DIM = 16
 TEMPERATURE = 0.02
 LR = 1e-4
-
-
-@dataclass
-class Shape:
-    """A student architecture and the padding side / pooling of its jina5 config."""
-
-    model_type: str
-    config: dict
-    padding_side: str
-    pooling: str = "last_token"
-
-
-SHAPES = {
-    "small": Shape(  # Qwen/Qwen3-0.6B-Base config.json
-        "qwen3",
-        dict(
-            hidden_size=1024,
-            num_hidden_layers=28,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-            head_dim=128,
-            intermediate_size=3072,
-            vocab_size=151936,  # the embedding table (151,669 tokens in the tokenizer)
-            rope_theta=1_000_000.0,
-            max_position_embeddings=32768,
-            rms_norm_eps=1e-6,
-            tie_word_embeddings=True,
-        ),
-        padding_side="left",
-    ),
-    "nano": Shape(  # EuroBERT/EuroBERT-210m config.json
-        "eurobert",
-        dict(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            num_key_value_heads=12,
-            intermediate_size=3072,
-            vocab_size=128256,
-            rope_theta=250_000.0,
-            max_position_embeddings=8192,
-            rms_norm_eps=1e-5,
-            tie_word_embeddings=True,
-        ),
-        padding_side="right",
-    ),
-}
-SMOKE_CONFIG = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=8,
-    intermediate_size=64,
-    vocab_size=128,
-)
 VARIANTS = {
     "a": "hf_eager",
     "b": "ours_eager",
@@ -149,65 +92,7 @@ COMPILED = ("c", "cd")
 PACKED = ("d", "cd")
 
 
-# ---------------------------------------------------------------- inputs and FLOPs
-def build_backbone(shape: Shape, device: torch.device, smoke: bool, attn: str | None) -> nn.Module:
-    """A random-init backbone of ``shape`` (attention ``attn``, None: transformers' default), fp32, on
-    ``device``."""
-    values = {**shape.config, **(SMOKE_CONFIG if smoke else {})}
-    if shape.model_type == "eurobert":
-        values["num_key_value_heads"] = values["num_attention_heads"]
-        values.pop("head_dim", None)
-    config = AutoConfig.for_model(
-        shape.model_type, pad_token_id=0, bos_token_id=None, eos_token_id=None, **values
-    )
-    if shape.model_type == "eurobert":
-        config.mask_token_id = 1
-    torch.manual_seed(0)
-    with torch.device(device):
-        return AutoModel.from_config(config, **({"attn_implementation": attn} if attn else {})).train()
-
-
-def padded(lengths: list[int], side: str, vocab: int, generator: torch.Generator) -> dict[str, Tensor]:
-    """Random token ids (2..vocab) of ``lengths``, padded (pad id 0) on ``side`` to the longest."""
-    width = max(lengths)
-    ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        cols = slice(width - n, width) if side == "left" else slice(0, n)
-        ids[row, cols] = torch.randint(2, vocab, (n,), generator=generator)
-        mask[row, cols] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def make_batch(
-    shape: Shape, lengths: tuple[list[int], list[int]], vocab: int, teacher_dim: int, device: torch.device
-) -> dict:
-    """A collator-shaped batch (``jina5.data.collate.PairCollator``) with random teacher vectors."""
-    g = torch.Generator().manual_seed(0)
-    q_len, d_len = lengths
-    b = len(q_len)
-    batch = {
-        "dataset": "bench",
-        "query": padded(q_len, shape.padding_side, vocab, g),
-        "document": padded(d_len, shape.padding_side, vocab, g),
-        "negatives": None,
-        "teacher_query": torch.randn(b, teacher_dim, generator=g),
-        "teacher_document": torch.randn(b, teacher_dim, generator=g),
-        "scores": None,
-        "query_ids": torch.arange(b),
-        "document_ids": torch.arange(b, 2 * b),
-    }
-    return to_device(batch, device)
-
-
-def to_device(x, device: torch.device):
-    if isinstance(x, Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, dict):
-        return {k: to_device(v, device) for k, v in x.items()}
-    return x
-
-
+# ---------------------------------------------------------------- inputs
 def lengths_for(variant: str, pairs: int, q_max: int, d_max: int) -> tuple[list[int], list[int]]:
     """Full lengths, or for the variable-length variants uniform draws (seed 0): queries in
     [q_max / 8, q_max], documents in [d_max / 16, d_max]."""
@@ -218,14 +103,6 @@ def lengths_for(variant: str, pairs: int, q_max: int, d_max: int) -> tuple[list[
     d = torch.randint(max(1, d_max // 16), d_max + 1, (pairs,), generator=g).tolist()
     q[0], d[0] = q_max, d_max  # the padded width is the maximum
     return q, d
-
-
-def step_flops(model: nn.Module, lengths: list[int]) -> float:
-    """Forward + backward FLOPs of ``lengths`` sequences: sum_n 6 N n + 12 l a n^2 (module docstring)."""
-    c = model.config
-    n_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    width = c.num_attention_heads * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
-    return float(sum(6 * n_params * n + 12 * c.num_hidden_layers * width * n * n for n in lengths))
 
 
 # ---------------------------------------------------------------- the steps
@@ -293,80 +170,6 @@ def our_step(module: EmbeddingModule, batch: dict, amp: Callable) -> Callable[[]
         return total.detach()
 
     return step
-
-
-# ---------------------------------------------------------------- measuring
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
-def matmul_ceiling(device: torch.device, smoke: bool) -> dict:
-    """The best TFLOP/s of square matmuls (bf16 on the GPU, fp32 on the CPU): 2 n^3 per product."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    best = {"tflops": 0.0, "n": 0, "dtype": str(dtype).removeprefix("torch.")}
-    for n in (128, 256) if smoke else (4096, 8192, 16384):
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        for _ in range(3):
-            a @ b
-        reps = 3 if smoke else max(5, int(2e13 / (2 * n**3)))
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        tflops = 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
-        if tflops > best["tflops"]:
-            best.update(tflops=tflops, n=n)
-        del a, b
-    return best
-
-
-def time_steps(
-    step: Callable[[], Tensor], device: torch.device, warmup: int, iters: int, budget_s: float
-) -> dict:
-    """Warm up, then time steps; ``first_loss``: the loss of the first step (the initial weights, the
-    same in every variant of a shape: ``b``, ``c`` and ``b_varlen``, ``d``, ``cd`` must agree)."""
-    start = time.perf_counter()
-    first_loss = float(step())
-    for _ in range(warmup - 1):
-        step()
-    sync(device)
-    warm = time.perf_counter() - start
-    times: list[float] = []
-    while len(times) < iters and (not times or time.perf_counter() - start < budget_s):
-        t = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return {
-        "warmup_s": warm,
-        "steps_timed": len(times),
-        "step_s": sum(times) / len(times),
-        "first_loss": first_loss,
-    }
-
-
-@contextlib.contextmanager
-def compile_backend(backend: str | None):
-    """``torch.compile`` with ``backend`` while the encoder compiles its backbone (``--smoke``:
-    dynamo's graph capture only, as inductor's code generation takes minutes on a CPU)."""
-    if backend is None:
-        yield
-        return
-    original = torch.compile
-    torch.compile = functools.partial(original, backend=backend)
-    try:
-        yield
-    finally:
-        torch.compile = original
 
 
 def has_grad_cache() -> bool:

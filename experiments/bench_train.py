@@ -62,61 +62,36 @@ the two InfoNCE values must agree, and ours for distillation must equal 2 B time
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import lightning as L
 import torch
 import transformers
-from accelerate.state import AcceleratorState
 from bench_cli import bench_args
+from bench_contender import Contender, LightningWindow, TokenLog
+from bench_train_st import st_dataset, st_loss, st_student, st_trainer, train_st
+from bench_train_table import print_table, ratios
 from hydra.utils import instantiate
 from jina5.conf import compose
 from omegaconf import DictConfig
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-from sentence_transformers.base.sampler import DefaultBatchSampler
-from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss, MultipleNegativesRankingLoss
-from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
-from torch import nn
-from torch.utils.data import SequentialSampler
-from transformers import TrainerCallback
+from sentence_transformers import SentenceTransformer
 
 from jina5.data.datamodule import PairDataModule
 from jina5.model.encoder import Encoder
 from jina5.model.precision import cpu_bf16_flags, lightning_precision
 from jina5.train import build
 from jina5.training.module import EmbeddingModule
-from jina5.training.objective import find_distillation
 
 OBJECTIVES = ("infonce", "distill")
-TAU = 0.02  # conf/objective/default.yaml: infonce.temperature
 DATASET = "news"
 SMOKE = ["student.source=tiny:bert", "student.keep_layers=null", "teacher.source=tiny:mpnet"]
-
-
-@dataclass
-class Contender:
-    """One side of the table: who trains, at which precision, and its timed rounds."""
-
-    name: str  # "jina5" | "sentence-transformers"
-    precision: str  # ours: the `precision` key (fp32 | auto); theirs: fp32 | bf16
-    trainer_precision: str = ""  # what it ran as (Lightning's precision, or HF's)
-    seconds: list[float] = field(default_factory=list)  # timed window of each round
-    tokens: str = ""  # digest of every text's token ids, in the order the backbone saw them
-    texts: int = 0  # texts the backbone saw (all steps of one round)
-    autocast: set[bool] = field(default_factory=set)  # bf16 autocast on during its forwards (each seen)
-
-    def pairs_per_s(self, pairs: int) -> float:
-        return pairs / statistics.median(self.seconds)
 
 
 # ---------------------------------------------------------------------------------------------- ours
@@ -173,45 +148,6 @@ def batch_keys(datamodule: PairDataModule, n: int) -> list[list[tuple[int, int]]
     return [next(stream) for _ in range(n)]
 
 
-class TokenLog:
-    """Forward pre-hook on the module that takes the token ids (our HF backbone, called with
-    ``input_ids=, attention_mask=``; sentence-transformers' ``Transformer`` module, called with a
-    features dict): every text's token ids (unpadded), in the order seen, and whether CPU autocast
-    to bf16 was on (what a precision setting actually did)."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        self.digest, self.texts, self.autocast = hashlib.sha1(), 0, set()
-        self.handle = backbone.register_forward_pre_hook(self, with_kwargs=True)
-
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        features = kwargs if "input_ids" in kwargs else args[0]
-        ids, mask = features["input_ids"], features["attention_mask"].bool()
-        for row, keep in zip(ids, mask, strict=True):
-            self.digest.update(row[keep].numpy().astype("int64").tobytes() + b"|")
-        self.texts += ids.shape[0]
-        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        self.autocast.add(bf16)
-
-    def close(self, contender: Contender) -> None:
-        self.handle.remove()
-        contender.tokens, contender.texts = self.digest.hexdigest(), self.texts
-        contender.autocast |= self.autocast
-
-
-class LightningWindow(L.Callback):
-    """Seconds from the start of batch ``warmup`` to the end of the last batch."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.end = time.perf_counter()
-
-
 def train_ours(
     cfg: DictConfig,
     module: EmbeddingModule,
@@ -238,134 +174,6 @@ def train_ours(
     )
     log = TokenLog(module.encoder.backbone)
     trainer.fit(module, datamodule=datamodule)
-    log.close(contender)
-    return window.end - window.start
-
-
-# -------------------------------------------------------------------------------- sentence-transformers
-def st_dataset(
-    datamodule: PairDataModule, keys: list[list[tuple[int, int]]], objective: str
-) -> datasets.Dataset:
-    """The batches' rows, batch after batch: {query, document[, label (2, Dt): teacher q, d]}."""
-    rows = [key for batch in keys for key in batch]
-    tables = datamodule.tables
-    columns = {
-        "query": [tables[t].queries[r] for t, r in rows],
-        "document": [tables[t].documents[r] for t, r in rows],
-    }
-    if objective == "distill":
-        columns["label"] = [
-            [tables[t].teacher_query[r].tolist(), tables[t].teacher_document[r].tolist()] for t, r in rows
-        ]
-    return datasets.Dataset.from_dict(columns)
-
-
-class InOrderBatchSampler(DefaultBatchSampler):
-    """Consecutive rows in dataset order (the dataset is laid out batch by batch)."""
-
-    def __init__(self, dataset, batch_size: int, drop_last: bool, **kwargs) -> None:
-        super().__init__(SequentialSampler(dataset), batch_size=batch_size, drop_last=drop_last, **kwargs)
-
-
-class HFWindow(TrainerCallback):
-    """Seconds from the start of step ``warmup`` (0-based) to the end of the last step."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs) -> None:
-        if state.global_step == self.warmup:
-            self.start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.end = time.perf_counter()
-
-
-def st_student(exported: Path, max_seq_length: int) -> SentenceTransformer:
-    """Our student as a SentenceTransformer (loaded from ``Encoder.save_pretrained``'s directory), the
-    BERT pooler dropped as ours does. A fresh one per Trainer: accelerate marks a model it prepared and
-    never prepares it again, so a reused model keeps the first Trainer's autocast (or lack of it)."""
-    model = SentenceTransformer(str(exported), device="cpu")
-    model.max_seq_length = max_seq_length
-    if getattr(model[0].auto_model, "pooler", None) is not None:
-        model[0].auto_model.pooler = None
-    return model
-
-
-def st_loss(model: SentenceTransformer, objective: str, module: EmbeddingModule) -> nn.Module:
-    """MNRL at scale 1/tau, or cosine EmbedDistillLoss whose projection starts at our psi."""
-    if objective == "infonce":
-        return MultipleNegativesRankingLoss(model, scale=1 / TAU)
-    psi = find_distillation(module.objective).proj
-    loss = EmbedDistillLoss(model, distance_metric="cosine", projection_dim=psi.out_features)
-    loss.projection.load_state_dict(psi.state_dict())
-    return loss
-
-
-def st_trainer(
-    model: SentenceTransformer,
-    loss: nn.Module,
-    dataset: datasets.Dataset,
-    cfg: DictConfig,
-    bf16: bool,
-    total: int,
-    batch_size: int,
-    out_dir: str,
-    callbacks: Sequence[TrainerCallback] = (),
-) -> SentenceTransformerTrainer:
-    prompts = dict(cfg.student.prompts)
-    # accelerate's state is process-wide: a fresh one, so that each Trainer gets its own mixed precision
-    AcceleratorState._reset_state(reset_partial_state=True)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=out_dir,
-        max_steps=total,
-        per_device_train_batch_size=batch_size,
-        learning_rate=cfg.optimizer.lr,
-        weight_decay=cfg.optimizer.weight_decay,
-        adam_beta1=cfg.optimizer.betas[0],
-        adam_beta2=cfg.optimizer.betas[1],
-        optim="adamw_torch",
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        max_grad_norm=cfg.trainer.gradient_clip_val,
-        use_cpu=True,
-        bf16=bf16,
-        prompts={"query": prompts["query"], "document": prompts["document"]},
-        batch_sampler=InOrderBatchSampler,
-        dataloader_drop_last=True,
-        save_strategy="no",
-        report_to="none",
-        logging_strategy="no",
-        disable_tqdm=True,
-        seed=cfg.seed,
-    )
-    return SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=list(callbacks)
-    )
-
-
-def train_st(
-    exported: Path,
-    objective: str,
-    module: EmbeddingModule,
-    dataset: datasets.Dataset,
-    cfg: DictConfig,
-    contender: Contender,
-    total: int,
-    warmup: int,
-    batch_size: int,
-    out_dir: str,
-) -> float:
-    """One round of sentence-transformers' trainer on a fresh model from ``exported``; the timed
-    window's seconds."""
-    model = st_student(exported, cfg.data.datasets[DATASET].document_max_length)
-    bf16 = contender.precision == "bf16"
-    contender.trainer_precision = "bf16 (HF Trainer, CPU autocast)" if bf16 else "fp32"
-    window = HFWindow(warmup)
-    loss = st_loss(model, objective, module)
-    trainer = st_trainer(model, loss, dataset, cfg, bf16, total, batch_size, out_dir, [window])
-    log = TokenLog(model[0])  # its backbone's forward is called directly, past any hook
-    trainer.train()
     log.close(contender)
     return window.end - window.start
 
@@ -428,8 +236,8 @@ def bench_objective(objective: str, args: argparse.Namespace, tmp: Path) -> dict
                 seconds = train_ours(cfg, module, datamodule, init_ours, c, total, args.warmup)
             else:
                 seconds = train_st(
-                    exported, objective, module, dataset, cfg, c, total, args.warmup,
-                    args.batch_size, str(tmp / "st"),
+                    exported, spec.document_max_length, objective, module, dataset, cfg, c, total,
+                    args.warmup, args.batch_size, str(tmp / "st"),
                 )  # fmt: skip
             c.seconds.append(seconds)
             print(
@@ -455,29 +263,6 @@ def bench_objective(objective: str, args: argparse.Namespace, tmp: Path) -> dict
             }
             for c in contenders
         ],
-    }
-
-
-def ratios(records: list[dict]) -> dict[str, float]:
-    """Throughput ratios over ``records`` (one objective or several together: timed steps over their
-    seconds, each objective's steps counted once): ``fp32`` = jina5 at precision=auto over
-    sentence-transformers at its default fp32, ``bf16`` = the same over sentence-transformers in bf16,
-    ``fp32_both`` = both at fp32."""
-
-    def steps_per_s(name: str, precision: str) -> float:
-        secs = [
-            c["s_per_step"]
-            for r in records
-            for c in r["contenders"]
-            if (c["contender"], c["precision"]) == (name, precision)
-        ]
-        return len(secs) / sum(secs)
-
-    ours, st = steps_per_s("jina5", "auto"), steps_per_s("sentence-transformers", "fp32")
-    return {
-        "fp32": ours / st,
-        "bf16": ours / steps_per_s("sentence-transformers", "bf16"),
-        "fp32_both": steps_per_s("jina5", "fp32") / st,
     }
 
 
@@ -522,36 +307,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     return result
-
-
-def print_table(result: dict) -> None:
-    print(
-        f"\n{result['student']}, {result['dataset']} pairs, batch {result['batch_size']}, query/document "
-        f"{result['query_max_length']}/{result['document_max_length']} tokens, {result['steps']} timed steps "
-        f"after {result['warmup']}, torch threads {result['torch_threads']}, CPU bf16 flags "
-        f"{result['cpu_bf16_flags'] or 'none'}, median of {result['rounds']} alternating rounds"
-    )
-    print(
-        f"{'contender':22s} {'precision':10s} {'objective':9s} {'pairs/s':>8s} {'s/step':>7s} "
-        f"{'autocast':>8s}  rounds (s)"
-    )
-    for record in result["objectives"]:
-        for c in record["contenders"]:
-            rounds = ", ".join(f"{s:.1f}" for s in c["seconds"])
-            print(
-                f"{c['contender']:22s} {c['precision']:10s} {record['objective']:9s} "
-                f"{c['pairs_per_s']:8.1f} {c['s_per_step']:7.3f} {c['bf16_autocast']:>8s}  {rounds}"
-            )
-        loss = record["first_batch_loss"]
-        ratio = record["ratio"]
-        print(
-            f"  {record['objective']}: same batches and tokens: {record['same_batches']}; first-batch loss "
-            f"{loss}; jina5 auto / ST fp32 {ratio['fp32']:.2f}, / ST bf16 {ratio['bf16']:.2f}; "
-            f"both fp32 {ratio['fp32_both']:.2f}"
-        )
-    print(f"ratio jina5 / sentence-transformers: {result['ratio']['fp32']:.2f}")
-    print(f"ratio jina5 / sentence-transformers (bf16): {result['ratio']['bf16']:.2f}")
-    print(f"(jina5 at precision=auto; both at fp32: {result['ratio']['fp32_both']:.2f})")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -79,24 +80,15 @@ def load_run_encoder(run: str | Path) -> Encoder:
     return Encoder.from_pretrained(path)
 
 
-def export_sentence_transformers(
-    encoder: Encoder,
-    task: str | None,
-    out: str | Path,
-    card: CardInfo | None = None,
-    model_id: str | None = None,
-    rope_theta: float | None = None,
-    max_length: int | None = None,
-) -> Path:
-    """Write ``encoder`` with adapter ``task`` merged as a sentence-transformers directory at ``out``,
-    with ``card`` in its model card (``model_id``: the hub repo it names). ``task=None`` takes the
-    encoder's only adapter; an encoder without adapters is written as it is. ``rope_theta`` /
-    ``max_length``: the inference settings to write (``Encoder.save_pretrained``), None keeps the encoder's."""
-    inference = {"rope_theta": rope_theta, "max_length": max_length}
+def export_sentence_transformers(encoder: Encoder, task: str | None, out: str | Path, **save: Any) -> Path:
+    """Write ``encoder`` with adapter ``task`` merged as a sentence-transformers directory at ``out``.
+    ``task=None`` takes the encoder's only adapter; an encoder without adapters is written as it is.
+    ``save``: the keywords of ``Encoder.save_pretrained`` (``card``, with the merged adapter named in it;
+    ``model_id``, the hub repo it names; the inference settings ``rope_theta`` / ``max_length``)."""
     if not encoder.adapters:
         if task is not None:
             raise ValueError(f"task={task!r}: the encoder has no adapters")
-        path = encoder.save_pretrained(out, card=card, model_id=model_id, **inference)
+        path = encoder.save_pretrained(out, **save)
         log.info("exported encoder, prompts %s -> %s (sentence-transformers)", encoder.prompts, path)
         return path
     if task is None:
@@ -104,9 +96,9 @@ def export_sentence_transformers(
             raise ValueError(f"task=? the encoder has adapters {encoder.adapters}; name one")
         task = encoder.adapters[0]
     merged = encoder.merged(task)
-    if card is not None:
-        card = replace(card, adapter=task)
-    path = merged.save_pretrained(out, card=card, model_id=model_id, **inference)
+    if save.get("card") is not None:
+        save = {**save, "card": replace(save["card"], adapter=task)}
+    path = merged.save_pretrained(out, **save)
     log.info(
         "exported adapter %r merged, prompts %s -> %s (sentence-transformers)", task, merged.prompts, path
     )

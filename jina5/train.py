@@ -27,6 +27,7 @@ from jina5.runs.init_from import build_student, load_stage1_projection, module_o
 from jina5.runs.lifecycle import Run
 from jina5.runs.loggers import build_loggers
 from jina5.runs.multirun import check_multirun
+from jina5.runs.progress import LossProgressBar
 from jina5.training.module import EmbeddingModule
 from jina5.training.objective import build_objective, check_objective_config
 from jina5.training.schedule import check_scheduler
@@ -73,6 +74,8 @@ def build(
         **module_overrides(cfg),
     )
     all_callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(callbacks)
+    if cfg.trainer.get("enable_progress_bar", True):
+        all_callbacks.append(LossProgressBar())
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=all_callbacks,
@@ -80,7 +83,13 @@ def build(
         plugins=[AtomicCheckpointIO()],
         **dict.fromkeys(clipping),  # None on the Trainer: the module clips
     )
-    check_fsdp(trainer.strategy, module, (cfg.get("adapter") or {}).get("average_with"))
+    check_fsdp(
+        trainer.strategy,
+        module,
+        (cfg.get("adapter") or {}).get("average_with"),
+        precision=trainer.precision_plugin.precision,
+        grad_cache=module.chunk_size,
+    )
     return module, datamodule, trainer
 
 

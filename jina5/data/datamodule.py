@@ -7,7 +7,7 @@
 sampler's dataset order, and a dataset set to null is left out of the mix (so a data config can start
 from another and drop some of its datasets).
 
-Texts-only datasets (``texts_only: true``: single texts for distillation, ``load_text_table``) are
+Texts-only datasets (``texts_only: true``: single texts for distillation, ``load_pair_table``) are
 loaded after every other dataset, in mix order, and each drops the texts an earlier-loaded table already
 has (on either side: they are distilled there already). ``held_out`` names corpora (with their split
 fractions) whose dev and test texts no table may hold (``jina5.data.splits.held_out_texts``): the

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from jina5.data.pairs import DatasetSpec, PairTable, load_pair_table, load_text_table
+from jina5.data.pairs import DatasetSpec, PairTable, load_pair_table
 from jina5.data.schema import normalise_text
 from jina5.data.splits import CorpusSplits
 
@@ -59,6 +59,6 @@ def load_mix_tables(
     seen = {normalise_text(t) for table in tables.values() for t in (*table.queries, *table.documents)}
     for i, spec in enumerate(specs):
         if spec.texts_only:
-            tables[i] = load_text_table(spec, "train", split_seed, seed, held_out, seen, splits, shard(spec))
+            tables[i] = load_pair_table(spec, "train", split_seed, seed, held_out, splits, shard(spec), seen)
             seen.update(normalise_text(t) for t in tables[i].documents)
     return [tables[i] for i in range(len(specs))]

@@ -11,7 +11,7 @@ A dataset (``DatasetSpec``) is a bundled corpus (``corpus``, default ``name``; i
 
 capped at ``max_rows`` rows by ``seeded_rows`` (counted in the log; an ``hf:`` source is capped while
 read instead: its first ``max_rows`` rows, and under DDP the table holds the rank's share of them). A ``texts_only`` dataset is no pair
-table: ``load_text_table`` takes the distinct texts of its rows (``document``, and ``query`` where the
+table: ``load_pair_table`` takes the distinct texts of its rows (``document``, and ``query`` where the
 corpus has one) as single texts for distillation only (the table's ``documents``; ``queries`` stays
 empty), minus the texts ``seen`` elsewhere in the mix, capped at ``max_rows`` texts.
 
@@ -216,22 +216,18 @@ def distinct_texts(ds: datasets.Dataset) -> list[str]:
     return out
 
 
-def load_text_table(
+def _texts_only_table(
     spec: DatasetSpec,
-    split: str = "train",
-    split_seed: int = 0,
-    row_seed: int = 0,
-    held_out: Set[str] = frozenset(),
-    seen: Set[str] = frozenset(),
-    splits: CorpusSplits | None = None,
-    shard: tuple[int, int] = (0, 1),
+    split: str,
+    ds: datasets.Dataset,
+    stats: dict,
+    row_seed: int,
+    seen: Set[str],
+    shard: tuple[int, int],
 ) -> PairTable:
-    """A texts-only table: the ``distinct_texts`` of ``spec``'s rows (``load_rows``: its ``split``, no
-    row holding a ``held_out`` text) that are not ``seen`` (normalised texts the mix distils already),
+    """The texts-only table of ``ds`` (``spec``'s ``split`` rows, no row holding a held-out text): its
+    ``distinct_texts`` that are not ``seen`` (normalised texts the mix distils already),
     capped at ``max_rows`` texts by a seeded draw. Raises ValueError naming the dataset when none is left."""
-    if not spec.texts_only:
-        raise ValueError(f"dataset {spec.name!r} is not texts_only: use load_pair_table")
-    ds, stats = load_rows(spec, split, split_seed, held_out, splits, shard)
     pool = distinct_texts(ds)
     texts = [t for t in pool if normalise_text(t) not in seen]
     if not texts:
@@ -261,14 +257,15 @@ def load_pair_table(
     held_out: Set[str] = frozenset(),
     splits: CorpusSplits | None = None,
     shard: tuple[int, int] = (0, 1),
+    seen: Set[str] = frozenset(),
 ) -> PairTable:
     """Rows of ``spec.name``'s ``split`` (or of ``spec.source``: ``shard``'s share of an hf: source)
     without any row holding a ``held_out`` text, capped at ``max_rows`` by a seeded draw (counted in the
     log). Raises EmptySourceError naming the dataset when no pair is left (before any teacher or model
-    work on the mix)."""
-    if spec.texts_only:
-        raise ValueError(f"dataset {spec.name!r} is texts_only: use load_text_table")
+    work on the mix). A ``texts_only`` spec gives a texts-only table: its distinct texts not ``seen``."""
     ds, stats = load_rows(spec, split, split_seed, held_out, splits, shard)
+    if spec.texts_only:
+        return _texts_only_table(spec, split, ds, stats, row_seed, seen, shard)
     if spec.label_triplets:
         cols = ds.select_columns(["document", "label"]).to_dict()
         texts, labels = cols["document"], cols["label"]

@@ -49,7 +49,6 @@ from transformers import PreTrainedModel
 
 from jina5.model.adapters import TaskAdapters
 from jina5.model.backbone import load_backbone, prune_layers
-from jina5.model.card import CardInfo
 from jina5.model.io import load_encoder, save_encoder
 from jina5.model.packing import Packed, block_diagonal_mask, check_packing_attention, pack, unpack
 from jina5.model.pooling import POOLINGS, pool
@@ -362,22 +361,9 @@ class Encoder(TaskAdapters, nn.Module):
             cfg.update(task_prompts=self.task_prompts, adapters=self.adapters, task=self.task)
         return cfg
 
-    def save_pretrained(
-        self,
-        path: str | Path,
-        card: CardInfo | None = None,
-        model_id: str | None = None,
-        rope_theta: float | None = None,
-        max_length: int | None = None,
-    ) -> Path:
-        """Write this encoder as a directory ``Encoder.from_pretrained`` loads (``jina5.model.io``):
-        backbone + tokenizer + ``jina5_encoder.json``, plus the sentence-transformers files and model
-        card without adapters (``SentenceTransformer(path)`` loads it; ``card``: the training facts
-        for it, ``jina5.model.card``; ``model_id``: its hub repo) or ``adapters/<task>/`` with them
-        (then use ``python -m jina5.export`` for a per-task sentence-transformers directory).
-        ``rope_theta`` / ``max_length``: inference settings written instead of the encoder's own (the
-        RoPE base in ``config.json``, the truncation length), None keeps them."""
-        return save_encoder(self, path, card, model_id, rope_theta, max_length)
+    # Write this encoder as a directory ``from_pretrained`` loads: ``jina5.model.io.save_encoder``
+    # (its signature and docstring), a method as in transformers and sentence-transformers.
+    save_pretrained = save_encoder
 
     @classmethod
     def from_pretrained(cls, path: str | Path, trainable_adapters: bool = False, **overrides) -> Encoder:

@@ -10,7 +10,8 @@ the teacher (``jina5.teacher.cache.Teacher``), the evaluation encodes (``jina5.e
 - ``auto``: ``bf16`` where the device has native bf16 arithmetic, else ``fp32``. A CPU qualifies
   with AMX (``amx_bf16``) or AVX512-BF16 (``avx512_bf16``) on x86, or the ``bf16`` feature on
   ARM (Linux ``/proc/cpuinfo``; other systems are never assumed to have it); a CUDA device when
-  ``torch.cuda.is_bf16_supported()``.
+  ``torch.cuda.is_bf16_supported(including_emulation=False)`` (native bf16: Ampere or later; a
+  pre-Ampere GPU's emulated bf16 does not count).
 
 Whichever path is taken is logged once per process and device type (INFO). It is also part of the
 cache keys: the teacher cache and the evaluation cache key (``jina5.model.io.content_fingerprint``)
@@ -58,9 +59,10 @@ def fast_bf16(device_type: str) -> tuple[bool, str]:
         flags = cpu_bf16_flags()
         return (True, f"the CPU has {'/'.join(flags)}") if flags else (False, "the CPU has no native bf16")
     if device_type == "cuda":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        # native only: by default torch also counts a pre-Ampere GPU's (slow) emulated bf16
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
             return True, f"{torch.cuda.get_device_name()} supports bf16"
-        return False, "no CUDA device with bf16"
+        return False, "no CUDA device with native bf16"
     return False, f"no bf16 policy for device type {device_type!r}"
 
 

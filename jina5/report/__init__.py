@@ -1,2 +1,2 @@
-"""Tables, figures and sweep specs: plain pandas and matplotlib over the results store, imported by the
-notebook, the tests and ``experiments/sweep.py``."""
+"""Tables, figures, sweep specs and sweep plans (training commands and overrides): plain pandas and
+matplotlib over the results store, imported by the notebook, the tests and ``experiments/sweep.py``."""

@@ -16,7 +16,8 @@ unbroken run's does. The file is rewritten atomically (temporary file, rename); 
 lines (one ``write`` of the batch, flushed). One process writes a run's record (``jina5.runs.lock``).
 
 :func:`read_curves` reads it back as a long table (step, name, value); a run directory written before
-this record existed has only ``logs/metrics.csv`` (Lightning's CSV logger), which it reads instead.
+this record existed has only ``logs/metrics.csv`` (Lightning's CSV logger), which it reads instead;
+:func:`training_records` turns a finished run's curves and wall time into results-store records.
 """
 
 from __future__ import annotations
@@ -150,3 +151,32 @@ def read_curves(run_dir: str | Path) -> pd.DataFrame:
         df = pd.DataFrame(columns=COLUMNS)
     df = df[COLUMNS].astype({"step": int, "name": str, "value": float})
     return df.sort_values(["name", "step"], kind="stable").reset_index(drop=True)
+
+
+def training_records(run: Path) -> list[dict]:
+    """The run's dev curve and training curves (its curve record, :func:`read_curves`: any logger, or
+    none) and wall time (done.json) as records."""
+    base = {"dataset": "dev", "language": "", "split": "dev", "dim": None, "precision": "float32"}
+    done = json.loads((run / "done.json").read_text())
+    records = [
+        {
+            **base,
+            "task": "training",
+            "metric": "train_seconds",
+            "value": done["train_seconds"],
+            "step": done["steps"],
+        }
+    ]
+    curves = read_curves(run)
+    curves = curves[curves["name"].str.startswith(("val/", "train/"))]
+    for name, step, value in zip(curves["name"], curves["step"], curves["value"], strict=True):
+        records.append(
+            {
+                **base,
+                "task": "dev_curve" if name.startswith("val/") else "training_curve",
+                "metric": name.split("/", 1)[1],
+                "value": float(value),
+                "step": int(step),
+            }
+        )
+    return records

@@ -26,7 +26,6 @@ vectors -> re-embedded chunks, RNG replayed); activation memory is that of ``chu
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from functools import partial
@@ -35,6 +34,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from jina5.losses import EmbeddingBatch
 from jina5.model.encoder import Encoder
@@ -43,7 +43,10 @@ from jina5.training.dev_metrics import dev_ndcg_at_10, distilled_cosines, simila
 from jina5.training.distributed import broadcast_from_rank0, gather_batch, world_size
 from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
 from jina5.training.objective import Objective, find_distillation
+from jina5.training.optimizer import clip_gradients, resolve_fused
+from jina5.training.rng_state import restore_rng_states, rng_states
 from jina5.training.schedule import check_scheduler, is_count, lr_scheduler
+from jina5.training.strategies import original_name
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +66,6 @@ def finite_check_interval(device: torch.device, log_every_n_steps: int) -> int:
     """Steps between reads of the finite-loss flags: every step on CPU (reading costs nothing there),
     else at Lightning's log steps, which read the logged loss anyway (no extra host sync)."""
     return 1 if device.type == "cpu" else max(1, log_every_n_steps)
-
-
-def resolve_fused(factory: Callable, device: torch.device) -> Callable:
-    """An optimizer constructor (a ``functools.partial``) with ``fused=None`` (auto) resolved: True when
-    training on CUDA (one fused kernel for all parameters' AdamW update), else the argument is dropped
-    (torch's default). Any other constructor or an explicit ``fused`` is returned as it is."""
-    kwargs = getattr(factory, "keywords", None)
-    if not isinstance(factory, partial) or "fused" not in kwargs or kwargs["fused"] is not None:
-        return factory
-    kwargs = {k: v for k, v in kwargs.items() if k != "fused"}
-    if device.type == "cuda":
-        kwargs["fused"] = True
-    return partial(factory.func, *factory.args, **kwargs)
 
 
 class EmbeddingModule(L.LightningModule):
@@ -137,6 +127,11 @@ class EmbeddingModule(L.LightningModule):
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
         self.resuming = False  # set by jina5.train before a fit that resumes (setup cannot tell yet)
+        # chosen now, by name, before any wrapping: FSDP flattens every parameter to 1-D
+        self.no_decay_names = frozenset(
+            n for n, p in self.named_parameters() if weight_decay_exclude_1d and p.ndim < 2
+        )
+        self._names_at_init = frozenset(n for n, _ in self.named_parameters())
         self._dev: list[tuple[Tensor, Tensor, Tensor]] = []
         self._unchecked: list[tuple[Tensor, int, int, str | None, Tensor, dict[str, Tensor]]] = []
 
@@ -184,27 +179,10 @@ class EmbeddingModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # never a checkpoint of weights a NaN loss may have updated
-        # Lightning does not save RNG states; dropout masks after a resume must match an unbroken run.
-        # Under DDP the checkpoint holds rank 0's states, which every rank restores.
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading works
-            "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():  # every device's generator (dropout on the GPU draws from them)
-            checkpoint["rng_states"]["cuda"] = list(torch.cuda.get_rng_state_all())
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            kind, keys, pos, has_gauss, gauss = states["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            random.setstate(states["python"])
-            if states.get("cuda") is not None and torch.cuda.is_available():
-                # the saved devices this host has (one state per device, in device order)
-                torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
+        restore_rng_states(checkpoint.get("rng_states"))
 
     def encode_triplet(self, batch: dict) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors; a
@@ -271,7 +249,7 @@ class EmbeddingModule(L.LightningModule):
         total, parts = self.grad_cache_backward(batch)
         self.record_finite(total, parts, batch, batch_idx)
         self.log_training(total, parts, batch)
-        self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+        self.configure_gradient_clipping(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
         optimizer.step()
         self.lr_schedulers().step()
         return total
@@ -347,7 +325,7 @@ class EmbeddingModule(L.LightningModule):
 
     def log_training(self, total: Tensor, parts: Mapping[str, Tensor], batch: dict) -> None:
         bs = batch["document"]["input_ids"].shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        self.log("train/loss", total, batch_size=bs)  # shown by jina5.runs.progress, no per-step sync
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=bs)
         for name, value in self.objective.log_values().items():
@@ -381,11 +359,31 @@ class EmbeddingModule(L.LightningModule):
         self.log("val/teacher_ndcg@10", dev_ndcg_at_10(t_q, t_d), sync_dist=True)  # teacher, same pairs
 
     # ------------------------------------------------------------------ optimisation
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients before the optimizer step (the plain path: Lightning calls this with the
+        trainer's settings; GradCache: ``training_step`` with the module's): ``jina5.training.optimizer.
+        clip_gradients``."""
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def excluded_from_decay(self, name: str, p: Tensor) -> bool:
+        """Whether parameter ``name`` takes no weight decay: one of ``no_decay_names`` (biases, norms,
+        scalars: 1-D or 0-D when the module was built), under its name before FSDP wrapping
+        (``original_name``); a parameter added after construction by its shape."""
+        name = original_name(name)
+        if name in self._names_at_init:
+            return name in self.no_decay_names
+        return self.weight_decay_exclude_1d and p.ndim < 2
+
     def configure_optimizers(self):
         decay, no_decay = [], []
-        for p in self.parameters():
+        for name, p in self.named_parameters():
             if p.requires_grad:
-                (no_decay if self.weight_decay_exclude_1d and p.ndim < 2 else decay).append(p)
+                (no_decay if self.excluded_from_decay(name, p) else decay).append(p)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = resolve_fused(self.optimizer_factory, self.device)([g for g in groups if g["params"]])
         cfg = self.scheduler_cfg

@@ -12,6 +12,18 @@ rank 0 and writes ``last.ckpt`` as one file through the trainer's checkpoint IO 
 with the same keys as an unsharded run, so resuming (``ckpt_path=last``), ``jina5.runs.checkpoints.
 read_checkpoint``, checkpoint averaging and a stage-2 ``init_from`` read it as they read a DDP run's.
 ``sharded`` writes ``last.ckpt`` as a directory of per-rank shards that none of them reads: refused.
+
+Precision: FSDP gets its own mixed-precision policy (:func:`bf16_mixed_policy`): bf16 compute, fp32
+master weights, gradient reduction and buffers, and the batch not cast. Lightning's ``bf16-mixed`` for
+FSDP would cast the buffers to bf16 (the rotary ``inv_freq``: angles off by up to 0.59 rad at 512
+tokens, while the export runs fp32) and the batch's floats (teacher vectors, CoSENT scores) too.
+Only ``bf16-mixed`` is supported (:func:`check_fsdp`). Gradient clipping by norm is done by the
+root FSDP module (``EmbeddingModule.configure_gradient_clipping``), weight decay is chosen by
+parameter name before wrapping (``EmbeddingModule.no_decay_names``, :func:`original_name`).
+
+Untried, so refused by :func:`check_fsdp`: ``bf16-true`` (bf16 master weights round small AdamW updates
+away) and GradCache (``module.grad_cache.chunk_size``: psi may get no gradient under
+``use_orig_params``, and the root unit reshards between chunks).
 """
 
 from __future__ import annotations
@@ -21,8 +33,32 @@ from dataclasses import dataclass
 
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
+from torch.distributed.fsdp import MixedPrecision
 
 SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2")
+PRECISION = "bf16-mixed"  # the one trainer precision FSDP runs here
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def bf16_mixed_policy() -> MixedPrecision:
+    """FSDP's mixed precision for ``bf16-mixed``: parameters gathered in bf16 for compute, gradients
+    reduced in fp32 (into fp32 master weights), buffers kept fp32 (the rotary ``inv_freq``), and the
+    root's forward inputs (the batch: teacher vectors, scores) not cast."""
+    return MixedPrecision(
+        param_dtype=torch.bfloat16,
+        reduce_dtype=torch.float32,
+        buffer_dtype=torch.float32,
+        cast_forward_inputs=False,
+        cast_root_forward_inputs=False,
+    )
+
+
+def original_name(name: str) -> str:
+    """A parameter's name as before FSDP / activation-checkpoint wrapping (their wrapper prefixes
+    dropped): under ``use_orig_params`` the wrapped module's parameters keep their names this way."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
 
 
 @dataclass(frozen=True)
@@ -42,10 +78,12 @@ def fsdp_strategy(
     activation_checkpointing: bool = False,
     state_dict_type: str = "full",
     cpu_offload: bool = False,
+    mixed_precision: MixedPrecision | None = None,
     **kwargs,
 ) -> FSDPStrategy:
     """Lightning's ``FSDPStrategy`` wrapping (and, with ``activation_checkpointing``, recomputing in the
-    backward pass) every module of a class named in ``block_classes``; ``kwargs`` go to FSDPStrategy."""
+    backward pass) every module of a class named in ``block_classes``, with ``mixed_precision`` (None:
+    :func:`bf16_mixed_policy`); ``kwargs`` go to FSDPStrategy."""
     names = frozenset(block_classes or ())
     if not names:
         raise ValueError("trainer.strategy.block_classes: name the student's transformer block classes")
@@ -66,16 +104,42 @@ def fsdp_strategy(
         sharding_strategy=sharding_strategy,
         state_dict_type=state_dict_type,
         cpu_offload=cpu_offload,
+        mixed_precision=mixed_precision or bf16_mixed_policy(),
         **kwargs,
     )
 
 
-def check_fsdp(strategy: object, model: torch.nn.Module, average_with: object = None) -> None:
-    """Before fitting under FSDP: raise if the :class:`ClassNamePolicy` matches no module of ``model``, or
-    if the run averages checkpoints (``adapter.average_with``: it loads weights into the unsharded
-    module after fit, which FSDP has wrapped in place)."""
+def check_fsdp(
+    strategy: object,
+    model: torch.nn.Module,
+    average_with: object = None,
+    *,
+    precision: str | None = None,
+    grad_cache: int | None = None,
+) -> None:
+    """Before fitting under FSDP: raise if the :class:`ClassNamePolicy` matches no module of ``model``, if
+    the run averages checkpoints (``adapter.average_with``: it loads weights into the unsharded
+    module after fit, which FSDP has wrapped in place), if the trainer's ``precision`` is not
+    ``bf16-mixed`` (``bf16-true`` is untried; the FSDP policy computes in bf16), or if GradCache is on
+    (``grad_cache``: its chunk size; untried under FSDP)."""
     if not isinstance(strategy, FSDPStrategy):
         return
+    if grad_cache is not None:
+        raise ValueError(
+            f"module.grad_cache.chunk_size={grad_cache} is not supported under trainer=fsdp (untried: the "
+            "distillation projection may get no gradient under use_orig_params, and the root unit "
+            "reshards between chunks); set module.grad_cache.chunk_size=null, or train with trainer=gpu (DDP)"
+        )
+    if precision is not None and precision != PRECISION:
+        why = (
+            "untried: bf16 master weights round small AdamW updates away"
+            if precision == "bf16-true"
+            else "its FSDP policy computes in bf16 (jina5/training/strategies.py)"
+        )
+        raise ValueError(
+            f"trainer.precision={precision!r} is not supported under trainer=fsdp ({why}); set "
+            f"trainer.precision={PRECISION} (bf16 compute, fp32 master weights, reduction and buffers)"
+        )
     if average_with is not None:
         raise ValueError(
             f"adapter.average_with={average_with} is not supported under trainer=fsdp; set it to null or "

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 import bench_train  # noqa: E402
 
+from jina5.training.objective import find_distillation  # noqa: E402
+
 SMOKE = ["--smoke", "--rounds", "1", "--n", "64", "--warmup", "1", "--batch-size", "32"]
 
 
@@ -89,7 +91,7 @@ def test_distillation_loss_matches_a_hand_computation(tmp_path):
     prompts = cfg.student.prompts
     s_q = model.encode(dataset["query"], prompt=prompts.query, batch_size=7)  # another padding
     s_d = model.encode(dataset["document"], prompt=prompts.document, batch_size=7)
-    psi = bench_train.find_distillation(module.objective).proj
+    psi = find_distillation(module.objective).proj
     w, b = psi.weight.detach().numpy(), psi.bias.detach().numpy()
     labels = np.asarray(dataset["label"], dtype=np.float64)  # (B, 2, Dt)
     expected = 0.0

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from jina5.data.corpora import load_corpus
 from jina5.data.datamodule import PairDataModule
 from jina5.data.mix import mix_specs
-from jina5.data.pairs import DatasetSpec, PairTable, load_text_table
+from jina5.data.pairs import DatasetSpec, PairTable, load_pair_table
 from jina5.data.schema import normalise_text
 from jina5.data.splits import DEFAULT_FRACTIONS, manifest_path, text_sha1
 from jina5.train import build
@@ -176,11 +176,11 @@ def test_a_texts_only_dataset_without_usable_text_is_named():
     with pytest.raises(ValueError, match=r"texts-only dataset 'lee_sts_texts': no usable text .*: 0 rows"):
         dm.setup("fit")
     with pytest.raises(ValueError, match=r"texts-only dataset 'parlspeech_nl_texts': no usable text"):
-        load_text_table(DatasetSpec("parlspeech_nl_texts", corpus="parlspeech_nl", texts_only=True))
+        load_pair_table(DatasetSpec("parlspeech_nl_texts", corpus="parlspeech_nl", texts_only=True))
     spec = DatasetSpec("lee_background_texts", corpus="lee_background", texts_only=True)
-    every = {normalise_text(t) for t in load_text_table(spec).documents}
+    every = {normalise_text(t) for t in load_pair_table(spec).documents}
     with pytest.raises(ValueError, match=rf"'lee_background_texts'.* {len(every)} already in the mix"):
-        load_text_table(spec, seen=every)
+        load_pair_table(spec, seen=every)
 
 
 def test_texts_only_cannot_be_another_kind_of_row():

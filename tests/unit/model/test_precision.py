@@ -200,3 +200,23 @@ def test_a_bad_trainer_precision_names_the_config_key(tmp_path):
 
     with pytest.raises(InterpolationResolutionError, match="precision='bf17'"):
         run_cfg(tmp_path, "precision=bf17").trainer.precision  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("device", "native"), [("Tesla V100-SXM2-32GB", False), ("NVIDIA A100-SXM4-80GB", True)]
+)
+def test_auto_on_cuda_counts_only_native_bf16_not_emulation(monkeypatch, device, native):
+    """A pre-Ampere GPU (V100) emulates bf16: torch.cuda.is_bf16_supported() says True by default
+    (including_emulation=True), but its bf16 is slow, so ``auto`` takes fp32 there."""
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: device)
+    fast, why = precision.fast_bf16("cuda")
+    assert fast is native
+    assert why == (f"{device} supports bf16" if native else "no CUDA device with native bf16")
+    assert precision.resolve_precision("auto", "cuda") == ("bf16" if native else "fp32")
+    assert precision.lightning_precision("auto", "cuda") == ("bf16-mixed" if native else "32-true")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import lightning as L
 import pytest
 import torch
 from helpers import LossRecorder, compose, run_cfg
@@ -12,7 +13,8 @@ from hydra.utils import instantiate
 
 import jina5.training.module
 from jina5.train import train
-from jina5.training.module import finite_check_interval, resolve_fused
+from jina5.training.module import finite_check_interval
+from jina5.training.optimizer import resolve_fused
 
 
 def test_fused_auto_is_true_on_cuda_and_torch_default_elsewhere():
@@ -82,3 +84,52 @@ def test_a_checkpoint_is_never_saved_before_the_flags_are_read(tmp_path, monkeyp
     with pytest.raises(FloatingPointError, match=r"step 0 .*\(read at step 2\)"):
         train(cfg)
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+class StepGradNorms(L.Callback):
+    """The global gradient norm each optimizer step used (read by a step post-hook, after Lightning's
+    closure has run the backward pass and the clipping), and the training losses."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+        self.losses: list[float] = []
+
+    def on_train_start(self, trainer, module) -> None:
+        optimizer = trainer.optimizers[0]
+        self.fused = optimizer.defaults.get("fused")
+
+        def record(opt, args, kwargs) -> None:
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+        optimizer.register_step_post_hook(record)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+@pytest.mark.parametrize("grad_cache", ["null", "4"])
+def test_fused_adamw_under_bf16_mixed_clips_as_the_unfused_one_does(tmp_path, grad_cache):
+    """The GPU config (bf16-mixed, fused AdamW, clipping) on a CPU: Lightning's bf16-mixed plugin refused
+    to clip for a fused optimizer (it has no scaler: the gradients are not scaled); here every step's
+    gradient norm is clipped to gradient_clip_val, and the run equals the unfused one."""
+    runs = {}
+    for fused in ("true", "false"):
+        rec = StepGradNorms()
+        cfg = run_cfg(
+            tmp_path / fused,
+            "precision=bf16",
+            f"optimizer.fused={fused}",
+            "trainer.gradient_clip_val=0.01",
+            "trainer.max_steps=3",
+            "trainer.val_check_interval=3",
+            "export=false",
+            f"module.grad_cache.chunk_size={grad_cache}",
+        )
+        train(cfg, callbacks=[rec])
+        runs[fused] = rec
+    assert runs["true"].fused is True and not runs["false"].fused
+    for rec in runs.values():
+        assert len(rec.norms) == 3
+        assert rec.norms == pytest.approx([0.01] * 3, rel=1e-3)  # clipped (unclipped norms are > 1)
+    assert runs["true"].losses == pytest.approx(runs["false"].losses, rel=1e-3)

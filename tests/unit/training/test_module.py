@@ -220,3 +220,44 @@ def test_in_a_real_fit_the_warm_start_comes_before_the_strategy_moves_and_wraps_
     assert isinstance(trainer.strategy, SingleDeviceStrategy)
     trainer.fit(module, datamodule=datamodule)
     assert events == ["fit_projection", "strategy.setup"]
+
+
+def _fsdp_warm_rank(rank: int, world: int, init_file: str, out: str) -> None:
+    """Lightning's order under trainer=fsdp, on 2 gloo CPU ranks: the module's setup (the warm start),
+    then the wrapping FSDPStrategy.setup does (the block policy of trainer=fsdp); then the order the
+    warm start had before (in on_fit_start, after the wrapping)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from jina5.training.strategies import fsdp_strategy
+
+    with gloo_group(rank, world, init_file):
+        torch.set_num_threads(1)
+        results: dict = {}
+        module = _module()
+        module.trainer = _trainer(_sample(seed=rank))
+        module.setup("fit")
+        policy = fsdp_strategy(["BertLayer"]).kwargs["auto_wrap_policy"]
+        root = FSDP(module, auto_wrap_policy=policy, use_orig_params=True, device_id=torch.device("cpu"))
+        with FSDP.summon_full_params(root):
+            results["psi"] = _psi(module)
+        try:
+            module.warm_start_projection(48)
+            results["after_wrapping"] = "no error"
+        except RuntimeError as err:
+            results["after_wrapping"] = str(err)
+        torch.save(results, f"{out}.{rank}")
+
+
+def test_under_fsdp_the_warm_start_fits_whole_weights_before_the_wrapping_and_ranks_agree(tmp_path):
+    """Issue 25, item 4: under trainer=fsdp the warm start ran in on_fit_start, after FSDP had wrapped
+    the model, and encoding met the 1-D sharded weights ("'weight' must be 2-D"; reproduced here in the
+    old order). In ``setup`` it runs before the wrapping, and both ranks hold rank 0's psi after it
+    (FSDP, unlike DDP, broadcasts nothing)."""
+    out = tmp_path / "fsdp"
+    torch.multiprocessing.spawn(_fsdp_warm_rank, args=(2, str(tmp_path / "init"), str(out)), nprocs=2)
+    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
+    own = _own_fit(0)
+    for name in ("weight", "bias"):
+        assert not torch.equal(own[name], _psi(_module())[name])
+        assert torch.equal(ranks[0]["psi"][name], own[name]) and torch.equal(ranks[1]["psi"][name], own[name])
+    assert all("must be 2-D" in r["after_wrapping"] for r in ranks)

@@ -60,6 +60,7 @@ from jina5.data.splits import CorpusSplits
 from jina5.data.teacher_vectors import fill_teacher_caches
 from jina5.data.text_pairs import TextPairs, distillation_sample, load_dev_pairs
 from jina5.model.encoder import Encoder
+from jina5.model.placement import run_device, trainer_setup_forwards
 from jina5.teacher.cache import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
@@ -179,22 +180,26 @@ class PairDataModule(L.LightningDataModule):
         store read-only (a text still missing there is an error naming ``python -m jina5.teacher``).
         The texts of rank-local tables (an ``hf:`` source read in shares, one per rank) are then filled
         by each rank for its own share, and rank 0 indexes every rank's parts.
-        On a CUDA trainer the filling rank moves the teacher to its device for the fill and back to
-        the CPU after, every rank resolving the precision policy for CUDA (the store's fingerprint).
+        On an accelerator every rank that embeds (rank 0; with rank-local tables, every rank) moves the
+        teacher to its own device for the fill and back to the CPU after, and every rank resolves the
+        precision policy and the fingerprint for that device (``Teacher.place``): the vectors are
+        stored under the fingerprint of the device and precision that computed them.
         A store too large to fill inside the process group's barrier timeout is pre-computed first:
         ``python -m jina5.teacher <the training overrides>`` (sharded over ranks)."""
         trainer = self.trainer
         rank0 = trainer is None or trainer.is_global_zero
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        if device.type == "cuda":
-            self.teacher.place(device, move_weights=rank0)
+        device = run_device(trainer)
         several = self._rank_world()[1] > 1
         rank_local = several and any(t.rank_local for t in self.tables)  # the same on every rank
+        fills = rank0 or rank_local  # rank 0 embeds the shared texts, every rank its rank-local share
+        if device.type != "cpu":  # every rank resolves for the device (the store's fingerprint) ...
+            self.teacher.place(device, move_weights=fills)  # ... and a rank that embeds moves there
         strategy = trainer.strategy if several else None
         caches = fill_teacher_caches(self.teacher_caches, self.teacher_texts, strategy, rank0, rank_local)
-        if device.type == "cuda" and rank0:
+        if device.type != "cpu" and fills:
             self.teacher.encoder.to("cpu")  # training needs only the stored vectors
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         attach_teacher(self.tables, *caches)
         if self.dev is not None:
             self.dev.teacher_query = caches[0].get(self.dev.queries)
@@ -303,7 +308,9 @@ class PairDataModule(L.LightningDataModule):
         if self.mining is not None:
             for table in self.tables:
                 if not table.texts_only and not any(table.negatives):
-                    attach_hard_negatives(table, self.encoder, self.mining)
+                    # on the run's accelerator, under its precision (before Lightning moves the model)
+                    with trainer_setup_forwards(self.encoder, self.trainer):
+                        attach_hard_negatives(table, self.encoder, self.mining)
         self.dev = self.load_dev()
         if self.teacher is not None:
             self.attach_teacher_vectors()

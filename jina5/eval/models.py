@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from jina5.assets import is_path_like
 from jina5.model.encoder import Encoder
 from jina5.model.io import JINA5_CONFIG
+from jina5.model.placement import resolve_device
 from jina5.model.precision import resolve_precision
 
 
@@ -41,7 +42,9 @@ def run_label(train_cfg: DictConfig) -> str:
 
 
 def load_model(cfg: DictConfig) -> LoadedModel:
-    """Resolve ``cfg.model`` (module docstring) into a Encoder plus its run identity."""
+    """Resolve ``cfg.model`` (module docstring) into a Encoder plus its run identity, on ``cfg.device``
+    (``auto``: cuda when available, else cpu; ``jina5.model.placement.resolve_device``) with
+    ``cfg.precision`` resolved for that device."""
     spec = str(cfg.model)
     baselines = cfg.get("baselines") or {}
     path = Path(spec).expanduser()
@@ -84,6 +87,8 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         loaded.encoder.max_length = int(cfg.max_length)
     if cfg.get("prompts") is not None:
         loaded.encoder.prompts = dict(OmegaConf.to_container(cfg.prompts, resolve=True))
-    device_type = next(loaded.encoder.parameters()).device.type
-    loaded.encoder.compute_precision = resolve_precision(cfg.precision, device_type)
+    device = resolve_device(cfg.get("device", "auto"))  # conf/eval.yaml: auto = cuda when available
+    if next(loaded.encoder.parameters()).device != device:
+        loaded.encoder.to(device)
+    loaded.encoder.compute_precision = resolve_precision(cfg.precision, device.type)
     return loaded

@@ -48,14 +48,15 @@ def semi_orthogonal_(weight: Tensor, seed: int) -> Tensor:
     out_dim, in_dim = weight.shape
     with torch.no_grad():
         if out_dim == in_dim:
-            weight.copy_(torch.eye(out_dim, dtype=weight.dtype))
+            weight.copy_(torch.eye(out_dim, dtype=weight.dtype, device=weight.device))
             return weight
         gen = torch.Generator().manual_seed(seed)
         g = torch.randn(max(out_dim, in_dim), min(out_dim, in_dim), generator=gen, dtype=torch.float64)
         q, r = torch.linalg.qr(g)  # q: (max, min) with orthonormal columns
         sign = torch.sign(torch.diagonal(r))
         q = q * torch.where(sign == 0, torch.ones_like(sign), sign)  # unique QR: diag(r) > 0
-        weight.copy_((q if out_dim > in_dim else q.T).to(weight.dtype))
+        # drawn on the CPU (the same matrix on every device), then placed as the weight
+        weight.copy_((q if out_dim > in_dim else q.T).to(device=weight.device, dtype=weight.dtype))
     return weight
 
 
@@ -99,22 +100,21 @@ class EmbeddingDistillation(nn.Module):
         self.proj.requires_grad_(trainable)
 
     @torch.no_grad()
-    def fit_projection(self, student: Tensor, teacher: Tensor, ridge: float = 1e-2) -> float:
+    def fit_projection(self, student: Tensor, teacher: Tensor, ridge: float = 1e-2) -> Tensor:
         """Set psi (side="student") to the ridge least-squares map student (N, D) -> teacher (N, Dt);
-        returns the mean cosine cos(psi(s_i), t_i) it reaches on the fitting set."""
+        returns the mean cosine cos(psi(s_i), t_i) it reaches on the fitting set (a 0-d float32 tensor
+        on the inputs' device: every tensor made here is made there, and nothing is read back)."""
         if self.side != "student":
             raise ValueError("fit_projection warm-starts the student-side projection only")
         s, t = student.double(), teacher.double()
         a = torch.cat([s, torch.ones_like(s[:, :1])], dim=1)  # (N, D + 1)
-        penalty = ridge * torch.eye(a.shape[1], dtype=a.dtype)
+        penalty = ridge * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
         penalty[-1, -1] = 0.0
         sol = torch.linalg.solve(a.T @ a + penalty, a.T @ t)  # (D + 1, Dt)
         self.proj.weight.copy_(sol[:-1].T.to(self.proj.weight.dtype))
         if self.proj.bias is not None:
             self.proj.bias.copy_(sol[-1].to(self.proj.bias.dtype))
-        return float(
-            F.cosine_similarity(self.project_student(student.float()), teacher.float(), dim=-1).mean()
-        )
+        return F.cosine_similarity(self.project_student(student.float()), teacher.float(), dim=-1).mean()
 
     def project_student(self, z: Tensor) -> Tensor:
         """psi_d(z) = W[:, :d] z + b for a (..., d) student input (side="student")."""

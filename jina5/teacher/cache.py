@@ -12,7 +12,9 @@ sha1(``cache_text(text)``); a cold fill embeds the missing texts sorted by lengt
 interrupted fill resumes from the last committed part.
 
 Filling on a GPU: ``Teacher.place(device)`` moves the weights and resolves the precision policy for
-that device (bf16 on a bf16 GPU under ``auto``; part of the fingerprint, as always). Large stores are
+that device (bf16 on a bf16 GPU under ``auto``; part of the fingerprint, as always); a teacher placed on
+an accelerator also has that device type in its fingerprint (``device_fingerprint``: a GPU's vectors
+and a CPU's never share a store; a CPU teacher's fingerprint is what it always was). Large stores are
 pre-computed across ranks before training: ``python -m jina5.teacher <training overrides>``
 (``jina5.teacher.precompute``).
 """
@@ -52,6 +54,14 @@ def text_key(text: str) -> bytes:
     return hashlib.sha1(cache_text(text).encode("utf-8")).digest()
 
 
+def device_fingerprint(content: str, device_type: str) -> str:
+    """The store fingerprint of a teacher of ``content`` fingerprint computing on ``device_type``: the
+    content fingerprint itself on the CPU (every store made so far), else sha256 of both."""
+    if device_type == "cpu":
+        return content
+    return hashlib.sha256(f"{content} computed on {device_type}".encode()).hexdigest()
+
+
 class Teacher:
     """A frozen embedding model (any ``Encoder`` backbone + pooling), no gradients.
 
@@ -86,8 +96,8 @@ class Teacher:
         )
         self.encoder.eval().requires_grad_(False)
         self.precision_choice = precision
-        device_type = next(self.encoder.parameters()).device.type
-        self.encoder.compute_precision = resolve_precision(precision, device_type)
+        self.device_type = next(self.encoder.parameters()).device.type  # where it computes (place)
+        self.encoder.compute_precision = resolve_precision(precision, self.device_type)
         self.batch_size = batch_size
         self.source = str(source or self.encoder.source)
         self._fingerprint: str | None = None
@@ -102,13 +112,15 @@ class Teacher:
         return self.encoder.compute_precision
 
     def place(self, device: str | torch.device, move_weights: bool = True) -> None:
-        """Resolve the precision policy for ``device`` (the fingerprint follows) and, unless
-        ``move_weights`` is False, move the weights there. A rank that only reads the store resolves
-        without moving, so it finds the store the filling rank writes."""
+        """Resolve the precision policy and the fingerprint for ``device`` and, unless ``move_weights``
+        is False, move the weights there. A rank that only reads the store resolves without moving, so
+        it finds the store the filling ranks write; a rank that embeds must move (its vectors are
+        stored under this device's fingerprint)."""
         device = torch.device(device)
         precision = resolve_precision(self.precision_choice, device.type)
-        if precision != self.encoder.compute_precision:
+        if precision != self.encoder.compute_precision or device.type != self.device_type:
             self.encoder.compute_precision = precision
+            self.device_type = device.type
             self._fingerprint = None
         if move_weights:
             self.encoder.to(device)
@@ -116,9 +128,12 @@ class Teacher:
     @property
     def fingerprint(self) -> str:
         """sha256 over the architecture config, the encoding settings (not the prompts: the instruction
-        is a cache key of its own), the compute precision when not fp32, and every weight's bytes."""
+        is a cache key of its own), the compute precision when not fp32, and every weight's bytes;
+        placed on an accelerator (``place``), that digest and the device type hashed again
+        (``device_fingerprint``): a GPU's vectors never share a store with a CPU's."""
         if self._fingerprint is None:
-            self._fingerprint = content_fingerprint(self.encoder, skip_settings=("source", "prompts"))
+            content = content_fingerprint(self.encoder, skip_settings=("source", "prompts"))
+            self._fingerprint = device_fingerprint(content, self.device_type)
         return self._fingerprint
 
     def embed(self, texts: Sequence[str], instruction: str = "") -> np.ndarray:

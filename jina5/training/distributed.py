@@ -155,3 +155,11 @@ def _pad(x: Tensor, k: int) -> Tensor:
         return x
     fill = x.new_zeros(x.shape[0], k - x.shape[1], *x.shape[2:])
     return torch.cat([x, fill], dim=1)
+
+
+@torch.no_grad()
+def broadcast_from_rank0(params) -> None:
+    """Overwrite every rank's ``params`` (tensors, on the device the process group's backend takes) in
+    place with global rank 0's, one broadcast each: the ranks then agree bit for bit."""
+    for p in params:
+        torch.distributed.broadcast(p.data, src=0)

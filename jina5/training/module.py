@@ -38,8 +38,9 @@ from torch.optim import Optimizer
 
 from jina5.losses import EmbeddingBatch
 from jina5.model.encoder import Encoder
+from jina5.model.placement import run_device, trainer_setup_forwards
 from jina5.training.dev_metrics import dev_ndcg_at_10, distilled_cosines, similarity_agreement
-from jina5.training.distributed import gather_batch, world_size
+from jina5.training.distributed import broadcast_from_rank0, gather_batch, world_size
 from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
 from jina5.training.objective import Objective, find_distillation
 from jina5.training.optimizer import clip_gradients, resolve_fused
@@ -125,6 +126,7 @@ class EmbeddingModule(L.LightningModule):
         self.automatic_optimization = self.chunk_size is None
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
+        self.resuming = False  # set by jina5.train before a fit that resumes (setup cannot tell yet)
         # chosen now, by name, before any wrapping: FSDP flattens every parameter to 1-D
         self.no_decay_names = frozenset(
             n for n, p in self.named_parameters() if weight_decay_exclude_1d and p.ndim < 2
@@ -134,12 +136,20 @@ class EmbeddingModule(L.LightningModule):
         self._unchecked: list[tuple[Tensor, int, int, str | None, Tensor, dict[str, Tensor]]] = []
 
     # ------------------------------------------------------------------ training
-    def on_fit_start(self) -> None:
-        if self.projection_warm_start and self.trainer.ckpt_path is None:
+    def setup(self, stage: str) -> None:
+        """The projection warm start of a fresh fit. Lightning calls ``setup`` before the strategy
+        moves the model and wraps it (DDP, FSDP: ``Trainer._run``), so the student encodes with whole
+        weights, and DDP's constructor then broadcasts rank 0's psi (``warm_start_projection`` also
+        broadcasts it, for strategies that do not). A resume (``resuming``, or a trainer given
+        ``ckpt_path`` before ``fit``) skips it: the checkpoint holds psi."""
+        resuming = self.resuming or self.trainer.ckpt_path is not None
+        if stage == "fit" and self.projection_warm_start and not resuming:
             self.warm_start_projection(self.projection_warm_start)
 
     def warm_start_projection(self, n_texts: int) -> None:
-        """Fit psi on a seeded sample of the training mix's texts (see ``projection_warm_start``)."""
+        """Fit psi on a seeded sample of the training mix's texts (see ``projection_warm_start``), on the
+        run's device and under its precision (``jina5.model.placement``); under several ranks every
+        rank ends with rank 0's psi (a broadcast), whatever each rank's own fit gave."""
         distill = find_distillation(self.objective)
         if distill is None or distill.side != "student" or not distill.proj.weight.requires_grad:
             return
@@ -147,12 +157,19 @@ class EmbeddingModule(L.LightningModule):
         sample = datamodule.distillation_sample(n_texts) if datamodule is not None else None
         if sample is None:
             return
-        queries = self.encoder.encode(sample.queries, prompt="query")
-        documents = self.encoder.encode(sample.documents, prompt="document")
+        device = run_device(self.trainer)
+        if distill.proj.weight.device != device:
+            self.to(device)
+        with trainer_setup_forwards(self.encoder, self.trainer):
+            queries = self.encoder.encode(sample.queries, prompt="query")
+            documents = self.encoder.encode(sample.documents, prompt="document")
         teacher = np.concatenate([sample.teacher_query, sample.teacher_document])
         student = torch.from_numpy(np.concatenate([queries, documents]))
-        cos = distill.fit_projection(student.to(self.device), torch.from_numpy(teacher).to(self.device))
-        log.info("projection warm start on %d texts: mean cos(psi(s), t) = %.3f", len(student), cos)
+        weight = distill.proj.weight
+        cos = distill.fit_projection(student.to(weight.device), torch.from_numpy(teacher).to(weight.device))
+        log.info("projection warm start on %d texts: mean cos(psi(s), t) = %.3f", len(student), float(cos))
+        if world_size() > 1:
+            broadcast_from_rank0(distill.proj.parameters())
 
     def on_train_start(self) -> None:
         self.encoder.train()  # HF backbones load in eval mode; fine-tuning uses their dropout

@@ -226,3 +226,104 @@ def test_distillation_sample_is_the_warm_starts_old_sample(stage1_module):
     finally:
         for table in dm.tables:
             table.teacher_query = table.teacher_document = None
+
+
+class _Table:
+    """What setup's mining and the teacher fill read of a table."""
+
+    def __init__(self, rank_local: bool = False) -> None:
+        self.rank_local, self.texts_only, self.negatives = rank_local, False, [[]]
+        self.spec = DatasetSpec("toy")
+
+    def __len__(self) -> int:
+        return 1
+
+
+def _cuda_rank_1(barriers: list[str] | None = None):
+    """A fake 2-rank CUDA trainer, seen from rank 1 (no CUDA needed: nothing runs on the device)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    strategy = SimpleNamespace(root_device=torch.device("cuda", 1), barrier=(barriers or []).append)
+    return SimpleNamespace(
+        is_global_zero=False, global_rank=1, world_size=2, strategy=strategy, precision="bf16-mixed"
+    )
+
+
+def test_every_rank_that_fills_rank_local_texts_does_it_on_its_own_gpu(monkeypatch):
+    """Issue 25, item 5: with hf: data (rank-local tables) ranks other than 0 embedded their share with
+    the teacher still on the CPU (``place(cuda:r, move_weights=False)``): days for a 4B teacher, and
+    CPU vectors stored under the CUDA fingerprint. Now rank 1 moves its teacher to cuda:1 for the fill
+    (and back after), and the store's fingerprint is the teacher's content computed on cuda."""
+    import torch
+    from helpers import CountingTeacher
+
+    import jina5.data.datamodule as datamodule
+    from jina5.model.io import content_fingerprint
+
+    teacher = CountingTeacher()
+    teacher.precision_choice = "bf16"  # what `auto` resolves to on a bf16 GPU
+    cpu_fingerprint = teacher.fingerprint
+    moves: list[torch.device] = []
+    monkeypatch.setattr(
+        teacher.encoder, "to", lambda device: moves.append(torch.device(device)) or teacher.encoder
+    )
+    fills: list[tuple[list[torch.device], str, str, bool]] = []
+
+    def fill(caches, texts, strategy, rank0, rank_local):
+        fills.append((list(moves), teacher.fingerprint, teacher.precision, rank_local))
+        return (None, None)
+
+    monkeypatch.setattr(datamodule, "fill_teacher_caches", fill)
+    monkeypatch.setattr(datamodule, "attach_teacher", lambda *args: None)
+    dm = PairDataModule({"toy": {"source": "bundled:bbc"}}, encoder=None, teacher=teacher)
+    dm.tables = [_Table(rank_local=True)]
+    dm.trainer = _cuda_rank_1()
+    dm.attach_teacher_vectors()
+
+    [(moved, fingerprint, precision, rank_local)] = fills
+    assert rank_local and moved == [torch.device("cuda", 1)] and precision == "bf16"
+    assert moves == [torch.device("cuda", 1), torch.device("cpu")]  # back to the CPU after the fill
+    from jina5.teacher.cache import device_fingerprint
+
+    bf16_content = content_fingerprint(teacher.encoder, skip_settings=("source", "prompts"))
+    assert fingerprint == device_fingerprint(bf16_content, "cuda") != bf16_content
+    assert fingerprint != cpu_fingerprint
+    # a rank that only reads (no rank-local table) resolves the same fingerprint without moving
+    reader = CountingTeacher()
+    reader.precision_choice = "bf16"
+    reader.place(torch.device("cuda", 1), move_weights=False)
+    assert reader.fingerprint == fingerprint and next(reader.encoder.parameters()).device.type == "cpu"
+
+
+def test_mining_in_setup_runs_on_the_runs_accelerator_under_its_precision(monkeypatch):
+    """Lightning runs the datamodule's setup before it moves the model: hard-negative mining ran the
+    student on the CPU, in fp32 (flash_attention_2 refuses that). Now setup moves the student to the
+    strategy's root device (a recording .to stands in for cuda:1) and mines under bf16."""
+    import torch
+
+    import jina5.data.datamodule as datamodule
+    from jina5.model.encoder import Encoder
+    from jina5.model.tiny import tiny_model_and_tokenizer
+
+    model, tokenizer = tiny_model_and_tokenizer("bert")
+    encoder = Encoder(model, tokenizer=tokenizer)
+    moves: list[torch.device] = []
+    monkeypatch.setattr(encoder, "to", lambda device: moves.append(torch.device(device)) or encoder)
+    mined: list[tuple[list[torch.device], str]] = []
+    monkeypatch.setattr(
+        datamodule,
+        "attach_hard_negatives",
+        lambda t, enc, cfg: mined.append((list(moves), enc.compute_precision)),
+    )
+    dm = PairDataModule(
+        {"toy": {"source": "bundled:bbc"}}, encoder=encoder, hard_negatives={"num_negatives": 1}
+    )
+    monkeypatch.setattr(dm, "_load_and_count", lambda: ([_Table()], [1], [0]))
+    monkeypatch.setattr(dm, "_check_sizes", lambda *args: None)
+    monkeypatch.setattr(dm, "load_dev", lambda: None)
+    dm.trainer = _cuda_rank_1()
+    dm.setup("fit")
+    assert mined == [([torch.device("cuda", 1)], "bf16")]
+    assert encoder.compute_precision == "fp32"  # the encoder's own setting comes back

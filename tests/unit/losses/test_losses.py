@@ -640,3 +640,79 @@ def test_fit_projection_recovers_a_linear_teacher_and_lowers_the_loss():
     assert float(loss(batch)) < 1e-3 < before
     with pytest.raises(ValueError, match="student-side"):
         EmbeddingDistillation(8, 12, side="teacher").fit_projection(s, t)
+
+
+def meta_batch(b: int = 6, d: int = 8, t: int = 12, k: int = 2):
+    """A batch of every field on the meta device (a stand-in for cuda: a tensor made on the CPU
+    inside a loss meets it and raises, as it would on a GPU)."""
+    from jina5.losses import EmbeddingBatch
+
+    def m(*shape):
+        return torch.randn(*shape, device="meta")
+
+    return EmbeddingBatch(
+        query=m(b, d),
+        document=m(b, d),
+        negatives=m(b, k, d),
+        teacher_query=m(b, t),
+        teacher_document=m(b, t),
+        scores=m(b),
+        query_ids=torch.arange(b, device="meta"),
+        document_ids=torch.arange(b, device="meta"),
+        base_query=m(b, d),
+        base_document=m(b, d),
+        base_negatives=m(b, k, d),
+    )
+
+
+def test_the_projection_warm_start_and_its_init_keep_their_inputs_device():
+    """Issue 25, item 2: fit_projection built its ridge penalty with torch.eye on the CPU, so on a GPU
+    it met cuda inputs and raised before step 0 (meta stands in for cuda). The fit, its returned mean
+    cosine and psi stay on the inputs' device, in float32."""
+    from jina5.losses import EmbeddingDistillation
+    from jina5.losses.distill import semi_orthogonal_
+
+    for teacher_dim in (8, 12):  # the identity init and the semi-orthogonal one
+        loss = EmbeddingDistillation(8, teacher_dim).to("meta")
+        cos = loss.fit_projection(
+            torch.randn(20, 8, device="meta"), torch.randn(20, teacher_dim, device="meta")
+        )
+        assert (cos.device.type, cos.dtype, cos.shape) == ("meta", torch.float32, torch.Size([]))
+        assert loss.proj.weight.device.type == loss.proj.bias.device.type == "meta"
+        assert loss.proj.weight.shape == (teacher_dim, 8)
+        weight = semi_orthogonal_(torch.empty(teacher_dim, 8, device="meta", dtype=torch.bfloat16), 0)
+        assert (weight.device.type, weight.dtype) == ("meta", torch.bfloat16)
+
+
+def test_every_loss_computes_on_its_inputs_device(monkeypatch):
+    """No loss makes a tensor on another device than its inputs' (the masks, the penalty, the zeros)."""
+    import torch.fx.experimental._config as fx_config
+
+    # boolean-mask indexing on meta (GOR's off-diagonal): a stand-in size, the device is what is checked
+    monkeypatch.setattr(fx_config, "meta_nonzero_assume_all_nonzero", True)
+    from jina5.losses import (
+        BinaryAware,
+        CoSENT,
+        EmbeddingDistillation,
+        GlobalOrthogonal,
+        InfoNCE,
+        Matryoshka,
+        RelationalDistillation,
+        ScoreDistillation,
+    )
+
+    losses = [
+        CoSENT(),
+        EmbeddingDistillation(8, 12),
+        GlobalOrthogonal(),
+        InfoNCE(mask_duplicates=True, learnable_temperature=True),
+        InfoNCE(mask_duplicates=True),
+        RelationalDistillation(),
+        ScoreDistillation(),
+        Matryoshka(InfoNCE(), dims=[4, 8]),
+        BinaryAware(InfoNCE()),
+    ]
+    batch = meta_batch()
+    for loss in losses:
+        out = loss.to("meta")(batch)
+        assert (out.device.type, out.shape) == ("meta", torch.Size([])), type(loss).__name__

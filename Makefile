@@ -21,12 +21,12 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt jina5/requirements-assets
 setup: $(STAMP)
 
 test: setup
-	$(BIN)/ruff check jina5 tests experiments
+	$(BIN)/ruff check jina5 conf tests experiments
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check jina5 tests experiments
-	$(BIN)/ruff format --check jina5 tests experiments
+	$(BIN)/ruff check jina5 conf tests experiments
+	$(BIN)/ruff format --check jina5 conf tests experiments
 
 clean:
 	rm -rf $(VENV)

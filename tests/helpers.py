@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +17,8 @@ from jina5.model.adapters import DEFAULT_TASK_PROMPTS, lora_config
 from jina5.model.encoder import Encoder
 from jina5.model.tiny import tiny_model_and_tokenizer
 from jina5.teacher.cache import Teacher
+from jina5.training.module import EmbeddingModule
+from jina5.training.objective import Objective
 
 __all__ = [
     "CONF_DIR",
@@ -396,3 +398,15 @@ class CountingTeacher(Teacher):
     def embed(self, texts, instruction=""):
         self.calls += len(texts)
         return super().embed(texts, instruction)
+
+
+def toy_module(objective_of: Callable[[Encoder], Objective], **module_kwargs) -> EmbeddingModule:
+    """An ``EmbeddingModule`` on a tiny seeded 2-layer BERT (dropout 0.1) with query/document prompts,
+    SGD, gathering across devices; ``objective_of(encoder)`` builds its objective, ``module_kwargs`` the
+    rest (``projection_warm_start``, ``grad_cache``, ...)."""
+    model, tokenizer = tiny_model_and_tokenizer("bert", layers=2)
+    encoder = Encoder(model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "})
+    settings = {"weight_decay_exclude_1d": True, "base_reference_dropout": False, **module_kwargs}
+    return EmbeddingModule(
+        encoder, objective_of(encoder), optimizer=torch.optim.SGD, gather_across_devices=True, **settings
+    )

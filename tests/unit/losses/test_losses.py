@@ -690,17 +690,6 @@ def test_every_loss_computes_on_its_inputs_device(monkeypatch):
 
     # boolean-mask indexing on meta (GOR's off-diagonal): a stand-in size, the device is what is checked
     monkeypatch.setattr(fx_config, "meta_nonzero_assume_all_nonzero", True)
-    from jina5.losses import (
-        BinaryAware,
-        CoSENT,
-        EmbeddingDistillation,
-        GlobalOrthogonal,
-        InfoNCE,
-        Matryoshka,
-        RelationalDistillation,
-        ScoreDistillation,
-    )
-
     losses = [
         CoSENT(),
         EmbeddingDistillation(8, 12),

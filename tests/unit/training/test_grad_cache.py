@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 
+import helpers
 import pytest
 import torch
 from helpers import LossRecorder, compose, gloo_group, run_cfg
 from lightning.pytorch.overrides.distributed import prepare_for_backward
 from omegaconf import OmegaConf
 
-from jina5.model.encoder import Encoder
-from jina5.model.tiny import tiny_model_and_tokenizer
 from jina5.runs.curves import read_curves
 from jina5.train import train
 from jina5.training.distributed import gather_with_grad
@@ -36,20 +35,14 @@ def objective_cfg(experiment: str = "ablation/combined", learnable_temperature: 
 
 def toy_module(cfg: dict, chunk_size: int | None) -> EmbeddingModule:
     """Tiny BERT (dropout 0.1, in train mode) on ``cfg``; seeded: the same in every process."""
-    model, tokenizer = tiny_model_and_tokenizer("bert", layers=2)
-    assert model.config.hidden_dropout_prob > 0 and model.config.attention_probs_dropout_prob > 0
-    encoder = Encoder(model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "})
-    objective = build_objective(cfg, student_dim=encoder.dim, teacher_dim=TEACHER_DIM)
-    return EmbeddingModule(
-        encoder,
-        objective,
-        optimizer=torch.optim.SGD,
-        gather_across_devices=True,
-        weight_decay_exclude_1d=True,
-        base_reference_dropout=False,
+    module = helpers.toy_module(
+        lambda encoder: build_objective(cfg, student_dim=encoder.dim, teacher_dim=TEACHER_DIM),
         projection_warm_start=0,
         grad_cache={"chunk_size": chunk_size},
-    ).train()
+    )
+    config = module.encoder.backbone.config
+    assert config.hidden_dropout_prob > 0 and config.attention_probs_dropout_prob > 0
+    return module.train()
 
 
 def toy_batch(module: EmbeddingModule, rows: range, texts_only: bool = False) -> dict:

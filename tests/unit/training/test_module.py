@@ -11,13 +11,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import gloo_group, run_cfg
+from helpers import gloo_group, run_cfg, toy_module
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from jina5.data.text_pairs import TextPairs
 from jina5.losses import EmbeddingDistillation
-from jina5.model.encoder import Encoder
-from jina5.model.tiny import tiny_model_and_tokenizer
 from jina5.train import build
 from jina5.training.module import EmbeddingModule
 from jina5.training.objective import Objective
@@ -63,16 +61,10 @@ TEXTS = [f"text {i} about {w}" for i, w in enumerate(["cats", "stocks", "rain", 
 
 
 def _module(warm_start: int = 48) -> EmbeddingModule:
-    model, tokenizer = tiny_model_and_tokenizer("bert", layers=2)
-    encoder = Encoder(model, tokenizer=tokenizer, prompts={"query": "Query: ", "document": "Document: "})
-    objective = Objective({"distill": EmbeddingDistillation(encoder.dim, TEACHER_DIM)}, {"distill": 1.0})
-    return EmbeddingModule(
-        encoder,
-        objective,
-        optimizer=torch.optim.SGD,
-        gather_across_devices=True,
-        weight_decay_exclude_1d=True,
-        base_reference_dropout=False,
+    return toy_module(
+        lambda encoder: Objective(
+            {"distill": EmbeddingDistillation(encoder.dim, TEACHER_DIM)}, {"distill": 1.0}
+        ),
         projection_warm_start=warm_start,
     )
 

@@ -1,6 +1,6 @@
 """Run one of the paper's comparisons end to end: train (one Hydra multirun), evaluate, tabulate.
 
-    python experiments/sweep.py default              # what `make ablate` runs
+    python experiments/sweep.py default              # what `make ablate` runs (the sweep's 3 seeds)
     python experiments/sweep.py table5 --seeds 3     # mean ± std over 3 seeds; ties printed as such
     python experiments/sweep.py figure3 trainer.max_steps=200   # extra Hydra overrides for every run
     python experiments/sweep.py stage2 --stage1 outputs/runs/pure_distill-seed0 --steps 100 --lr-scale 10
@@ -41,6 +41,7 @@ import pandas as pd
 from jina5.conf import compose
 
 from jina5.assets import BUNDLED_MODELS, prepare_bundled
+from jina5.eval.machine import describe, machine
 from jina5.eval.store import ResultsStore, isna, new_run_id
 from jina5.report.sweep_plan import (
     budget_overrides,
@@ -239,7 +240,7 @@ def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
     eval_overrides = [*spec.get("eval_overrides", []), *args.eval_overrides]
     steps = args.steps if args.steps is not None else spec.get("steps")
     lr_scale = args.lr_scale if args.lr_scale is not None else spec.get("lr_scale")
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.seeds if args.seeds is not None else spec.get("seeds", 1)))
     rows = sweep_rows(spec)
     phases = Phases(4)
 
@@ -284,13 +285,19 @@ def run_sweep(name: str, spec: dict, args: argparse.Namespace) -> Phases:
         print(Path(out, "summary.md").read_text())
         print(f"  written: {out}/summary.md, {out}/summary.json, figures")
     print(phases.report())
+    print(f"machine: {describe(machine())}")
     return phases
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", help=f"one of: {', '.join(load_sweeps())}")
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds 0..N-1 per experiment (default: the sweep's seeds, else 1)",
+    )
     ap.add_argument("--results", default="results/results.jsonl", help="the results store")
     ap.add_argument(
         "--out", default=None, help="tables/figures dir (default results/ablation or results/<sweep>)"

@@ -25,6 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from jina5.eval.encoding import model_fingerprint
+from jina5.eval.machine import machine
 from jina5.eval.models import load_model
 from jina5.eval.store import ResultsStore, new_run_id
 from jina5.eval.suite import run_suite
@@ -52,6 +53,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "encoder": model.encoder.encoder_config(),
             "eval": eval_cfg,
             "train": model.train_config,
+            "machine": machine(),
         },
     }
     tasks, skipped = build_tasks(eval_cfg)

@@ -1,26 +1,30 @@
-"""Paired bootstrap confidence intervals of the difference between two rows of a results table.
+"""Paired hierarchical bootstrap confidence intervals of the difference between two rows of a results table.
 
 A row is one model (experiment) with one or more seeds (runs). Each of its tasks keeps per-item
 scores (:mod:`jina5.eval.items`), from which its main metric is recomputed on a resample of the
 task's test items: queries (retrieval), pairs (STS), test texts (classification), documents
-(clustering). For resample b = 1..B and task t with N_t items:
+(clustering). A resample b = 1..B draws at two levels, seeds first, then items:
 
-1. draw N_t item indices with replacement; the counts w_b (N_t,) come from one random stream per task,
-   seeded by (``seed``, the task's name) (:func:`resample_counts`): row b of the stream is resample b
-   for every model, so both rows of a comparison see THE SAME resamples (and the first B resamples do
-   not depend on B);
-2. per seed of a row, the task's metric on that resample; the row's value is the mean over its seeds
-   (seeds are not resampled: the interval measures how the difference depends on the draw of test
-   items, for the trained seeds at hand; their spread is the table's ± std);
-3. aggregate exactly as :mod:`jina5.eval.summary` (the same functions): tasks of a data set (chatterbot's
+1. **seeds**: S seed indices with replacement from the row's S seeds (sorted by seed), as counts
+   v_b (S,) from one random stream seeded by (``seed``, S) (:func:`seed_counts`); rows with the same
+   number of seeds get THE SAME seed draws, so seed s of one row stays paired with seed s of the other
+   (same data order, same start). A row of one seed (a baseline) has no seed level: v_b = (1,);
+2. **items**: for task t with N_t items, N_t item indices with replacement; the counts w_b (N_t,) come
+   from one random stream per task, seeded by (``seed``, the task's name) (:func:`resample_counts`):
+   row b of the stream is resample b for every model and every seed, so both rows of a comparison see
+   the same item resamples (and the first B resamples do not depend on B);
+3. per seed s of a row, the task's metric m_s,b on the items w_b; the row's value is the seed-weighted
+   mean sum_s v_b,s m_s,b / S;
+4. aggregate exactly as :mod:`jina5.eval.summary` (the same functions): tasks of a data set (chatterbot's
    languages) -> data-set mean -> task-type mean -> ``overall`` = mean of the type means;
-4. the difference candidate - reference of each level.
+5. the difference candidate - reference of each level.
 
 The interval is the percentile interval of the B differences: the 2.5th and 97.5th percentiles
-(numpy's linear interpolation) for 95%. Column 0 of every replicate array is the full sample (each
-item once), whose difference is the point estimate ``delta``; it equals the difference of the rows'
-stored averages up to float rounding. A difference is called ``better`` / ``worse`` only when its
-interval excludes 0, else ``tie``.
+(numpy's linear interpolation) for 95%. It measures how the difference depends on the draw of test
+items AND of training seeds: a gap that one lucky seed makes is a ``tie``. Column 0 of every replicate
+array is the full sample (each seed and item once), whose difference is the point estimate ``delta``;
+it equals the difference of the rows' stored averages up to float rounding. A difference is called
+``better`` / ``worse`` only when its interval excludes 0, else ``tie``.
 
 Both rows must have been scored on the same tasks with the same items (equal
 :func:`jina5.eval.items.item_identity`); otherwise, or when a run has no per-item scores (an older
@@ -76,6 +80,23 @@ def resample_counts(n_items: int, resamples: int, seed: int, name: str) -> np.nd
     return counts
 
 
+@lru_cache(maxsize=16)
+def seed_counts(n_seeds: int, resamples: int, seed: int) -> np.ndarray:
+    """(1 + resamples, n_seeds) float64 seed-draw counts: row 0 all ones (the full sample), row b how
+    often each seed is drawn by resample b (n_seeds draws with replacement). The stream is
+    ``numpy.random.default_rng([seed, n_seeds, sha256("seeds")[:8]])``: the same for every row with
+    ``n_seeds`` seeds; one seed is always drawn once. Read-only (cached)."""
+    if n_seeds == 1:
+        counts = np.ones((1 + resamples, 1))
+    else:
+        entropy = int.from_bytes(hashlib.sha256(b"seeds").digest()[:8], "little")
+        draws = np.random.default_rng([seed, n_seeds, entropy]).integers(0, n_seeds, (resamples, n_seeds))
+        counts = np.vstack([np.ones((1, n_seeds)), (draws[:, :, None] == np.arange(n_seeds)).sum(axis=1)])
+        counts = counts.astype(np.float64)
+    counts.flags.writeable = False
+    return counts
+
+
 def run_items(
     store: ResultsStore, run: pd.DataFrame, dim: int | None = None, precision: str = "float32"
 ) -> dict[TaskId, ItemScores]:
@@ -108,12 +129,13 @@ def run_items(
 @dataclass(frozen=True, eq=False)
 class Replicates:
     """One row's main metric per task: ``values[task]`` (1 + B,), column 0 the full sample, then the B
-    resamples (seed means, module docstring); ``identities[task]`` its items."""
+    resamples (seed-weighted means, module docstring); ``identities[task]`` its items; ``seeds`` S."""
 
     values: dict[TaskId, np.ndarray]
     identities: dict[TaskId, str]
     resamples: int
     seed: int
+    seeds: int = 1
 
     @cached_property
     def levels(self) -> dict[str, np.ndarray]:
@@ -126,7 +148,9 @@ def row_replicates(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> Replicates:
-    """A row's :class:`Replicates` from the per-item scores of each of its seeds (:func:`run_items`).
+    """A row's :class:`Replicates` from the per-item scores of each of its seeds (:func:`run_items`), in
+    seed order: both levels of the module docstring's resampling (seeds by :func:`seed_counts`, items by
+    :func:`resample_counts`).
 
     Every seed must have the same tasks with the same items (else :class:`MissingItems`)."""
     if not seeds:
@@ -136,12 +160,14 @@ def row_replicates(
     for other in seeds[1:]:
         if set(other) != set(tasks) or any(other[t].identity != identities[t] for t in tasks):
             raise MissingItems("the seeds of a row were scored on different items", "seeds differ")
+    drawn = seed_counts(len(seeds), resamples, seed)  # (1 + B, S)
     values = {}
     for task in tasks:
         n = seeds[0][task].n_items
         counts = np.vstack([np.ones((1, n)), resample_counts(n, resamples, seed, task_name(task))])
-        values[task] = np.mean([s[task].resampled(counts) for s in seeds], axis=0)
-    return Replicates(values, identities, resamples, seed)
+        per_seed = np.stack([s[task].resampled(counts) for s in seeds], axis=1)  # (1 + B, S)
+        values[task] = (drawn * per_seed).sum(axis=1) / len(seeds)
+    return Replicates(values, identities, resamples, seed, len(seeds))
 
 
 def aggregate(values: Mapping[TaskId, np.ndarray]) -> dict[str, np.ndarray]:

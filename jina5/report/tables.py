@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from jina5.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from jina5.eval.machine import describe
 from jina5.eval.store import ResultsStore
 from jina5.eval.summary import latest_runs
 from jina5.report.aggregate import curve_table, dim_table, regime_table, stored_rows, teacher_dev_level
@@ -71,6 +72,21 @@ def stage1_curve(df: pd.DataFrame, label: str, result: dict) -> list[str]:
         wide_markdown(table, "metric \\ step"),
         "",
     ]
+
+
+def machines_note(df: pd.DataFrame, names: list[str], result: dict) -> list[str]:
+    """Where the tabulated rows were evaluated: one line per distinct machine of their runs' configs
+    (:mod:`jina5.eval.machine`; ``not recorded`` for runs stored before it was), into
+    ``result["machines"]``. bf16 kernels round differently per CPU, so digits belong with their machine."""
+    rows = df[df["experiment"].isin(names)] if not df.empty else df
+    seen: dict[str, dict | None] = {}
+    for config in rows.drop_duplicates("run_id")["config"] if not rows.empty else []:
+        info = config.get("machine") if isinstance(config, dict) else None
+        seen.setdefault(describe(info) if info else "not recorded", info)
+    result["machines"] = [info if info else {"cpu": "not recorded"} for info in seen.values()]
+    if not seen:
+        return []
+    return [f"Evaluated on: {'; and on '.join(seen)}.", ""]
 
 
 def build(
@@ -169,6 +185,7 @@ def build(
             lines += [figure_links(figures[-1:]), ""]
     if spec.get("stage1") and not df.empty:
         lines += stage1_curve(df, spec["stage1"]["label"], result)
+    lines += machines_note(df, [*names, *curves], result)
     (out / "summary.md").write_text("\n".join(lines))
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))
     return result

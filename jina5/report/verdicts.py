@@ -2,8 +2,8 @@
 
 The reference (:func:`reference_row`): the layout's ``compare[0]`` or ``reference``, else the best trained
 row by ``rank_by``. For every other row and value, the difference delta = row - reference gets a paired
-bootstrap interval over the test items (:class:`Significance`, :mod:`jina5.eval.bootstrap`: ``resamples``
-resamples, the 95% percentile interval), and the verdict ``better`` / ``worse`` only when the interval
+hierarchical bootstrap interval over seeds and test items (:class:`Significance`, :mod:`jina5.eval.bootstrap`:
+``resamples`` resamples, the 95% percentile interval), and the verdict ``better`` / ``worse`` only when the interval
 excludes 0, else ``tie``. A derived value is the signed sum of its terms (:func:`value_terms`:
 ``binary_drop/<level>`` = binary - float32). A row whose runs have no per-item scores (an older store)
 gets ``no CI (re-evaluate)`` and falls back to the seed-std rule (:func:`ties`): a ``tie`` when
@@ -136,8 +136,8 @@ class Significance:
     def describe(self) -> str:
         """The method, as the tables' notes and summary.json name it."""
         return (
-            f"paired bootstrap over test items, {self.resamples} resamples (seed {self.seed}), "
-            "95% percentile interval"
+            f"paired hierarchical bootstrap over seeds and test items, {self.resamples} resamples "
+            f"(seed {self.seed}), 95% percentile interval"
         )
 
 

@@ -13,6 +13,7 @@ from helpers import REGIME_KEYS, TOY, TOY_EVAL, write_fake_run
 from jina5.conf import compose
 from omegaconf import OmegaConf
 
+from jina5.eval.machine import describe, machine
 from jina5.eval.store import ResultsStore, new_run_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +29,9 @@ def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypa
     argv = ["default", "--results", str(results), "--out", str(out), *TOY_EVAL, *TOY]
     sweep.main(argv)
     printed = capsys.readouterr().out
-    for phase in ("[1/4]", "[2/4] training 3 experiment(s) x 1 seed(s)", "[3/4]", "[4/4]", "per-phase time:"):
+    for phase in ("[1/4]", "[2/4] training 3 experiment(s) x 3 seed(s)", "[3/4]", "[4/4]", "per-phase time:"):
         assert phase in printed
+    assert f"machine: {describe(machine())}" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["regimes"]) == {
         "teacher",
@@ -38,12 +40,21 @@ def test_default_sweep_trains_evaluates_tabulates_and_resumes(tmp_path, monkeypa
         "pure_contrastive",
         "combined",
     }
+    reference = summary["intervals"]["reference"]
+    assert "hierarchical bootstrap over seeds and test items" in summary["intervals"]["method"]
     for regime in ("pure_distill", "pure_contrastive", "combined"):
         values = summary["regimes"][regime]
+        assert values["seeds"] == 3
         for key in REGIME_KEYS:
             assert values[key] is not None, (regime, key)
-    for run in ("pure_distill-seed0", "pure_contrastive-seed0", "combined-seed0"):
-        assert (tmp_path / "outputs" / "runs" / run / "done.json").exists()
+            assert values[f"{key}_std"] is not None and values[f"{key}_std"] >= 0, (regime, key)
+        if regime != reference:
+            got = summary["intervals"]["rows"][regime]["float/overall"]
+            assert got["low"] <= got["delta"] <= got["high"] and got["verdict"] in ("better", "worse", "tie")
+        for seed in range(3):
+            assert (tmp_path / "outputs" / "runs" / f"{regime}-seed{seed}" / "done.json").exists()
+    assert summary["regimes"]["teacher"]["seeds"] == 1
+    assert summary["machines"] == [machine()]
     lines = results.read_text().splitlines()
     assert any(json.loads(line)["task"] == "dev_curve" for line in lines)
 

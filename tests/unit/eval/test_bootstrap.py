@@ -141,15 +141,17 @@ def test_same_resamples_for_both_models_a_constant_offset_is_exact():
     np.testing.assert_allclose(diff["sts"], 0.0, atol=1e-12)
 
 
-def test_several_seeds_are_averaged_per_resample():
+def test_several_seeds_are_drawn_with_replacement_then_averaged_per_resample():
+    """Column 0 is the mean over the seeds; resample b weights seed s by how often it was drawn."""
     a0, a1, b = suite(0.5, "a0"), suite(0.6, "a1"), suite(0.55, "b")
     both = row_replicates([a0, a1])
+    drawn = bootstrap.seed_counts(2, bootstrap.DEFAULT_RESAMPLES, bootstrap.DEFAULT_SEED)
+    assert both.seeds == 2 and (drawn[0] == 1).all() and (drawn.sum(axis=1) == 2).all()
+    assert {(0.0, 2.0), (1.0, 1.0), (2.0, 0.0)} == {tuple(r) for r in drawn[1:]}  # every draw occurs
     for task in a0:
-        np.testing.assert_allclose(
-            both.values[task],
-            (row_replicates([a0]).values[task] + row_replicates([a1]).values[task]) / 2,
-            atol=1e-12,
-        )
+        one, two = row_replicates([a0]).values[task], row_replicates([a1]).values[task]
+        np.testing.assert_allclose(both.values[task], (drawn[:, 0] * one + drawn[:, 1] * two) / 2, atol=1e-12)
+        assert both.values[task][0] == pytest.approx((one[0] + two[0]) / 2)
     with pytest.raises(MissingItems, match="different items"):
         news = ("retrieval", "news", "", "test")
         bad = {**a1, news: retrieval_items([0.5], ["other"], ["d"])}
@@ -157,6 +159,61 @@ def test_several_seeds_are_averaged_per_resample():
     assert paired_intervals(both, row_replicates([b]))["overall"].delta == pytest.approx(
         both.levels["overall"][0] - row_replicates([b]).levels["overall"][0]
     )
+
+
+def test_seed_draws_are_shared_by_rows_with_as_many_seeds_and_reproducible():
+    drawn = bootstrap.seed_counts(3, 200, 0)
+    assert drawn.shape == (201, 3) and not drawn.flags.writeable
+    np.testing.assert_array_equal(bootstrap.seed_counts(3, 200, 0), drawn)
+    assert not np.array_equal(bootstrap.seed_counts(3, 200, 1), drawn)
+    assert drawn[1:].mean() == pytest.approx(1.0, abs=0.1)  # each seed drawn once on average
+    np.testing.assert_array_equal(bootstrap.seed_counts(1, 5, 0), np.ones((6, 1)))  # a baseline: no level
+
+
+def seeded_row(base: np.ndarray, offsets: list[float], queries: list[str]) -> list[dict]:
+    """One retrieval task's per-query nDCG ``base + offset`` for each seed's offset."""
+    task = ("retrieval", "news", "", "test")
+    return [{task: retrieval_items(base + off, queries, ["d"])} for off in offsets]
+
+
+def test_a_constant_difference_on_every_seed_and_item_has_a_zero_width_interval():
+    """Known answer: the candidate is the reference + 0.02 on every item of every seed, whatever the
+    seeds' own spread; every seed and item draw sees exactly +0.02, so the interval is [0.02, 0.02]."""
+    rng = np.random.default_rng(0)
+    base, queries = rng.uniform(0.2, 0.8, 40), texts(40)
+    spread = [-0.1, 0.0, 0.15]
+    ref = row_replicates(seeded_row(base, spread, queries))
+    cand = row_replicates(seeded_row(base + 0.02, spread, queries))
+    got = paired_intervals(cand, ref)["overall"]
+    assert (got.delta, got.low, got.high) == pytest.approx((0.02, 0.02, 0.02), abs=1e-12)
+    assert got.verdict == "better"
+
+
+def test_seed_noise_that_swamps_a_small_item_level_gain_is_a_tie():
+    """Known answer: the candidate is better by 0.002 on every item, but its seeds move the whole row by
+    -0.05 / +0.05 / +0.01 against the reference's (training noise); the seed mean favours it by 0.0053.
+    Over test items alone every resample sees that +0.0053, a confident "better"; with seeds resampled
+    the draws span about -0.048 .. +0.052, so the interval holds 0 and the verdict is a tie."""
+    rng = np.random.default_rng(1)
+    base, queries = rng.uniform(0.2, 0.8, 40), texts(40)
+    ref = seeded_row(base, [0.0, 0.0, 0.0], queries)
+    cand = seeded_row(base + 0.002, [0.05, -0.05, 0.01], queries)
+    hierarchical = paired_intervals(row_replicates(cand), row_replicates(ref))["overall"]
+    assert hierarchical.delta == pytest.approx(0.002 + 0.01 / 3, abs=1e-12)
+    assert hierarchical.low < 0 < hierarchical.high and hierarchical.verdict == "tie"
+    assert hierarchical.low == pytest.approx(0.002 - 0.05, abs=1e-9)  # 3 draws of the -0.05 seed occur
+    items_only = [
+        bootstrap.interval(
+            np.mean(
+                [
+                    row_replicates([c]).levels["overall"] - row_replicates([r]).levels["overall"]
+                    for c, r in zip(cand, ref, strict=True)
+                ],
+                axis=0,
+            )
+        )
+    ][0]
+    assert items_only.low > 0 and items_only.verdict == "better"  # what one level of resampling says
 
 
 def test_rows_scored_on_other_items_or_tasks_get_no_interval():

@@ -50,4 +50,5 @@ def describe(info: dict) -> str:
     flags = ", ".join(info.get("bf16_flags") or []) or "none"
     accelerator = f", {info['accelerator']}" if info.get("accelerator") else ""
     libraries = ", ".join(f"{k} {v}" for k, v in (info.get("libraries") or {}).items())
-    return f"{info.get('cpu', 'unknown')} (bf16: {flags}){accelerator}; {libraries}"
+    head = f"{info.get('cpu', 'unknown')} (bf16: {flags}){accelerator}"
+    return f"{head}; {libraries}" if libraries else head

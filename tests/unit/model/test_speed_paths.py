@@ -26,6 +26,7 @@ SETTINGS = {  # the students' settings (conf/student): decoders left-padded with
     "eurobert": dict(padding_side="right", append_eos=True),
     "bert": dict(padding_side="right"),
     "mpnet": dict(padding_side="right"),
+    "xlm-roberta": dict(padding_side="right"),
 }
 
 
@@ -113,6 +114,8 @@ def test_pack_rejects_an_empty_row():
         ("bert", "cls"),
         ("bert", "last_token"),
         ("mpnet", "mean"),
+        ("xlm-roberta", "mean"),  # learned positions from padding_idx + 1 = 2
+        ("xlm-roberta", "cls"),
     ],
 )
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

@@ -58,8 +58,22 @@ from jina5.model.quantize import quantize
 log = logging.getLogger(__name__)
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
-# Encoders whose learned position table reserves 0..padding_idx: positions start at padding_idx + 1.
-_OFFSET_POSITION_MODELS = ("mpnet", "roberta", "xlm-roberta", "camembert")
+
+
+def position_offset(backbone: nn.Module) -> int:
+    """The first position id of a sequence in ``backbone``: padding_idx + 1 where its learned position
+    table reserves rows 0..padding_idx (an ``nn.Embedding`` with a ``padding_idx``), else 0.
+
+    That table is the RoBERTa family's (roberta, xlm-roberta, camembert, data2vec-text, xlm-roberta-xl,
+    roberta-prelayernorm, xmod, ibert, longformer, luke, esm...) and MPNet's: transformers numbers a
+    sequence's tokens padding_idx + 1, padding_idx + 2, ... (``create_position_ids_from_input_ids``), and
+    0-based ``position_ids`` would shift every position by padding_idx + 1. Read from the table, not from
+    the model type or ``config.pad_token_id``: MPNet's table reserves 0..1 whatever its pad token is.
+    """
+    table = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
+    if isinstance(table, nn.Embedding) and table.padding_idx is not None:
+        return table.padding_idx + 1
+    return 0
 
 
 class Encoder(TaskAdapters, nn.Module):
@@ -68,7 +82,7 @@ class Encoder(TaskAdapters, nn.Module):
     Args:
         source: local dir, bundled model (its hub id or ``bundled:<hub id>``; a missing package raises
             ``AssetMissingError``), ``hub:<hub id>``, other hub id (see ``jina5.assets``); ``tiny:<model_type>``
-            for a random-init toy backbone (bert, mpnet, qwen3, eurobert; code-path tests only); or a
+            for a random-init toy backbone (bert, mpnet, xlm-roberta, qwen3, eurobert; code-path tests only); or a
             ready ``PreTrainedModel`` with ``tokenizer``.
         pooling: ``mean | cls | last_token``.
         prompts: named prefixes, e.g. ``{"query": "Query: ", "document": "Document: "}``.
@@ -152,10 +166,7 @@ class Encoder(TaskAdapters, nn.Module):
         self.append_eos = append_eos
         self.tokenizer_appends_eos = False  # set by from_pretrained (see append_eos)
         self.normalize = normalize
-        model_type = self.backbone.config.model_type
-        self._position_offset = (
-            self.backbone.config.pad_token_id + 1 if model_type in _OFFSET_POSITION_MODELS else 0
-        )
+        self._position_offset = position_offset(self.backbone)
         forward_args = inspect.signature(self.backbone.forward).parameters
         self._accepts_positions = "position_ids" in forward_args
         self._accepts_use_cache = "use_cache" in forward_args

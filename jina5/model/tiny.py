@@ -1,4 +1,4 @@
-"""Tiny random-init backbones (BERT, MPNet, Qwen3, EuroBERT) with a character-level tokenizer.
+"""Tiny random-init backbones (BERT, MPNet, XLM-RoBERTa, Qwen3, EuroBERT) with a character-level tokenizer.
 
 For tests and smoke runs of code paths only (never for quality): they build offline in milliseconds
 and exercise the same classes as the paper-scale architectures.
@@ -14,15 +14,20 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedToken
 
 from jina5.model.rope import set_rope_theta
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[EOS]"]
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[EOS]")
+# fairseq's order (<s> <pad> </s> <unk>), as XLM-R's tokenizer has it: the pad id is 1, so the model's
+# learned positions start at padding_idx + 1 = 2 (jina5.model.encoder.position_offset)
+FAIRSEQ_SPECIALS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]", "[EOS]")
+FAIRSEQ_TYPES = ("xlm-roberta",)
 DECODERS = ("qwen3",)
 
 
-def char_tokenizer(add_cls_sep: bool = True) -> PreTrainedTokenizerFast:
-    """Lower-case letters, digits and punctuation, one token per character (whitespace split)."""
+def char_tokenizer(add_cls_sep: bool = True, specials: tuple[str, ...] = SPECIALS) -> PreTrainedTokenizerFast:
+    """Lower-case letters, digits and punctuation, one token per character (whitespace split); the
+    ``specials`` (the names of SPECIALS, in any order) take ids 0..4."""
     vocab = {
         tok: i
-        for i, tok in enumerate(SPECIALS + list(string.ascii_lowercase + string.digits + string.punctuation))
+        for i, tok in enumerate([*specials, *string.ascii_lowercase, *string.digits, *string.punctuation])
     }
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=1000))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -58,7 +63,8 @@ def tiny_model_and_tokenizer(
     """A random-init ``model_type`` backbone with ``layers`` blocks of width ``hidden``, and its tokenizer;
     ``rope_theta`` replaces the config's RoPE base (``jina5.model.rope``; the weights do not depend on it;
     ``rope_key`` names it in the error for a backbone without RoPE)."""
-    tokenizer = char_tokenizer(add_cls_sep=model_type not in DECODERS)
+    specials = FAIRSEQ_SPECIALS if model_type in FAIRSEQ_TYPES else SPECIALS
+    tokenizer = char_tokenizer(add_cls_sep=model_type not in DECODERS, specials=specials)
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden,

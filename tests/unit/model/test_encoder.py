@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import AutoConfig, AutoModel
 
 from jina5.model.encoder import Encoder
 from jina5.model.pooling import pool
-from jina5.model.tiny import tiny_model_and_tokenizer
+from jina5.model.tiny import FAIRSEQ_SPECIALS, SPECIALS, char_tokenizer, tiny_model_and_tokenizer
 
 TEXTS = ["a b", "hello there my friend", "x", "the quick brown fox jumps"]
 
@@ -48,6 +49,43 @@ def test_left_and_right_padding_give_identical_vectors(model_type, pooling, eos)
     np.testing.assert_allclose(a, b, atol=1e-5)
     # and batching (different padding widths) does not change a text's vector
     np.testing.assert_allclose(a, right.encode(TEXTS, batch_size=1), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "model_type,specials",
+    [
+        ("bert", SPECIALS),
+        ("roberta", FAIRSEQ_SPECIALS),
+        ("xlm-roberta", FAIRSEQ_SPECIALS),
+        ("camembert", FAIRSEQ_SPECIALS),
+        ("data2vec-text", FAIRSEQ_SPECIALS),
+        ("xlm-roberta-xl", FAIRSEQ_SPECIALS),
+        ("roberta-prelayernorm", FAIRSEQ_SPECIALS),
+        ("mpnet", SPECIALS),  # pad id 0, but MPNet's position table reserves rows 0..1 all the same
+    ],
+)
+def test_position_ids_are_the_backbones_own(model_type, specials):
+    """The encoder passes position ids (padding-side invariance); on a right-padded batch they must be
+    the ones the backbone numbers itself (transformers' defaults: 0, 1, ... for BERT, padding_idx + 1,
+    ... for a learned table that reserves 0..padding_idx)."""
+    tok = char_tokenizer(specials=specials)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    enc = Encoder(AutoModel.from_config(config, attn_implementation="eager"), tokenizer=tok).eval()
+    batch = enc.tokenize(TEXTS)
+    with torch.no_grad():
+        own = enc.backbone(**batch).last_hidden_state  # no position_ids: the model numbers them itself
+        expected = torch.nn.functional.normalize(pool(own, batch["attention_mask"], "mean"), dim=-1)
+        assert torch.allclose(enc(**batch), expected, atol=1e-6)
 
 
 def test_layer_pruning_keeps_the_chosen_layers_weights():

@@ -59,3 +59,32 @@ def test_the_collator_hands_a_packing_encoder_its_lengths():
     assert tokens["lengths"] == tokens["attention_mask"].sum(1).tolist() and tokens["lengths"][1] < 5
     collator.encoder = SimpleNamespace(tokenize=enc.tokenize, packing=False)
     assert "lengths" not in collator.tokens(["a b"], "query", 16)  # unchanged batches without packing
+
+
+def test_packed_xlm_roberta_positions_are_the_models_own_per_sequence(monkeypatch):
+    """XLM-R numbers a text's tokens padding_idx + 1, padding_idx + 2, ... (transformers'
+    ``create_position_ids_from_input_ids``); in a packed row every sequence restarts there, and the
+    backbone gets exactly those positions."""
+    from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
+
+    import jina5.model.encoder as encoder_module
+
+    enc = Encoder("tiny:xlm-roberta", packing=True)
+    enc.train()
+    pad = enc.tokenizer.pad_token_id
+    assert pad == enc.backbone.config.pad_token_id == 1  # XLM-R's layout: <s>=0, <pad>=1
+    packs, seen = [], {}
+    real = encoder_module.pack
+    monkeypatch.setattr(encoder_module, "pack", lambda *a, **k: packs.append(real(*a, **k)) or packs[-1])
+    enc.backbone.embeddings.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
+    batch = enc.tokenize(["a b c d e", "f", "g h", "ij"])
+    enc(**batch)
+    packed = packs[0]
+    assert packed.input_ids.shape[0] < 4  # it packed
+    assert torch.equal(seen["position_ids"], packed.position_ids)
+    for b in range(4):
+        text = batch["input_ids"][b][batch["attention_mask"][b].bool()]
+        slots = packed.segments == b
+        assert torch.equal(packed.input_ids[slots], text)
+        own = XLMRobertaEmbeddings.create_position_ids_from_input_ids(text[None], padding_idx=pad)[0]
+        assert own[0] == pad + 1 and torch.equal(packed.position_ids[slots], own), b

@@ -26,6 +26,7 @@ SETTINGS = {  # the students' settings (conf/student): decoders left-padded with
     "eurobert": dict(padding_side="right", append_eos=True),
     "bert": dict(padding_side="right"),
     "mpnet": dict(padding_side="right"),
+    "xlm-roberta": dict(padding_side="right"),
 }
 
 
@@ -113,6 +114,8 @@ def test_pack_rejects_an_empty_row():
         ("bert", "cls"),
         ("bert", "last_token"),
         ("mpnet", "mean"),
+        ("xlm-roberta", "mean"),  # learned positions from padding_idx + 1 = 2
+        ("xlm-roberta", "cls"),
     ],
 )
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -132,8 +135,9 @@ def test_packing_leaves_eval_mode_padded():
     assert torch.equal(plain(**batch), packed(**batch))
 
 
-def test_packing_an_encoder_needs_a_mask_flash_attention_lacks():
-    plain = Encoder("tiny:bert")
+@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta"])
+def test_packing_an_encoder_needs_a_mask_flash_attention_lacks(model_type):
+    plain = Encoder(f"tiny:{model_type}")
     plain.backbone.config._attn_implementation = "flash_attention_2"  # no flash-attn package on CPU
     with pytest.raises(ValueError, match="student.packing=true.*flash_attention_2"):
         Encoder(plain.backbone, tokenizer=plain.tokenizer, packing=True)

@@ -10,9 +10,12 @@
 encoder dir, or a model source.
 It encodes under ``precision`` (``jina5.model.precision``: bf16 autocast where the hardware has it), which is
 part of the model fingerprint that keys the results store.
-Every record goes to the results store ``results``; the summary table (main metric per task at float32
-full dim, binary / int8 at full dim, float32 at the smallest dim, per-task seconds, task-type and
-overall averages) is printed and written next to the store as ``<run_id>.summary.txt``.
+Every record goes to the results store ``results`` (checked writable before the model loads); a run
+killed or failed before its last task is partial, left out of every table, and resumed by the next
+evaluation of the same model, label, seed and suite (``jina5.eval.completion``). The summary table
+(main metric per task at float32 full dim, binary / int8 at full dim, float32 at the smallest dim,
+per-task seconds, task-type and overall averages) is printed and written next to the store as
+``<run_id>.summary.txt``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the suite for ``cfg.model``; returns {run, records, summary, texts_encoded, seconds}."""
     start = time.perf_counter()
+    store = ResultsStore(cfg.results)
+    store.check_writable()  # before the model loads and the suite runs, not at the first write
     model = load_model(cfg)
     experiment = cfg.get("label") or model.experiment
     seed = cfg.get("seed") if cfg.get("seed") is not None else model.seed
@@ -66,7 +71,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model.encoder.prompts,
     )
     log.info("tasks:\n%s", format_task_list(tasks, skipped))
-    store = ResultsStore(cfg.results)
     fingerprint = model_fingerprint(model.encoder)
     stats: dict[str, Any] = {}
     records = run_suite(

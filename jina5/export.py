@@ -10,7 +10,9 @@
            Its README.md is sentence-transformers' model card plus the run's facts (``jina5.model.card``:
            base model, prompts, Matryoshka dims, objective, done.json's metrics, and with ``results`` the
            evaluation suite's averages of this run's encoder). ``push_to_hub`` uploads ``out`` to that hub
-           repo (created if missing; needs a hub token, e.g. ``huggingface-cli login``).
+           repo (created if missing; needs a hub token, e.g. ``huggingface-cli login``); every hub request
+           fails after ``hub_timeout`` seconds (default 60) without progress, and a failed upload says that
+           the local export is complete and how to retry the upload alone (below).
            ``rope_theta`` / ``max_seq_length``: inference settings written instead of the encoder's (the
            RoPE base in config.json, the truncation length; a training run's own export takes them from
            ``export.rope_theta`` / ``export.max_seq_length``: conf/train.yaml).
@@ -20,14 +22,21 @@
            that ``Encoder.from_pretrained(out)`` loads with all its adapters. The runs must share
            the same frozen backbone (the same stage-1 student); this is checked weight by weight.
 
-``run`` / ``runs`` entries may be run dirs (holding ``encoder/``) or encoder dirs themselves.
+    python -m jina5.export upload=<export dir> push_to_hub=<owner/name> [private=true] [hub_timeout=<s>]
+        -> uploads a finished export again (the retry of a failed upload), without exporting anything.
+
+``run`` / ``runs`` entries may be run dirs (holding ``encoder/``) or encoder dirs themselves. ``out`` is
+written atomically (``jina5.model.io.save_encoder``): a killed export leaves no half-written folder, the
+next export removes what it left, and a folder holding files an export does not write is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,9 +49,15 @@ from jina5.eval.store import ResultsStore
 from jina5.eval.summary import type_averages
 from jina5.model.card import CardInfo, card_from_run
 from jina5.model.encoder import Encoder
-from jina5.model.io import ADAPTERS_DIR
+from jina5.model.io import ADAPTERS_DIR, JINA5_CONFIG
 
 log = logging.getLogger(__name__)
+
+HUB_TIMEOUT = 60.0  # seconds a hub request may go without progress (hub_timeout=)
+
+
+class UploadFailed(RuntimeError):
+    """The upload to the hub failed or timed out; the local export it names is complete."""
 
 
 def add_eval_metrics(card: CardInfo, results: str | Path, encoder: Encoder) -> CardInfo:
@@ -118,18 +133,75 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def push_to_hub(folder: str | Path, repo_id: str, private: bool | None = None) -> str:
-    """Upload ``folder`` to the hub model repo ``repo_id`` (created if missing); the commit's URL."""
+@contextmanager
+def hub_timeout(seconds: float) -> Iterator[None]:
+    """Every HTTP request huggingface_hub makes in the block fails after ``seconds`` without progress
+    (httpx's connect, read, write and pool timeouts). Its shared client has no timeout of its own, so a hub
+    that accepts the connection and never answers would hang an upload for good; huggingface_hub retries a
+    timed-out request up to 5 times (waits of 1-8 s), so a call gives up after about 6 x ``seconds`` + 23 s."""
+    import huggingface_hub
+    from huggingface_hub.utils import _http  # the factory in use has no public getter
+
+    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
+
+    def bounded():
+        client = previous()
+        client.timeout = seconds
+        return client
+
+    huggingface_hub.set_client_factory(bounded)  # closes the current client: the next request gets one
+    try:
+        yield
+    finally:
+        huggingface_hub.set_client_factory(previous)
+
+
+def upload_command(folder: Path, repo_id: str, private: bool | None, timeout: float) -> str:
+    """The command that uploads the export ``folder`` again, alone."""
+    args = ["python", "-m", "jina5.export", f"upload={folder}", f"push_to_hub={repo_id}"]
+    args += ["private=true"] if private else []
+    return shlex.join([*args, f"hub_timeout={timeout:g}"])
+
+
+def check_timeout(value: object) -> float:
+    """``hub_timeout`` as seconds > 0, else ValueError naming the key (before anything is written)."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"hub_timeout={value!r}: give the seconds a hub request may wait, > 0 (default 60)")
+    return seconds
+
+
+def push_to_hub(
+    folder: str | Path, repo_id: str, private: bool | None = None, timeout: float = HUB_TIMEOUT
+) -> str:
+    """Upload ``folder`` to the hub model repo ``repo_id`` (created if missing); the commit's URL. Every
+    request fails after ``timeout`` seconds without progress (:func:`hub_timeout`); any failure raises
+    :class:`UploadFailed`, saying that the local export is complete and how to retry the upload alone."""
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="model",
-        commit_message=f"Upload {Path(folder).name} exported by jina5",
+    folder = Path(folder)
+    log.info(
+        "uploading %s to %s (each hub request gives up after %g s without progress)", folder, repo_id, timeout
     )
+    try:
+        with hub_timeout(timeout):
+            api = HfApi()
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                repo_type="model",
+                commit_message=f"Upload {folder.name} exported by jina5",
+            )
+    except Exception as err:
+        raise UploadFailed(
+            f"push_to_hub={repo_id}: the upload of {folder} failed ({type(err).__name__}: {err}). The local "
+            f"export at {folder} is complete; only the upload failed. Retry the upload alone with: "
+            f"{upload_command(folder, repo_id, private, timeout)}"
+        ) from err
     url = str(getattr(commit, "commit_url", commit))
     log.info("pushed %s to %s (%s)", folder, repo_id, url)
     return url
@@ -174,8 +246,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv))
     repo_id = check_repo_id(str(cfg.push_to_hub)) if cfg.get("push_to_hub") else None
+    timeout = check_timeout(cfg.get("hub_timeout", HUB_TIMEOUT))
     inference = {"rope_theta": cfg.get("rope_theta"), "max_length": cfg.get("max_seq_length")}
-    if cfg.get("runs") is not None:
+    if cfg.get("upload"):
+        out = Path(cfg.upload)
+        if repo_id is None:
+            raise SystemExit(f"upload={out} needs push_to_hub=<owner/name>")
+        if not (out / JINA5_CONFIG).is_file():
+            raise SystemExit(
+                f"upload={out}: not an export folder (no {JINA5_CONFIG}); export it first: "
+                f"python -m jina5.export run=<run dir> out={out}"
+            )
+    elif cfg.get("runs") is not None:
         if not cfg.get("out"):
             raise SystemExit("runs=[...] needs out=<dir>")
         out = cfg.out
@@ -192,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         raise SystemExit(__doc__)
     if repo_id is not None:
-        push_to_hub(out, repo_id, private=cfg.get("private"))
+        push_to_hub(out, repo_id, private=cfg.get("private"), timeout=timeout)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ with the run fields of ``python -m jina5.evaluate`` (run_id, experiment, seed, m
 model_fingerprint, config). The run's ``config.eval`` holds ``suite: mteb`` (the key that names a
 run's evaluation suite, so tables that read one suite keep MTEB runs apart), the tasks, dims,
 precisions and the mteb version; the records carry no ``suite`` field of their own. The table of
-scores is printed and written next to the store as ``<run_id>.summary.txt``.
+scores is printed and written next to the store as ``<run_id>.summary.txt``. As for the held-out suite,
+the store is checked writable before the model loads, and a run stopped before its last (dim,
+precision) is partial and left out of every reader (``jina5.eval.completion``).
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def run_mteb(cfg: DictConfig) -> dict[str, Any]:
     import mteb
 
     start = time.perf_counter()
+    store = ResultsStore(cfg.results)
+    store.check_writable()
     model = load_model(cfg)
     encoder = model.encoder
     experiment = cfg.get("label") or model.experiment
@@ -179,7 +183,7 @@ def run_mteb(cfg: DictConfig) -> dict[str, Any]:
         label,
         settings["tasks"],
     )
-    store = ResultsStore(cfg.results)
+    store.start_run(run, None)  # partial (left out of every reader) until complete_run below
     records: list[dict] = []
     results = {}
     for dim in dims:
@@ -210,6 +214,7 @@ def run_mteb(cfg: DictConfig) -> dict[str, Any]:
             ]
             store.append(recs, run)
             records += recs
+    store.complete_run(run)
     seconds = time.perf_counter() - start
     title = (
         f"{model.name}  run_id={run['run_id']}  experiment={experiment}  seed={seed}  "

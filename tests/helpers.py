@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -32,6 +36,8 @@ __all__ = [
     "add_random_adapter",
     "compose",
     "run_cfg",
+    "start_paused",
+    "wait_paused",
 ]
 
 SMALL_DATA = [
@@ -410,3 +416,29 @@ def toy_module(objective_of: Callable[[Encoder], Objective], **module_kwargs) ->
     return EmbeddingModule(
         encoder, objective_of(encoder), optimizer=torch.optim.SGD, gather_across_devices=True, **settings
     )
+
+
+PAUSE_CHILD = Path(__file__).resolve().parent / "e2e" / "pause_child.py"
+
+
+def start_paused(root: Path, target: str, n: int, module: str, *args: str, **env: str) -> subprocess.Popen:
+    """``python -m module args`` as a real process that pauses after the ``n``-th call of ``target``
+    (``module:function`` or ``module:Class.method``; tests/e2e/pause_child.py), with ``env`` added."""
+    root.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, str(PAUSE_CHILD), str(root), target, str(n), module, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def wait_paused(child: subprocess.Popen, root: Path, timeout: float = 300) -> None:
+    """Wait until ``child`` wrote ``root/paused`` (tests/e2e/train_child.py, tests/e2e/pause_child.py)."""
+    deadline = time.monotonic() + timeout
+    while not (root / "paused").exists():
+        if child.poll() is not None:
+            raise AssertionError(f"the child process exited ({child.returncode}):\n{child.stdout.read()}")
+        assert time.monotonic() < deadline, "the child process never reached its pause point"
+        time.sleep(0.1)

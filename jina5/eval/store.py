@@ -25,6 +25,13 @@ Appends are whole lines, under a lock, and a torn final line left by a crash is 
 ``results.jsonl.torn`` (``results.runs.jsonl.torn`` for the sidecar) with a warning naming
 ``file:line``; no complete line is ever dropped (``jina5.eval.jsonl_file``). The run line is written
 before the run's metric lines, so no metric line lacks its config.
+
+**Complete or absent.** An evaluation files a start line and a completion line in the sidecar
+(:meth:`ResultsStore.start_run`, :meth:`ResultsStore.complete_run`; their ``evaluation`` field);
+:meth:`ResultsStore.read` leaves out the rows of a partial run (killed, failed, still running) with a
+warning naming it and the tasks it lacks; the rules, and how a store written before these lines is read,
+are :mod:`jina5.eval.completion`. :meth:`ResultsStore.check_writable` tells an unwritable store before
+anything is computed.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -41,6 +49,7 @@ from typing import Any
 
 import pandas as pd
 
+from jina5.eval.completion import COMPLETE, STARTED, PartialRun, partial_runs
 from jina5.eval.config import plain
 from jina5.eval.items import ItemScores, load_items, save_items
 from jina5.eval.jsonl_file import append_lines, read_lines
@@ -111,6 +120,25 @@ class ResultsStore:
         self.items_dir = items_dir_for(self.path)
         self._items: dict[str, dict[tuple[int, str], ItemScores]] = {}  # file -> its items, once read
         self._configs_written: dict[str, dict] = {}  # run_id -> config this object already wrote
+        self._warned: set[str] = set()  # partial runs this object has warned about
+
+    def check_writable(self) -> None:
+        """Raise PermissionError naming the path unless the store, its run sidecar, its per-item directory
+        and the summary files beside it can be written (checked by opening them for appending, and a probe
+        file; nothing is created but the store's directory)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for path in (self.path, self.runs_path):
+                if path.exists():
+                    os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+            for directory in (self.path.parent, self.items_dir):
+                if directory.exists():
+                    tempfile.TemporaryFile(dir=directory).close()
+        except OSError as e:
+            raise PermissionError(
+                f"results store {self.path} cannot be written ({e.strerror}: {e.filename}); nothing was "
+                "evaluated. Make it writable, or give another store: results=<dir>/results.jsonl"
+            ) from e
 
     # ------------------------------------------------------------------ writing
     def lines_for(self, records: Iterable[Mapping], run: Mapping) -> list[dict]:
@@ -161,6 +189,26 @@ class ResultsStore:
         append_lines(self.path, lines)
         return len(lines)
 
+    def start_run(self, run: Mapping, tasks: Iterable[str] | None) -> None:
+        """File that the evaluation ``run`` begins, with its ``tasks`` (names; None: not itemised): until
+        :meth:`complete_run`, :meth:`read` leaves its rows out as partial."""
+        evaluation: dict[str, Any] = {"status": STARTED}
+        if tasks is not None:
+            evaluation["tasks"] = list(tasks)
+        self._run_line(run, evaluation)
+
+    def complete_run(self, run: Mapping, resumes: Iterable[str] = ()) -> None:
+        """File that the evaluation ``run`` completed; ``resumes``: the partial runs it took tasks from."""
+        self._run_line(run, {"status": COMPLETE, "resumes": list(resumes)})
+
+    def _run_line(self, run: Mapping, evaluation: dict) -> None:
+        run_id, config = str(run["run_id"]), run_config(run.get("config"))
+        stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        append_lines(
+            self.runs_path, [{"run_id": run_id, "time": stamp, "config": config, "evaluation": evaluation}]
+        )
+        self._configs_written[run_id] = config
+
     def write_items(
         self, run_id: str, task_key: str, by_setting: Mapping[tuple[int, str], ItemScores]
     ) -> str:
@@ -188,28 +236,47 @@ class ResultsStore:
         return self._items[ref]
 
     # ------------------------------------------------------------------ reading
-    def _rows(self) -> list[dict]:
+    def _rows(self) -> tuple[list[dict], dict[str, list[dict]]]:
+        """The metric lines (each with its run's ``config``) and {run_id: the ``evaluation`` entries of
+        its sidecar lines}."""
         rows = read_lines(self.path, "results", REQUIRED)
-        if rows:
-            configs = {
-                str(r["run_id"]): r["config"] for r in read_lines(self.runs_path, "run", ("run_id", "config"))
-            }
-            for row in rows:
-                if "config" not in row:
-                    row["config"] = configs.get(str(row["run_id"]))
-        return rows
+        runs = read_lines(self.runs_path, "run", ("run_id", "config"))
+        configs = {str(r["run_id"]): r["config"] for r in runs}
+        marks: dict[str, list[dict]] = {}
+        for r in runs:
+            if isinstance(r.get("evaluation"), Mapping):
+                marks.setdefault(str(r["run_id"]), []).append(r["evaluation"])
+        for row in rows:
+            if "config" not in row:
+                row["config"] = configs.get(str(row["run_id"]))
+        return rows, marks
 
-    def read(self, **filters: Any) -> pd.DataFrame:
-        """All lines as a DataFrame (columns :data:`COLUMNS` first, then extras), optionally filtered.
-
-        ``filters`` are column=value (equality) or column=[values] (membership), e.g.
-        ``read(task="retrieval", precision=["float32", "binary"])``. Unknown columns raise.
-        """
-        df = pd.DataFrame(self._rows())
+    def read_all(self) -> tuple[pd.DataFrame, dict[str, PartialRun]]:
+        """Every line, of complete and partial runs alike, as a DataFrame (columns :data:`COLUMNS` first,
+        then extras), and {run_id: :class:`jina5.eval.completion.PartialRun`} of the partial runs."""
+        rows, marks = self._rows()
+        df = pd.DataFrame(rows)
         for col in COLUMNS:
             if col not in df.columns:
                 df[col] = pd.Series(dtype=object)
         df = df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
+        return df, partial_runs(df, marks)
+
+    def partial_runs(self) -> dict[str, PartialRun]:
+        """{run_id: :class:`jina5.eval.completion.PartialRun`} of the store's partial evaluations."""
+        return self.read_all()[1]
+
+    def read(self, include_partial: Iterable[str] = (), **filters: Any) -> pd.DataFrame:
+        """The lines of complete runs as a DataFrame (columns :data:`COLUMNS` first, then extras),
+        optionally filtered.
+
+        ``filters`` are column=value (equality) or column=[values] (membership), e.g.
+        ``read(task="retrieval", precision=["float32", "binary"])``. Unknown columns raise. The rows of a
+        partial run (:mod:`jina5.eval.completion`) are left out, with a warning naming it and the tasks
+        it lacks (once per run and store object; a run already resumed by a completed one is left out
+        silently), except for the run ids in ``include_partial`` (what a resumed evaluation reads).
+        """
+        df, partials = self.read_all()
         for col, want in filters.items():
             if col not in df.columns:
                 raise ValueError(f"unknown results column {col!r} in filter; columns: {list(df.columns)}")
@@ -217,4 +284,11 @@ class ResultsStore:
                 df = df[df[col].isin(list(want))]
             else:
                 df = df[df[col] == want]
-        return df.reset_index(drop=True)
+        hidden = set(partials) - {str(r) for r in include_partial}
+        shown = ~df["run_id"].astype(str).isin(hidden)
+        for run_id in dict.fromkeys(df.loc[~shown, "run_id"].astype(str)):
+            partial = partials[run_id]
+            if partial.resumed_by is None and run_id not in self._warned:
+                log.warning(partial.describe(self.path))
+                self._warned.add(run_id)
+        return df[shown].reset_index(drop=True)

@@ -17,6 +17,14 @@ a task whose records exist for (fingerprint, task key, dims, precisions) is not 
 main metric has no per-item scores (an older store, or a missing sidecar file) are not reused: the
 task is evaluated again, so that every table row can get its interval.
 
+**Complete or absent** (:mod:`jina5.eval.completion`). With a store, the run files a start line naming
+its tasks before the first one and a completion line after the last; until then it is partial and no
+reader but its own resumption sees it. A run continues the partial runs of the same model, experiment,
+seed and evaluation settings (killed or failed before): with ``reuse``, their stored tasks are taken as
+cached ones (``cached_from`` names the partial run) and only the tasks they lack are evaluated (without
+``reuse``, every task is); the completion line names them as resumed. The run's own stored tasks (a ``run_id`` given again) are never
+evaluated or appended twice.
+
 **Per-item scores.** Each evaluator attaches :class:`jina5.eval.items.ItemScores` to its main-metric
 records; with a store they go to its sidecar (:meth:`jina5.eval.store.ResultsStore.write_items`) and
 the records' ``items`` field names the file (a cached record names the file of the run it came from);
@@ -33,11 +41,12 @@ from typing import Any
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from jina5.eval.completion import evaluation_settings, resumable
 from jina5.eval.config import plain, require
 from jina5.eval.encoding import AdapterRouter, model_dim, model_fingerprint
 from jina5.eval.items import ItemScores
 from jina5.eval.metrics import check_precisions, relative_drops
-from jina5.eval.store import ResultsStore, isna
+from jina5.eval.store import ResultsStore, isna, run_config
 from jina5.eval.summary import latest_runs
 from jina5.eval.task_types import MAIN_METRIC, TASK_TYPES
 from jina5.eval.tasks import EvalTask, SkippedTask, build_tasks
@@ -60,6 +69,7 @@ CACHED_FIELDS = (
     "eval_seconds",
     "adapter",
     "items",
+    "cached_from",
 )
 
 
@@ -167,18 +177,34 @@ def run_suite(
     full = model_dim(router.route(TASK_TYPES[0])[0], model)
     dims = eval_dims(require(cfg, "dims"), full)
     todo, skipped = tasks if tasks is not None else build_tasks(cfg, types)
-    table = store.read() if (store is not None and reuse and fingerprint and store.path.exists()) else None
-    has_items = store.has_items if store is not None else (lambda ref: False)
     run_fields = {**(run or {}), "model_fingerprint": fingerprint}
+    run_id = str(run_fields.get("run_id"))
+    table, resumes = None, []
+    if store is not None and fingerprint and store.path.exists():
+        table, partials = store.read_all()
+        settings = evaluation_settings(run_config(run_fields.get("config")))
+        resumes = resumable(partials, fingerprint, run_fields, settings)
+        run_ids = table["run_id"].astype(str)
+        table = table[run_ids == run_id] if not reuse else table[~run_ids.isin(set(partials) - set(resumes))]
+        if reuse and set(resumes) - {run_id}:
+            log.info(
+                "eval: resuming the partial run(s) %s: their stored tasks are not evaluated again", resumes
+            )
+    has_items = store.has_items if store is not None else (lambda ref: False)
+    if store is not None:
+        store.start_run(run_fields, [t.name for t in todo])
 
     log.info("eval: %d tasks (%d skipped), dims %s, precisions %s", len(todo), len(skipped), dims, precisions)
     records: list[dict] = []
     task_log: list[dict] = []
     for n, task in enumerate(todo, start=1):
-        hit = cached_records(table, fingerprint, task, dims, precisions, has_items) if reuse else None
+        hit = cached_records(table, fingerprint, task, dims, precisions, has_items)
         encode, adapter = router.route(task.type)
         start, before = time.perf_counter(), router.texts_encoded
-        if hit is not None:
+        if hit is not None and hit[1] == run_id:  # this run's own records, stored before it was stopped
+            recs = hit[0]
+            status = "stored by this run"
+        elif hit is not None:
             recs = [{**r, "cached_from": hit[1]} for r in hit[0]]
             status = f"cached (run {hit[1]})"
         else:
@@ -203,7 +229,7 @@ def run_suite(
         log.info(
             "[%d/%d] %s -> %s %.4f (%s)", n, len(todo), task.describe(), MAIN_METRIC[task.type], main, status
         )
-        if store is not None:
+        if store is not None and not (hit is not None and hit[1] == run_id):
             store.append(recs, run_fields)
         records += recs
         task_log.append(
@@ -213,6 +239,8 @@ def run_suite(
                 "cached_from": hit[1] if hit else None,
             }
         )
+    if store is not None:
+        store.complete_run(run_fields, [r for r in resumes if r != run_id])
     log.info("eval: encoded %d texts in %.1f s", router.texts_encoded, router.seconds)
     if stats is not None:
         stats.update(

@@ -16,6 +16,13 @@ Directory layout::
 A directory with adapters has no sentence-transformers files: they would load the base model without
 any adapter. ``python -m jina5.export`` merges one adapter into the weights for that.
 
+A save is atomic (``jina5.atomic.atomic_dir``): the folder is written beside ``path`` and renamed into
+place, so ``path`` is the old folder or the whole new one, never a part that would load as another model;
+a save killed mid-write leaves only its staging folder, which the next save of ``path`` removes. It
+replaces a folder holding only what a save writes (:data:`SAVED_NAMES`: an earlier save, or one that a
+kill of older code left half-written, ``.tmpXXXXXX`` files included) and refuses one holding anything
+else, naming it (:func:`foreign_entries`).
+
 ``content_fingerprint`` names a model by what it computes (config, settings, weight bytes, and the
 compute precision when it is not fp32), not by where it came from: it keys the teacher cache and the
 evaluation cache.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +42,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoConfig, AutoModel
 
+from jina5.atomic import atomic_dir
 from jina5.model.card import CARD_FILE, CardInfo
 from jina5.model.precision import FP32
 from jina5.model.rope import check_rope, rope_theta, set_rope_theta
@@ -46,6 +55,37 @@ JINA5_CONFIG = "jina5_encoder.json"
 ADAPTERS_DIR = "adapters"  # <encoder dir>/adapters/<task>/{adapter_config.json, adapter_model.safetensors}
 VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "_attn_implementation_autoset")
 TOKENIZER_APPENDS_EOS = "tokenizer_appends_eos"  # jina5_encoder.json key (not an encoding setting)
+# What a save writes for any encoder (plain or with adapters, any tokenizer): a save replaces a folder
+# holding only these (an earlier save, or one a kill left half-written) and refuses one holding more.
+SAVED_NAMES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        JINA5_CONFIG,
+        CARD_FILE,
+        ADAPTERS_DIR,
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "chat_template.jinja",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "modules.json",
+        "1_Pooling",
+        "2_Normalize",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "README.md",
+    }
+)
+SAVED_PATTERNS = (r"model-\d{5}-of-\d{5}\.safetensors", r"\.tmp[A-Za-z0-9]{6}")  # shards; safetensors' temp
 
 
 def save_encoder(
@@ -66,8 +106,25 @@ def save_encoder(
     if rope_theta is not None or max_length is not None:
         with _saved_as(encoder, rope_theta, max_length):
             return save_encoder(encoder, path, card, model_id)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(path, foreign_entries) as staged:
+        _write_encoder(encoder, staged, card, model_id)
+    return Path(path)
+
+
+def foreign_entries(existing: Path, written: Path) -> list[str]:
+    """The entries of the folder ``existing`` that saving ``written`` over it may not delete: anything
+    but what a save writes (:data:`SAVED_NAMES`, the names in ``written``) and the ``.tmpXXXXXX`` files
+    that safetensors leaves when killed mid-write."""
+    ours = SAVED_NAMES | {p.name for p in written.iterdir()}
+    return [
+        p.name
+        for p in existing.iterdir()
+        if p.name not in ours and not any(re.fullmatch(pattern, p.name) for pattern in SAVED_PATTERNS)
+    ]
+
+
+def _write_encoder(encoder: Encoder, path: Path, card: CardInfo | None, model_id: str | None) -> None:
+    """The files of :func:`save_encoder`, written into the empty folder ``path``."""
     encoder.base_model().save_pretrained(path)
     tokenizer, tokenizer_appends_eos = export_tokenizer(encoder)
     tokenizer.save_pretrained(path)
@@ -79,10 +136,8 @@ def save_encoder(
         card.save(path / CARD_FILE)
     if encoder.adapters:
         encoder.backbone.save_pretrained(str(path / ADAPTERS_DIR))
-        (path / "modules.json").unlink(missing_ok=True)
     else:
         write_sentence_transformers_files(encoder, path, tokenizer_appends_eos, card, model_id)
-    return path
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from jina5.conf import compose
 from omegaconf import OmegaConf
@@ -174,3 +175,92 @@ def test_hub_ids_and_sources_are_not_path_like(tmp_path, monkeypatch):
     assert not is_path_like("sentence-transformers/all-MiniLM-L6-v2")
     for spec in ["/x", "./x", "../x", "~/x", "x/", "outputs/x", ".", ".."]:
         assert is_path_like(spec), spec
+
+
+# ---------------------------------------------------------------------------------------------- complete or absent
+ONE_RETRIEVAL = [  # the smoke suite with one retrieval task: retrieval/bbc, sts, classification, clustering
+    "model=tiny:bert",
+    "max_length=24",
+    "eval=smoke",
+    "eval.retrieval.datasets=[{corpus: bbc}]",
+    "progress=false",
+]
+LATER_TASKS = ("sts/lee_sts", "classification/bbc", "clustering/bbc")
+
+
+@pytest.mark.integration
+def test_a_killed_evaluation_is_left_out_reported_and_resumed(tmp_path, caplog):
+    """SIGKILL after the first of four tasks (retrieval/bbc) stored: the store holds a retrieval-only run,
+    whose `overall` would be the retrieval average. No reader sees it (tables, latest_runs, the card, the
+    cache); a warning names it and its three lacking tasks; the rerun resumes it (the stored task is not
+    evaluated again) and scores exactly what an uninterrupted evaluation scores."""
+    from helpers import start_paused, wait_paused
+
+    from jina5.eval.summary import latest_runs
+    from jina5.export import add_eval_metrics
+    from jina5.model.card import CardInfo
+    from jina5.report.aggregate import stored_rows
+
+    results = tmp_path / "results" / "results.jsonl"
+    overrides = [*ONE_RETRIEVAL, f"results={results}"]
+    child = start_paused(
+        tmp_path / "child",
+        "jina5.eval.store:ResultsStore.append",
+        1,  # run_suite appends once per task
+        "jina5.evaluate",
+        *overrides,
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        JINA5_CACHE=os.environ["JINA5_CACHE"],
+    )
+    wait_paused(child, tmp_path / "child")
+    child.kill()
+    child.wait()
+    store = ResultsStore(results)
+    assert set(pd.read_json(results, lines=True)["task_name"]) == {"retrieval/bbc"}  # on disk: 1 task
+
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        seen = store.read()
+    assert seen.empty, f"a killed run is visible: {sorted(set(seen['task_name']))}"
+    assert latest_runs(stored_rows(store), suite="smoke").empty  # the tables and the notebook
+    encoder = load_model(_cfg(*overrides)).encoder
+    assert add_eval_metrics(CardInfo(), results, encoder).eval_run is None  # the model card
+    (partial,) = store.partial_runs().values()
+    assert (partial.stored, partial.lacking) == (("retrieval/bbc",), LATER_TASKS)
+    assert f"run {partial.run_id} " in caplog.text and ", ".join(LATER_TASKS) in caplog.text
+
+    resumed = evaluate(_cfg(*overrides))
+    computed = {r["task_name"] for r in resumed["records"] if r["cached_from"] is None}
+    assert computed == set(LATER_TASKS)  # the stored task is resumed, not evaluated again
+    assert {r["cached_from"] for r in resumed["records"] if r["task_name"] == "retrieval/bbc"} == {
+        partial.run_id
+    }
+    assert store.partial_runs()[partial.run_id].resumed_by == resumed["run"]["run_id"]
+    shown = store.read()
+    assert set(shown["run_id"]) == {resumed["run"]["run_id"]} and len(shown) == len(resumed["records"])
+
+    reference = evaluate(_cfg(*ONE_RETRIEVAL, f"results={tmp_path / 'unbroken' / 'results.jsonl'}"))
+    pd.testing.assert_series_equal(resumed["summary"]["score"], reference["summary"]["score"])
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_an_unwritable_results_path_fails_before_the_model_loads(tmp_path, where):
+    """`results=` under a file (no folder can be made there) or naming a folder: the error names the path
+    and the way out before any model loads or task runs (before: the whole suite ran, then the first write
+    failed); following the advice (another store) evaluates."""
+    import jina5.evaluate as evaluate_mod
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder" / "results.jsonl").mkdir(parents=True)
+    results = tmp_path / ("file/results.jsonl" if where == "under a file" else "folder/results.jsonl")
+
+    def no_model(cfg):
+        raise AssertionError("the model loaded although the results store cannot be written")
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(PermissionError) as err:
+        mp.setattr(evaluate_mod, "load_model", no_model)
+        evaluate(_cfg(*ONE_RETRIEVAL, f"results={results}"))
+    assert str(err.value).startswith(f"results store {results} cannot be written")
+    assert "nothing was evaluated" in str(err.value) and "results=<dir>/results.jsonl" in str(err.value)
+    other = tmp_path / "elsewhere" / "results.jsonl"
+    evaluate(_cfg(*ONE_RETRIEVAL, f"results={other}"))
+    assert set(ResultsStore(other).read()["task"]) == {"retrieval", "sts", "classification", "clustering"}

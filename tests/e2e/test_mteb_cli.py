@@ -92,6 +92,9 @@ def test_run_writes_mteb_s_main_scores_to_the_results_store(tmp_path, monkeypatc
         (score,) = [s for s in saved["scores"][row.split] if s["hf_subset"] == "default"]
         assert row.value == pytest.approx(score["main_score"], abs=1e-12), (row.dataset, row.dim)
     assert "MockSTSTask" in capsys.readouterr().out
+    # a run killed before its last (dim, precision) would be partial: it is filed as started, then complete
+    runs = [json.loads(line) for line in ResultsStore(results).runs_path.read_text().splitlines()]
+    assert [r.get("evaluation", {}).get("status") for r in runs] == ["started", "complete"]
 
     def boom(self, *args, **kwargs):
         raise AssertionError("encode called although mteb's cache holds this model's results")

@@ -303,3 +303,139 @@ def test_push_to_hub_of_a_multi_adapter_directory(tmp_path, monkeypatch):
     assert [c[:3] for c in hub.calls if c[0] == "upload_folder"] == [
         ("upload_folder", "someone/adapters", str(tmp_path / "combined"))
     ]
+
+
+# ---------------------------------------------------------------------------------------------- atomic export
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _check_export(out: Path, run: Path) -> None:
+    """``out`` is a whole export of ``run``'s encoder: sentence-transformers encodes as the Encoder does."""
+    enc = Encoder.from_pretrained(run / "encoder")
+    for prompt in (None, "query"):
+        theirs = st_model(out).encode(TEXTS, prompt_name=prompt, convert_to_numpy=True)
+        np.testing.assert_allclose(theirs, enc.encode(TEXTS, prompt=prompt), atol=1e-5)
+
+
+def test_a_killed_export_leaves_no_folder_and_the_next_export_removes_what_it_left(tmp_path):
+    """SIGKILL after the weights are written (before: `out` held config.json + model.safetensors, which
+    sentence-transformers loads as another model: mean pooling, no normalisation, no prompts). Now `out`
+    does not exist and only the staging folder is left; the next export removes it and writes `out` whole."""
+    from helpers import start_paused, wait_paused
+
+    run, out = make_run(tmp_path), tmp_path / "exports" / "model"
+    child = start_paused(
+        tmp_path / "child",
+        "jina5.model.io:export_tokenizer",  # called right after the weights are saved
+        1,
+        "jina5.export",
+        f"run={run}",
+        f"out={out}",
+        JINA5_CACHE=str(tmp_path / "cache"),
+    )
+    wait_paused(child, tmp_path / "child", timeout=600)
+    child.kill()
+    child.wait()
+    assert not out.exists(), f"a killed export left {_entries(out)} in {out}"
+    (stage,) = out.parent.iterdir()
+    assert stage.name.startswith(".model.") and stage.name.endswith(".partial")
+    assert "model.safetensors" in _entries(stage / "new")
+
+    export_main([f"run={run}", f"out={out}"])
+    assert _entries(out.parent) == ["model"]  # the killed export's staging folder is gone
+    _check_export(out, run)
+
+
+def test_an_export_replaces_a_half_written_folder_and_refuses_one_with_other_files(tmp_path):
+    """A folder that older code left half-written (config.json, model.safetensors and safetensors' temp
+    file .tmpXXXXXX of an earlier kill) is replaced whole: no stale file stays. A folder holding a file an
+    export does not write is refused, named and kept; removing it, as the error says, lets the export run."""
+    run = make_run(tmp_path)
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text((run / "encoder" / "config.json").read_text())
+    (half / "model.safetensors").write_bytes(b"\0" * 64)
+    (half / ".tmpAb12Cd").write_bytes(b"\0" * 4096)
+    export_main([f"run={run}", f"out={half}"])
+    assert ".tmpAb12Cd" not in _entries(half) and "modules.json" in _entries(half)
+    _check_export(half, run)
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "config.json").write_text("{}")
+    with pytest.raises(FileExistsError) as err:
+        export_main([f"run={run}", f"out={mine}"])
+    assert f"{mine} holds notes.txt, which this write does not produce; it was left as it was" in str(
+        err.value
+    )
+    assert _entries(mine) == ["config.json", "notes.txt"] and _entries(tmp_path).count("mine") == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # no staging folder left
+    (mine / "notes.txt").unlink()  # "Remove it from <out>"
+    export_main([f"run={run}", f"out={mine}"])
+    _check_export(mine, run)
+
+
+def test_a_hub_that_never_answers_fails_within_the_timeout_saying_the_export_is_complete(
+    tmp_path, monkeypatch
+):
+    """A local server accepts every connection and never answers (before: the push hung with no output).
+    With hub_timeout=1 the push fails in seconds, saying the local export is complete and only the upload
+    failed, with the command that retries the upload alone; running that command uploads the same folder."""
+    import shlex
+    import socket
+    import threading
+    import time
+
+    import huggingface_hub
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept_and_never_answer() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=accept_and_never_answer, daemon=True).start()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_token")
+    run, out = make_run(tmp_path), tmp_path / "export"
+    outcome: dict = {}
+
+    def push() -> None:
+        try:
+            export_main([f"run={run}", f"out={out}", "push_to_hub=someone/tiny-student", "hub_timeout=1"])
+        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=push, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(timeout=180)
+    seconds = time.monotonic() - start
+    server.close()  # lets a hung push (the old code) end
+    for conn in held:
+        conn.close()
+    assert not thread.is_alive(), "push_to_hub still hangs after 180 s against a hub that never answers"
+    assert held, "the push never reached the local hub"
+    from jina5.export import UploadFailed
+
+    error = outcome.get("error")
+    assert isinstance(error, UploadFailed), error
+    message = str(error)
+    assert f"The local export at {out} is complete; only the upload failed." in message
+    assert "Timeout" in message and seconds < 120  # create_repo: one request, 1 s (the export: seconds)
+    _check_export(out, run)
+
+    hub = FakeHub(monkeypatch)  # the hub answers now: follow the advice
+    command = shlex.split(message.split("Retry the upload alone with: ")[1])
+    assert command[:3] == ["python", "-m", "jina5.export"]
+    export_main(command[3:])
+    assert [c[:3] for c in hub.calls if c[0] == "upload_folder"] == [
+        ("upload_folder", "someone/tiny-student", str(out))
+    ]

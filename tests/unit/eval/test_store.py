@@ -182,6 +182,78 @@ def test_legacy_inline_config_and_torn_run_line(tmp_path):
         store.read()
 
 
+# ------------------------------------------------------------------------------- complete or absent
+def _task(task: str, dataset: str, value: float) -> list[dict]:
+    """One task's records as the suite writes them (with ``task_name``)."""
+    return [
+        {**r, "task_name": f"{task}/{dataset}"} for r in _records({(64, "float32"): value}, dataset, task)
+    ]
+
+
+def test_a_run_without_its_completion_line_is_left_out_with_a_warning_until_it_completes(tmp_path, caplog):
+    """Started with three tasks, one stored: every read leaves the run out and warns once, naming the run,
+    the model and the two lacking tasks; after the completion line the run reads back whole."""
+    store = ResultsStore(tmp_path / "results.jsonl")
+    run = _run("half")
+    store.start_run(run, ["retrieval/news", "sts/lee", "clustering/bbc"])
+    store.append(_task("retrieval", "news", 0.1), run)
+    store.append(_task("retrieval", "news", 0.6), _run("whole"))  # a run without markers: complete
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        assert store.read()["run_id"].tolist() == ["whole"]
+        assert store.read(task="retrieval")["run_id"].tolist() == ["whole"]
+    (warning,) = [r.getMessage() for r in caplog.records]  # once per run and store object
+    assert "run half (experiment gor_ablation, model student) is a partial evaluation" in warning
+    assert "1 task(s) stored, lacking 2: sts/lee, clustering/bbc" in warning
+    assert warning.startswith(f"{store.path}: ") and "killed or failed" in warning
+    assert store.read(include_partial=["half"])["run_id"].tolist() == ["half", "whole"]
+    partial = store.partial_runs()["half"]
+    assert (partial.stored, partial.seed, partial.resumed_by) == (("retrieval/news",), 3, None)
+
+    for task, dataset in (("sts", "lee"), ("clustering", "bbc")):
+        store.append(_task(task, dataset, 0.5), run)
+    assert store.read()["run_id"].tolist() == ["whole"]  # every task stored, but not marked complete
+    store.complete_run(run)
+    assert store.partial_runs() == {}
+    assert store.read()["run_id"].tolist() == ["half", "whole", "half", "half"]
+    lines = [json.loads(line) for line in store.runs_path.read_text().splitlines()]
+    assert [(r["run_id"], r.get("evaluation", {}).get("status")) for r in lines] == [
+        ("half", "started"),
+        ("whole", None),
+        ("half", "complete"),
+    ]
+
+
+def test_a_store_written_before_completion_lines_is_read_by_its_tasks(tmp_path, caplog):
+    """No run has markers. Runs with the same evaluation settings hold the same tasks: all complete. One
+    of them that lacks a task the others have (killed by older code) is left out, named; a run with other
+    settings, and one without an evaluation config (training records), are judged on their own."""
+    store = ResultsStore(tmp_path / "results.jsonl")
+    suite = {"eval": {"suite": "default", "dims": [64]}}
+    tasks = [("retrieval", "news"), ("sts", "lee"), ("clustering", "bbc")]
+    for run_id, done in (("a", 3), ("b", 3), ("killed", 1)):
+        for task, dataset in tasks[:done]:
+            store.append(_task(task, dataset, 0.5), _run(run_id, config=suite))
+    narrow = {"eval": {"suite": "default", "variant": "retrieval", "dims": [64]}}
+    store.append(_task("retrieval", "news", 0.7), _run("narrow", config=narrow))
+    store.append(_task("retrieval", "news", 0.7), _run("curves", config={"lr": 1}))
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        shown = store.read()
+    assert list(dict.fromkeys(shown["run_id"])) == ["a", "b", "narrow", "curves"]
+    assert "run killed (experiment gor_ablation, model student) is a partial evaluation" in caplog.text
+    assert "lacks tasks that other runs with its evaluation settings have" in caplog.text
+    assert "lacking 2: clustering/bbc/en, sts/lee/en" in caplog.text
+    assert store.partial_runs()["killed"].legacy
+
+
+def test_check_writable_names_the_store_and_creates_nothing_but_its_folder(tmp_path):
+    store = ResultsStore(tmp_path / "new" / "results.jsonl")
+    store.check_writable()
+    assert list((tmp_path / "new").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PermissionError, match=r"results store .*file/results.jsonl cannot be written"):
+        ResultsStore(tmp_path / "file" / "results.jsonl").check_writable()
+
+
 # ------------------------------------------------------------------------------- torn lines, concurrency
 TORN = b'{"run_id": "torn", "experiment": "x", "val'  # a line cut short by a crash: no newline, not JSON
 

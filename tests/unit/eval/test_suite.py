@@ -499,3 +499,63 @@ def test_adapter_models_route_each_task_type_to_its_adapter():
     assert router.route("retrieval")[0] is retrieval  # one memo per view
     plain = AdapterRouter(Encoder("tiny:bert", max_length=16), 8, False, True)
     assert plain.route("sts")[1] is None and plain.route("retrieval")[0] is plain.route("sts")[0]
+
+
+@pytest.mark.integration
+def test_a_failed_run_is_partial_and_the_next_run_of_the_model_resumes_it(tmp_path, monkeypatch, caplog):
+    """The run fails in its second task (sts stored, clustering raised): no reader sees it, and a run of
+    another experiment does not take its task. The next run of the same model, experiment, seed and
+    settings takes the stored task (cached_from the failed run), evaluates the lacking one only, and
+    files the failed run as resumed: it is left out silently from then on."""
+    from jina5.eval.tasks import EvalTask
+
+    cfg = _eval_cfg("smoke")
+    store = ResultsStore(tmp_path / "results.jsonl")
+    run = {"run_id": "failed", "experiment": "smoke", "seed": 0, "model": "random", "config": {"eval": cfg}}
+    encode = random_encode(16)
+    encode.dim = 16
+    ran: list[str] = []
+    run_task = EvalTask.run
+    disk_full = True
+
+    def failing(self, *args, **kwargs):
+        ran.append(self.name)
+        if self.type == "clustering" and disk_full:
+            raise OSError(28, "No space left on device")
+        return run_task(self, *args, **kwargs)
+
+    monkeypatch.setattr(EvalTask, "run", failing)
+    kw = {"fingerprint": "random-16", "types": ["sts", "clustering"]}
+    with pytest.raises(OSError, match="No space left"):
+        run_suite(encode, cfg, store=store, run=run, **kw)
+    assert ran == ["sts/lee_sts", "clustering/bbc"]
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        assert store.read().empty
+    assert "run failed " in caplog.text and "lacking 1: clustering/bbc" in caplog.text
+
+    disk_full = False
+    other = {**run, "run_id": "other", "experiment": "another"}
+    ran.clear()
+    copy = ResultsStore(tmp_path / "copy" / "results.jsonl")
+    copy.path.parent.mkdir()
+    for src, dst in ((store.path, copy.path), (store.runs_path, copy.runs_path)):
+        dst.write_bytes(src.read_bytes())
+    (tmp_path / "copy" / "results.items").symlink_to(store.items_dir)
+    run_suite(encode, cfg, store=copy, run=other, **kw)
+    assert ran == ["sts/lee_sts", "clustering/bbc"]  # another experiment's run evaluates every task
+
+    ran.clear()
+    caplog.clear()
+    resumed = run_suite(encode, cfg, store=store, run={**run, "run_id": "resumed"}, **kw)
+    assert ran == ["clustering/bbc"]
+    assert {(r["task_name"], r["cached_from"]) for r in resumed} == {
+        ("sts/lee_sts", "failed"),
+        ("clustering/bbc", None),
+    }
+    stored = store.read(include_partial=["failed"])
+    first = stored[stored["run_id"] == "failed"]
+    again = stored[(stored["run_id"] == "resumed") & (stored["task_name"] == "sts/lee_sts")]
+    assert first["value"].tolist() == again["value"].tolist()
+    with caplog.at_level("WARNING", logger="jina5.eval.store"):
+        assert set(store.read()["run_id"]) == {"resumed"}
+    assert store.partial_runs()["failed"].resumed_by == "resumed" and not caplog.text

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import LossRecorder, run_cfg
+from helpers import LossRecorder, run_cfg, wait_paused
 
 from jina5.runs.checkpoints import AtomicCheckpointIO, CheckpointReadError, atomic_save, checkpoint_step
 from jina5.runs.lock import RunLock, RunLockedError
@@ -35,15 +34,6 @@ def start_child(root: Path, pause_step: int, *overrides: str) -> subprocess.Pope
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def wait_paused(child: subprocess.Popen, root: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not (root / "paused").exists():
-        if child.poll() is not None:
-            raise AssertionError(f"the training process exited ({child.returncode}):\n{child.stdout.read()}")
-        assert time.monotonic() < deadline, "the training process never reached its pause step"
-        time.sleep(0.1)
 
 
 def finish(child: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:

@@ -135,7 +135,7 @@ def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
         )
 
 
-EXPORT_KEYS = ("enabled", "rope_theta", "max_seq_length")
+EXPORT_KEYS = ("enabled", "rope_theta", "max_seq_length", "license")  # license: the card's (jina5.model.card)
 
 
 def export_settings(export: bool | Mapping | None) -> dict | None:

@@ -9,9 +9,9 @@ logged metric at its ``global_step``. What differs from Lightning's classes:
   (``-m`` with the basic launcher) would all land in the first run.
 - :class:`MLflowLogger` keeps each config value whole up to MLflow's own limit (``MAX_PARAM_VAL_LENGTH``,
   6000 characters; longer ones are cut with a warning naming the key), where Lightning cuts every value
-  at 250 characters without a word; and it names metrics by :func:`mlflow_metric_name`
-  (``val/ndcg@10`` -> ``val/ndcg_at_10``), where Lightning drops the characters MLflow refuses
-  (``val/ndcg10``).
+  at 250 characters without a word; and it names metrics and params by :func:`mlflow_key`
+  (``val/ndcg@10`` -> ``val/ndcg_at_10``), where Lightning drops the characters MLflow refuses from a
+  metric name (``val/ndcg10``) and passes a param key on (MLflow refuses the batch: the run stops).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 MLFLOW_BATCH = 100  # MLflow takes at most 100 params per log_batch call
 
 
-def mlflow_metric_name(name: str) -> str:
-    """A metric name MLflow accepts (letters, digits, ``_ - . /`` and space): ``@`` reads ``_at_`` (as
-    MTEB names ``ndcg_at_10``), any other character MLflow refuses becomes ``_``."""
+def mlflow_key(name: str) -> str:
+    """A metric name or param key MLflow accepts (letters, digits, ``_ - . /`` and space): ``@`` reads
+    ``_at_`` (as MTEB names ``ndcg_at_10``), any other character MLflow refuses becomes ``_``."""
     return re.sub(r"[^\w\-. /]", "_", name.replace("@", "_at_"))
 
 
@@ -53,8 +53,8 @@ class WandbLogger(LightningWandbLogger):
 class MLflowLogger(MLFlowLogger):
     """Lightning's ``MLFlowLogger`` with whole config values and readable metric names (module docstring).
 
-    Params are the config flattened with ``/`` (``optimizer/lr``), each value ``str(value)``; a list is
-    one value (``objective/binary_aware``: ``[]``; Lightning drops an empty one).
+    Params are the config flattened with ``/`` (``optimizer/lr``; keys by :func:`mlflow_key`), each value
+    ``str(value)``; a list is one value (``objective/binary_aware``: ``[]``; Lightning drops an empty one).
     """
 
     @rank_zero_only
@@ -62,7 +62,7 @@ class MLflowLogger(MLFlowLogger):
         from mlflow.entities import Param
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-        values = {key: str(value) for key, value in flatten(params, sep="/").items()}
+        values = {mlflow_key(key): str(value) for key, value in flatten(params, sep="/").items()}
         for key, value in values.items():
             if len(value) > MAX_PARAM_VAL_LENGTH:
                 log.warning(
@@ -80,4 +80,4 @@ class MLflowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics({mlflow_metric_name(k): v for k, v in metrics.items()}, step)
+        super().log_metrics({mlflow_key(k): v for k, v in metrics.items()}, step)

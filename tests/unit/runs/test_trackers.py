@@ -15,7 +15,7 @@ from helpers import run_cfg
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from jina5.runs.curves import CurveRecord
-from jina5.runs.trackers import MLflowLogger, WandbLogger, mlflow_metric_name
+from jina5.runs.trackers import MLflowLogger, WandbLogger, mlflow_key
 from jina5.train import build, train
 
 wandb = pytest.importorskip("wandb")
@@ -152,12 +152,12 @@ def test_the_mlflow_run_holds_the_config_as_params_and_the_csv_curves(tracked):
     assert found.data.params["objective/binary_aware"] == "[]"  # Lightning's MLFlowLogger dropped it
     expected = csv_curves(run)
     names = {name for name, _ in expected}
-    assert set(found.data.metrics) == {mlflow_metric_name(n) for n in names}
+    assert set(found.data.metrics) == {mlflow_key(n) for n in names}
     assert "val/ndcg_at_10" in found.data.metrics
     logged = {
         (name, m.step): m.value
         for name in names
-        for m in client.get_metric_history(found.info.run_id, mlflow_metric_name(name))
+        for m in client.get_metric_history(found.info.run_id, mlflow_key(name))
     }
     assert logged == pytest.approx(expected, rel=1e-6)
 
@@ -169,12 +169,15 @@ def test_mlflow_keeps_long_config_values_and_names_what_it_must_cut(tmp_path, ca
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     logger = MLflowLogger(experiment_name="t", run_name="r", tracking_uri=uri)
     datasets = ",".join(f"dataset_{i}" for i in range(60))  # 589 characters: Lightning kept 250
-    logger.log_hyperparams({"data": {"names": datasets, "huge": "x" * (MAX_PARAM_VAL_LENGTH + 5)}})
+    logger.log_hyperparams(
+        {"data": {"names": datasets, "huge": "x" * (MAX_PARAM_VAL_LENGTH + 5), "hf:org/set@v2": 1}}
+    )
     logger.log_metrics({"val/ndcg@10": 0.5, "a:b": 1.0}, step=3)
     params = MlflowClient(uri).get_run(logger.run_id).data.params
     assert params["data/names"] == datasets
     assert params["data/huge"] == "x" * MAX_PARAM_VAL_LENGTH
+    assert params["data/hf_org/set_at_v2"] == "1"  # a dataset name MLflow refuses as a key, renamed
     assert "MLflow param data/huge" in caplog.text and "config.yaml" in caplog.text
     history = MlflowClient(uri).get_metric_history(logger.run_id, "val/ndcg_at_10")
     assert [(m.step, m.value) for m in history] == [(3, 0.5)]
-    assert mlflow_metric_name("a:b") == "a_b" and mlflow_metric_name("train/loss") == "train/loss"
+    assert mlflow_key("a:b") == "a_b" and mlflow_key("train/loss") == "train/loss"

@@ -1,6 +1,6 @@
 """Export a run's encoder as a sentence-transformers model (with a model card), or combine adapters.
 
-    python -m jina5.export run=<run dir> [task=<task>] [out=<dir>] [results=<results.jsonl>]
+    python -m jina5.export run=<run dir> [task=<task>] [out=<dir>] [results=<results.jsonl>] [license=<id>]
                            [rope_theta=<theta>] [max_seq_length=<tokens>] [push_to_hub=<owner/name>] [private=true]
         -> a sentence-transformers directory: for a stage-2 run, the adapter merged into the weights
            (W' = W + alpha/r B A) and the task's prefixes as named prompts ("query", "document"); for a
@@ -8,8 +8,10 @@
            prompt_name="query")`` equals ``encoder.encode(texts, task=task, prompt="query")`` (no custom
            code, no peft needed). Default out: <run>/export/<task> (<run>/export/model without adapters).
            Its README.md is sentence-transformers' model card plus the run's facts (``jina5.model.card``:
-           base model, prompts, Matryoshka dims, objective, done.json's metrics, and with ``results`` the
-           evaluation suite's averages of this run's encoder). ``push_to_hub`` uploads ``out`` to that hub
+           base model, license, training data and languages (data_manifest.json), prompts, Matryoshka
+           dims, objective, done.json's metrics, and with ``results`` the evaluation suite's averages of
+           this run's encoder with their bootstrap intervals); ``license`` sets the card's license (else
+           the run's ``export.license``, else the base model's). ``push_to_hub`` uploads ``out`` to that hub
            repo (created if missing; needs a hub token, e.g. ``huggingface-cli login``); every hub request
            fails after ``hub_timeout`` seconds (default 60) without progress, and a failed upload says that
            the local export is complete and how to retry the upload alone (below).
@@ -44,6 +46,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from jina5.eval.bootstrap import CONFIDENCE, MissingItems, interval, row_replicates, run_items
 from jina5.eval.encoding import model_fingerprint
 from jina5.eval.store import ResultsStore
 from jina5.eval.summary import type_averages
@@ -64,20 +67,32 @@ def add_eval_metrics(card: CardInfo, results: str | Path, encoder: Encoder) -> C
     """``card`` with the task-type averages (main metric, float32, full dim) of ``encoder``'s evaluation
     in the results store ``results`` (matched by model fingerprint, fp32 or bf16 encodes): of the run
     that covers the most task types (a smoke suite never hides the full one), the latest on a tie;
-    unchanged when the store has none."""
+    unchanged when the store has none. Each average gets its 95% percentile bootstrap interval over the
+    run's test items (``jina5.eval.bootstrap``: :func:`~jina5.eval.bootstrap.row_replicates` of the run
+    alone, every level aggregated as the average is); none when the store has no per-item scores of it."""
     precision = encoder.compute_precision
     fingerprints = []
     for compute in ("fp32", "bf16"):
         encoder.compute_precision = compute
         fingerprints.append(model_fingerprint(encoder))
     encoder.compute_precision = precision
-    rows = ResultsStore(results).read(model_fingerprint=fingerprints)
+    store = ResultsStore(results)
     runs = [
-        (type_averages(run), str(run["time"].max()), str(run_id)) for run_id, run in rows.groupby("run_id")
+        (type_averages(run), str(run["time"].max()), str(run_id), run)
+        for run_id, run in store.read(model_fingerprint=fingerprints).groupby("run_id")
     ]
     runs = [r for r in runs if r[0]]
-    if runs:
-        card.eval_metrics, _, card.eval_run = max(runs, key=lambda r: (len(r[0]), r[1]))
+    if not runs:
+        return card
+    card.eval_metrics, _, card.eval_run, run = max(runs, key=lambda r: (len(r[0]), r[1]))
+    try:
+        levels = row_replicates([run_items(store, run)]).levels
+    except MissingItems as err:
+        log.warning("the card's scores get no interval: %s", err)
+        return card
+    intervals = {level: interval(values) for level, values in levels.items()}
+    card.eval_intervals = {level: [i.low, i.high] for level, i in intervals.items()}
+    card.eval_confidence = CONFIDENCE
     return card
 
 
@@ -268,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         name = task or (encoder.adapters[0] if len(encoder.adapters) == 1 else "model")
         out = cfg.get("out") or Path(cfg.run) / "export" / name
         card = card_from_run(cfg.run) or CardInfo()
+        if cfg.get("license"):
+            card = replace(card, license=str(cfg.license), license_source="jina5-export license=")
         if cfg.get("results"):
             card = add_eval_metrics(card, cfg.results, encoder)
         export_sentence_transformers(encoder, task, out, card=card, model_id=repo_id, **inference)

@@ -28,6 +28,7 @@ from jina5.runs.lifecycle import Run
 from jina5.runs.loggers import build_loggers
 from jina5.runs.multirun import check_multirun
 from jina5.runs.progress import LossProgressBar
+from jina5.teacher.precompute import main as precompute_main
 from jina5.training.module import EmbeddingModule
 from jina5.training.objective import build_objective, check_objective_config
 from jina5.training.schedule import check_scheduler
@@ -134,6 +135,14 @@ def main() -> None:
     """``jina5-train`` / ``python -m jina5.train``: Hydra's command line, whose tab completion also
     lists nested experiment values (``experiment=ablation/combined``; ``jina5.runs.completion``)."""
     run_with_nested_completion(hydra_main, "train")
+
+
+def teacher_main() -> None:
+    """``jina5-teacher`` / ``python -m jina5.teacher``: pre-compute the teacher vectors of a training
+    config (``jina5.teacher.precompute``; the training command line), with ``jina5-train``'s tab
+    completion. The console script lives here because ``jina5.runs.completion`` sits above the teacher
+    package."""
+    run_with_nested_completion(precompute_main, "train")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ class PairDataModule(L.LightningDataModule):
         pin_memory: pin the batches' host memory; "auto": when the trainer's device is CUDA.
         manifest_dir: where rank 0 writes ``data_manifest.json`` at setup (None: nowhere; training sets
             it to the run directory, ``jina5.train``).
+        language: the ISO 639 code of the texts of every source dataset (``hf:``, a file) that names no
+            ``language`` of its own and whose rows carry none: the data manifest's and the model card's
+            languages (``jina5.data.languages``); "": unknown.
 
     A dataset's sampling weight (``DatasetSpec.weight``) defaults to its rows for a pair dataset and
     half its texts for a texts-only one: proportional to the texts a pass distils (a pair row has two),
@@ -123,9 +126,10 @@ class PairDataModule(L.LightningDataModule):
         held_out: Mapping[str, Sequence[float] | None] | None = None,
         pin_memory: bool | str = "auto",
         manifest_dir: str | None = None,
+        language: str = "",
     ) -> None:
         super().__init__()
-        self.specs = mix_specs(datasets, max_rows_cap, batch_size_cap)
+        self.specs = mix_specs(datasets, max_rows_cap, batch_size_cap, language)
         self.held_out = {str(k): (None if v is None else tuple(v)) for k, v in (held_out or {}).items()}
         self.mining = None
         if hard_negatives is not None:

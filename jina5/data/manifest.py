@@ -27,7 +27,8 @@ def mix_manifest(
 ) -> dict[str, Any]:
     """The mix as set up (``data_manifest.json``): per dataset its source and how it was read, its rows
     over all ranks (and this rank's), weight, sampling probability, batch size, max lengths, the rows
-    dropped on the way (by reason) and fingerprints (the Arrow split's, the rows' own sha1); ``weights``
+    dropped on the way (by reason), the hub id of an ``hf:`` source read from the hub, the rows'
+    languages (``jina5.data.languages``) and fingerprints (the Arrow split's, the rows' own sha1); ``weights``
     are the sampling weights (``PairDataModule.sampling_weights``), ``rank`` this process's."""
     entries = []
     for table, rows, weight in zip(tables, rows_all_ranks, weights, strict=True):
@@ -55,6 +56,8 @@ def mix_manifest(
                 "allow_small": spec.allow_small,
                 "repeats_rows": rows < spec.batch_size * world,
                 "dropped": dropped,
+                "hub_id": stats.get("hub_id"),
+                "languages": stats.get("languages", []),
                 "fingerprint": stats.get("fingerprint"),
                 "version": stats.get("version"),
                 f"rows_sha1_rank{rank}": hashlib.sha1(json.dumps(content).encode()).hexdigest(),

@@ -12,11 +12,15 @@ from jina5.data.splits import CorpusSplits
 
 
 def mix_specs(
-    datasets: Mapping[str, Mapping | None], max_rows_cap: int | None = None, batch_size_cap: int | None = None
+    datasets: Mapping[str, Mapping | None],
+    max_rows_cap: int | None = None,
+    batch_size_cap: int | None = None,
+    language: str = "",
 ) -> list[DatasetSpec]:
     """The mix as ``DatasetSpec`` objects, in mapping order: ``DatasetSpec(name, **settings)`` for each
     ``name: settings`` whose settings are not None, with ``max_rows = min(max_rows, max_rows_cap)`` and
-    ``batch_size = min(batch_size, batch_size_cap)`` (None: no cap)."""
+    ``batch_size = min(batch_size, batch_size_cap)`` (None: no cap), and ``language`` as the language of
+    every source dataset that names none (bundled corpora carry their own)."""
     if not isinstance(datasets, Mapping):
         raise TypeError(
             f"data.datasets must map each dataset name to its settings ({{news: {{batch_size: 32}}, ...}}), "
@@ -35,6 +39,9 @@ def mix_specs(
     if batch_size_cap is not None:
         for spec in specs:
             spec.batch_size = min(spec.batch_size, batch_size_cap)
+    for spec in specs:
+        if spec.source and not spec.language:
+            spec.language = language
     return specs
 
 

@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 
 from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
+from jina5.data.languages import language_codes
 from jina5.data.schema import dataset_stats, normalise_text
 from jina5.data.sources import EmptySourceError, load_source
 from jina5.data.splits import CorpusSplits, rows_without, seeded_rows
@@ -64,6 +66,7 @@ class DatasetSpec:
     # only: no pair, so pair losses skip its batches (jina5.training.objective); max_rows counts texts
     streaming: bool = False  # an hf: source streamed (datasets IterableDataset), not memory-mapped Arrow
     allow_small: bool = False  # fewer rows than batch_size x world_size: repeat rows (OneDatasetPerStep)
+    language: str = ""  # ISO 639 code of a source's texts, for rows that carry none (jina5.data.languages)
 
     def __post_init__(self) -> None:
         if self.streaming and not (self.source or "").startswith("hf:"):
@@ -72,6 +75,11 @@ class DatasetSpec:
             )
         if self.source and self.corpus:
             raise ValueError(f"dataset {self.name!r}: give a source or a bundled corpus, not both")
+        if self.language and not self.source:
+            raise ValueError(
+                f"dataset {self.name!r}: language is for a source's rows; the bundled corpus "
+                f"{self.corpus or self.name!r} carries its own (drop language)"
+            )
         if self.texts_only and (self.unlabeled or self.label_triplets):
             kind = "unlabeled" if self.unlabeled else "label_triplets"
             raise ValueError(f"dataset {self.name!r}: texts_only and {kind} are two kinds of rows; pick one")
@@ -164,7 +172,8 @@ def load_rows(
     ``max_rows`` rows, streamed when ``spec.streaming``, and only ``shard = (rank, world)``'s share of
     them), else the bundled corpus's split (from ``splits`` when given, which must be at ``split_seed``:
     corpora split once for several specs); without the rows holding a ``held_out`` text (normalised),
-    counted in the log. Returns the rows and their stats (the source's, ``held_out_dropped``)."""
+    counted in the log. Returns the rows and their stats (the source's, ``held_out_dropped``, and the rows'
+    ``languages``: ``jina5.data.languages``)."""
     if spec.source:
         hf = spec.source.startswith("hf:")
         ds = load_source(
@@ -172,6 +181,7 @@ def load_rows(
             spec.columns,
             task=spec.task,
             dataset=spec.name,
+            language=spec.language,
             drop_incomplete=True,
             max_rows=spec.max_rows if hf else None,
             streaming=spec.streaming,
@@ -187,6 +197,8 @@ def load_rows(
         stats["held_out_dropped"] = dropped
         if dropped:
             log.info("%s/%s: dropped %d rows holding a held-out (dev/test) text", spec.name, split, dropped)
+    languages = pc.unique(ds.with_format("arrow")["language"]).to_pylist()  # Dataset.unique prints a bar
+    stats["languages"] = language_codes(languages, spec.name)
     return ds, stats
 
 

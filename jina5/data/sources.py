@@ -169,8 +169,9 @@ def _hf_records(
     stream of one file gives the Arrow path's rows; one of several files (their count a multiple of
     ``world``) gives each rank whole files (``datasets``' rule): other rows, as many, still disjoint.
     Only the mapped and schema columns are read. A ``mapping`` column the split lacks raises
-    DataFormatError. The read stats: ``access`` (arrow | streaming), ``read_rows`` (this rank's), ``fingerprint`` (the
-    Arrow dataset's, None when streamed), ``version`` and ``config`` (the builder's)."""
+    DataFormatError. The read stats: ``access`` (arrow | streaming), ``hub_id`` (``name``; None for a local
+    directory), ``read_rows`` (this rank's), ``fingerprint`` (the Arrow dataset's, None when streamed),
+    ``version`` and ``config`` (the builder's)."""
     name, config, split = _parse_hf(spec)
     rank, world = shard
     ds = datasets.load_dataset(
@@ -195,9 +196,11 @@ def _hf_records(
         records, fingerprint = ds.select(range(rank, n, world)).to_list(), ds._fingerprint
     if available is None:
         _require_columns(dict.fromkeys(key for record in records for key in record), mapping, f"hf:{spec}")
-    default_name = Path(name).name if Path(name).exists() else name
+    local = Path(name).exists()
+    default_name = Path(name).name if local else name
     read = {
         "access": "streaming" if streaming else "arrow",
+        "hub_id": None if local else name,
         "read_rows": len(records),
         "fingerprint": fingerprint,
         "version": str(ds.info.version) if ds.info.version is not None else None,

@@ -9,16 +9,29 @@ the training run knows, from a :class:`CardInfo`:
 - the named prompts, pooling and EOS handling, the Matryoshka dims (``objective.matryoshka.dims`` when
   it was enabled; ``SentenceTransformer(dir, truncate_dim=d)``);
 - the training objective (loss weights), and our metrics: the last logged ones of ``done.json`` and,
-  given a results store, the evaluation suite's task-type averages of this model (``jina5.export.add_eval_metrics``).
+  given a results store, the evaluation suite's task-type averages of this model with their bootstrap
+  intervals (``jina5.export.add_eval_metrics``);
+- the training data, from the run's ``data_manifest.json``: each dataset's name, source, hub id (an
+  ``hf:`` set read from the hub), rows and languages (``jina5.data.languages``); the card's languages are
+  their union;
+- the license: ``export.license`` when the config sets one, else the base model's, read from the
+  ``license`` of its model card's metadata (``README.md``) where we hold it: a bundled model, a local model
+  directory, or a saved encoder directory and the model it started from (:func:`base_model_license`).
+  The card names where the license was read.
 
-A :class:`CardInfo` comes from a run directory (``config.yaml`` + ``done.json``: :func:`card_from_run`)
-or from the resolved config and summary at the end of training (:func:`card_from_config`); the encoder
-directory keeps it as ``jina5_card.json`` so an export of that directory alone still has it.
+sentence-transformers' own card fields get the same facts (its YAML metadata ``license``, ``language``,
+``datasets``: the hub ids; its "Training Datasets"), so none of them says "Unknown" when the run knows it.
+
+A :class:`CardInfo` comes from a run directory (``config.yaml`` + ``done.json`` + ``data_manifest.json``:
+:func:`card_from_run`) or from the resolved config, summary and manifest at the end of training
+(:func:`card_from_config`); the encoder directory keeps it as ``jina5_card.json`` so an export of that
+directory alone still has it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +40,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jina5.model.encoder import Encoder
 
+log = logging.getLogger(__name__)
+
 CARD_FILE = "jina5_card.json"
+DATA_MANIFEST = "data_manifest.json"  # what jina5.data.manifest writes into the run directory
 SECTION_TITLE = "## jina5"
 _PREFIXES = ("hub:", "bundled:")
+LICENSE_KEY = "export.license"  # the config key that sets the card's license
 
 
 @dataclass
@@ -46,6 +63,12 @@ class CardInfo:
     train_metrics: dict[str, float] = field(default_factory=dict)  # done.json's last logged metrics
     eval_metrics: dict[str, float] = field(default_factory=dict)  # task type (and "overall") -> score
     eval_run: str | None = None  # the results store's run_id of ``eval_metrics``
+    eval_intervals: dict[str, list[float]] = field(default_factory=dict)  # level -> [low, high]
+    eval_confidence: float | None = None  # of ``eval_intervals`` (0.95)
+    license: str | None = None
+    license_source: str | None = None  # where ``license`` was read (a model card, or the config key)
+    languages: list[str] = field(default_factory=list)  # ISO 639 codes of the training data
+    datasets: list[dict[str, Any]] = field(default_factory=list)  # :func:`training_data` entries
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -85,13 +108,96 @@ def resolve_base_model(source: str | None, depth: int = 4) -> str | None:
     return source if source.count("/") == 1 and not is_path_like(source) else None
 
 
-def card_from_config(cfg: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> CardInfo:
-    """A :class:`CardInfo` from a resolved training config (a run's ``config.yaml``) and its
-    ``done.json`` summary (steps, metrics)."""
+def readme_license(model_dir: Path) -> str | None:
+    """The ``license`` of ``<model_dir>/README.md``'s YAML metadata (a Hugging Face model card), or None."""
+    from huggingface_hub.repocard import metadata_load
+
+    readme = model_dir / "README.md"
+    found = (metadata_load(readme) or {}).get("license") if readme.is_file() else None
+    return str(found) if found else None
+
+
+def base_model_license(source: str | None, depth: int = 4) -> tuple[str | None, str | None]:
+    """(license, where it was read) of the model an encoder ``source`` started from, or (None, None).
+
+    A directory: its ``jina5_card.json``'s license (a saved encoder), else its ``README.md``'s, else that
+    of the ``source`` in its ``jina5_encoder.json`` (followed ``depth`` levels); ``<source>+<task>``: that
+    of ``<source>``; a bundled model (``jina5.assets.BUNDLED_MODELS``, also as ``hub:`` / ``bundled:``):
+    its ``README.md``'s. Any other hub id: None (nothing is downloaded for a card)."""
+    if not source or depth < 0 or source.startswith("tiny:"):
+        return None, None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / CARD_FILE).exists():
+            card = CardInfo.load(path / CARD_FILE)
+            if card.license:
+                return card.license, card.license_source
+        found = readme_license(path)
+        if found:
+            return found, f"the model card of {path}"
+        settings = path / "jina5_encoder.json"
+        if settings.exists():
+            return base_model_license(json.loads(settings.read_text()).get("source"), depth - 1)
+        return None, None
+    if "+" in source:
+        return base_model_license(source.rsplit("+", 1)[0], depth)
+    from jina5.assets import BUNDLED_MODELS, AssetMissingError, prepare_bundled
+
+    base = resolve_base_model(source)
+    if base not in BUNDLED_MODELS:
+        return None, None
+    try:
+        found = readme_license(prepare_bundled(base))
+    except AssetMissingError as err:
+        log.warning("the license of %s is not read (%s); set %s", base, err, LICENSE_KEY)
+        return None, None
+    return (found, f"the model card of {base}") if found else (None, None)
+
+
+def card_license(configured: str | None, source: str | None) -> tuple[str | None, str | None]:
+    """(license, where from): ``configured`` (``export.license``) when set, else the base model's
+    (:func:`base_model_license`); a configured license that differs from the base model's is logged."""
+    base, where = base_model_license(source)
+    if not configured:
+        return base, where
+    if base and base != configured:
+        log.warning(
+            "%s=%s differs from the license of the base model (%s, %s)", LICENSE_KEY, configured, base, where
+        )
+    return str(configured), LICENSE_KEY
+
+
+def training_data(manifest: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """(datasets, languages) of a run's data manifest: per dataset its ``name``, ``source``, ``hub_id``
+    (None: not read from the hub), ``rows`` (over all ranks), ``languages`` and ``texts_only``; the
+    languages are the union over the datasets (sorted)."""
+    entries = [
+        {
+            "name": d["name"],
+            "source": d.get("source"),
+            "hub_id": d.get("hub_id"),
+            "rows": d.get("rows"),
+            "languages": list(d.get("languages") or []),
+            "texts_only": bool(d.get("texts_only")),
+        }
+        for d in (manifest or {}).get("datasets", [])
+    ]
+    return entries, sorted({lang for d in entries for lang in d["languages"]})
+
+
+def card_from_config(
+    cfg: Mapping[str, Any],
+    summary: Mapping[str, Any] | None = None,
+    manifest: Mapping[str, Any] | None = None,
+) -> CardInfo:
+    """A :class:`CardInfo` from a resolved training config (a run's ``config.yaml``), its ``done.json``
+    summary (steps, metrics) and its ``data_manifest.json`` (training data, languages)."""
     objective = cfg.get("objective") or {}
     mrl = objective.get("matryoshka") or {}
     summary = summary or {}
     student = cfg.get("student") or {}
+    datasets, languages = training_data(manifest)
+    license_, license_source = card_license((cfg.get("export") or {}).get("license"), student.get("source"))
     return CardInfo(
         base_model=resolve_base_model(student.get("source")),
         experiment=cfg.get("experiment_name"),
@@ -100,19 +206,27 @@ def card_from_config(cfg: Mapping[str, Any], summary: Mapping[str, Any] | None =
         matryoshka_dims=[int(d) for d in mrl["dims"]] if mrl.get("enabled") else None,
         objective={str(k): float(v) for k, v in (objective.get("weights") or {}).items()},
         train_metrics={str(k): float(v) for k, v in (summary.get("metrics") or {}).items()},
+        license=license_,
+        license_source=license_source,
+        languages=languages,
+        datasets=datasets,
     )
 
 
 def card_from_run(run: str | Path) -> CardInfo | None:
-    """The :class:`CardInfo` of a run dir (``config.yaml`` + ``done.json``), else the ``jina5_card.json``
-    of an encoder dir (``run`` itself or ``run/encoder``), else None."""
+    """The :class:`CardInfo` of a run dir (``config.yaml`` + ``done.json`` + ``data_manifest.json``), else
+    the ``jina5_card.json`` of an encoder dir (``run`` itself or ``run/encoder``), else None."""
     from omegaconf import OmegaConf
 
     run = Path(run)
     if (run / "config.yaml").exists():
         cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False)
-        done = run / "done.json"
-        return card_from_config(cfg, json.loads(done.read_text()) if done.exists() else None)
+        done, manifest = run / "done.json", run / DATA_MANIFEST
+        return card_from_config(
+            cfg,
+            json.loads(done.read_text()) if done.exists() else None,
+            json.loads(manifest.read_text()) if manifest.exists() else None,
+        )
     for path in (run / CARD_FILE, run / "encoder" / CARD_FILE):
         if path.exists():
             return CardInfo.load(path)
@@ -132,6 +246,12 @@ def card_section(
     ]
     base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "unknown"
     lines.append(f"- **Base model:** {base}")
+    if card.license:
+        lines.append(f"- **License:** {card.license} (from {card.license_source})")
+    else:
+        lines.append(
+            f"- **License:** unknown (the base model's card names none we hold; set `{LICENSE_KEY}`)"
+        )
     if card.adapter:
         lines.append(f"- **Task adapter:** `{card.adapter}` (LoRA, merged into the weights)")
     eos = ""
@@ -168,6 +288,22 @@ def card_section(
     ]
     if any(run):
         lines.append(f"- **Run:** {', '.join(r for r in run if r)}")
+    if card.datasets:
+        unknown = [d["name"] for d in card.datasets if not d["languages"]]
+        languages = ", ".join(card.languages) or "unknown"
+        lines.append(
+            f"- **Languages:** {languages} (of the training data"
+            + (f"; not known for {', '.join(unknown)})" if unknown else ")")
+        )
+        lines += ["", "### Training data", "", "| dataset | source | rows | languages |", "|---|---|---|---|"]
+        for d in card.datasets:
+            source = (
+                f"[{d['hub_id']}](https://huggingface.co/datasets/{d['hub_id']})"
+                if d["hub_id"]
+                else f"`{d['source']}`"
+            )
+            rows = f"{d['rows']:,}" + (" texts" if d["texts_only"] else "") if d["rows"] is not None else "?"
+            lines.append(f"| {d['name']} | {source} | {rows} | {', '.join(d['languages']) or 'unknown'} |")
     metrics = {k: v for k, v in card.train_metrics.items() if not (k.startswith("lr-") or k.endswith("/lr"))}
     if metrics:
         lines += ["", "### Training metrics (last logged)", "", "| metric | value |", "|---|---|"]
@@ -177,10 +313,27 @@ def card_section(
             "",
             f"### Evaluation (jina5 suite, run `{card.eval_run}`: main metric, float32, full dim)",
             "",
-            "| task type | score |",
-            "|---|---|",
         ]
-        lines += [f"| {name} | {value:.4f} |" for name, value in card.eval_metrics.items()]
+        if card.eval_intervals and card.eval_confidence:
+            level = f"{card.eval_confidence:.0%}"
+            lines += [
+                f"Intervals: {level} percentile bootstrap over the test items (`jina5.eval.bootstrap`).",
+                "",
+                f"| task type | score | {level} interval |",
+                "|---|---|---|",
+            ]
+            for name, value in card.eval_metrics.items():
+                low, high = card.eval_intervals.get(name, (None, None))
+                span = f"[{low:.4f}, {high:.4f}]" if low is not None else "none"
+                lines.append(f"| {name} | {value:.4f} | {span} |")
+        else:
+            lines += [
+                "No intervals: the results store holds no per-item scores of this run (evaluate it again).",
+                "",
+                "| task type | score |",
+                "|---|---|",
+            ]
+            lines += [f"| {name} | {value:.4f} |" for name, value in card.eval_metrics.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,6 +121,25 @@ def st_max_seq_length(encoder: Encoder, tokenizer_appends_eos: bool) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- modules
+def st_train_datasets(card: CardInfo) -> list[dict]:
+    """The training datasets as sentence-transformers' card data lists them (its "Training Datasets"):
+    name, hub id, size (rows), columns and the loss (our objective's weights)."""
+    weights = json.dumps({k: w for k, w in card.objective.items() if w}, indent=4)
+    loss = {"fullname": "jina5.training.objective.Objective"}
+    if card.objective:
+        loss["config_code"] = textwrap.indent(f"```json\n{weights}\n```", "  ")
+    return [
+        {
+            "name": d["name"],
+            **({"id": d["hub_id"]} if d["hub_id"] else {}),
+            "size": d["rows"],
+            "columns": ["document"] if d["texts_only"] else ["query", "document"],
+            "loss": loss,
+        }
+        for d in card.datasets
+    ]
+
+
 def write_sentence_transformers_files(
     encoder: Encoder,
     path: Path,
@@ -145,14 +165,19 @@ def write_sentence_transformers_files(
     modules = [transformer, Pooling(encoder.dim, ST_POOLING[encoder.pooling])]
     if encoder.normalize:
         modules.append(Normalize())
-    base_model = (card.base_model if card else None) or resolve_base_model(encoder.source)
+    card = card or CardInfo()
+    base_model = card.base_model or resolve_base_model(encoder.source)
     card_data = SentenceTransformerModelCardData(
-        local_files_only=True,  # no hub lookups: the base model is named below
+        local_files_only=True,  # no hub lookups: the base model and the datasets are named below
         model_id=model_id,
+        language=list(card.languages),
+        license=card.license,
+        train_datasets=st_train_datasets(card),
         tags=["sentence-transformers", "sentence-similarity", "feature-extraction", "dense", "jina5"]
-        + (["matryoshka"] if card and card.matryoshka_dims else []),
+        + (["matryoshka"] if card.matryoshka_dims else []),
     )
     card_data.base_model = base_model
+    card_data.datasets = list(dict.fromkeys(d["hub_id"] for d in card.datasets if d["hub_id"]))
     model = SentenceTransformer(
         modules=modules,
         prompts=dict(encoder.prompts),
@@ -167,5 +192,5 @@ def write_sentence_transformers_files(
     if model_kwargs:
         config["model_kwargs"] = model_kwargs
     config_file.write_text(json.dumps(config, indent=2))
-    add_card_section(path / "README.md", card or CardInfo(), encoder, base_model, tokenizer_appends_eos)
+    add_card_section(path / "README.md", card, encoder, base_model, tokenizer_appends_eos)
     log.debug("sentence-transformers files and model card written at %s", path)

@@ -71,13 +71,13 @@ RESUME_SAFE = (
 )
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {"a.b.c": leaf}; lists are leaves."""
+def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": leaf} (keys joined with ``sep``); lists are leaves, an empty dict has none."""
     if not isinstance(tree, Mapping):
         return {prefix: tree}
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(flatten(value, f"{prefix}{sep}{key}" if prefix else str(key), sep))
     return out
 
 
@@ -135,7 +135,7 @@ def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
         )
 
 
-EXPORT_KEYS = ("enabled", "rope_theta", "max_seq_length")
+EXPORT_KEYS = ("enabled", "rope_theta", "max_seq_length", "license")  # license: the card's (jina5.model.card)
 
 
 def export_settings(export: bool | Mapping | None) -> dict | None:

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jina5.assets import cache_root
 from jina5.atomic import atomic_write_text
+from jina5.data.manifest import MANIFEST_FILE
 from jina5.model.card import card_from_config
 from jina5.model.encoder import Encoder
 from jina5.runs.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, parse_average_with
@@ -226,7 +227,12 @@ class Run:
             summary["averaged_with"] = average_final_weights(module, trainer, self.dir, self.adapter)
         export = export_settings(self.cfg.get("export"))
         if export is not None:  # the model card gets the run's objective, Matryoshka dims and metrics
-            card = card_from_config(OmegaConf.to_container(self.cfg, resolve=True), summary)
+            manifest = self.dir / MANIFEST_FILE  # the training data of the card (rank 0 wrote it at setup)
+            card = card_from_config(
+                OmegaConf.to_container(self.cfg, resolve=True),
+                summary,
+                json.loads(manifest.read_text()) if manifest.exists() else None,
+            )
             exportable_encoder(module, trainer, self.cfg, self.dir).save_pretrained(
                 self.dir / "encoder",
                 card=card,

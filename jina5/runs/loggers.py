@@ -2,9 +2,11 @@
 
 ``logger`` in the training config is one of
 
-- a single logger: a node with ``_target_`` (``logger=csv``, the default; ``logger=tensorboard``);
+- a single logger: a node with ``_target_`` (``logger=csv``, the default; ``logger=tensorboard``; the
+  experiment trackers ``logger=wandb`` and ``logger=mlflow``: :mod:`jina5.runs.trackers`);
 - several: a dict of named logger nodes, each with its own ``_target_`` (``logger=many``: csv and
-  tensorboard), as lightning-hydra-template does; a null entry is left out;
+  tensorboard; ``+logger@logger.wandb=wandb`` adds one), as lightning-hydra-template does; a null entry is
+  left out;
 - none: ``logger=none`` (an empty node) or ``~logger``.
 
 :func:`build_loggers` instantiates them and always appends the run's :class:`jina5.runs.curves.CurveRecord`,

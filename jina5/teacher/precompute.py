@@ -182,8 +182,9 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """``python -m jina5.teacher <training overrides>``; Hydra's log goes to
-    ``<output_root>/teacher_precompute/<run_name>`` (not the training run's directory)."""
+    """``python -m jina5.teacher <training overrides>`` (installed with tab completion as ``jina5-teacher``:
+    ``jina5.train.teacher_main``); Hydra's log goes to ``<output_root>/teacher_precompute/<run_name>``
+    (not the training run's directory)."""
     if not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:]):
         sys.argv.append("hydra.run.dir=${paths.output_root}/teacher_precompute/${run_name}")
     hydra_main()

@@ -24,6 +24,8 @@ SCRIPTS = {
     "jina5-train": "jina5.train:main",
     "jina5-evaluate": "jina5.evaluate:main",
     "jina5-export": "jina5.export:main",
+    "jina5-teacher": "jina5.train:teacher_main",
+    "jina5-mteb": "jina5.mteb:main",
 }
 
 
@@ -63,9 +65,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"wheel": wheel, "site": site, "env": env, "cwd": cwd}
 
 
-def _run(installed: dict, *command: str) -> subprocess.CompletedProcess:
+def _run(installed: dict, *command: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command, cwd=installed["cwd"], env=installed["env"], capture_output=True, text=True, timeout=300
+        command,
+        cwd=installed["cwd"],
+        env={**installed["env"], **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -118,6 +125,43 @@ def test_installed_export_prints_its_usage(installed):
     out = _run(installed, str(installed["site"] / "bin" / "jina5-export"))
     assert out.returncode == 1
     assert "jina5.export" in out.stderr  # its docstring: how to call it
+
+
+def test_installed_teacher_and_mteb_print_their_composed_configs(installed):
+    teacher = _run(
+        installed,
+        str(installed["site"] / "bin" / "jina5-teacher"),
+        "--cfg",
+        "job",
+        "--resolve",
+        "experiment=ablation/combined",
+    )
+    assert teacher.returncode == 0, teacher.stderr[-3000:]
+    assert "run_name: combined-seed0" in teacher.stdout  # the training config, as python -m jina5.teacher
+    mteb = _run(installed, str(installed["site"] / "bin" / "jina5-mteb"), "--cfg", "job", "tasks=[STS12]")
+    assert mteb.returncode == 0, mteb.stderr[-3000:]
+    assert "tasks:\n- STS12" in mteb.stdout and "mteb_cache:" in mteb.stdout
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "jina5-teacher experiment=abl",
+            "experiment=ablation/combined experiment=ablation/pure_contrastive experiment=ablation/pure_distill",
+        ),
+        ("jina5-mteb precisi", "precision= precisions."),  # Hydra's own completion of conf/mteb.yaml
+    ],
+)
+def test_installed_teacher_and_mteb_tab_complete(installed, line, expected):
+    """What bash's completion function (``eval "$(<command> -sc install=bash)"``) asks the command."""
+    script = str(installed["site"] / "bin" / line.split()[0])
+    install = _run(installed, script, "-sc", "install=bash")
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert f"-F hydra_bash_completion {line.split()[0]}" in install.stdout
+    out = _run(installed, script, "-sc", "query=bash", COMP_LINE=line, COMP_POINT=str(len(line)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == expected.split()
 
 
 def test_installed_package_is_imported_from_the_install_and_has_the_asset_pins(installed):

@@ -7,9 +7,11 @@ import json
 import logging
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
+import yaml
 from tokenizers import Tokenizer
 from tokenizers import processors as tp
 from transformers import AutoTokenizer
@@ -170,6 +172,9 @@ def test_export_writes_a_model_card_with_the_runs_facts(tmp_path):
     card = (out / "README.md").read_text()
     front = card.split("---")[1]  # the card's YAML metadata
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in front and "- matryoshka" in front
+    # the license is the base model's, read from its bundled model card, and the card says so
+    assert yaml.safe_load(front)["license"] == "apache-2.0"
+    assert "**License:** apache-2.0 (from the model card of sentence-transformers/all-MiniLM-L6-v2)" in card
     assert "SentenceTransformer based on sentence-transformers/all-MiniLM-L6-v2" in card
     assert "`query`: `'Query: '`, `document`: `'Document: '`" in card
     assert "**Matryoshka dims:** 8, 16, 32" in card
@@ -242,6 +247,124 @@ def test_card_metrics_come_from_the_broadest_evaluation_of_this_model(tmp_path):
     card = add_eval_metrics(CardInfo(), store.path, enc)
     assert card.eval_run == "full"
     assert card.eval_metrics == pytest.approx({"retrieval": 0.5, "sts": 0.7, "overall": 0.6})
+    assert card.eval_intervals == {} and card.eval_confidence is None  # no per-item scores in this store
+
+
+HUB_ROWS = {
+    "q": [f"question {i} about topic {i % 5}" for i in range(48)],
+    "d": [f"answer {i}." for i in range(48)],
+}
+
+
+def front_matter(readme: Path) -> dict:
+    """The YAML metadata of a model card (between its first two ``---`` lines)."""
+    return yaml.safe_load(readme.read_text().split("---")[1])
+
+
+def test_a_trained_runs_card_names_its_data_languages_license_and_scores(tmp_path, monkeypatch):
+    """A tiny run on two bundled corpora (English) and a hub set (served from memory; German by
+    ``data.language``) whose student (tiny) has no license of its own: ``export.license`` names it."""
+    from helpers import main_records, run_cfg, synthetic_items
+
+    from jina5.data import sources
+    from jina5.eval.bootstrap import resample_counts
+    from jina5.eval.encoding import model_fingerprint
+    from jina5.export import load_run_encoder
+    from jina5.train import train
+
+    def fake_load(name, config, split, cache_dir, streaming):
+        assert (name, split) == ("org/pairs", "train")
+        return datasets.Dataset.from_dict(HUB_ROWS)
+
+    monkeypatch.setattr(sources.datasets, "load_dataset", fake_load)
+    cfg = run_cfg(
+        tmp_path,
+        "experiment=ablation/combined",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "+data.datasets.pairs={source: 'hf:org/pairs:train', columns: {q: query, d: document}, task: retrieval,"
+        " batch_size: 8, query_max_length: 16, document_max_length: 16}",
+        "+data.language=de",
+        "export.license=mit",
+    )
+    run = Path(train(cfg)["run_dir"])
+    # the run's own encoder/ card (written at the end of training) already knows the data and the license
+    trained = front_matter(run / "encoder" / "README.md")
+    assert (trained["license"], trained["language"], trained["datasets"]) == (
+        "mit",
+        ["de", "en"],
+        ["org/pairs"],
+    )
+
+    # its suite scores, with per-item scores: retrieval on one data set, STS on another
+    store = ResultsStore(tmp_path / "results.jsonl")
+    fingerprint = model_fingerprint(load_run_encoder(run))
+    items = {
+        ("retrieval", "news"): synthetic_items("retrieval", "news", "", 60, 0.6, "m"),
+        ("sts", "lee_sts"): synthetic_items("sts", "lee_sts", "", 80, 0.5, "m"),
+    }
+    records = []
+    for (task, dataset), scores in items.items():
+        ref = store.write_items("suite", f"{task}-{dataset}", {(32, "float32"): scores})
+        records += main_records(task, dataset, "", 32, "float32", scores.metric(), items=ref)
+    store.append(
+        records,
+        {"run_id": "suite", "experiment": "x", "seed": 0, "model": "m", "model_fingerprint": fingerprint},
+    )
+
+    out = tmp_path / "export"
+    export_main([f"run={run}", f"out={out}", f"results={store.path}"])
+    readme = (out / "README.md").read_text()
+    front = front_matter(out / "README.md")
+    assert (front["license"], front["language"], front["datasets"]) == ("mit", ["de", "en"], ["org/pairs"])
+    for field in ("Training Dataset", "Language", "License"):  # sentence-transformers' own fields
+        assert f"**{field}:** Unknown" not in readme
+    assert "- [pairs](https://huggingface.co/datasets/org/pairs)" in readme  # sentence-transformers' list
+    assert "**License:** mit (from export.license)" in readme
+    assert "**Languages:** de, en (of the training data)" in readme
+    assert "| pairs | [org/pairs](https://huggingface.co/datasets/org/pairs) | 48 | de |" in readme
+    assert "| bbc | `bundled:bbc` | 64 | en |" in readme  # SMALL_DATA's max_rows
+
+    # the scores with their 95% intervals; retrieval's recomputed here from the per-query nDCG
+    ndcg = items[("retrieval", "news")].arrays["ndcg"]
+    resampled = resample_counts(len(ndcg), 1000, 0, "retrieval/news//test") @ ndcg / len(ndcg)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    assert f"| retrieval | {ndcg.mean():.4f} | [{low:.4f}, {high:.4f}] |" in readme
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["eval_confidence"] == 0.95 and set(card["eval_intervals"]) == {"retrieval", "sts", "overall"}
+    for level, (lo, hi) in card["eval_intervals"].items():
+        assert lo < card["eval_metrics"][level] < hi
+
+    # license= on the command line replaces it, and says so
+    export_main([f"run={run}", f"out={tmp_path / 'again'}", "license=cc-by-4.0"])
+    assert front_matter(tmp_path / "again" / "README.md")["license"] == "cc-by-4.0"
+    assert (
+        "**License:** cc-by-4.0 (from jina5-export license=)"
+        in (tmp_path / "again" / "README.md").read_text()
+    )
+
+
+def test_the_license_follows_saved_encoders_to_the_base_models_card(tmp_path, caplog):
+    """A stage-2 student starts from a stage-1 encoder dir: its license is that run's (card file), else
+    the README of the model that dir started from; a configured license wins, with a warning."""
+    from jina5.model.card import base_model_license, card_license
+
+    stage1 = Encoder("tiny:bert").save_pretrained(tmp_path / "stage1")
+    assert base_model_license(str(stage1)) == (None, None)
+    settings = json.loads((stage1 / "jina5_encoder.json").read_text())
+    (stage1 / "jina5_encoder.json").write_text(
+        json.dumps({**settings, "source": "sentence-transformers/all-MiniLM-L6-v2"})
+    )
+    found = ("apache-2.0", "the model card of sentence-transformers/all-MiniLM-L6-v2")
+    assert base_model_license(str(stage1)) == found
+    assert base_model_license(f"{stage1}+retrieval") == found
+    assert base_model_license("bundled:sentence-transformers/all-MiniLM-L6-v2") == found
+    (stage1 / CARD_FILE).write_text(json.dumps({"license": "mit", "license_source": "export.license"}))
+    assert base_model_license(str(stage1)) == ("mit", "export.license")
+    assert base_model_license("tiny:bert") == base_model_license("Qwen/Qwen3-Embedding-0.6B") == (None, None)
+    with caplog.at_level(logging.WARNING):
+        assert card_license("cc-by-4.0", str(stage1)) == ("cc-by-4.0", "export.license")
+    assert "export.license=cc-by-4.0 differs from the license of the base model (mit" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------- push_to_hub

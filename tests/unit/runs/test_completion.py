@@ -16,16 +16,16 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
-def query(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[[str], list[str]]:
-    """What ``jina5-train`` offers for a command line (the cursor at its end): ``jina5.train.main`` run
-    in-process as the completion script runs the program."""
+def query(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[..., list[str]]:
+    """What a command offers for a command line (the cursor at its end): its console script's function
+    (``jina5.train.main`` for ``jina5-train``) run in-process as the completion script runs the program."""
 
-    def ask(line: str) -> list[str]:
-        monkeypatch.setattr(sys, "argv", ["jina5-train", "-sc", "query=bash"])
+    def ask(line: str, main: Callable[[], None] = jina5.train.main) -> list[str]:
+        monkeypatch.setattr(sys, "argv", [line.split()[0], "-sc", "query=bash"])
         monkeypatch.setenv("COMP_LINE", line)
         monkeypatch.setenv("COMP_POINT", str(len(line)))
         capsys.readouterr()
-        jina5.train.main()
+        main()
         return capsys.readouterr().out.split()
 
     return ask
@@ -60,3 +60,11 @@ def test_every_experiment_completes(query):
         for p in (CONF_DIR / "experiment").rglob("*.yaml")
     )
     assert offered == on_disk and len(on_disk) >= 19
+
+
+def test_jina5_teacher_completes_the_training_config_as_jina5_train_does(query):
+    """``jina5-teacher`` takes the training command line: the same completions, nested experiments included."""
+    for words in ("experiment=abl", "debug=", "exp"):
+        offered = query(f"jina5-teacher {words}", jina5.train.teacher_main)
+        assert offered == query(f"jina5-train {words}") and offered
+    assert "experiment=ablation/combined" in query("jina5-teacher experiment=", jina5.train.teacher_main)

@@ -117,7 +117,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
             return done
         L.seed_everything(cfg.seed, workers=True)
         module, datamodule, trainer = build(cfg, [*callbacks, *run.callbacks()])
-        run.start(trainer)
+        run.start(trainer, datamodule)
         module.resuming = run.ckpt_path is not None  # its setup (the warm start) runs before the restore
         with exit_on_signal(trainer):
             trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)

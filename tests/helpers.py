@@ -37,6 +37,7 @@ __all__ = [
     "compose",
     "run_cfg",
     "start_paused",
+    "st_model_dir",
     "wait_paused",
 ]
 
@@ -75,6 +76,42 @@ def run_cfg(tmp_path: Path, *overrides: str, student: str = "bert", small_data: 
         cfg.paths.output_dir = str(tmp_path / "runs" / cfg.run_name)
         del cfg.hydra
     return cfg
+
+
+def st_model_dir(
+    path: Path,
+    backbone: str = "tiny:bert",
+    pooling: str = "mean",
+    dense: tuple[int, int] | None = None,
+    normalize: bool = True,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    max_seq_length: int = 40,
+) -> Path:
+    """A sentence-transformers model saved by sentence-transformers itself at ``path`` (as another library
+    would leave it: ``modules.json``, no ``jina5_encoder.json``): ``backbone`` (``tiny:<type>``, random
+    init, or a local model dir) -> Pooling(``pooling``) [-> Dense(in -> out, tanh)] [-> Normalize]."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
+
+    if backbone.startswith("tiny:"):
+        model, tokenizer = tiny_model_and_tokenizer(backbone.removeprefix("tiny:"))
+        backbone = str(path.parent / f"{path.name}-backbone")
+        model.save_pretrained(backbone)
+        tokenizer.save_pretrained(backbone)
+    transformer = Transformer(backbone, max_seq_length=max_seq_length)
+    modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling)]
+    if dense is not None:
+        torch.manual_seed(1)
+        modules.append(Dense(*dense, activation_function=torch.nn.Tanh()))
+    if normalize:
+        modules.append(Normalize())
+    st = SentenceTransformer(
+        modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device="cpu"
+    )
+    st.save(str(path))
+    return path
 
 
 class LossRecorder(L.Callback):

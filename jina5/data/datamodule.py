@@ -26,7 +26,8 @@ DDP each rank reads only its share of them (rows ``rank, rank + world, ...``) an
 and the size check. Bundled corpora and local files are read whole by every rank and sliced by rank. Rank 0
 writes ``data_manifest.json`` (``MANIFEST_FILE``) to ``manifest_dir`` (the run directory in training):
 what each dataset of the mix was read from and how, its rows, drops, weight, sampling probability,
-batch size and lengths.
+batch size and lengths, and the history of the data each start of the run trained on (a resumed run's
+changed data is refused there: ``jina5.data.manifest``).
 
 The DataLoader collates (tokenises) in ``num_workers`` worker processes (0: in the training process) and
 pins memory when the trainer runs on CUDA (``pin_memory: auto``). The batch sampler stays in the training
@@ -35,9 +36,9 @@ process and collation is a pure function of the batch's keys, so the workers nev
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from jina5.data.collate import PairCollator
 from jina5.data.hard_negatives import MiningConfig
-from jina5.data.manifest import MANIFEST_FILE, mix_manifest
+from jina5.data.manifest import (
+    MANIFEST_FILE,
+    DataChangedError,
+    mix_manifest,
+    record_manifest,
+    table_fingerprint,
+)
 from jina5.data.mix import load_mix_tables, mix_specs
 from jina5.data.pairs import (
     DatasetSpec,
@@ -103,6 +110,11 @@ class PairDataModule(L.LightningDataModule):
             ``language`` of its own and whose rows carry none: the data manifest's and the model card's
             languages (``jina5.data.languages``); "": unknown.
 
+    Training also sets ``resume_step`` (the step a resumed run restarts at; None: a fresh run) and
+    ``accept_changed_data`` (the config's key) before fitting: a resumed run's setup refuses data that
+    changed since the steps before (``jina5.data.manifest.record_manifest``) and appends to the manifest's
+    history.
+
     A dataset's sampling weight (``DatasetSpec.weight``) defaults to its rows for a pair dataset and
     half its texts for a texts-only one: proportional to the texts a pass distils (a pair row has two),
     so with texts-only batches twice a pair batch's size every text of the mix is drawn equally often.
@@ -144,6 +156,8 @@ class PairDataModule(L.LightningDataModule):
         if pin_memory not in (True, False, "auto"):
             raise ValueError(f"data.pin_memory must be true, false or auto, got {pin_memory!r}")
         self.pin_memory, self.manifest_dir = pin_memory, manifest_dir
+        self.resume_step: int | None = None
+        self.accept_changed_data = False
         self.tables: list[PairTable] = []
         self.rows_all_ranks: list[int] = []  # each table's rows summed over the ranks holding a share
         self.dev: TextPairs | None = None
@@ -231,27 +245,41 @@ class PairDataModule(L.LightningDataModule):
         self.specs = [s for s in self.specs if not s.texts_only]
         return dropped
 
-    def load_tables(self) -> list[PairTable]:
-        """Every dataset's table, in mix order: pair tables first, then texts-only tables, each without
-        the texts an earlier-loaded table has (normalised), none holding a held-out text."""
+    def load_tables(
+        self, specs: Sequence[DatasetSpec] | None = None, rank_world: tuple[int, int] | None = None
+    ) -> list[PairTable]:
+        """Every dataset's table (of ``specs``, default the mix), in mix order: pair tables first, then
+        texts-only tables, each without the texts an earlier-loaded table has (normalised), none holding a
+        held-out text; a source read in shares reads the share of ``rank_world`` (default this rank's)."""
+        specs = self.specs if specs is None else specs
         splits = CorpusSplits(self.split_seed)  # each corpus parsed and split once for all its uses
         held_out = self.held_out_texts(splits)
-        texts_only = [s for s in self.specs if s.texts_only]
+        texts_only = [s for s in specs if s.texts_only]
         if texts_only and not self.held_out:
             log.warning(
                 "texts-only datasets %s with no data.held_out: only their own corpus's split keeps "
                 "dev/test text out (set held_out to the evaluated corpora, as conf/data/stage1_distill.yaml)",
                 [s.name for s in texts_only],
             )
-        return load_mix_tables(self.specs, self.split_seed, self.seed, held_out, splits, self._shard)
+        shard = functools.partial(self._shard, rank_world=rank_world)
+        return load_mix_tables(specs, self.split_seed, self.seed, held_out, splits, shard)
+
+    def fingerprint(self, names: Collection[str], world: int = 1) -> dict[str, dict]:
+        """Rank 0's fingerprint (``jina5.data.manifest.table_fingerprint``) of the datasets ``names`` of the
+        mix, loaded as ``setup`` loads them under ``world`` ranks (an ``hf:`` source: rank 0's share),
+        without setting up (no model, teacher or process group): what a finished run's data is checked
+        against before it is skipped (``jina5.runs.data_identity``)."""
+        tables = self.load_tables([s for s in self.specs if s.name in names], (0, world))
+        return {t.spec.name: table_fingerprint(t) for t in tables}
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _shard(self, spec: DatasetSpec) -> tuple[int, int]:
-        """(rank, world) for a source each rank reads a share of (hf:), else (0, 1): the whole table."""
-        return self._rank_world() if (spec.source or "").startswith("hf:") else (0, 1)
+    def _shard(self, spec: DatasetSpec, rank_world: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(rank, world) for a source each rank reads a share of (hf:), else (0, 1): the whole table;
+        ``rank_world`` default this process's."""
+        return (rank_world or self._rank_world()) if (spec.source or "").startswith("hf:") else (0, 1)
 
     def _sum_over_ranks(self, counts: list[int]) -> list[int]:
         """Element-wise sum of ``counts`` over the ranks (a collective: every rank calls it in setup)."""
@@ -305,10 +333,8 @@ class PairDataModule(L.LightningDataModule):
         tables, rows, short_on = self._load_and_count()
         self._check_sizes(tables, rows, short_on)
         self.tables, self.rows_all_ranks = tables, rows
-        if self.manifest_dir is not None and self._rank_world()[0] == 0:
-            path = Path(self.manifest_dir) / MANIFEST_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self.manifest(), indent=1, sort_keys=True) + "\n")
+        if self.manifest_dir is not None:
+            self._record_manifest()
         if self.mining is not None:
             for table in self.tables:
                 if not table.texts_only and not any(table.negatives):
@@ -319,6 +345,23 @@ class PairDataModule(L.LightningDataModule):
         if self.teacher is not None:
             self.attach_teacher_vectors()
         log.info("training mix: %s", ", ".join(f"{t.spec.name}={len(t)}" for t in self.tables))
+
+    def _record_manifest(self) -> None:
+        """Rank 0 records the mix in ``manifest_dir`` (``record_manifest``: a resumed run refuses changed
+        data there); under several ranks its verdict is summed over them (one collective), so a refusal
+        stops every rank instead of leaving them waiting for rank 0 in a later collective."""
+        rank, world = self._rank_world()
+        refused: DataChangedError | None = None
+        if rank == 0:
+            path = Path(self.manifest_dir) / MANIFEST_FILE
+            try:
+                record_manifest(path, self.manifest(), self.resume_step, self.accept_changed_data)
+            except DataChangedError as err:  # raised below, once every rank knows
+                refused = err
+        if world > 1 and self._sum_over_ranks([int(refused is not None)])[0] and refused is None:
+            raise RuntimeError(f"rank 0 refused the data of {self.manifest_dir}: see its error")
+        if refused is not None:
+            raise refused
 
     def distillation_sample(self, n_texts: int) -> TextPairs | None:
         """``k = min(n_texts // 2, rows)`` training pairs (so ``2k`` texts) with their teacher vectors

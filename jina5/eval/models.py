@@ -2,10 +2,13 @@
 the run identity its records are stored under.
 
 ``model`` is resolved in this order: a key of ``baselines``; a run dir (holds ``encoder/``; its
-``config.yaml`` gives experiment_name and seed); an exported encoder dir (``jina5_encoder.json`` or
-``config.json``); a path-like spec (``jina5.assets.is_path_like``: ``/nope``, ``./x``, ``outputs/runs/typo``)
-that is neither fails at once ("no such run or encoder directory", no hub lookup); otherwise a model
-source for ``Encoder`` (bundled name, ``hub:<id>``, hub id, ``tiny:bert``).
+``config.yaml`` gives experiment_name and seed); an encoder dir: ours (``jina5_encoder.json``), a
+sentence-transformers model saved by another library (``modules.json``: read as sentence-transformers
+reads it, ``jina5.model.st_saved``; kind ``sentence_transformers``) or a plain transformers model
+(``config.json``: ``pooling``); a path-like spec (``jina5.assets.is_path_like``: ``/nope``, ``./x``,
+``outputs/runs/typo``) that is neither fails at once ("no such run or encoder directory", no hub lookup);
+otherwise a model source (bundled name, ``hub:<id>``, hub id, ``tiny:bert``): read as saved when it has
+``modules.json``, else an ``Encoder`` with ``pooling``.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from jina5.assets import is_path_like
+from jina5.assets import is_path_like, resolve_model
 from jina5.model.encoder import Encoder
 from jina5.model.io import JINA5_CONFIG
 from jina5.model.placement import resolve_device
 from jina5.model.precision import resolve_precision
+from jina5.model.st_saved import ST_MODULES, SavedSentenceTransformer, st_file
 
 
 @dataclass
 class LoadedModel:
-    encoder: Encoder
+    encoder: Encoder | SavedSentenceTransformer
     name: str  # the `model` field of the records
-    kind: str  # baseline | run | encoder_dir | source
+    kind: str  # baseline | run | encoder_dir | sentence_transformers | source
     experiment: str | None
     seed: int | None
     train_config: dict | None = None
@@ -42,7 +46,7 @@ def run_label(train_cfg: DictConfig) -> str:
 
 
 def load_model(cfg: DictConfig) -> LoadedModel:
-    """Resolve ``cfg.model`` (module docstring) into a Encoder plus its run identity, on ``cfg.device``
+    """Resolve ``cfg.model`` (module docstring) into an encoder plus its run identity, on ``cfg.device``
     (``auto``: cuda when available, else cpu; ``jina5.model.placement.resolve_device``) with
     ``cfg.precision`` resolved for that device."""
     spec = str(cfg.model)
@@ -64,23 +68,29 @@ def load_model(cfg: DictConfig) -> LoadedModel:
             seed,
             train_dict,
         )
-    elif path.is_dir() and ((path / JINA5_CONFIG).exists() or (path / "config.json").exists()):
-        # our export carries its pooling / prompts / max length; a plain HF or sentence-transformers dir
-        # takes cfg.pooling
-        kwargs = {} if (path / JINA5_CONFIG).exists() else {"pooling": cfg.pooling}
+    elif path.is_dir() and (path / JINA5_CONFIG).exists():  # ours: carries its pooling, prompts, length
+        loaded = LoadedModel(Encoder.from_pretrained(path), str(path), "encoder_dir", path.name, None)
+    elif path.is_dir() and (path / ST_MODULES).exists():
         loaded = LoadedModel(
-            Encoder.from_pretrained(path, **kwargs), str(path), "encoder_dir", path.name, None
+            SavedSentenceTransformer.load(str(path)), str(path), "sentence_transformers", path.name, None
+        )
+    elif path.is_dir() and (path / "config.json").exists():  # a plain transformers model: cfg.pooling
+        loaded = LoadedModel(
+            Encoder.from_pretrained(path, pooling=cfg.pooling), str(path), "encoder_dir", path.name, None
         )
     elif path.exists():
         raise FileNotFoundError(
             f"model={spec!r} is a path but neither a run dir (with encoder/) nor an encoder dir "
-            f"(with {JINA5_CONFIG} or config.json)"
+            f"(with {JINA5_CONFIG}, {ST_MODULES} or config.json)"
         )
     elif is_path_like(spec):
         raise FileNotFoundError(
             f"model={spec}: no such run or encoder directory ({path.absolute()}); "
             f"or name a baseline: {', '.join(sorted(baselines))}"
         )
+    elif not spec.startswith("tiny:") and st_file(resolve_model(spec), ST_MODULES):
+        model = SavedSentenceTransformer.load(resolve_model(spec))
+        loaded = LoadedModel(model, spec, "sentence_transformers", spec, None)
     else:
         loaded = LoadedModel(Encoder(spec, pooling=cfg.pooling), spec, "source", spec, None)
     if cfg.get("max_length"):

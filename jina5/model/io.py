@@ -222,7 +222,8 @@ def content_fingerprint(
     the settings; an fp32 one adds nothing, so it hashes as an encoder with no precision setting.
     """
     h = hashlib.sha256()
-    cfg = encoder.backbone.config.to_dict()
+    config = encoder.backbone.config  # None: a sentence-transformers model with no transformer (st_saved)
+    cfg = config.to_dict() if config is not None else {}
     for key in skip_config:
         cfg.pop(key, None)
     settings = {k: v for k, v in encoder.encoder_config().items() if k not in skip_settings}

@@ -60,6 +60,7 @@ FLAT_LAYOUT_MODULES = {
 RESUME_SAFE = (
     "skip_done",
     "ckpt_path",
+    "accept_changed_data",  # accepting changed data is checked against data_manifest.json, not the config
     "export",
     "paths",
     "logger",

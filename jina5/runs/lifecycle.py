@@ -7,9 +7,12 @@ before fitting), ``checkpoints/last.ckpt`` (and the best), ``curves.jsonl`` (eve
 (``jina5.runs.lock``: one live training process per directory, held from step 1 to step 3). Its lifecycle:
 
 1. reuse: a directory with ``done.json`` (``skip_done``) or ``last.ckpt`` (``ckpt_path=last``) is reused
-   only if its ``config.yaml`` holds the same settings (``jina5.runs.config``); a finished run is skipped,
-   unless ``trainer.max_steps`` grew: then it is extended from ``last.ckpt``; a checkpoint to resume
-   that cannot be read fails here, naming the file (``jina5.runs.checkpoints``);
+   only if its ``config.yaml`` holds the same settings (``jina5.runs.config``); a finished run is skipped
+   if it trained on the data the config reads now (``jina5.runs.data_identity``), unless
+   ``trainer.max_steps`` grew: then it is extended from ``last.ckpt``; a checkpoint to resume that cannot
+   be read fails here, naming the file (``jina5.runs.checkpoints``). A resumed or extended run's data is
+   checked in its data module's setup, against ``data_manifest.json``'s newest start
+   (``jina5.data.manifest``; ``accept_changed_data=true`` accepts changed data there and in the skip);
 2. start: the curve record keeps the values logged before the resumed step; ``FinalState``,
    ``AlignLogStep`` and ``LogConfig`` (the resolved config to every logger as hyperparameters) join the
    trainer's callbacks (and ``SaveAtSteps`` when the final weights average with a step checkpoint);
@@ -37,13 +40,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from jina5.assets import cache_root
 from jina5.atomic import atomic_write_text
-from jina5.data.manifest import MANIFEST_FILE
+from jina5.data.manifest import ACCEPT_KEY, MANIFEST_FILE
 from jina5.model.card import card_from_config
 from jina5.model.encoder import Encoder
 from jina5.runs.averaging import SaveAtSteps, average_checkpoints, other_checkpoint, parse_average_with
 from jina5.runs.checkpoints import atomic_save, checkpoint_step, read_checkpoint
 from jina5.runs.config import check_same_run, export_settings
 from jina5.runs.curves import CurveRecord
+from jina5.runs.data_identity import check_same_data
 from jina5.runs.init_from import build_student
 from jina5.runs.lock import RunLock
 from jina5.runs.loggers import AlignLogStep, LogConfig
@@ -139,6 +143,7 @@ class Run:
             check_same_run(cfg, self.dir)
         done = json.loads(self.done_file.read_text()) if skip else None
         if done is not None and done["steps"] >= cfg.trainer.max_steps:
+            check_same_data(cfg, self.dir)
             log.info("%s is finished (done.json); skipping (set skip_done=false to retrain)", self.dir)
             return done
         self.resume_step = checkpoint_step(self.ckpt_path)  # an unreadable checkpoint fails here, named
@@ -166,11 +171,16 @@ class Run:
             )
         return [SaveAtSteps(self.dir, [self.average[1]])]
 
-    def start(self, trainer: L.Trainer) -> None:
+    def start(self, trainer: L.Trainer, datamodule: L.LightningDataModule | None = None) -> None:
         """Just before fitting: write ``config.yaml`` (what a resumed or rerun run is checked against),
-        add ``FinalState``, ``AlignLogStep`` and ``LogConfig`` (that config, to every logger) and keep the
-        curve record's values before the resumed step."""
+        add ``FinalState``, ``AlignLogStep`` and ``LogConfig`` (that config, to every logger), keep the
+        curve record's values before the resumed step, and tell a data module that records its manifest
+        (``PairDataModule``) the step this run resumes at (None: a fresh start) and whether changed data
+        is accepted."""
         self.started = time.perf_counter()
+        if getattr(datamodule, "manifest_dir", None) is not None:
+            datamodule.resume_step = self.resume_step if self.ckpt_path is not None else None
+            datamodule.accept_changed_data = bool(self.cfg.get(ACCEPT_KEY))
         if trainer.is_global_zero:  # ranks launched as separate scripts run ``train`` too
             check_shared_cache(trainer.num_nodes)
             self.dir.mkdir(parents=True, exist_ok=True)

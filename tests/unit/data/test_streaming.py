@@ -22,7 +22,7 @@ import torch
 
 from jina5.data import sources
 from jina5.data.datamodule import PairDataModule
-from jina5.data.manifest import MANIFEST_FILE
+from jina5.data.manifest import MANIFEST_FILE, manifest_fingerprint
 from jina5.data.pairs import DatasetSpec, load_pair_table
 from jina5.data.sampler import OneDatasetPerStep
 from jina5.data.schema import dataset_stats
@@ -282,7 +282,11 @@ def test_the_manifest_records_the_mix_as_set_up(hub_dir, tmp_path):
     dm.trainer = SimpleNamespace(world_size=2, global_rank=0, strategy=TwoRanks([0, 0, 9, 4, 0, 0, 0]))
     dm.setup("fit")
     manifest = json.loads((tmp_path / "run" / MANIFEST_FILE).read_text())
+    history = manifest.pop("history")
     assert manifest == dm.manifest() and manifest["world_size"] == 2
+    assert history == [{"began_at_step": 0, "datasets": manifest_fingerprint(manifest)}]
+    # a finished run's check loads the mix without setting up: the same fingerprint (rank 0's shares)
+    assert PairDataModule(mix, encoder=None).fingerprint(mix, world=2) == manifest_fingerprint(manifest)
     bbc, pairs, few = manifest["datasets"]
     # rank 0 holds rows 0, 2, .., 18 of the first 20 (10, none blank) and 0, 2, .., 8 of the first 10 (5);
     # rank 1 rows 1, 3, .., 19 and 1, 3, .., 9, but the blank row 7 (9 and 4)

@@ -170,6 +170,7 @@ def precompute_from_config(cfg: DictConfig, rank: int = 0, world_size: int = 1) 
     if not trains_texts_only(cfg.objective):
         datamodule.leave_out_texts_only()
     datamodule.tables = datamodule.load_tables()
+    datamodule.report_long_texts()
     datamodule.dev = datamodule.load_dev()
     caches = datamodule.teacher_caches()
     steps = [(caches[side], texts) for side, texts in datamodule.teacher_texts()]

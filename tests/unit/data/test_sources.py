@@ -379,6 +379,15 @@ def test_manifest_mismatch_raises_naming_the_file():
         split_corpus(changed, "drift", fractions=(0.8, 0.1, 0.2))
 
 
+def test_the_manifest_mismatchs_advice_to_delete_the_file_works_when_followed():
+    split_corpus(_toy(_retrieval_rows(200)), "drift", seed=0)
+    changed = _toy(_retrieval_rows(201))
+    with pytest.raises(SplitManifestMismatch, match="Delete the file to re-split") as err:
+        split_corpus(changed, "drift", seed=0)
+    Path(str(err.value).split(": the split of", 1)[0]).unlink()  # the file the message starts with
+    assert sum(len(p) for p in split_corpus(changed, "drift", seed=0).values()) == 201
+
+
 def test_cross_split_text_is_removed_from_train_and_counted(caplog):
     # every 4th row asks one of 5 shared queries (spelled differently: normalisation must catch it),
     # so those queries occur in every split and the train / dev rows carrying them must go.

@@ -166,6 +166,10 @@ class TeacherStore:
         """Part ``name``'s files: its commit marker ``.json`` (first: a part is gone without it), keys, vectors."""
         return [self.path / f"{name}.json", self.path / f"{name}.keys.npy", self.path / f"{name}.emb.npy"]
 
+    def part_keys(self, part_no: int) -> np.ndarray:
+        """(n,) |S20 keys of committed part ``part_no`` (its keys file, read whole)."""
+        return np.load(self.path / f"{self.parts[part_no].name}.keys.npy")
+
     def _add_part(self, name: str, rows: int) -> None:
         self._part_no[name] = len(self.parts)
         self.parts.append(_Part(name, rows))

@@ -9,6 +9,11 @@ tokenizer at most a budget of characters of each text::
     budget(max_length) = max_length x chars_per_token
     chars_per_token    = the longest entry of the tokenizer's vocabulary, in characters
 
+A text within the budget reaches the tokenizer whole, as before. Where every character of a text
+becomes part of some token (byte-level BPE, Metaspace), the budget alone proves that no longer text fits
+``max_length`` tokens; WordPiece drops spaces and control characters and maps a word of 100+ characters
+to one unknown token, so a longer text may still fit, which the growth below takes care of.
+
 A text longer than the budget is replaced by its *head*: its first ``budget`` characters, cut back to
 just before the last space inside them (trailing spaces dropped). Tokenizers that split a text at
 spaces before anything else (WordPiece, byte-level BPE, SentencePiece's Metaspace: every tokenizer
@@ -22,9 +27,11 @@ here) turn a head that ends before a space into a prefix of the whole text's tok
 
 The one inexact case: a head with no space at all (a run of more than ``budget`` characters without
 one: base64, unspaced CJK) is cut inside that run, and the last tokens before the cut may be segmented
-differently from the whole run's. Cost: a long text is tokenized from at most a few heads, the growth
-stopping at the first head that holds more than ``max_length`` tokens, so a tokenizer never makes more
-than about ``4 x budget`` characters' worth of tokens of it.
+differently from the whole run's. Cost: a long text is tokenized from at most a few heads (each round
+one batch), the growth stopping at the first head that holds more than ``max_length`` tokens, so a
+tokenizer never makes more than about ``4 x budget`` characters' worth of tokens of it; a cut text's
+head is tokenized twice (the check, then the batch), about the cost of the whole text at twice the
+budget, and far less beyond.
 
 :func:`report_long_texts` is the warning, per dataset (training: ``jina5.data.datamodule``; evaluation:
 ``jina5.eval.suite``), of how many of its texts are over the budget and how long the longest is.
@@ -54,24 +61,28 @@ def word_cut(text: str, limit: int) -> str:
     return text[:limit] if at <= 0 else text[:at].rstrip(" ")
 
 
-def head(tokenizer: Any, text: str, max_length: int, budget: int) -> str:
-    """What of ``text`` (longer than ``budget``) the tokenizer needs for ``max_length`` tokens: the
-    first :func:`word_cut` head, from ``budget`` characters growing by :data:`GROWTH`, that holds more
-    than ``max_length`` tokens (special tokens included), else the whole text."""
-    limit = budget
-    while limit < len(text):
-        cut = word_cut(text, limit)
-        ids = tokenizer(cut, truncation=True, max_length=max_length + 1, add_special_tokens=True)["input_ids"]
-        if len(ids) > max_length:
-            return cut
-        limit *= GROWTH
-    return text
-
-
 def bounded_texts(tokenizer: Any, texts: Sequence[str], max_length: int, budget: int) -> list[str]:
-    """``texts`` with each one longer than ``budget`` characters replaced by its :func:`head`: truncated
-    to ``max_length`` tokens, every text tokenizes as before (module docstring)."""
-    return [t if len(t) <= budget else head(tokenizer, t, max_length, budget) for t in texts]
+    """``texts`` with each one longer than ``budget`` characters replaced by its head: the first
+    :func:`word_cut` of it, from ``budget`` characters growing by :data:`GROWTH`, that holds more than
+    ``max_length`` tokens (special tokens included), else the whole text. Truncated to ``max_length``
+    tokens, every text tokenizes as before (module docstring). The heads of one round are tokenized in
+    one batch (the tokenizer's own parallelism)."""
+    out = list(texts)
+    todo = [i for i, text in enumerate(texts) if len(text) > budget]
+    limit = budget
+    while todo:
+        heads = [word_cut(texts[i], limit) for i in todo]
+        ids = tokenizer(heads, truncation=True, max_length=max_length + 1, add_special_tokens=True)[
+            "input_ids"
+        ]
+        grow = []
+        for i, cut, x in zip(todo, heads, ids, strict=True):
+            if len(x) > max_length:
+                out[i] = cut
+            elif limit * GROWTH < len(texts[i]):
+                grow.append(i)
+        todo, limit = grow, limit * GROWTH
+    return out
 
 
 def report_long_texts(label: str, texts: Iterable[str], budget: int, max_length: int) -> int:

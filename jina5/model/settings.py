@@ -16,7 +16,7 @@ def positive_int(value: Any, key: str, meaning: str) -> int:
 
 
 def non_negative(value: Any, key: str, meaning: str) -> float:
-    """``value`` if it is a finite number >= 0 (not a bool), else ValueError naming ``key`` and ``meaning``."""
+    """``value`` if it is a finite number >= 0 (not a bool), else ValueError naming ``key``, ``meaning``."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or not math.isfinite(value) or value < 0:
         raise ValueError(f"{key}={value!r}: must be a finite number >= 0 ({meaning})")

@@ -97,8 +97,9 @@ def report_long_texts(label: str, texts: Iterable[str], budget: int, max_length:
     if count:
         log.warning(
             "%s: %d of %d texts are longer than %d characters (the longest: %d characters), the budget of "
-            "max_length %d tokens: each is tokenized from its first %d characters, cut at a space (more where "
-            "those hold fewer than %d tokens), which keeps the tokens truncation keeps (jina5.model.text_budget)",
+            "max_length %d tokens: each is tokenized from its first %d characters, cut at a space (more "
+            "where those hold fewer than %d tokens), which keeps the tokens truncation keeps "
+            "(jina5.model.text_budget)",
             label,
             count,
             total,

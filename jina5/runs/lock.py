@@ -2,11 +2,11 @@
 
 Two processes training into one directory interleave ``metrics.csv`` and checkpoints, and the one that
 finishes last reports a run that never happened. :class:`RunLock` takes an exclusive, non-blocking
-``flock`` on ``run.lock`` (``jina5.locking.HolderLock``) and writes the holder's PID, host and start time into it; a second process is
-refused with :class:`RunLockedError` naming that PID. The kernel releases the lock when its process dies
-(even by SIGKILL), so a lock file left by a dead process is taken over, with a log line naming the
-process that left it. The file is kept (emptied) on release: deleting a lock file races with a process
-that has just opened it.
+``flock`` on ``run.lock`` (``jina5.locking.HolderLock``) and writes the holder's PID, host and start time
+into it; a second process is refused with :class:`RunLockedError` naming that PID. The kernel releases
+the lock when its process dies (even by SIGKILL), so a lock file left by a dead process is taken over,
+with a log line naming the process that left it. The file is kept (emptied) on release: deleting a lock
+file races with a process that has just opened it.
 
 Under several ranks only global rank 0 (the process that launches, or rank 0 of a scheduler's launch)
 locks. Where ``fcntl`` does not exist (Windows) there is no lock, and a warning says so.
@@ -57,9 +57,9 @@ class RunLock:
             return
         if not self._lock.try_acquire():
             raise RunLockedError(
-                f"{self.path.parent} is in use by {describe(self._lock.holder())} (lock file {self.path}); wait "
-                "for it to finish or stop it (a finished or killed process releases the lock), or train into "
-                "another run dir (run_name=... or paths.output_root=...)"
+                f"{self.path.parent} is in use by {describe(self._lock.holder())} (lock file {self.path}); "
+                "wait for it to finish or stop it (a finished or killed process releases the lock), or train "
+                "into another run dir (run_name=... or paths.output_root=...)"
             )
         if self._lock.stale:
             log.warning(

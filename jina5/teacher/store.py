@@ -163,7 +163,8 @@ class TeacherStore:
         return rows
 
     def part_files(self, name: str) -> list[Path]:
-        """Part ``name``'s files: its commit marker ``.json`` (first: a part is gone without it), keys, vectors."""
+        """Part ``name``'s files: its commit marker ``.json`` (first: without it the part is gone), its keys,
+        its vectors."""
         return [self.path / f"{name}.json", self.path / f"{name}.keys.npy", self.path / f"{name}.emb.npy"]
 
     def part_keys(self, part_no: int) -> np.ndarray:
@@ -229,7 +230,8 @@ class TeacherStore:
             _warned_legacy.add(self.path)
             log.warning(
                 "teacher cache %s: %d shard(s) carry no teacher fingerprint (written by an older jina5), "
-                "accepted because meta.json matches this teacher (e.g. %s); to recompute their texts instead, %s",
+                "accepted because meta.json matches this teacher (e.g. %s); to recompute their texts "
+                "instead, %s",
                 self.path,
                 len(legacy) // 4,
                 legacy[0].name,

@@ -56,7 +56,8 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 def delete_advice(paths: Sequence[Path], then: str) -> str:
     """The way out that deletes ``paths`` (every file it takes, a directory whole), as a command to
     paste: ``delete ... <then>: rm -rf -- <paths>``."""
-    return f"delete {'it' if len(paths) == 1 else 'them'} {then}: rm -rf -- {' '.join(shlex.quote(str(p)) for p in paths)}"
+    quoted = " ".join(shlex.quote(str(p)) for p in paths)
+    return f"delete {'it' if len(paths) == 1 else 'them'} {then}: rm -rf -- {quoted}"
 
 
 def check_origin(where: Path, origin: dict, meta: dict, files: Sequence[Path] | None = None) -> None:

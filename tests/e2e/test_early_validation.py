@@ -223,9 +223,9 @@ def test_hydras_suggestion_for_a_mistyped_dataset_is_refused_naming_the_mix(
     with pytest.raises(ValueError) as err:
         build(run_cfg(tmp_path, "+data.datasets.lee_backgrond=null"))
     assert str(err.value) == (
-        "+data.datasets.lee_backgrond=null: no dataset 'lee_backgrond' in the mix, so this drops nothing (a '+' "
-        "adds a key the config does not have); the mix's datasets: bbc, lee_background. Drop one with "
-        "data.datasets.<name>=null, without the '+'"
+        "+data.datasets.lee_backgrond=null: no dataset 'lee_backgrond' in the mix, so this drops nothing "
+        "(a '+' adds a key the config does not have); the mix's datasets: bbc, lee_background. Drop one "
+        "with data.datasets.<name>=null, without the '+'"
     )
     with pytest.raises(AssertionError, match="the student was loaded"):  # past every check of the config
         build(run_cfg(tmp_path, "data.datasets.lee_background=null"))

@@ -2,7 +2,8 @@
 ``jina5/model`` sits on an import circle (imports inside functions count: they are still dependencies).
 
     commands (train, evaluate, export, mteb) -> runs -> training -> model, losses
-    report -> eval -> data -> teacher -> model          conf -> model        everything -> assets, atomic, locking
+    report -> eval -> data -> teacher -> model          conf -> model
+    everything -> assets, atomic, locking
 """
 
 from __future__ import annotations

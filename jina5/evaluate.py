@@ -34,6 +34,7 @@ from jina5.eval.store import ResultsStore, new_run_id
 from jina5.eval.suite import run_suite
 from jina5.eval.summary import format_summary, summarise
 from jina5.eval.tasks import build_tasks, format_task_list
+from jina5.model.settings import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the suite for ``cfg.model``; returns {run, records, summary, texts_encoded, seconds}."""
     start = time.perf_counter()
+    positive_int(cfg.eval.batch_size, "eval.batch_size", "texts per encode batch")  # before the model loads
     store = ResultsStore(cfg.results)
     store.check_writable()  # before the model loads and the suite runs, not at the first write
     model = load_model(cfg)

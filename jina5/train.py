@@ -21,6 +21,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from jina5.conf.checks import check_run_config
+from jina5.data.mix import check_mix_config
 from jina5.runs.checkpoints import AtomicCheckpointIO, exit_on_signal
 from jina5.runs.completion import run_with_nested_completion
 from jina5.runs.init_from import build_student, load_stage1_projection, module_overrides
@@ -48,6 +50,8 @@ def build(
     The order is the order of their random draws (model loading, the distillation projection's init):
     keep it. The objective and scheduler settings are checked first (a typo fails before any model is
     loaded); data sizes are checked by the data module's setup, before mining and teacher caching."""
+    check_run_config(cfg)
+    check_mix_config(cfg.data)
     check_objective_config(cfg.objective)
     check_scheduler(cfg.scheduler)
     encoder = build_student(cfg)

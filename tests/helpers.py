@@ -29,6 +29,7 @@ __all__ = [
     "TOY",
     "TOY_EVAL",
     "CountingTeacher",
+    "LoggingTeacher",
     "SMALL_DATA",
     "TINY",
     "TINY_TEACHER",
@@ -440,6 +441,21 @@ class CountingTeacher(Teacher):
 
     def embed(self, texts, instruction=""):
         self.calls += len(texts)
+        return super().embed(texts, instruction)
+
+
+class LoggingTeacher(Teacher):
+    """A ``Teacher`` (any teacher config: ``teacher._target_=helpers.LoggingTeacher``) for commands run as
+    subprocesses: each embed call appends ``<pid> <texts>`` to the file ``$JINA5_TEST_EMBED_LOG``, then,
+    if ``$JINA5_TEST_EMBED_GATE`` names a file, waits until that file exists (a test holds the process
+    inside its first chunk)."""
+
+    def embed(self, texts, instruction=""):
+        with open(os.environ["JINA5_TEST_EMBED_LOG"], "a") as log:
+            log.write(f"{os.getpid()} {len(texts)}\n")
+        gate = os.environ.get("JINA5_TEST_EMBED_GATE")
+        while gate and not os.path.exists(gate):
+            time.sleep(0.05)
         return super().embed(texts, instruction)
 
 

@@ -68,6 +68,7 @@ from jina5.data.teacher_vectors import fill_teacher_caches
 from jina5.data.text_pairs import TextPairs, distillation_sample, load_dev_pairs
 from jina5.model.encoder import Encoder
 from jina5.model.placement import run_device, trainer_setup_forwards
+from jina5.model.text_budget import report_long_texts
 from jina5.teacher.cache import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,24 @@ class PairDataModule(L.LightningDataModule):
             self.dev.teacher_query = caches[0].get(self.dev.queries)
             self.dev.teacher_document = caches[1].get(self.dev.documents)
 
+    def report_long_texts(self) -> None:
+        """Warn, per dataset and side, of the texts longer than the character budget of the student's
+        (the side's max length) and the teacher's max length: the tokenizers get them cut
+        (``jina5.model.text_budget``)."""
+        teacher = self.teacher.encoder if self.teacher is not None else None
+        for table in self.tables:
+            spec = table.spec
+            negatives = [n for row in table.negatives for n in row or ()]
+            sides = [("documents", [*table.documents, *negatives], spec.document_max_length)]
+            if not table.texts_only:
+                sides.insert(0, ("queries", table.queries, spec.query_max_length))
+            for side, texts, student_length in sides:
+                for who, encoder in (("student", self.encoder), ("teacher", teacher)):
+                    if encoder is not None:
+                        max_length = student_length if who == "student" else encoder.max_length
+                        budget = encoder.char_budget(max_length)
+                        report_long_texts(f"dataset {spec.name!r} {side} ({who})", texts, budget, max_length)
+
     def held_out_texts(self, splits: CorpusSplits | None = None) -> set[str]:
         """The normalised dev and test texts of every ``held_out`` corpus (at ``split_seed``)."""
         splits = splits or CorpusSplits(self.split_seed)
@@ -333,6 +352,7 @@ class PairDataModule(L.LightningDataModule):
         tables, rows, short_on = self._load_and_count()
         self._check_sizes(tables, rows, short_on)
         self.tables, self.rows_all_ranks = tables, rows
+        self.report_long_texts()
         if self.manifest_dir is not None:
             self._record_manifest()
         if self.mining is not None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from jina5.data.pairs import DatasetSpec, PairTable, load_pair_table
 from jina5.data.schema import normalise_text
 from jina5.data.splits import CorpusSplits
+from jina5.model.settings import positive_int
 
 
 def mix_specs(
@@ -33,16 +34,30 @@ def mix_specs(
         if "name" in settings:
             raise ValueError(f"data.datasets.{name}: the key is the name; drop 'name: {settings['name']}'")
         specs.append(DatasetSpec(name, **settings))
+    if specs and all(spec.weight == 0 for spec in specs):
+        raise ValueError(
+            f"data.datasets: every dataset's weight is 0 ({', '.join(s.name for s in specs)}), so no step "
+            "can draw one; give one a positive weight, or null (its rows)"
+        )
     if max_rows_cap is not None:
+        positive_int(max_rows_cap, "data.max_rows_cap", "a cap on every dataset's rows; null: none")
         for spec in specs:
             spec.max_rows = min(spec.max_rows or max_rows_cap, max_rows_cap)
     if batch_size_cap is not None:
+        positive_int(batch_size_cap, "data.batch_size_cap", "a cap on every dataset's batch size; null: none")
         for spec in specs:
             spec.batch_size = min(spec.batch_size, batch_size_cap)
     for spec in specs:
         if spec.source and not spec.language:
             spec.language = language
     return specs
+
+
+def check_mix_config(data: Mapping) -> None:
+    """Validate a ``PairDataModule`` config's mix (``data.datasets``, its caps, the weights) as the data
+    module will, so that a bad value fails before any model loads (``jina5.train.build``)."""
+    if "datasets" in data:
+        mix_specs(data["datasets"], data.get("max_rows_cap"), data.get("batch_size_cap"))
 
 
 def load_mix_tables(

@@ -36,9 +36,10 @@ import pyarrow.compute as pc
 from jina5.data.hard_negatives import MiningConfig, mine_hard_negatives
 from jina5.data.languages import language_codes
 from jina5.data.schema import dataset_stats, normalise_text
-from jina5.data.sources import EmptySourceError, load_source
+from jina5.data.sources import EmptySourceError, load_source, no_query_way_out
 from jina5.data.splits import CorpusSplits, rows_without, seeded_rows
 from jina5.model.encoder import Encoder
+from jina5.model.settings import non_negative, positive_int
 from jina5.teacher.cache import TeacherCache, TeacherRows
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,15 @@ class DatasetSpec:
     language: str = ""  # ISO 639 code of a source's texts, for rows that carry none (jina5.data.languages)
 
     def __post_init__(self) -> None:
+        key = f"data.datasets.{self.name}"
+        positive_int(self.batch_size, f"{key}.batch_size", "rows per step of this dataset")
+        positive_int(self.query_max_length, f"{key}.query_max_length", "tokens per query")
+        positive_int(self.document_max_length, f"{key}.document_max_length", "tokens per document")
+        positive_int(self.label_negatives, f"{key}.label_negatives", "other-label negatives per anchor")
+        if self.max_rows is not None:
+            positive_int(self.max_rows, f"{key}.max_rows", "rows read; null reads all")
+        if self.weight is not None:
+            non_negative(self.weight, f"{key}.weight", "its share of the steps; null: its rows")
         if self.streaming and not (self.source or "").startswith("hf:"):
             raise ValueError(
                 f"dataset {self.name!r}: streaming: true needs an hf: source, got {self.source!r}"
@@ -295,6 +305,11 @@ def load_pair_table(
             )
         if not anchors:
             raise _no_pair(spec, split, ds, "no row has both a text and a label")
+        distinct = sorted({labels[i] for i in usable})
+        if len(distinct) < 2:
+            raise _no_pair(
+                spec, split, ds, f"label triplets need texts of 2 labels or more, it has {distinct}"
+            )
         q, d, n, lab = label_triplets(texts, labels, anchors, spec.label_negatives, row_seed)
         if not q:
             raise _no_pair(spec, split, ds, f"none of {len(anchors)} anchors has another text of its label")
@@ -330,7 +345,9 @@ def load_pair_table(
         raise _no_pair(spec, split, ds, why)
     missing = [i for i, q in enumerate(queries) if not q.strip()]
     if missing:
-        raise ValueError(f"{spec.name}/{split}: rows {missing[:5]} have no query; a pair dataset needs one")
+        raise ValueError(
+            f"{spec.name}/{split}: rows {missing[:5]} have no query; {no_query_way_out(spec.name)}"
+        )
     keep = seeded_rows(len(queries), spec.max_rows, row_seed)
     if len(keep) < len(queries):
         log.info("%s/%s: using %d of %d rows (max_rows)", spec.name, split, len(keep), len(queries))

@@ -45,7 +45,7 @@ def check_batch_sizes(
         raise ValueError(
             f"datasets need at least batch_size x world_size rows: {', '.join(small)}; lower their "
             "batch_size (data.datasets.<name>.batch_size), raise their max_rows (or data.max_rows_cap), "
-            "leave them out (data.datasets.<name>=null), or set data.datasets.<name>.allow_small=true to "
+            "leave them out (data.datasets.<name>=null), or set ++data.datasets.<name>.allow_small=true to "
             "repeat their rows"
         )
 
@@ -69,7 +69,7 @@ def check_rank_shares(
         raise ValueError(
             f"a hub dataset needs a batch_size of rows on every rank (each reads its own share): "
             f"{', '.join(short)}; lower its batch_size, raise its max_rows, leave it out "
-            "(data.datasets.<name>=null), or set data.datasets.<name>.allow_small=true to repeat its rows"
+            "(data.datasets.<name>=null), or set ++data.datasets.<name>.allow_small=true to repeat its rows"
         )
 
 

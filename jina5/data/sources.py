@@ -147,6 +147,16 @@ def _drop_incomplete(rows: list[dict[str, Any]], name: str) -> tuple[list[dict[s
     return kept, dict(dropped)
 
 
+def no_query_way_out(name: str) -> str:
+    """What to do with a training dataset whose rows have no query, which a pair dataset needs."""
+    key = f"++data.datasets.{name}"
+    return (
+        "a pair dataset needs a query in every row; train labelled texts as label triplets "
+        f"({key}.label_triplets=true {key}.task=classification, with a label column mapped), or the texts "
+        f"alone for distillation ({key}.texts_only=true {key}.task=unlabeled)"
+    )
+
+
 def _parse_hf(spec: str) -> tuple[str, str | None, str]:
     """``<name>[:<config>]:<split>`` -> (name, config, split)."""
     head, sep, split = spec.rpartition(":")
@@ -291,9 +301,10 @@ def load_source(
     if drop_incomplete:
         rows, dropped = _drop_incomplete(rows, name)
         if not rows:
+            way_out = f"; {no_query_way_out(name)}" if any(r.endswith(" query") for r in dropped) else ""
             raise EmptySourceError(
                 f"{where}: 0 usable rows of {raw_rows}: dropped {dropped} (a required text is empty or not "
-                f"a string; task {task!r}, columns {mapping})"
+                f"a string; task {task!r}, columns {mapping}){way_out}"
             )
     return make_dataset(
         rows,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -195,10 +195,13 @@ def _quarantine_on_read(path: Path, lineno: int) -> None:
         )
 
 
-def read_lines(path: Path, what: str, required: tuple[str, ...]) -> list[dict]:
+def read_lines(
+    path: Path, what: str, required: tuple[str, ...], check: Callable[[dict], str | None] | None = None
+) -> list[dict]:
     """Parse a JSON-lines file (under a shared ``flock``). A torn final line (no newline, not JSON)
     is quarantined (:func:`_quarantine_on_read`) and skipped; any other bad line raises naming
-    ``path:line``."""
+    ``path:line``: not JSON, not an object, a ``required`` field missing, or what ``check(row)`` finds
+    wrong in it (a message, None for a good row)."""
     if not path.exists():
         return []
     with path.open("rb") as f, _flocked(f.fileno(), exclusive=False):
@@ -224,5 +227,8 @@ def read_lines(path: Path, what: str, required: tuple[str, ...]) -> list[dict]:
         missing = [f for f in required if f not in row]
         if missing:
             raise ValueError(f"{path}:{lineno}: missing required field(s) {missing}")
+        problem = check(row) if check is not None else None
+        if problem:
+            raise ValueError(f"{path}:{lineno}: {problem}; correct the line or delete it")
         rows.append(row)
     return rows

@@ -23,6 +23,7 @@ from jina5.model.encoder import Encoder
 from jina5.model.io import JINA5_CONFIG
 from jina5.model.placement import resolve_device
 from jina5.model.precision import resolve_precision
+from jina5.model.settings import positive_int
 from jina5.model.st_saved import ST_MODULES, SavedSentenceTransformer, st_file
 
 
@@ -49,6 +50,10 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     """Resolve ``cfg.model`` (module docstring) into an encoder plus its run identity, on ``cfg.device``
     (``auto``: cuda when available, else cpu; ``jina5.model.placement.resolve_device``) with
     ``cfg.precision`` resolved for that device."""
+    if cfg.get("max_length") is not None:  # before anything loads
+        positive_int(
+            cfg.max_length, "max_length", "tokens per text, instead of the model's own; null keeps it"
+        )
     spec = str(cfg.model)
     baselines = cfg.get("baselines") or {}
     path = Path(spec).expanduser()
@@ -93,8 +98,8 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         loaded = LoadedModel(model, spec, "sentence_transformers", spec, None)
     else:
         loaded = LoadedModel(Encoder(spec, pooling=cfg.pooling), spec, "source", spec, None)
-    if cfg.get("max_length"):
-        loaded.encoder.max_length = int(cfg.max_length)
+    if cfg.get("max_length") is not None:
+        loaded.encoder.max_length = cfg.max_length
     if cfg.get("prompts") is not None:
         loaded.encoder.prompts = dict(OmegaConf.to_container(cfg.prompts, resolve=True))
     device = resolve_device(cfg.get("device", "auto"))  # conf/eval.yaml: auto = cuda when available

@@ -101,6 +101,20 @@ def isna(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def bad_value(row: Mapping) -> str | None:
+    """What is wrong with a stored line's numbers, or None: ``value`` must be a number (NaN included:
+    :meth:`ResultsStore.lines_for` writes floats) and ``dim`` a whole number or null. A table built over a
+    line that breaks this fails far from it (``TypeError: agg function failed``), so the read names the
+    line instead."""
+    value, dim = row["value"], row["dim"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{row.get('task')}/{row.get('metric')} value {value!r} is not a number"
+    whole = isinstance(dim, int) and not isinstance(dim, bool)
+    if not (isna(dim) or whole or (isinstance(dim, float) and dim.is_integer())):
+        return f"dim {dim!r} is not a whole number or null"
+    return None
+
+
 def runs_path_for(path: Path) -> Path:
     """The run-config sidecar of a results file: ``results.jsonl`` -> ``results.runs.jsonl``."""
     return path.with_name(f"{path.stem}.runs{path.suffix or '.jsonl'}")
@@ -239,7 +253,7 @@ class ResultsStore:
     def _rows(self) -> tuple[list[dict], dict[str, list[dict]]]:
         """The metric lines (each with its run's ``config``) and {run_id: the ``evaluation`` entries of
         its sidecar lines}."""
-        rows = read_lines(self.path, "results", REQUIRED)
+        rows = read_lines(self.path, "results", REQUIRED, bad_value)
         runs = read_lines(self.runs_path, "run", ("run_id", "config"))
         configs = {str(r["run_id"]): r["config"] for r in runs}
         marks: dict[str, list[dict]] = {}

@@ -50,6 +50,7 @@ from jina5.eval.store import ResultsStore, isna, run_config
 from jina5.eval.summary import latest_runs
 from jina5.eval.task_types import MAIN_METRIC, TASK_TYPES
 from jina5.eval.tasks import EvalTask, SkippedTask, build_tasks
+from jina5.model.text_budget import report_long_texts
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ def run_suite(
             recs = [{**r, "cached_from": hit[1]} for r in hit[0]]
             status = f"cached (run {hit[1]})"
         else:
+            report_task_long_texts(task, model)
             # k-means / probes / faiss on these small problems: 1 thread is fastest (eval.threads)
             with threadpool_limits(limits=threads):
                 recs = relative_drops(task.run(encode, dims, precisions))
@@ -252,6 +254,15 @@ def run_suite(
             skipped=skipped,
         )
     return records
+
+
+def report_task_long_texts(task: EvalTask, model: Any) -> None:
+    """Warn of the task's texts (scored, and a probe's training texts) longer than the character budget
+    of ``model``'s max length, which its tokenizer gets cut (``jina5.model.text_budget``); a plain
+    callable has no budget."""
+    if hasattr(model, "char_budget"):
+        texts = [*task.held_out_texts(), *task.inputs.get("train_texts", ())]
+        report_long_texts(f"eval task {task.name}", texts, model.char_budget(), model.max_length)
 
 
 def keep_items(

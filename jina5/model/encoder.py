@@ -54,6 +54,7 @@ from jina5.model.packing import Packed, block_diagonal_mask, check_packing_atten
 from jina5.model.pooling import POOLINGS, pool
 from jina5.model.precision import FP32, autocast
 from jina5.model.quantize import quantize
+from jina5.model.text_budget import bounded_texts, chars_per_token
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class Encoder(TaskAdapters, nn.Module):
         )
         self._trainable_adapters: set[str] = set()
         self.max_length = max_length
+        self._chars_per_token: int | None = None  # of the tokenizer's vocabulary, on first use (char_budget)
         self.append_eos = append_eos
         self.tokenizer_appends_eos = False  # set by from_pretrained (see append_eos)
         self.normalize = normalize
@@ -242,17 +244,25 @@ class Encoder(TaskAdapters, nn.Module):
         self, texts: Sequence[str], prompt: str | None = None, max_length: int | None = None
     ) -> list[list[int]]:
         """Texts -> unpadded token id lists, prefix applied, truncated (to ``max_length`` or the
-        encoder's), EOS appended if configured (here, unless ``tokenizer_appends_eos``)."""
+        encoder's), EOS appended if configured (here, unless ``tokenizer_appends_eos``). A text is
+        handed to the tokenizer cut to the character budget of that length (``char_budget``; the
+        tokens kept do not change: ``jina5.model.text_budget``)."""
         prefix = self.prefix(prompt)
         append_here = self.append_eos and not self.tokenizer_appends_eos
         room = (max_length or self.max_length) - int(append_here)
-        ids = self.tokenizer(
-            [prefix + t for t in texts], truncation=True, max_length=room, add_special_tokens=True
-        )["input_ids"]
+        strings = bounded_texts(self.tokenizer, [prefix + t for t in texts], room, self.char_budget(room))
+        ids = self.tokenizer(strings, truncation=True, max_length=room, add_special_tokens=True)["input_ids"]
         if append_here:
             eos = self.tokenizer.eos_token_id
             ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
         return ids
+
+    def char_budget(self, max_length: int | None = None) -> int:
+        """The characters of a text the tokenizer is handed for ``max_length`` tokens (default: the
+        encoder's): ``max_length`` x the longest vocabulary entry (``jina5.model.text_budget``)."""
+        if self._chars_per_token is None:
+            self._chars_per_token = chars_per_token(self.tokenizer)
+        return (max_length or self.max_length) * self._chars_per_token
 
     def pad(self, ids: Sequence[list[int]]) -> dict[str, Tensor]:
         """Pad id lists on the configured side into {input_ids (B, L), attention_mask (B, L)}."""

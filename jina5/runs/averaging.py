@@ -64,7 +64,10 @@ def parse_average_with(spec: str | int | None) -> tuple[str, int | None] | None:
         return ("best", None)
     m = _STEP.match(str(spec))
     if not m:
-        raise ValueError(f"adapter.average_with must be null, 'best', 'step=<n>' or an int n, got {spec!r}")
+        raise ValueError(
+            f"adapter.average_with must be null, 'best', 'step=<n>' or an int n, got {spec!r}; e.g. "
+            "adapter.average_with=100 averages with the checkpoint of step 100"
+        )
     return ("step", int(m.group(1)))
 
 

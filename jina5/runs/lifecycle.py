@@ -165,9 +165,13 @@ class Run:
             return []
         max_steps = self.cfg.trainer.max_steps
         if not 0 < self.average[1] < max_steps:
+            ways = ["adapter.average_with=null (no averaging)"]
+            if max_steps > 1:
+                ways.insert(0, f"an earlier step, e.g. adapter.average_with={max_steps // 2} (half the run)")
             raise ValueError(
                 f"adapter.average_with=step={self.average[1]} must be a step in (0, trainer.max_steps="
-                f"{max_steps})"
+                f"{max_steps}): set {' or '.join(ways)}; an int n means step=n ('step=n' on a Hydra "
+                "command line needs quotes: 'adapter.average_with=\"step=n\"')"
             )
         return [SaveAtSteps(self.dir, [self.average[1]])]
 

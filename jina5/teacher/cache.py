@@ -11,6 +11,12 @@ sha1(``cache_text(text)``); a cold fill embeds the missing texts sorted by lengt
 ``shard_size`` (one part each), so several caches or processes may add to one directory and an
 interrupted fill resumes from the last committed part.
 
+One filler per chunk: a process embeds a chunk holding its fill lock (``<store>/fill-locks/<chunk
+digest>.lock``, ``jina5.locking.HolderLock``), so two processes filling one store (two pre-computes, two
+runs of a sweep sharing a teacher) never compute a text twice: each skips the chunks the other holds,
+then waits for them, saying whose they are, and reads their parts. A killed filler's locks are released
+by the kernel; what it had not committed is embedded by whoever takes its lock next.
+
 Filling on a GPU: ``Teacher.place(device)`` moves the weights and resolves the precision policy for
 that device (bf16 on a bf16 GPU under ``auto``; part of the fingerprint, as always); a teacher placed on
 an accelerator also has that device type in its fingerprint (``device_fingerprint``: a GPU's vectors
@@ -33,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jina5.assets import cache_root
+from jina5.locking import HolderLock, describe
 from jina5.model.encoder import Encoder
 from jina5.model.io import content_fingerprint
 from jina5.model.precision import resolve_precision
@@ -42,6 +49,7 @@ from jina5.teacher.store_files import KEY_DTYPE, TeacherStoreError
 log = logging.getLogger(__name__)
 
 TeacherCacheError = TeacherStoreError  # the cache on disk cannot be used as it is
+FILL_LOCKS = "fill-locks"  # the store's folder of chunk fill locks (TeacherCache.fill_lock)
 
 
 def cache_text(text: str) -> str:
@@ -218,7 +226,9 @@ class TeacherCache:
         return len(todo)
 
     def embed_chunks(self, chunks: Sequence[Sequence[str]]) -> None:
-        """Embed each chunk in one ``Teacher.embed`` call and commit it as one part."""
+        """Embed each chunk in one ``Teacher.embed`` call and commit it as one part, holding its fill
+        lock (:meth:`fill_lock`); a chunk another process holds is left for last, then waited for and
+        read from its part (or, if that process died without committing it, embedded here)."""
         total = sum(len(c) for c in chunks)
         bar = tqdm(
             total=total,
@@ -227,19 +237,68 @@ class TeacherCache:
             disable=not self.progress,
         )
         start = time.perf_counter()
-        for n, chunk in enumerate(chunks):
-            emb = self.teacher.embed(chunk, self.instruction)
-            if not np.isfinite(emb).all():
-                raise TeacherCacheError(
-                    f"teacher produced non-finite vectors for chunk {n} ({chunk[0][:60]!r}...)"
+        computed, busy = 0, []
+        foreign: set[bytes] = set()  # keys in the parts other processes committed meanwhile
+        for chunk in chunks:
+            lock = self.fill_lock(chunk)
+            if lock.try_acquire():
+                computed += self._embed_locked(chunk, lock, foreign)
+                bar.update(len(chunk))
+            else:
+                busy.append((chunk, lock))
+        for chunk, lock in busy:
+            if not lock.try_acquire():
+                log.info(
+                    "teacher store %s: %d texts are being embedded by %s; waiting to read them (lock %s)",
+                    self.path,
+                    len(chunk),
+                    describe(lock.holder()),
+                    lock.path,
                 )
-            self.store.write_part(keys_of(chunk), emb.astype(np.float16))
+                lock.acquire()
+            computed += self._embed_locked(chunk, lock, foreign)
             bar.update(len(chunk))
         bar.close()
-        rate = total / max(time.perf_counter() - start, 1e-9)
+        rate = computed / max(time.perf_counter() - start, 1e-9)
         log.info(
-            "teacher cache %s: computed %d texts (%.1f texts/s), %d cached", self.path, total, rate, len(self)
+            "teacher cache %s: computed %d texts (%.1f texts/s), read %d another process computed, %d cached",
+            self.path,
+            computed,
+            rate,
+            total - computed,
+            len(self),
         )
+
+    def fill_lock(self, chunk: Sequence[str]) -> HolderLock:
+        """The lock a process holds while it embeds ``chunk`` into this store:
+        ``fill-locks/<sha1 of the chunk's keys>.lock`` in the store (one filler per chunk, so two
+        processes filling one store never compute a text twice)."""
+        digest = hashlib.sha1(keys_of(chunk).tobytes()).hexdigest()[:20]
+        return HolderLock(self.path / FILL_LOCKS / f"{digest}.lock")
+
+    def _embed_locked(self, chunk: Sequence[str], lock: HolderLock, foreign: set[bytes]) -> int:
+        """Embed and commit what of ``chunk`` (texts missing when the fill began) is not stored yet, with
+        its ``lock`` held: the keys of the parts other processes committed since are added to ``foreign``
+        (only their keys files are read) and left out. The lock file is removed once the chunk is stored.
+        Returns the texts embedded."""
+        try:
+            known = len(self.store.parts)
+            if self.store.refresh():
+                for part_no in range(known, len(self.store.parts)):
+                    foreign.update(self.store.part_keys(part_no).tolist())
+            todo = [t for t, key in zip(chunk, keys_of(chunk).tolist(), strict=True) if key not in foreign]
+            if todo:
+                emb = self.teacher.embed(todo, self.instruction)
+                if not np.isfinite(emb).all():
+                    raise TeacherCacheError(
+                        f"teacher produced non-finite vectors for the chunk of {todo[0][:60]!r}..."
+                    )
+                self.store.write_part(keys_of(todo), emb.astype(np.float16))
+        except BaseException:
+            lock.release()  # not stored: the file stays, so the next filler locks this same file
+            raise
+        lock.release(remove=True)
+        return len(todo)
 
     def rows(self, texts: Sequence[str]) -> TeacherRows:
         """A lazy (N, D) float32 view of ``texts``' vectors (computing what is missing first)."""

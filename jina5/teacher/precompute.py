@@ -41,6 +41,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 import jina5.conf  # noqa: F401  (registers the config's resolvers)
+from jina5.conf.checks import check_run_config
 from jina5.teacher.cache import TeacherCache, keys_of
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,17 @@ def precompute_from_config(cfg: DictConfig, rank: int = 0, world_size: int = 1) 
     if not cfg.get("teacher") or not cfg.get("use_teacher", True):
         log.info("use_teacher is false (or no teacher config): nothing to pre-compute")
         return 0
+    check_run_config(cfg)
+    # the data module first: its settings are checked before the teacher loads
+    datamodule = instantiate(cfg.data, encoder=None, teacher=None)
     teacher = instantiate(cfg.teacher)
     if torch.cuda.is_available():
         teacher.place(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    datamodule = instantiate(cfg.data, encoder=None, teacher=teacher)
+    datamodule.teacher = teacher
     if not trains_texts_only(cfg.objective):
         datamodule.leave_out_texts_only()
     datamodule.tables = datamodule.load_tables()
+    datamodule.report_long_texts()
     datamodule.dev = datamodule.load_dev()
     caches = datamodule.teacher_caches()
     steps = [(caches[side], texts) for side, texts in datamodule.teacher_texts()]

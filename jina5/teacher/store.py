@@ -56,6 +56,7 @@ from jina5.teacher.store_files import (
     TeacherStoreError,
     atomic_save_npy,
     check_origin,
+    delete_advice,
     file_sha256,
     read_json,
     read_legacy_shard,
@@ -113,12 +114,13 @@ class TeacherStore:
                 )
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(meta_file, json.dumps(self.meta, indent=2).encode())
-        have = read_json(meta_file, "delete the directory to rebuild")
+        have = read_json(meta_file, delete_advice([self.path], "to rebuild the store"))
         for key in ("fingerprint", "instruction", "dim", "dtype"):
             if have.get(key) != self.meta[key]:
                 raise TeacherStoreError(
                     f"{meta_file}: made with {key}={have.get(key)!r}, this teacher has {self.meta[key]!r} "
-                    f"(teacher {self.meta.get('source')}); use another cache path or delete it"
+                    f"(teacher {self.meta.get('source')}); use another cache path, or "
+                    f"{delete_advice([self.path], 'to rebuild the store for this teacher')}"
                 )
         if have.get("format", 1) != FORMAT and not self.read_only:
             atomic_write_bytes(meta_file, json.dumps({**have, "format": FORMAT}, indent=2).encode())
@@ -140,26 +142,34 @@ class TeacherStore:
 
     def _verify_part(self, name: str) -> int:
         """Origin, shapes and checksum of committed part ``name``; returns its row count."""
-        record_file = self.path / f"{name}.json"
-        keys_file, emb_file = self.path / f"{name}.keys.npy", self.path / f"{name}.emb.npy"
-        record = read_json(record_file, "delete the part to recompute")
-        check_origin(record_file, record, self.meta)
+        files = self.part_files(name)
+        record_file, keys_file, emb_file = files
+        recompute = delete_advice(files, "to recompute the part's texts")
+        record = read_json(record_file, recompute)
+        check_origin(record_file, record, self.meta, files)
         rows = int(record["rows"])
         for file, shape, dtype in ((keys_file, (rows,), KEY_DTYPE), (emb_file, (rows, self.dim), np.float16)):
             try:
                 arr = np.load(file, mmap_mode="r")
             except (ValueError, OSError, EOFError) as err:
-                raise TeacherStoreError(
-                    f"{file}: truncated or corrupt ({err}); delete the part to recompute"
-                ) from None
+                raise TeacherStoreError(f"{file}: truncated or corrupt ({err}); {recompute}") from None
             if arr.shape != shape or arr.dtype != dtype:
                 raise TeacherStoreError(
                     f"{file}: {arr.dtype} {arr.shape}, its record {record_file.name} says {np.dtype(dtype)} {shape}"
                 )
             del arr
         if file_sha256(keys_file, emb_file).hex() != record["sha256"]:
-            raise TeacherStoreError(f"{emb_file}: checksum mismatch (corrupt); delete the part to recompute")
+            raise TeacherStoreError(f"{emb_file}: checksum mismatch (corrupt); {recompute}")
         return rows
+
+    def part_files(self, name: str) -> list[Path]:
+        """Part ``name``'s files: its commit marker ``.json`` (first: without it the part is gone), its keys,
+        its vectors."""
+        return [self.path / f"{name}.json", self.path / f"{name}.keys.npy", self.path / f"{name}.emb.npy"]
+
+    def part_keys(self, part_no: int) -> np.ndarray:
+        """(n,) |S20 keys of committed part ``part_no`` (its keys file, read whole)."""
+        return np.load(self.path / f"{self.parts[part_no].name}.keys.npy")
 
     def _add_part(self, name: str, rows: int) -> None:
         self._part_no[name] = len(self.parts)
@@ -172,15 +182,16 @@ class TeacherStore:
         index_file = self.path / "index.json"
         if not index_file.exists():
             return
-        index = read_json(index_file, "delete it (rebuilt from the parts)")
+        index = read_json(index_file, delete_advice([index_file], "(the index is rebuilt from the parts)"))
         if not all((self.path / f"{n}.json").exists() for n in index["parts"]):
             log.warning("teacher store %s: index.json lists parts that are gone; ignored", self.path)
             return
         keys_file, loc_file = self.path / index["keys"], self.path / index["loc"]
         if file_sha256(keys_file, loc_file).hex() != index["sha256"]:
-            raise TeacherStoreError(
-                f"{keys_file}: index checksum mismatch; delete index.json (rebuilt from the parts)"
+            rebuild = delete_advice(
+                [index_file, keys_file, loc_file], "(the index is rebuilt from the parts)"
             )
+            raise TeacherStoreError(f"{keys_file}: index checksum mismatch; {rebuild}")
         for name in index["parts"]:
             self._add_part(name, self._verify_part(name))
         self._delta_parts = []
@@ -208,21 +219,23 @@ class TeacherStore:
                 f"{todo[0]}: a legacy shard not migrated yet; open {self.path} once for writing "
                 "(python -m jina5.teacher ..., or a 1-rank run) to migrate it"
             )
-        legacy = []
+        legacy = []  # the origin-less shards and the files of the parts they became
         for shard in todo:
             keys, emb, has_origin = read_legacy_shard(shard, self.meta, self.dim)
+            name = self.write_part(keys, emb, name=f"part-legacy-{shard.stem[len('shard-') :]}")
             if not has_origin:
-                legacy.append(shard.name)
-            self.write_part(keys, emb, name=f"part-legacy-{shard.stem[len('shard-') :]}")
+                legacy += [shard, *self.part_files(name)]
         log.info("teacher store %s: migrated %d legacy shard(s) to memory-mapped parts", self.path, len(todo))
         if legacy and self.path not in _warned_legacy:
             _warned_legacy.add(self.path)
             log.warning(
                 "teacher cache %s: %d shard(s) carry no teacher fingerprint (written by an older jina5), "
-                "accepted because meta.json matches this teacher (e.g. %s); delete them to recompute",
+                "accepted because meta.json matches this teacher (e.g. %s); to recompute their texts "
+                "instead, %s",
                 self.path,
-                len(legacy),
-                legacy[0],
+                len(legacy) // 4,
+                legacy[0].name,
+                delete_advice(legacy, "with the parts they were migrated to"),
             )
 
     # ----------------------------------------------------------------- writing

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +53,26 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def check_origin(where: Path, origin: dict, meta: dict) -> None:
-    """Refuse a part or shard whose recorded teacher fingerprint, dim or instruction is not this store's."""
+def delete_advice(paths: Sequence[Path], then: str) -> str:
+    """The way out that deletes ``paths`` (every file it takes, a directory whole), as a command to
+    paste: ``delete ... <then>: rm -rf -- <paths>``."""
+    quoted = " ".join(shlex.quote(str(p)) for p in paths)
+    return f"delete {'it' if len(paths) == 1 else 'them'} {then}: rm -rf -- {quoted}"
+
+
+def check_origin(where: Path, origin: dict, meta: dict, files: Sequence[Path] | None = None) -> None:
+    """Refuse a part or shard whose recorded teacher fingerprint, dim or instruction is not this store's;
+    the error's way out deletes ``files`` (default: ``where`` alone)."""
+    way_out = delete_advice(files or [where], "(its texts are then computed by this teacher)")
     if origin.get("fingerprint") != meta["fingerprint"]:
         raise TeacherStoreError(
             f"{where}: written by teacher {str(origin.get('fingerprint'))[:16]}, "
-            f"this cache is {meta['fingerprint'][:16]}; delete it"
+            f"this cache is {meta['fingerprint'][:16]}; {way_out}"
         )
     for key in ("dim", "instruction"):
         if origin.get(key) != meta[key]:
             raise TeacherStoreError(
-                f"{where}: written with {key}={origin.get(key)!r}, this cache has {meta[key]!r}; delete it"
+                f"{where}: written with {key}={origin.get(key)!r}, this cache has {meta[key]!r}; {way_out}"
             )
 
 
@@ -72,7 +83,9 @@ def read_legacy_shard(shard: Path, meta: dict, dim: int) -> tuple[np.ndarray, np
             keys, emb, checksum = z["keys"], z["emb"], bytes(z["checksum"])
             origin = {k: z[k].item() for k in ORIGIN_KEYS if k in z.files}
     except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as err:
-        raise TeacherStoreError(f"{shard}: truncated or corrupt ({err}); delete it to recompute") from None
+        raise TeacherStoreError(
+            f"{shard}: truncated or corrupt ({err}); {delete_advice([shard], 'to recompute its texts')}"
+        ) from None
     if origin:
         check_origin(shard, origin, meta)
     if emb.ndim != 2 or emb.shape[1] != dim or keys.shape != (emb.shape[0], KEY_BYTES):
@@ -83,5 +96,7 @@ def read_legacy_shard(shard: Path, meta: dict, dim: int) -> tuple[np.ndarray, np
         np.ascontiguousarray(keys).tobytes() + np.ascontiguousarray(emb).tobytes()
     ).digest()
     if digest != checksum:
-        raise TeacherStoreError(f"{shard}: checksum mismatch (corrupt); delete it to recompute")
+        raise TeacherStoreError(
+            f"{shard}: checksum mismatch (corrupt); {delete_advice([shard], 'to recompute its texts')}"
+        )
     return np.ascontiguousarray(keys).view(KEY_DTYPE).reshape(-1), emb, bool(origin)

@@ -124,3 +124,108 @@ def test_matryoshka_dims_beyond_the_student_fail_before_teacher_caching(tmp_path
         ValueError, match=re.escape("objective.matryoshka.dims [64] exceed the student's embedding dim 32")
     ):
         train(cfg)
+
+
+# ------------------------------------------------------------------------------ weights, batch sizes, lengths
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            [
+                "data.datasets.bbc.batch_size=0"
+            ],  # was: ZeroDivisionError in the sampler, after the models loaded
+            "data.datasets.bbc.batch_size=0: must be a positive integer (rows per step of this dataset)",
+        ),
+        (
+            ["~data.datasets.lee_background", "+data.datasets.bbc.weight=0"],  # was: ZeroDivisionError
+            "data.datasets: every dataset's weight is 0 (bbc), so no step can draw one",
+        ),
+        (
+            ["+data.datasets.bbc.weight=-1"],  # was: numpy's "Probabilities are not non-negative"
+            "data.datasets.bbc.weight=-1: must be a finite number >= 0",
+        ),
+        (
+            ["data.datasets.bbc.query_max_length=0"],
+            "data.datasets.bbc.query_max_length=0: must be a positive",
+        ),
+        (["data.datasets.lee_background.max_rows=0"], "data.datasets.lee_background.max_rows=0: must be"),
+        (["++data.batch_size_cap=0"], "data.batch_size_cap=0: must be a positive integer"),
+        (["student.max_length=0"], "student.max_length=0: must be a positive integer (tokens per text)"),
+        (["teacher.max_length=-1"], "teacher.max_length=-1: must be a positive integer (tokens per text)"),
+        (
+            ["teacher.batch_size=0"],
+            "teacher.batch_size=0: must be a positive integer (texts per forward pass)",
+        ),
+    ],
+)
+def test_a_bad_weight_batch_size_or_length_is_named_before_any_model_is_loaded(
+    tmp_path, no_model_loading, overrides, message
+):
+    """Issue 23, item 6: these ended in a ZeroDivisionError, numpy's "Probabilities are not non-negative"
+    after the models had loaded, an index error in the backbone, or nothing at all (query_max_length=0).
+    Each is now refused with its key, before the student loads."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build(run_cfg(tmp_path, *overrides))
+
+
+def test_the_pre_compute_checks_the_mix_before_the_teacher_loads(tmp_path):
+    """``python -m jina5.teacher`` built the teacher first: a bad data value failed after it had loaded.
+    Here the teacher cannot load at all (a source that does not exist): the data value is named first
+    (in Hydra's error for the data module's construction)."""
+    from hydra.errors import InstantiationException
+
+    from jina5.teacher.precompute import precompute_from_config
+
+    cfg = run_cfg(tmp_path, "data.datasets.bbc.batch_size=0", f"teacher.source={tmp_path / 'no' / 'teacher'}")
+    with pytest.raises(InstantiationException, match=re.escape("data.datasets.bbc.batch_size=0: must be")):
+        precompute_from_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.batch_size=0", "eval.batch_size=0: must be a positive integer (texts per encode batch)"),
+        ("max_length=0", "max_length=0: must be a positive integer"),  # was: ignored (0 is falsy)
+    ],
+)
+def test_a_bad_evaluation_batch_size_or_length_is_named_before_the_model_loads(
+    monkeypatch, override, message
+):
+    from helpers import compose
+
+    import jina5.eval.models
+    from jina5.evaluate import evaluate
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    monkeypatch.setattr(jina5.eval.models, "Encoder", no_encoder)
+    cfg = compose(["model=teacher", "eval=smoke", override], "eval")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate(cfg)
+
+
+# ------------------------------------------------------------------------------ dataset names
+
+
+def test_hydras_suggestion_for_a_mistyped_dataset_is_refused_naming_the_mix(
+    tmp_path, no_model_loading, monkeypatch
+):
+    """Issue 23, item 7: ``data.datasets.lee_backgrond=null`` fails in Hydra with "To append to your config
+    use +data.datasets.lee_backgrond=null"; that override added a null entry and silently kept
+    lee_background in the mix. It is now refused with the mix's names; the way out it names (the name,
+    without the '+') gets past the config checks."""
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)  # run_cfg sets it
+    with pytest.raises(ValueError) as err:
+        build(run_cfg(tmp_path, "+data.datasets.lee_backgrond=null"))
+    assert str(err.value) == (
+        "+data.datasets.lee_backgrond=null: no dataset 'lee_backgrond' in the mix, so this drops nothing "
+        "(a '+' adds a key the config does not have); the mix's datasets: bbc, lee_background. Drop one "
+        "with data.datasets.<name>=null, without the '+'"
+    )
+    with pytest.raises(AssertionError, match="the student was loaded"):  # past every check of the config
+        build(run_cfg(tmp_path, "data.datasets.lee_background=null"))

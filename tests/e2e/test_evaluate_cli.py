@@ -164,6 +164,17 @@ def test_a_missing_path_fails_at_once_without_the_hub(tmp_path, monkeypatch, spe
     assert "teacher" in message and "untrained_student" in message  # the baselines, as alternatives
 
 
+def test_a_run_path_under_another_root_fails_with_the_run_message(tmp_path, monkeypatch):
+    """Issue 23, item 7: with ``JINA5_ROOT`` set, ``model=outputs/runs/<run>`` evaluated from a directory
+    without ``outputs/`` went to transformers as a hub id ("Repo id must be in the form ...").
+    A spec with two separators is never a hub id: it ends in load_model's own message."""
+    monkeypatch.chdir(tmp_path)  # no outputs/ here
+    with pytest.raises(
+        FileNotFoundError, match=r"^model=outputs/runs/combined-seed0: no such run or encoder"
+    ):
+        load_model(_cfg("model=outputs/runs/combined-seed0"))
+
+
 def test_hub_ids_and_sources_are_not_path_like(tmp_path, monkeypatch):
     from jina5.assets import is_path_like
 
@@ -175,6 +186,8 @@ def test_hub_ids_and_sources_are_not_path_like(tmp_path, monkeypatch):
     assert not is_path_like("sentence-transformers/all-MiniLM-L6-v2")
     for spec in ["/x", "./x", "../x", "~/x", "x/", "outputs/x", ".", ".."]:
         assert is_path_like(spec), spec
+    # two separators or more: never a hub id (<owner>/<name>), whether the first folder exists here or not
+    assert is_path_like("elsewhere/runs/combined-seed0") and not (tmp_path / "elsewhere").exists()
 
 
 # ---------------------------------------------------------------------------------------------- complete or absent

@@ -229,10 +229,11 @@ def test_distillation_sample_is_the_warm_starts_old_sample(stage1_module):
 
 
 class _Table:
-    """What setup's mining and the teacher fill read of a table."""
+    """What setup's long-text report, mining and the teacher fill read of a table."""
 
     def __init__(self, rank_local: bool = False) -> None:
         self.rank_local, self.texts_only, self.negatives = rank_local, False, [[]]
+        self.queries, self.documents = ["a query"], ["a document"]
         self.spec = DatasetSpec("toy")
 
     def __len__(self) -> int:
@@ -327,3 +328,41 @@ def test_mining_in_setup_runs_on_the_runs_accelerator_under_its_precision(monkey
     dm.setup("fit")
     assert mined == [([torch.device("cuda", 1)], "bf16")]
     assert encoder.compute_precision == "fp32"  # the encoder's own setting comes back
+
+
+def test_setup_warns_per_dataset_of_texts_over_the_character_budget(tmp_path, caplog):
+    """Issue 23, item 5: a 100,000-character document trained with no word said. Setup now names the
+    dataset, its side, how many texts the student's and the teacher's tokenizers get cut, and the
+    longest; a dataset without such a text is not mentioned."""
+    import logging
+
+    from helpers import CountingTeacher
+
+    from jina5.model.encoder import Encoder
+    from jina5.model.tiny import tiny_model_and_tokenizer
+
+    rows = [{"q": f"question {i}", "d": f"answer {i}"} for i in range(4)]
+    rows[2]["d"] = "long words " * 10_000 + "end"
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "short.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    model, tokenizer = tiny_model_and_tokenizer("bert", layers=1)
+    settings = {"columns": {"q": "query", "d": "document"}, "task": "retrieval", "batch_size": 2}
+    dm = PairDataModule(
+        {name: {"source": str(tmp_path / f"{name}.jsonl"), **settings} for name in ("long", "short")},
+        encoder=Encoder(model, tokenizer=tokenizer),
+        teacher=CountingTeacher(),
+    )
+    with caplog.at_level(logging.WARNING, logger="jina5.model.text_budget"):
+        dm.setup("fit")
+    messages = [r.getMessage() for r in caplog.records if r.name == "jina5.model.text_budget"]
+    student_budget = 128 * 5  # document_max_length x the char tokenizer's longest entry ("[CLS]")
+    assert messages == [
+        f"dataset 'long' documents (student): 1 of 4 texts are longer than {student_budget} characters "
+        f"(the longest: {len(rows[2]['d'])} characters), the budget of max_length 128 tokens: each is "
+        f"tokenized from its first {student_budget} characters, cut at a space (more where those hold fewer "
+        "than 128 tokens), which keeps the tokens truncation keeps (jina5.model.text_budget)",
+        f"dataset 'long' documents (teacher): 1 of 4 texts are longer than {256 * 5} characters "
+        f"(the longest: {len(rows[2]['d'])} characters), the budget of max_length 256 tokens: each is "
+        f"tokenized from its first {256 * 5} characters, cut at a space (more where those hold fewer "
+        "than 256 tokens), which keeps the tokens truncation keeps (jina5.model.text_budget)",
+    ]

@@ -379,6 +379,15 @@ def test_manifest_mismatch_raises_naming_the_file():
         split_corpus(changed, "drift", fractions=(0.8, 0.1, 0.2))
 
 
+def test_the_manifest_mismatchs_advice_to_delete_the_file_works_when_followed():
+    split_corpus(_toy(_retrieval_rows(200)), "drift", seed=0)
+    changed = _toy(_retrieval_rows(201))
+    with pytest.raises(SplitManifestMismatch, match="Delete the file to re-split") as err:
+        split_corpus(changed, "drift", seed=0)
+    Path(str(err.value).split(": the split of", 1)[0]).unlink()  # the file the message starts with
+    assert sum(len(p) for p in split_corpus(changed, "drift", seed=0).values()) == 201
+
+
 def test_cross_split_text_is_removed_from_train_and_counted(caplog):
     # every 4th row asks one of 5 shared queries (spelled differently: normalisation must catch it),
     # so those queries occur in every split and the train / dev rows carrying them must go.
@@ -524,3 +533,58 @@ def test_bundled_splits_are_leak_free(corpus):
     tweets = split_corpus(corpus("healthtweets"), "healthtweets", seed=0)
     assert [len(tweets[s]) for s in ("train", "dev", "test")] == [50743, 6290, 6293]
     assert load_split("lee_background", "dev").num_rows == 30
+
+
+# ------------------------------------------------------------------------------------------------ training files
+
+
+def _labelled_file(tmp_path: Path, labels: list[str]) -> Path:
+    path = tmp_path / "labelled.csv"
+    rows = [f"text number {i} about {label} things,{label}" for i, label in enumerate(labels)]
+    path.write_text("text,topic\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_one_label_classification_file_is_named_with_its_dataset(tmp_path):
+    """Issue 23, item 6: "label triplets need at least 2 labels, got ['a']", naming neither the dataset
+    nor the file. Now both, and what the rows hold."""
+    from jina5.data.pairs import DatasetSpec, load_pair_table
+    from jina5.data.sources import EmptySourceError
+
+    path = _labelled_file(tmp_path, ["a"] * 6)
+    spec = DatasetSpec(
+        "topics",
+        source=str(path),
+        columns={"text": "document", "topic": "label"},
+        task="classification",
+        label_triplets=True,
+    )
+    with pytest.raises(EmptySourceError) as err:
+        load_pair_table(spec)
+    assert str(err.value).startswith(f"dataset 'topics' (data source {str(path)!r}): no usable pair")
+    assert str(err.value).endswith("label triplets need texts of 2 labels or more, it has ['a']")
+
+
+@pytest.mark.parametrize("task", ["retrieval", "classification"])
+def test_a_pair_dataset_without_queries_names_two_ways_out_that_both_work(tmp_path, task):
+    """Issue 23, item 6: a documents-only file used as a pair dataset failed without a way out (dropped
+    rows, or "rows have no query"). The error now names two, as overrides; each, applied to the config,
+    loads the file (as label triplets, or as texts for distillation)."""
+    from helpers import compose
+    from omegaconf import OmegaConf
+
+    from jina5.data.mix import mix_specs
+    from jina5.data.pairs import load_pair_table
+
+    path = _labelled_file(tmp_path, ["a", "b"] * 4)
+    settings = f"{{source: '{path}', columns: {{text: document, topic: label}}, task: {task}}}"
+    base = ["~data.datasets", f"+data.datasets={{topics: {settings}}}"]
+    [spec] = mix_specs(OmegaConf.to_container(compose(base).data.datasets))
+    with pytest.raises(ValueError) as err:
+        load_pair_table(spec)
+    ways = re.findall(r"\(((?:\+\+data\.datasets\.topics\.\w+=\w+ ?)+)", str(err.value))
+    assert len(ways) == 2, str(err.value)
+    for way in ways:
+        [spec] = mix_specs(OmegaConf.to_container(compose([*base, *way.split()]).data.datasets))
+        table = load_pair_table(spec)
+        assert len(table) == 8 and (spec.texts_only or spec.label_triplets)

@@ -106,6 +106,29 @@ def test_malformed_line_raises_with_file_and_line(tmp_path):
         store.read()
 
 
+@pytest.mark.parametrize(("field", "bad"), [("value", "0.6x"), ("value", None), ("dim", "64"), ("dim", 64.5)])
+def test_a_non_number_in_a_line_is_named_with_file_and_line_and_deleting_it_reads_again(tmp_path, field, bad):
+    """Issue 23, item 6: a main-metric value "0.6x" in the store was read without a word, and the tables
+    then failed with pandas' "TypeError: agg function failed", naming no file or line. The read (the
+    report's too) now names file:line and the way out; following it (deleting the line) reads the rest."""
+    from jina5.report.aggregate import stored_rows
+
+    path = tmp_path / "r.jsonl"
+    store = ResultsStore(path)
+    store.append(_records({(64, "float32"): 0.5}), _run("a"))
+    store.append(_records({(64, "float32"): 0.6}), _run("b"))
+    good, line = path.read_text().splitlines()
+    row = {**json.loads(line), field: bad}
+    path.write_text(f"{good}\n{json.dumps(row)}\n")
+    what = f"retrieval/ndcg@10 value {bad!r} is not a number" if field == "value" else f"dim {bad!r} is not"
+    for read in (store.read, lambda: stored_rows(ResultsStore(path))):
+        with pytest.raises(ValueError, match=re.escape(f"{path}:2: {what}")) as err:
+            read()
+        assert str(err.value).endswith("; correct the line or delete it")
+    path.write_text(f"{good}\n")
+    assert store.read()["value"].tolist() == [0.5]
+
+
 def test_empty_store_reads_empty_frame(tmp_path):
     df = ResultsStore(tmp_path / "none.jsonl").read()
     assert df.empty and list(df.columns) == list(COLUMNS)

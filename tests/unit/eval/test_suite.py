@@ -559,3 +559,32 @@ def test_a_failed_run_is_partial_and_the_next_run_of_the_model_resumes_it(tmp_pa
     with caplog.at_level("WARNING", logger="jina5.eval.store"):
         assert set(store.read()["run_id"]) == {"resumed"}
     assert store.partial_runs()["failed"].resumed_by == "resumed" and not caplog.text
+
+
+def test_a_task_with_texts_over_the_character_budget_is_named_before_it_runs(caplog):
+    """Issue 23, item 5: an evaluation encoded a huge text whole, silently. The suite now names the
+    task, the count (a probe's training texts included) and the longest text before scoring it."""
+    import logging
+
+    from jina5.eval.suite import report_task_long_texts
+    from jina5.eval.tasks import EvalTask
+    from jina5.model.tiny import tiny_model_and_tokenizer
+
+    model, tokenizer = tiny_model_and_tokenizer("bert", layers=1)
+    encoder = Encoder(model, tokenizer=tokenizer, max_length=16)
+    long_text = "word " * 1000
+    inputs = {
+        "train_texts": ["a", long_text, "b"],
+        "train_labels": ["x", "y", "x"],
+        "test_texts": [long_text + "more", "c"],
+        "test_labels": ["x", "y"],
+    }
+    task = EvalTask("classification", "toy", None, "test", "classification/toy", inputs, {})
+    with caplog.at_level(logging.WARNING, logger="jina5.model.text_budget"):
+        report_task_long_texts(task, encoder)
+        report_task_long_texts(task, lambda texts, prompt=None: None)  # a plain callable: no tokenizer
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith(
+        "eval task classification/toy: 2 of 5 texts are longer than 80 characters (the longest: 5004 "
+        "characters), the budget of max_length 16 tokens"
+    )

@@ -155,8 +155,12 @@ def test_an_unreadable_last_ckpt_is_named_with_the_way_out(tmp_path, damage):
     assert str(ckpt) in message and "truncated or corrupt" in message and "delete it" in message
     assert f"ckpt_path={best[-1]} (step " in message  # an earlier checkpoint to resume from
     best[-1].write_bytes(b"")  # no readable checkpoint left: start over is the only way out
-    with pytest.raises(CheckpointReadError, match=r"start over from step 0$"):
+    with pytest.raises(CheckpointReadError, match=r"start over from step 0$") as err:
         train(run_cfg(tmp_path, "trainer.max_steps=8", "trainer.val_check_interval=2"))
+    if damage == "truncate":  # the advice, followed once (a training run): delete it, rerun
+        Path(str(err.value).split(": cannot be read", 1)[0]).unlink()
+        done = train(run_cfg(tmp_path, "trainer.max_steps=8", "trainer.val_check_interval=2"))
+        assert done["steps"] == 8
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):

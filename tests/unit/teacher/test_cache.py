@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shlex
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -205,3 +207,98 @@ def test_a_corrupt_or_foreign_legacy_shard_is_refused(tmp_path):
     (tmp_path / "d" / "meta.json").write_text(json.dumps({**meta, "fingerprint": b.fingerprint}))
     with pytest.raises(TeacherCacheError, match=f"written by teacher {a.fingerprint[:16]}"):
         TeacherCache(b, path=tmp_path / "d", progress=False)
+
+
+def _follow(advice: str) -> None:
+    """Run the ``rm -rf -- <paths>`` command an error or warning of the store ends with, as a user would."""
+    command = advice[advice.rindex(": rm -rf -- ") + 2 :]
+    subprocess.run(shlex.split(command), check=True)
+
+
+def _damage_part(root, how):
+    record = sorted(root.glob("part-*.json"))[0]
+    emb = record.with_name(record.name.replace(".json", ".emb.npy"))
+    if how == "truncate":
+        emb.write_bytes(emb.read_bytes()[:-7])
+    elif how == "flip":
+        data = bytearray(emb.read_bytes())
+        data[-1] ^= 0xFF
+        emb.write_bytes(data)
+    elif how == "record":
+        record.write_text("{not json")
+    elif how == "foreign":
+        other = root.parent / "other"
+        TeacherCache(CountingTeacher(seed=1), path=other, shard_size=4, progress=False).get(TEXTS[:4])
+        _copy_first_shard(other, root)
+    elif how == "index":
+        (root / "index.json").write_text("{not json")
+    elif how == "index_checksum":
+        keys = root / json.loads((root / "index.json").read_text())["keys"]
+        data = bytearray(keys.read_bytes())
+        data[-1] ^= 0xFF
+        keys.write_bytes(data)
+    elif how == "meta":
+        (root / "meta.json").write_text("{not json")
+
+
+@pytest.mark.parametrize(
+    ("damage", "recomputed"),
+    [
+        ("truncate", 4),  # the issue's case: deleting the .emb.npy alone gave the same error
+        ("flip", 4),
+        ("record", 4),
+        ("foreign", 0),  # the copied part goes; this teacher's own parts stay
+        ("index", 0),  # the index is rebuilt from the parts
+        ("index_checksum", 0),
+        ("meta", 8),  # the whole store goes
+    ],
+)
+def test_the_stores_advice_to_delete_files_works_when_followed(tmp_path, damage, recomputed):
+    """Issue 23, item 7: "delete the part to recompute" named the .emb.npy only, and deleting it gave the
+    same error (the part's .json commit marker still claimed it). Each error of the store now ends with the
+    command that deletes every file concerned; running it, the store opens, recomputes exactly the texts
+    that went, and serves the vectors it served before."""
+    root = tmp_path / "c"
+    teacher = CountingTeacher()
+    cache = TeacherCache(teacher, path=root, shard_size=4, progress=False)
+    want = cache.get(TEXTS[:8])
+    cache.write_index()
+    _damage_part(root, damage)
+    with pytest.raises(TeacherCacheError) as err:
+        TeacherCache(CountingTeacher(), path=root, progress=False)
+    _follow(str(err.value))
+    again = CountingTeacher()
+    np.testing.assert_array_equal(TeacherCache(again, path=root, progress=False).get(TEXTS[:8]), want)
+    assert again.calls == recomputed
+
+
+def test_the_advice_for_other_teachers_and_legacy_shards_works_when_followed(tmp_path, caplog):
+    """The other "delete" ways out of the store, followed: a store made for another teacher (its whole
+    directory), a corrupt legacy shard (the shard), and the warning on legacy shards without a teacher
+    fingerprint (the shards and the parts they were migrated to, so their texts are computed again)."""
+    a, b = CountingTeacher(seed=0), CountingTeacher(seed=1)
+    TeacherCache(a, path=tmp_path / "a", progress=False).get(TEXTS[:3])
+    with pytest.raises(TeacherCacheError) as err:
+        TeacherCache(b, path=tmp_path / "a", progress=False)
+    _follow(str(err.value))
+    TeacherCache(b, path=tmp_path / "a", progress=False).get(TEXTS[:3])
+    assert b.calls == 3
+
+    _legacy_cache(tmp_path / "c", a, TEXTS[:8], with_origin=True)
+    shard = sorted((tmp_path / "c").glob("shard-*.npz"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(TeacherCacheError) as err:
+        TeacherCache(a, path=tmp_path / "c", progress=False)
+    _follow(str(err.value))
+    a.calls = 0
+    TeacherCache(a, path=tmp_path / "c", progress=False).get(TEXTS[:8])
+    assert a.calls == 4  # the deleted shard's texts
+
+    _legacy_cache(tmp_path / "d", a, TEXTS[:8], with_origin=False)
+    with caplog.at_level(logging.WARNING, logger="jina5.teacher.store"):
+        TeacherCache(a, path=tmp_path / "d", progress=False)
+    [warning] = [r.getMessage() for r in caplog.records if "carry no teacher fingerprint" in r.getMessage()]
+    _follow(warning)
+    a.calls = 0
+    TeacherCache(a, path=tmp_path / "d", progress=False).get(TEXTS[:8])
+    assert a.calls == 8 and not list((tmp_path / "d").glob("shard-*"))

@@ -221,3 +221,61 @@ def test_precompute_from_the_training_config_leaves_nothing_to_fill(tmp_path, mo
 def test_keys_are_fixed_width():
     keys = keys_of(["a", "b"])
     assert keys.dtype == KEY_DTYPE and keys[0] == text_key("a")
+
+
+def test_a_second_precompute_on_one_store_waits_and_reads_instead_of_computing(tmp_path):
+    """Issue 23, item 8: two ``python -m jina5.teacher`` on one store both computed every text, with no
+    word. Now the second, started while the first is inside its first chunk (held there by a gate file),
+    takes only the chunks nobody holds, then waits for the first's with a message naming its PID, and
+    reads it once the gate opens: every text is embedded once in all, and no lock file is left."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from helpers import SMALL_DATA, TINY, TINY_TEACHER
+
+    root = Path(__file__).resolve().parents[3]
+    log, gate, second_out = tmp_path / "embeds.log", tmp_path / "gate", tmp_path / "second.out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")]),
+        "JINA5_CACHE": str(tmp_path / "cache"),
+        "JINA5_TEST_EMBED_LOG": str(log),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jina5.teacher",
+        *TINY["bert"],
+        *TINY_TEACHER,
+        *SMALL_DATA,
+        "teacher._target_=helpers.LoggingTeacher",
+        f"paths.output_root={tmp_path / 'outputs'}",
+    ]
+    gated = {**env, "JINA5_TEST_EMBED_GATE": str(gate)}
+    first = subprocess.Popen(command, env=gated, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (log.exists() and log.read_text()) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first process is inside its first chunk
+    with open(second_out, "w") as out:
+        second = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        while "waiting to read them" not in second_out.read_text() and second.poll() is None:
+            time.sleep(0.05)  # until the second waits for the first's chunk (or, unlocked, has finished)
+            assert time.monotonic() < deadline + 300
+        gate.touch()
+        second.wait(timeout=600)
+    first_out = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, first_out[-3000:]
+    assert second.returncode == 0, second_out.read_text()[-3000:]
+    embedded: dict[int, int] = {}
+    for line in log.read_text().splitlines():
+        pid, n = map(int, line.split())
+        embedded[pid] = embedded.get(pid, 0) + n
+    stores = [p.parent for p in (tmp_path / "cache" / "teacher").glob("*/meta.json")]
+    stored = sum(json.loads((s / "index.json").read_text())["rows"] for s in stores)
+    assert sum(embedded.values()) == stored > 0  # each text once, whichever process embedded it
+    assert embedded[first.pid] and embedded[second.pid]  # the second took the chunks nobody held
+    assert f"are being embedded by process {first.pid} on " in second_out.read_text()
+    assert not [f for s in stores for f in (s / "fill-locks").glob("*.lock")]  # removed once stored

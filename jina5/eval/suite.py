@@ -60,6 +60,7 @@ CACHED_FIELDS = (
     "eval_seconds",
     "adapter",
     "items",
+    "ann",
 )
 
 

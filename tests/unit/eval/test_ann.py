@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pytest
+from jina5.conf import compose
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
-from jina5.conf import compose
 from jina5.eval.ann import ANN_KEYS, AnnIndex, evaluate_ann, overlap
 from jina5.eval.metrics import precision_view
 from jina5.eval.retrieval import hamming_search, ip_search, rescore_candidates

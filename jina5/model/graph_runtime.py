@@ -15,9 +15,10 @@ with transformers 5: ``docs/stage2-and-export.md``):
 ``GraphBackbone`` runs one of them where the ``Encoder`` runs its torch backbone, so tokenisation,
 prompts, pooling, normalisation and quantisation of the vectors are the ``Encoder``'s own; its
 ``graph_sha256`` buffer (the graph files' digest) makes the evaluation fingerprint name the graph.
-The graph takes no position ids: its positions count from the first column, which equals the
-``Encoder``'s (counted over real tokens) for right-padded batches only, so a left-padded encoder is
-refused.
+The graph takes no position ids (as sentence-transformers feeds it): it numbers positions as the Hugging
+Face model does without them, from the first column, which equals the ``Encoder``'s numbering (over
+real tokens) for right-padded batches only, so a left-padded encoder is refused. (MPNet numbers from
+its fixed padding index 1, as its tokenizers pad; a toy tokenizer padding with another id differs.)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import hashlib
 import inspect
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +38,9 @@ from transformers.modeling_outputs import BaseModelOutput
 from jina5.model.encoder import Encoder
 from jina5.model.io import ADAPTERS_DIR
 from jina5.model.precision import BF16, FP32
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,9 @@ class GraphBackbone(nn.Module):
     ``.last_hidden_state``, ``.config``), computed by the graph at ``path`` with ``backend``.
 
     ``precision``: ``fp32``, or ``bf16`` (OpenVINO on a CPU with bf16: its ``INFERENCE_PRECISION_HINT``,
-    which OpenVINO would otherwise set to bf16 itself there; onnxruntime on the CPU has no bf16 path). ``threads``: the runtime's intra-op threads (default torch's, so a
-    benchmark gives every backend the same cores)."""
+    which OpenVINO would otherwise set to bf16 itself there; onnxruntime on the CPU has no bf16 path).
+    ``threads``: the runtime's intra-op threads (default torch's, so a benchmark gives every backend the
+    same cores)."""
 
     def __init__(
         self,
@@ -150,7 +156,7 @@ def load_graph_encoder(
     path = Path(path)
     if (path / ADAPTERS_DIR).is_dir():
         raise ValueError(
-            f"{path}: holds task adapters, a graph one merged model; export it with jina5-export "
+            f"{path}: holds task adapters, a graph holds one merged model; export it with jina5-export "
             "run=<encoder dir> task=<task> backend=..."
         )
     graph = path / graph_file(backend, quantize)
@@ -177,7 +183,7 @@ def load_graph_encoder(
 
 def graph_sentence_transformer(
     path: str | Path, backend: str, quantize: str = "none", threads: int | None = None
-):
+) -> SentenceTransformer:
     """``SentenceTransformer(path)`` whose Transformer module computes with the graph
     ``graph_file(backend, quantize)`` (fp32 compute): sentence-transformers' tokenisation, prompts,
     pooling and normalisation around the exported graph, without optimum. The torch weights are
@@ -190,5 +196,6 @@ def graph_sentence_transformer(
     transformer.model = GraphBackbone(
         path / graph_file(backend, quantize), backend, transformer.model.config, FP32, threads
     )
+    # the features the Transformer module forwards: the graph's arguments (it filters by this set)
     transformer.model_forward_params = set(inspect.signature(transformer.model.forward).parameters)
     return model

@@ -5,6 +5,7 @@
     python -m jina5.evaluate model=untrained_student eval=smoke
     python -m jina5.evaluate model=path/to/encoder                  # a Encoder.save_pretrained dir
     python -m jina5.evaluate model=sentence-transformers/all-MiniLM-L6-v2
+    python -m jina5.evaluate model=path/to/export backend=onnx quantize=int8   # its exported int8 graph
 
 ``model`` resolves as :func:`jina5.eval.models.load_model` says: a baseline, a run dir, an exported
 encoder dir, or a model source.
@@ -61,6 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "eval": eval_cfg,
             "train": model.train_config,
             "machine": machine(),
+            **({"graph": model.graph} if model.graph else {}),
         },
     }
     tasks, skipped = build_tasks(eval_cfg)

@@ -2,6 +2,7 @@
 
     python -m jina5.export run=<run dir> [task=<task>] [out=<dir>] [results=<results.jsonl>] [license=<id>]
                            [rope_theta=<theta>] [max_seq_length=<tokens>] [push_to_hub=<owner/name>] [private=true]
+                           [backend=torch|onnx|openvino] [quantize=none|int8]
         -> a sentence-transformers directory: for a stage-2 run, the adapter merged into the weights
            (W' = W + alpha/r B A) and the task's prefixes as named prompts ("query", "document"); for a
            plain encoder (stage 1), that encoder. ``SentenceTransformer(out).encode(texts,
@@ -18,6 +19,11 @@
            ``rope_theta`` / ``max_seq_length``: inference settings written instead of the encoder's (the
            RoPE base in config.json, the truncation length; a training run's own export takes them from
            ``export.rope_theta`` / ``export.max_seq_length``: conf/train.yaml).
+           ``backend=onnx|openvino``: the directory also gets that backend's inference graph, and with
+           ``quantize=int8`` its int8 graph (``jina5.model.graph_export``: ONNX int8 is dynamic, OpenVINO
+           int8 is calibrated on the bundled ``lee_background`` training texts). ``jina5-evaluate
+           model=<out> backend=... quantize=...`` scores a graph; ``jina5.model.graph_runtime`` runs it
+           inside an ``Encoder`` or a ``SentenceTransformer``.
 
     python -m jina5.export runs=[<run dir>,...] out=<dir> [rope_theta=...] [max_seq_length=...] [push_to_hub=...]
         -> one multi-adapter directory (base weights + adapters/<task>/ for every adapter of every run)
@@ -46,15 +52,18 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from jina5.data.corpora import load_corpus
 from jina5.eval.bootstrap import CONFIDENCE, MissingItems, interval, row_replicates, run_items
 from jina5.eval.encoding import model_fingerprint
 from jina5.eval.store import ResultsStore
 from jina5.eval.summary import type_averages
 from jina5.model.card import CardInfo, card_from_run
 from jina5.model.encoder import Encoder
+from jina5.model.graph_export import check_graph, export_graphs
 from jina5.model.io import ADAPTERS_DIR, JINA5_CONFIG
 
 log = logging.getLogger(__name__)
+CALIBRATION_CORPUS = "lee_background"  # 300 news texts of the stage-1 training mix (conf/data/stage1.yaml)
 
 HUB_TIMEOUT = 60.0  # seconds a hub request may go without progress (hub_timeout=)
 
@@ -257,11 +266,18 @@ def combine_adapters(
     return combined
 
 
+def calibration_texts() -> list[str]:
+    """The texts an OpenVINO int8 graph is calibrated on: the bundled corpus ``CALIBRATION_CORPUS``
+    (training text, never evaluated on)."""
+    return list(load_corpus(CALIBRATION_CORPUS)["document"])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv))
     repo_id = check_repo_id(str(cfg.push_to_hub)) if cfg.get("push_to_hub") else None
     timeout = check_timeout(cfg.get("hub_timeout", HUB_TIMEOUT))
+    backend, quantize = check_graph(str(cfg.get("backend", "torch")), str(cfg.get("quantize", "none")))
     inference = {"rope_theta": cfg.get("rope_theta"), "max_length": cfg.get("max_seq_length")}
     if cfg.get("upload"):
         out = Path(cfg.upload)
@@ -275,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif cfg.get("runs") is not None:
         if not cfg.get("out"):
             raise SystemExit("runs=[...] needs out=<dir>")
+        if backend != "torch":
+            raise SystemExit(
+                f"backend={backend}: a graph holds one merged model; export each task with run=<run> task=<task>"
+            )
         out = cfg.out
         combine_adapters(list(cfg.runs), out, **inference)
     elif cfg.get("run"):
@@ -288,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if cfg.get("results"):
             card = add_eval_metrics(card, cfg.results, encoder)
         export_sentence_transformers(encoder, task, out, card=card, model_id=repo_id, **inference)
+        calibration = calibration_texts() if (backend, quantize) == ("openvino", "int8") else None
+        export_graphs(out, backend, quantize, calibration)
     else:
         raise SystemExit(__doc__)
     if repo_id is not None:

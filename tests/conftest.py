@@ -26,3 +26,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_graphs(tmp_path_factory):
+    """A tiny BERT encoder (with prompts) saved as a sentence-transformers directory holding all four
+    inference graphs (``jina5.model.graph_export``: one trace, then the conversions); its path."""
+    from jina5.model.encoder import Encoder
+    from jina5.model.graph_export import export_onnx, export_openvino, quantize_onnx, quantize_openvino
+
+    path = Encoder("tiny:bert", max_length=16, prompts={"query": "q: ", "document": "d: "}).save_pretrained(
+        tmp_path_factory.mktemp("graphs") / "tiny-bert"
+    )
+    onnx_graph = export_onnx(path)
+    quantize_onnx(path)
+    export_openvino(path, onnx_graph)
+    quantize_openvino(
+        path, [f"text {i} of the calibration set, {'more words ' * (i % 5)}" for i in range(40)]
+    )
+    return path

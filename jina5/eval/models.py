@@ -9,6 +9,11 @@ reads it, ``jina5.model.st_saved``; kind ``sentence_transformers``) or a plain t
 ``outputs/runs/typo``) that is neither fails at once ("no such run or encoder directory", no hub lookup);
 otherwise a model source (bundled name, ``hub:<id>``, hub id, ``tiny:bert``): read as saved when it has
 ``modules.json``, else an ``Encoder`` with ``pooling``.
+
+``backend=onnx|openvino`` (with ``quantize=none|int8``) evaluates the inference graph that
+``jina5-export ... backend=...`` wrote into the exported directory ``model`` instead of its torch weights
+(``jina5.model.graph_runtime``): on the CPU, fp32 (OpenVINO also bf16, its inference precision hint), the
+records filed under ``<dir name>-<backend>[-int8]`` and keyed by the graph's digest.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from jina5.assets import is_path_like, resolve_model
 from jina5.model.encoder import Encoder
+from jina5.model.graph_export import check_graph
+from jina5.model.graph_runtime import graph_file, load_graph_encoder
 from jina5.model.io import JINA5_CONFIG
 from jina5.model.placement import resolve_device
-from jina5.model.precision import resolve_precision
+from jina5.model.precision import FP32, resolve_precision
 from jina5.model.settings import positive_int
 from jina5.model.st_saved import ST_MODULES, SavedSentenceTransformer, st_file
 
@@ -35,6 +42,7 @@ class LoadedModel:
     experiment: str | None
     seed: int | None
     train_config: dict | None = None
+    graph: dict | None = None  # {backend, quantize, file} of an exported graph; None: torch weights
 
 
 def run_label(train_cfg: DictConfig) -> str:
@@ -57,7 +65,10 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     spec = str(cfg.model)
     baselines = cfg.get("baselines") or {}
     path = Path(spec).expanduser()
-    if spec in baselines:
+    backend, quantize = str(cfg.get("backend") or "torch"), str(cfg.get("quantize") or "none")
+    if backend != "torch" or quantize != "none":
+        loaded = load_graph_model(path, backend, quantize, cfg)
+    elif spec in baselines:
         kwargs = OmegaConf.to_container(baselines[spec], resolve=True)
         loaded = LoadedModel(Encoder(**kwargs), spec, "baseline", spec, None)
     elif path.is_dir() and (path / "encoder").is_dir():
@@ -102,8 +113,30 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         loaded.encoder.max_length = cfg.max_length
     if cfg.get("prompts") is not None:
         loaded.encoder.prompts = dict(OmegaConf.to_container(cfg.prompts, resolve=True))
+    if loaded.graph is not None:
+        return loaded
     device = resolve_device(cfg.get("device", "auto"))  # conf/eval.yaml: auto = cuda when available
-    if next(loaded.encoder.parameters()).device != device:
+    if loaded.encoder.device != device:
         loaded.encoder.to(device)
     loaded.encoder.compute_precision = resolve_precision(cfg.precision, device.type)
     return loaded
+
+
+def load_graph_model(path: Path, backend: str, quantize: str, cfg: DictConfig) -> LoadedModel:
+    """The exported directory ``path`` computing with its ``backend`` / ``quantize`` graph (module
+    docstring), on the CPU; ``precision=auto`` is fp32 for onnx (onnxruntime has no bf16 path)."""
+    check_graph(backend, quantize)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model={path}: backend={backend} needs the directory jina5-export run=... out={path} "
+            f"backend={backend} wrote"
+        )
+    if str(cfg.get("device", "auto")) not in ("auto", "cpu"):
+        raise ValueError(f"device={cfg.device}: backend={backend} computes on the CPU (device=cpu or auto)")
+    precision = resolve_precision(cfg.precision, "cpu")
+    if backend == "onnx" and cfg.precision == "auto":
+        precision = FP32
+    encoder = load_graph_encoder(path, backend, quantize, precision)
+    experiment = f"{path.name}-{backend}" + ("-int8" if quantize == "int8" else "")
+    graph = {"backend": backend, "quantize": quantize, "file": graph_file(backend, quantize)}
+    return LoadedModel(encoder, str(path), "graph", experiment, None, graph=graph)

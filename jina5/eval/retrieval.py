@@ -75,12 +75,14 @@ def hamming_search(
 
 
 def rescore_candidates(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Re-rank each row of candidate ``ids`` (Nq, r) by the float score queries[i] . corpus[ids[i, j]]."""
+    """Re-rank each row of candidate ``ids`` (Nq, r) by the float score queries[i] . corpus[ids[i, j]];
+    the empty slots an approximate index leaves (id -1) go last."""
     out = np.empty_like(ids)
     step = max(1, _RESCORE_BLOCK // max(1, ids.shape[1] * corpus.shape[1]))
     for start in range(0, len(ids), step):
         block = ids[start : start + step]
         scores = np.einsum("qd,qcd->qc", queries[start : start + step], corpus[block])
+        scores[block < 0] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")
         out[start : start + step] = np.take_along_axis(block, order, axis=1)
     return out
@@ -118,7 +120,7 @@ def search(
     return ids[:, :k]
 
 
-def _check_qrels(qrels: dict[int, dict[int, int]], n_queries: int, n_docs: int) -> list[int]:
+def check_qrels(qrels: dict[int, dict[int, int]], n_queries: int, n_docs: int) -> list[int]:
     """Validate qrels indices; return the query indices with at least one relevant document."""
     for q, rels in qrels.items():
         if not 0 <= q < n_queries:
@@ -161,7 +163,7 @@ def evaluate_retrieval(
     precisions = check_precisions(precisions)
     if not k_values or min(k_values) < 1:
         raise ValueError(f"k_values must be positive, got {k_values}")
-    qids = _check_qrels(qrels, len(queries), len(corpus))
+    qids = check_qrels(qrels, len(queries), len(corpus))
     scored = [queries[q] for q in scored_qids(qrels)]  # the per-query items' order
     eq = encode_full(encode, [queries[i] for i in qids], prompt="query")
     ed = encode_full(encode, corpus, prompt="document")

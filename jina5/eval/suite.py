@@ -71,6 +71,7 @@ CACHED_FIELDS = (
     "adapter",
     "items",
     "cached_from",
+    "ann",
 )
 
 

@@ -13,7 +13,8 @@ Per task type (columns are schema columns, configurable; every value comes from 
   ``normalise_text``; query q_a (one per distinct query text) and document d_b (one per distinct
   document text) are relevant, ``qrels[a][b] = 1``, iff some row pairs them. The corpus is every
   distinct document of the split. ``max_queries`` keeps a seeded subset of queries (not documents).
-  Main metric nDCG@10.
+  Main metric nDCG@10. ``index`` other than ``flat`` adds ``ann_ndcg@10`` records: the same queries
+  through an approximate index, against the exact one (:mod:`jina5.eval.ann`).
 - **sts** (``text_a_column``, ``text_b_column``, ``score_column``): the pairs and their scores;
   ``max_pairs`` keeps a seeded subset. Main metric Spearman.
 - **classification** (``text_column``, ``label_column``): train texts/labels from ``train_split``,
@@ -36,6 +37,7 @@ import datasets
 
 from jina5.data.schema import normalise_text
 from jina5.data.splits import seeded_rows
+from jina5.eval.ann import ANN_KEYS, AnnIndex, evaluate_ann
 from jina5.eval.classification import evaluate_classification
 from jina5.eval.clustering import evaluate_clustering
 from jina5.eval.metrics import Encode
@@ -111,6 +113,10 @@ class TaskType:
         """Why a built task cannot be scored, or None."""
         return None
 
+    def keyed(self, settings: dict) -> dict:
+        """The settings that change the task's records: what its cache key hashes (all of them)."""
+        return settings
+
     def held_out_texts(self, inputs: Inputs) -> list[str]:
         """Every text the task scores on (not the classification probe's training texts)."""
         raise NotImplementedError
@@ -130,7 +136,14 @@ class TaskType:
 class Retrieval(TaskType):
     name = "retrieval"
     main_metric = "ndcg@10"
-    keys = ("query_column", "document_column", "k_values", "metrics", "rescore", "max_queries")
+    keys = ("query_column", "document_column", "k_values", "metrics", "rescore", "max_queries", *ANN_KEYS)
+
+    def keyed(self, settings):
+        """Without the approximate-search keys under ``index: flat`` (exact search only): they change
+        nothing then, and results stored before they existed keep their keys."""
+        if settings["index"] != "flat":
+            return settings
+        return {k: v for k, v in settings.items() if k not in ANN_KEYS}
 
     def inputs(self, rows, s, where, train):
         inputs = retrieval_inputs(
@@ -157,7 +170,13 @@ class Retrieval(TaskType):
             k_values=s["k_values"],
             rescore=s["rescore"],
         )
-        return recs if s["metrics"] is None else [r for r in recs if r["metric"] in s["metrics"]]
+        if s["metrics"] is not None:
+            recs = [r for r in recs if r["metric"] in s["metrics"]]
+        ann = AnnIndex.from_settings(s)
+        if ann is not None:
+            k = int(self.main_metric.partition("@")[2])
+            recs += evaluate_ann(encode, inputs["queries"], inputs["corpus"], qrels, dims, ann, k)
+        return recs
 
 
 class Sts(TaskType):

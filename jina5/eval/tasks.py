@@ -82,7 +82,7 @@ class EvalTask:
                 self.dataset,
                 self.language,
                 self.split,
-                self.settings,
+                self.kind.keyed(self.settings),
             ]
             h.update(json.dumps(head, sort_keys=True, default=str).encode())
             h.update(json.dumps(self.inputs, sort_keys=True, default=str).encode())

@@ -23,17 +23,18 @@ ROPE_KEY = "rope_theta (student.rope_theta in a training config)"
 
 
 def load_backbone(
-    source: str | PreTrainedModel,
+    source: str | nn.Module,
     tokenizer: Any,
     attn_implementation: str | None,
     torch_dtype: str | None,
     rope_theta: float | None,
-) -> tuple[PreTrainedModel, Any, str]:
-    """(backbone, tokenizer, source name) of ``Encoder(source, ...)``: a ready model with its
-    ``tokenizer``; ``tiny:<model_type>``, a random-init toy backbone (smoke tests); else the model
+) -> tuple[nn.Module, Any, str]:
+    """(backbone, tokenizer, source name) of ``Encoder(source, ...)``: a ready model (a
+    ``PreTrainedModel``, or a ``jina5.model.graph_runtime.GraphBackbone``) with its ``tokenizer``;
+    ``tiny:<model_type>``, a random-init toy backbone (smoke tests); else the model
     ``jina5.assets.resolve_model`` finds, built with ``attn_implementation``, ``torch_dtype`` and
     ``rope_theta`` (None: the config's) and with ``tokenizer`` or its own."""
-    if isinstance(source, PreTrainedModel):
+    if isinstance(source, nn.Module):
         if tokenizer is None:
             raise ValueError("a model object needs its tokenizer")
         if rope_theta is not None:

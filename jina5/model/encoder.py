@@ -37,6 +37,7 @@ It is not an encoding setting (not saved), but it is part of the content fingerp
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +46,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 
 from jina5.model.adapters import TaskAdapters
 from jina5.model.backbone import load_backbone, prune_layers
@@ -84,7 +84,8 @@ class Encoder(TaskAdapters, nn.Module):
         source: local dir, bundled model (its hub id or ``bundled:<hub id>``; a missing package raises
             ``AssetMissingError``), ``hub:<hub id>``, other hub id (see ``jina5.assets``); ``tiny:<model_type>``
             for a random-init toy backbone (bert, mpnet, xlm-roberta, qwen3, eurobert; code-path tests only); or a
-            ready ``PreTrainedModel`` with ``tokenizer``.
+            ready backbone with ``tokenizer`` (a ``PreTrainedModel``, or an exported graph:
+            ``jina5.model.graph_runtime``).
         pooling: ``mean | cls | last_token``.
         prompts: named prefixes, e.g. ``{"query": "Query: ", "document": "Document: "}``.
         keep_layers: indices of the blocks to keep (None keeps all).
@@ -115,7 +116,7 @@ class Encoder(TaskAdapters, nn.Module):
 
     def __init__(
         self,
-        source: str | PreTrainedModel,
+        source: str | nn.Module,
         pooling: str = "mean",
         prompts: dict[str, str] | None = None,
         keep_layers: Sequence[int] | None = None,
@@ -194,6 +195,12 @@ class Encoder(TaskAdapters, nn.Module):
     @property
     def dim(self) -> int:
         return self.backbone.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder computes: its first parameter's device (an exported graph's backbone has
+        buffers only)."""
+        return next(itertools.chain(self.parameters(), self.buffers())).device
 
     def position_ids(self, mask: Tensor) -> Tensor:
         """Positions counted over real tokens only: (B, L) = cumsum(mask) - 1 (+ offset), pads at offset."""
@@ -339,7 +346,7 @@ class Encoder(TaskAdapters, nn.Module):
             self._require_adapter(task, where="encode: ")
         was_training = self.training
         self.eval()
-        device = next(self.parameters()).device
+        device = self.device
         with self.using_task(task), autocast(self.compute_precision, device.type):
             ids = self.tokenize_ids(texts, prompt)
             no_tokens = [i for i, x in enumerate(ids) if not x]

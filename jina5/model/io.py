@@ -164,7 +164,8 @@ def load_encoder(
     cls: type[Encoder], path: str | Path, trainable_adapters: bool = False, **overrides
 ) -> Encoder:
     """A ``cls`` built from a directory written by ``save_encoder``: its saved settings (``overrides``
-    win), every adapter it holds, and the adapter that was active when saved active again; a saved
+    win; an override ``source``, a ready backbone with ``tokenizer``, computes instead of the saved
+    weights), every adapter it holds, and the adapter that was active when saved active again; a saved
     tokenizer that appends the EOS itself sets ``Encoder.tokenizer_appends_eos``."""
     cfg_file = Path(path) / JINA5_CONFIG
     cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
@@ -172,7 +173,7 @@ def load_encoder(
     adapters, task = cfg.pop("adapters", []), cfg.pop("task", None)
     tokenizer_appends_eos = bool(cfg.pop(TOKENIZER_APPENDS_EOS, False))
     cfg.update(overrides)
-    enc = cls(str(path), **cfg)
+    enc = cls(cfg.pop("source", str(path)), **cfg)
     enc.tokenizer_appends_eos = tokenizer_appends_eos
     for name in adapters:
         adapter_dir = Path(path) / ADAPTERS_DIR / name

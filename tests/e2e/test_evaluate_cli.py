@@ -87,6 +87,36 @@ def test_cli_runs_smoke_appends_and_reuses_the_baseline_cache(tmp_path, monkeypa
     assert "reused from the results store" in capsys.readouterr().out
 
 
+@pytest.mark.integration
+def test_an_exported_graph_is_scored_beside_its_torch_weights(tiny_graphs, tmp_path):
+    """``backend=onnx``: encoded afresh (its fingerprint is the graph's, so the torch run's records are not
+    reused), filed under its own experiment with the graph named, and its fp32 scores are the torch ones."""
+    results = tmp_path / "results.jsonl"
+    common = ["eval=smoke", f"results={results}", "progress=false", f"model={tiny_graphs}"]
+    torch_run = evaluate(_cfg(*common))
+    graph_run = evaluate(_cfg(*common, "backend=onnx"))
+    assert graph_run["texts_encoded"] == torch_run["texts_encoded"] > 0
+    assert graph_run["run"]["experiment"] == "tiny-bert-onnx"
+    assert graph_run["run"]["config"]["graph"] == {
+        "backend": "onnx",
+        "quantize": "none",
+        "file": "onnx/model.onnx",
+    }
+    assert "graph" not in torch_run["run"]["config"]
+    stored = ResultsStore(results).read()
+    assert set(stored["experiment"]) == {"tiny-bert", "tiny-bert-onnx"}
+    assert stored.groupby("experiment")["model_fingerprint"].nunique().tolist() == [1, 1]
+    assert stored["model_fingerprint"].nunique() == 2
+
+    # fp32 graph and torch weights: the same averages (single tasks may swap tied ranks: the tiny model
+    # maps every character it does not know, e.g. Chinese, to one token)
+    def averages(run):
+        table = run["summary"]
+        return table[table["level"] != "task"].set_index("task_name")["score"].to_dict()
+
+    assert averages(graph_run) == pytest.approx(averages(torch_run), abs=1e-3)
+
+
 def test_load_model_from_a_run_dir_and_an_encoder_dir(tmp_path):
     run_dir = tmp_path / "runs" / "combined-seed3"
     enc = Encoder("tiny:bert", max_length=20, prompts={"query": "Q: ", "document": "D: "})

@@ -169,3 +169,32 @@ def test_a_model_trained_with_sentence_transformers_losses_loads_as_trained(tmp_
     loaded = load_model(_st_cfg(tmp_path / "trained"))
     assert loaded.encoder.dim == 16
     np.testing.assert_allclose(loaded.encoder.encode(TEXTS), _theirs(tmp_path / "trained", None), atol=1e-5)
+
+
+def test_a_graph_backend_evaluates_the_exported_graph(tiny_graphs, monkeypatch):
+    """``backend=onnx|openvino quantize=none|int8``: the directory's graph computes, filed under its own
+    experiment; ``precision=auto`` is fp32 for onnxruntime, openvino's precision hint where bf16 is fast."""
+    from jina5.model.graph_runtime import GraphBackbone, graph_file
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device_type: (True, "stand-in"))
+    onnx = load_model(_cfg(model=str(tiny_graphs), backend="onnx", quantize="int8", max_length=12))
+    assert (onnx.kind, onnx.name, onnx.experiment) == ("graph", str(tiny_graphs), "tiny-bert-onnx-int8")
+    assert onnx.graph == {"backend": "onnx", "quantize": "int8", "file": graph_file("onnx", "int8")}
+    assert isinstance(onnx.encoder.backbone, GraphBackbone)
+    assert onnx.encoder.backbone.path == tiny_graphs / graph_file("onnx", "int8")
+    assert onnx.encoder.compute_precision == "fp32" and onnx.encoder.max_length == 12
+    ov = load_model(_cfg(model=str(tiny_graphs), backend="openvino", precision="fp32"))
+    assert ov.experiment == "tiny-bert-openvino" and ov.encoder.backbone.precision == "fp32"
+    torch_model = load_model(_cfg(model=str(tiny_graphs), backend="torch", quantize="none"))
+    assert torch_model.graph is None and not isinstance(torch_model.encoder.backbone, GraphBackbone)
+
+
+def test_a_graph_backend_is_refused_where_it_cannot_run(tiny_graphs, tmp_path):
+    with pytest.raises(ValueError, match="computes on the CPU"):
+        load_model(_cfg(model=str(tiny_graphs), backend="onnx", device="cuda"))
+    with pytest.raises(ValueError, match="fp32 only"):
+        load_model(_cfg(model=str(tiny_graphs), backend="onnx", precision="bf16"))
+    with pytest.raises(ValueError, match="backend is one of torch, onnx, openvino"):
+        load_model(_cfg(model=str(tiny_graphs), backend="tensorrt"))
+    with pytest.raises(FileNotFoundError, match=f"out={tmp_path} backend=openvino quantize=int8"):
+        load_model(_cfg(model=str(tmp_path), backend="openvino", quantize="int8"))

@@ -101,6 +101,11 @@ class SavedSentenceTransformer(nn.Module):
                 f"{source}: its modules declare {declared}-d vectors but output {self.dim}-d ones"
             )
 
+    @property
+    def device(self) -> torch.device:
+        """Where the pipeline's weights are (``SentenceTransformer.device``)."""
+        return self.backbone.device
+
     @classmethod
     def load(cls, source: str, device: str | torch.device = "cpu") -> SavedSentenceTransformer:
         """Read ``source`` (a directory or hub id with ``modules.json``) as sentence-transformers does,

@@ -94,6 +94,10 @@ class EvalTask:
         """Every text the task scores on (not the classification probe's training texts)."""
         return self.kind.held_out_texts(self.inputs)
 
+    def encoded_texts(self) -> dict[str, list[str]]:
+        """Every text :meth:`run` encodes, by prompt (:meth:`jina5.eval.task_types.TaskType.encoded_texts`)."""
+        return self.kind.encoded_texts(self.inputs, self.settings)
+
     def run(self, encode: Encode, dims: Sequence[int] | None, precisions: Sequence[str]) -> list[dict]:
         """Score the task with ``encode`` for every (dim, precision); returns metric records."""
         recs = self.kind.run(encode, self.inputs, self.settings, dims, precisions)

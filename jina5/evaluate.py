@@ -6,9 +6,12 @@
     python -m jina5.evaluate model=path/to/encoder                  # a Encoder.save_pretrained dir
     python -m jina5.evaluate model=sentence-transformers/all-MiniLM-L6-v2
     python -m jina5.evaluate model=path/to/export backend=onnx quantize=int8   # its exported int8 graph
+    python -m jina5.evaluate model=[teacher,outputs/runs/combined-seed0,outputs/runs/combined-seed1]
 
 ``model`` resolves as :func:`jina5.eval.models.load_model` says: a baseline, a run dir, an exported
-encoder dir, or a model source.
+encoder dir, or a model source. A list evaluates each model in turn in this one process
+(:func:`evaluate_models`): the interpreter starts, the libraries import and the tasks are built once;
+each model is its own evaluation (run id, records, summary), exactly as if evaluated alone.
 It encodes under ``precision`` (``jina5.model.precision``: bf16 autocast where the hardware has it), which is
 part of the model fingerprint that keys the results store.
 Every record goes to the results store ``results`` (checked writable before the model loads); a run
@@ -26,7 +29,7 @@ import time
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from jina5.eval.encoding import model_fingerprint
 from jina5.eval.machine import machine
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the suite for ``cfg.model``; returns {run, records, summary, texts_encoded, seconds}."""
+    if OmegaConf.is_list(cfg.model):
+        raise ValueError("evaluate takes one model; evaluate_models takes model=[...]")
     start = time.perf_counter()
     positive_int(cfg.eval.batch_size, "eval.batch_size", "texts per encode batch")  # before the model loads
     store = ResultsStore(cfg.results)
@@ -113,9 +118,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def evaluate_models(cfg: DictConfig) -> list[dict[str, Any]]:
+    """:func:`evaluate` for each model of ``cfg.model`` (one, or a list), one after the other, in order.
+
+    Every model is a separate evaluation with its own run id, so ``run_id`` must be null with several;
+    ``label`` and ``seed``, when set, apply to each of them. A model that fails stops the list: the
+    models before it keep their records.
+    """
+    models = list(cfg.model) if OmegaConf.is_list(cfg.model) else [cfg.model]
+    if len(models) > 1 and cfg.get("run_id"):
+        raise ValueError(
+            f"run_id={cfg.run_id} names one evaluation, but model= lists {len(models)} models; "
+            "leave run_id null (each model gets <experiment>-seed<seed>-<UTC time>) or evaluate one model"
+        )
+    out = []
+    for spec in models:
+        one = cfg.copy()
+        with open_dict(one):
+            one.model = spec
+        out.append(evaluate(one))
+    return out
+
+
 @hydra.main(version_base="1.3", config_path="pkg://jina5.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    evaluate_models(cfg)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ lee_sts            sts            doc_i, doc_j, score = max(S, S^T)[i, j] for th
 lee_background     unlabeled      300 news texts
 ================== ============== ============================================================
 
+Every bundled file a parser reads is located through ``data_path`` / ``data_dir_files``; inside
+``with recording_reads() as files:`` those paths are collected (what a cache of parsed corpora depends
+on: ``jina5.eval.task_cache``).
+
 Rows a parser cannot use (an empty agenda, an empty text, a malformed dialogue) are filtered, counted by
 reason, logged, and recorded in the statistics ``dataset_stats(ds)`` returns:
 ``{"name", "raw_rows", "rows", "filtered": {reason: count}, ...}``. Anything else that is wrong with a
@@ -30,7 +34,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -54,16 +59,37 @@ from jina5.data.schema import make_dataset
 logger = logging.getLogger(__name__)
 
 
+_RECORDINGS: list[set[Path]] = []  # the sets of the open ``recording_reads`` blocks
+
+
+@contextmanager
+def recording_reads() -> Iterator[set[Path]]:
+    """Yield a set that collects every bundled data file located (``data_path``, ``data_dir_files``)
+    until the block ends."""
+    files: set[Path] = set()
+    _RECORDINGS.append(files)
+    try:
+        yield files
+    finally:
+        _RECORDINGS[:] = [f for f in _RECORDINGS if f is not files]
+
+
+def _located(paths: list[Path]) -> list[Path]:
+    for files in _RECORDINGS:
+        files.update(paths)
+    return paths
+
+
 def data_path(key: str) -> Path:
     """Absolute path of the bundled data file ``DATA_FILES[key]`` (AssetMissingError if not installed)."""
     dist, rel = DATA_FILES[key]
-    return package_file(dist, rel)
+    return _located([package_file(dist, rel)])[0]
 
 
 def data_dir_files(key: str) -> list[Path]:
     """All files under the bundled folder prefix ``DATA_FILES[key]``, sorted by path."""
     dist, prefix = DATA_FILES[key]
-    return package_files(dist, prefix)
+    return _located(package_files(dist, prefix))
 
 
 def _csv_from_zip(

@@ -42,6 +42,15 @@ def undersample(labels: Sequence[Hashable], n_per_class: int, seed: int) -> np.n
     return np.asarray(keep, dtype=np.int64)
 
 
+def probe_samples(
+    labels: Sequence[Hashable], n_per_class: int, seeds: Sequence[int]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each seed's :func:`undersample` of the training rows, and their sorted union: the training rows
+    that are encoded."""
+    samples = [undersample(labels, n_per_class, s) for s in seeds]
+    return samples, np.unique(np.concatenate(samples))
+
+
 def evaluate_classification(
     encode: Encode,
     train_texts: Sequence[str],
@@ -68,8 +77,7 @@ def evaluate_classification(
         raise ValueError("classification needs at least 2 training labels")
     if not seeds or not test_texts:
         raise ValueError("classification needs at least one seed and one test text")
-    samples = [undersample(train_labels, n_per_class, s) for s in seeds]
-    used = np.unique(np.concatenate(samples))  # encode each sampled training text once
+    samples, used = probe_samples(train_labels, n_per_class, seeds)  # each sampled text encoded once
     pos = {int(i): j for j, i in enumerate(used)}
     train_emb = encode_full(encode, [train_texts[i] for i in used], prompt=prompt)
     test_emb = encode_full(encode, test_texts, prompt=prompt)

@@ -69,7 +69,8 @@ def ndcg_per_query(ranked: Ranked, qrels: Qrels, k: int) -> list[float]:
     ideal ranking from the qrels."""
 
     def ndcg(rels: Mapping[Hashable, int], docs: list[Hashable]) -> float:
-        dcg = sum(max(rels.get(d, 0), 0) / np.log2(i + 2) for i, d in enumerate(docs))
+        # the sum over the relevant documents only: the other terms are +0.0, which leaves a float sum as it is
+        dcg = sum(rels[d] / np.log2(i + 2) for i, d in enumerate(docs) if rels.get(d, 0) > 0)
         ideal = sorted((max(r, 0) for r in rels.values()), reverse=True)[:k]
         return dcg / sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
 

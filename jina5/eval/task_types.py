@@ -5,6 +5,7 @@
                                         unscorable(inputs) -> reason | None
                                         run(encode, inputs, settings, dims, precisions) -> records
                                         held_out_texts(inputs) -> texts
+                                        encoded_texts(inputs, settings) -> {prompt: texts}
     MAIN_METRIC[name] -> metric         the summary's score of the type
 
 Per task type (columns are schema columns, configurable; every value comes from ``conf/eval``):
@@ -38,7 +39,7 @@ import datasets
 from jina5.data.schema import normalise_text
 from jina5.data.splits import seeded_rows
 from jina5.eval.ann import ANN_KEYS, AnnIndex, evaluate_ann
-from jina5.eval.classification import evaluate_classification
+from jina5.eval.classification import evaluate_classification, probe_samples
 from jina5.eval.clustering import evaluate_clustering
 from jina5.eval.metrics import Encode
 from jina5.eval.retrieval import evaluate_retrieval
@@ -121,6 +122,11 @@ class TaskType:
         """Every text the task scores on (not the classification probe's training texts)."""
         raise NotImplementedError
 
+    def encoded_texts(self, inputs: Inputs, s: dict) -> dict[str, list[str]]:
+        """Every text :meth:`run` encodes, by the prompt it asks for: what the suite encodes for all its
+        tasks in one pass (:meth:`jina5.eval.encoding.MemoEncode.prefetch`) before running them."""
+        raise NotImplementedError
+
     def run(
         self,
         encode: Encode,
@@ -157,6 +163,14 @@ class Retrieval(TaskType):
 
     def held_out_texts(self, inputs):
         return list(inputs["queries"]) + list(inputs["corpus"])
+
+    def encoded_texts(self, inputs, s):
+        scored = [
+            inputs["queries"][int(q)]
+            for q, rel in inputs["qrels"].items()
+            if any(g > 0 for g in rel.values())
+        ]
+        return {"query": scored, "document": list(inputs["corpus"])}
 
     def run(self, encode, inputs, s, dims, precisions):
         qrels = {int(q): {int(d): g for d, g in rel.items()} for q, rel in inputs["qrels"].items()}
@@ -206,6 +220,9 @@ class Sts(TaskType):
     def held_out_texts(self, inputs):
         return list(inputs["texts_a"]) + list(inputs["texts_b"])
 
+    def encoded_texts(self, inputs, s):
+        return {"document": self.held_out_texts(inputs)}
+
     def run(self, encode, inputs, s, dims, precisions):
         return evaluate_sts(encode, inputs["texts_a"], inputs["texts_b"], inputs["scores"], dims, precisions)
 
@@ -235,6 +252,10 @@ class Classification(TaskType):
     def held_out_texts(self, inputs):
         return list(inputs["test_texts"])
 
+    def encoded_texts(self, inputs, s):
+        _, used = probe_samples(inputs["train_labels"], s["n_per_class"], s["seeds"])
+        return {"document": [inputs["train_texts"][i] for i in used] + list(inputs["test_texts"])}
+
     def run(self, encode, inputs, s, dims, precisions):
         settings = {k: s[k] for k in ("n_per_class", "seeds", "max_iter")}
         return evaluate_classification(encode, **inputs, dims=dims, precisions=precisions, **settings)
@@ -257,6 +278,9 @@ class Clustering(TaskType):
 
     def held_out_texts(self, inputs):
         return list(inputs["texts"])
+
+    def encoded_texts(self, inputs, s):
+        return {"document": self.held_out_texts(inputs)}
 
     def run(self, encode, inputs, s, dims, precisions):
         # max_docs=None: the inputs are already capped (max_docs, sample_seed)

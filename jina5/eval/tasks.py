@@ -39,6 +39,7 @@ from jina5.data.schema import dataset_stats
 from jina5.data.splits import DEFAULT_FRACTIONS, split_corpus
 from jina5.eval.config import plain, require
 from jina5.eval.metrics import Encode
+from jina5.eval.task_cache import load_or_build
 from jina5.eval.task_types import COMMON_KEYS, REGISTRY, TASK_TYPES, TaskType, column
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class EvalTask:
     def held_out_texts(self) -> list[str]:
         """Every text the task scores on (not the classification probe's training texts)."""
         return self.kind.held_out_texts(self.inputs)
+
+    def encoded_texts(self) -> dict[str, list[str]]:
+        """Every text :meth:`run` encodes, by prompt (:meth:`jina5.eval.task_types.TaskType.encoded_texts`)."""
+        return self.kind.encoded_texts(self.inputs, self.settings)
 
     def run(self, encode: Encode, dims: Sequence[int] | None, precisions: Sequence[str]) -> list[dict]:
         """Score the task with ``encode`` for every (dim, precision); returns metric records."""
@@ -209,7 +214,9 @@ def build_tasks(
     ``eval_cfg`` holds ``split_seed``, ``split``, ``task_defaults`` and one block per task type
     (module docstring); ``types`` restricts to some task types. With ``reuse`` the result of an
     identical earlier call in this process (same config, types and cache root) is returned as is (a
-    sweep evaluating many runs parses and splits the corpora once); treat the tasks as read-only.
+    sweep evaluating many runs parses and splits the corpora once), else the on-disk entry of the same
+    config, code and data files (:mod:`jina5.eval.task_cache`); without, the tasks are built and that
+    entry is replaced. Treat the tasks as read-only.
     """
     cfg = plain(eval_cfg)
     types = list(types) if types is not None else None
@@ -217,7 +224,8 @@ def build_tasks(
     memo_key = json.dumps([relevant, types, str(cache_root())], sort_keys=True, default=str)
     if reuse and memo_key in _BUILT:
         return _BUILT[memo_key]
-    _BUILT[memo_key] = built = _build_tasks(cfg, types)
+    built = load_or_build([relevant, types], lambda: _build_tasks(cfg, types), reuse)
+    _BUILT[memo_key] = built
     return built
 
 

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from jina5.eval.models import load_model
 from jina5.eval.store import ResultsStore
-from jina5.evaluate import evaluate
+from jina5.evaluate import evaluate, evaluate_models
 from jina5.model.encoder import Encoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +115,24 @@ def test_an_exported_graph_is_scored_beside_its_torch_weights(tiny_graphs, tmp_p
         return table[table["level"] != "task"].set_index("task_name")["score"].to_dict()
 
     assert averages(graph_run) == pytest.approx(averages(torch_run), abs=1e-3)
+
+
+def test_a_model_list_writes_the_records_of_separate_evaluations(tmp_path):
+    """``model=[a,b]`` evaluates both in this process; the store holds what evaluating each alone writes."""
+    tiny = ["eval=smoke", "progress=false", *TINY_BASELINE, "baselines.teacher.source=tiny:mpnet"]
+    models = ["untrained_student", "teacher"]
+    with pytest.raises(ValueError, match="leave run_id null"):
+        evaluate_models(_cfg(f"model=[{','.join(models)}]", "run_id=mine", *tiny))
+    together = evaluate_models(_cfg(f"model=[{','.join(models)}]", f"results={tmp_path / 'a.jsonl'}", *tiny))
+    for model in models:
+        evaluate(_cfg(f"model={model}", f"results={tmp_path / 'b.jsonl'}", *tiny))
+    a, b = (ResultsStore(tmp_path / name).read() for name in ("a.jsonl", "b.jsonl"))
+    fields = ["model", "model_fingerprint", "task_name", "metric", "dim", "precision", "value"]
+    rows = lambda df: sorted(map(tuple, df[fields].fillna(-1).to_numpy().tolist()))  # noqa: E731
+    assert len(a) == len(b) > 0 and rows(a) == rows(b)
+    assert [r["run"]["model"] for r in together] == models
+    assert a.groupby("model")["run_id"].nunique().eq(1).all() and a["run_id"].nunique() == 2
+    assert all((tmp_path / f"{r['run']['run_id']}.summary.txt").exists() for r in together)
 
 
 def test_load_model_from_a_run_dir_and_an_encoder_dir(tmp_path):

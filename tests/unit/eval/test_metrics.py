@@ -11,6 +11,7 @@ from jina5.eval.metrics import (
     dequantize_int8,
     mrr_at_k,
     ndcg_at_k,
+    ndcg_per_query,
     precision_view,
     recall_at_k,
     relative_drops,
@@ -43,6 +44,25 @@ def test_ndcg_cutoff_and_ideal_truncated_at_k():
     assert ndcg_at_k(perfect, QRELS, 10) == pytest.approx(1.0)
     # swapping grades 3 and 2 at the top is not perfect
     assert ndcg_at_k({0: ["b", "a", "c"]}, {0: QRELS[0]}, 10) < 1.0
+
+
+def test_ndcg_is_bit_identical_to_the_sum_over_every_ranked_document():
+    """The DCG sums the relevant documents' terms only: the others add +0.0 (negative grades count 0)."""
+    rng = np.random.default_rng(0)
+    qrels = {
+        q: {int(d): int(g) for d, g in zip(rng.choice(300, 6), rng.integers(-1, 4, 6), strict=True)}
+        for q in range(50)
+    }
+    ranked = {q: rng.permutation(300)[:100].tolist() for q in qrels}
+    for k in (10, 100):
+
+        def every_term(rels, docs, k=k):
+            dcg = sum(max(rels.get(d, 0), 0) / np.log2(i + 2) for i, d in enumerate(docs))
+            ideal = sorted((max(r, 0) for r in rels.values()), reverse=True)[:k]
+            return dcg / sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
+
+        scored = [q for q, rels in qrels.items() if any(g > 0 for g in rels.values())]
+        assert ndcg_per_query(ranked, qrels, k) == [every_term(qrels[q], ranked[q][:k]) for q in scored]
 
 
 def test_mrr_and_recall():

@@ -18,7 +18,7 @@ from jina5.data.schema import normalise_text
 from jina5.data.splits import load_split, manifest_path, split_corpus, text_sha1, training_texts_disjoint
 from jina5.eval.encoding import AdapterRouter, MemoEncode
 from jina5.eval.store import ResultsStore
-from jina5.eval.suite import eval_dims, run_suite
+from jina5.eval.suite import eval_dims, prefetch, run_suite
 from jina5.eval.summary import format_summary, summarise
 from jina5.eval.task_types import MAIN_METRIC, retrieval_inputs
 from jina5.eval.tasks import build_tasks, task_entries
@@ -295,6 +295,45 @@ def test_memo_encode_drops_a_prompt_the_model_lacks(caplog):
         memo(["hello"], prompt="query"), enc.encode(["hello"], prompt="query"), atol=1e-6
     )
     assert "no 'document' prompt" in caplog.text
+
+
+@pytest.mark.integration
+def test_one_encoding_pass_encodes_each_text_once_with_each_tasks_vectors(monkeypatch):
+    """The suite encodes all its tasks' texts before running them: one model call per prompt, each
+    distinct text once; the vectors equal those of encoding each task's texts alone, and the tasks
+    then run without another call."""
+    enc = Encoder("tiny:bert", max_length=24, prompts={"query": "Query: ", "document": "Document: "})
+    cfg = _eval_cfg("smoke")
+    tasks, _ = build_tasks(cfg)
+    calls: list[tuple[str, list[str]]] = []
+    real = enc.encode
+
+    def counting(texts, prompt=None, **kwargs):
+        calls.append((prompt, list(texts)))
+        return real(texts, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(enc, "encode", counting)
+    with threadpool_limits(1):
+        run_suite(enc, cfg, tasks=(tasks, []))
+    assert [prompt for prompt, _ in calls] == ["query", "document"]
+    wanted: dict[str, set[str]] = {}
+    for task in tasks:
+        for prompt, texts in task.encoded_texts().items():
+            wanted.setdefault(prompt, set()).update(texts)
+    assert {prompt: sorted(texts) for prompt, texts in calls} == {p: sorted(t) for p, t in wanted.items()}
+
+    calls.clear()
+    router = AdapterRouter(enc, batch_size=32, progress=False, enabled=True)
+    shares = prefetch(router, tasks)
+    memo = router.route("sts")[0]
+    assert len(calls) == 2 and sum(count for count, _ in shares.values()) == memo.texts_encoded
+    for task in tasks:
+        for prompt, texts in task.encoded_texts().items():
+            alone = real(texts, prompt=prompt, batch_size=32)  # the task's texts in batches of their own
+            np.testing.assert_allclose(memo(texts, prompt=prompt), alone, atol=1e-6, err_msg=task.name)
+        with threadpool_limits(1):
+            task.run(memo, [16], ["float32"])
+    assert len(calls) == 2, "a task encoded a text its encoded_texts did not list"
 
 
 # ---------------------------------------------------------------------------------------------- suite

@@ -1,12 +1,14 @@
 """What experiments/bench_train.py measures of each contender: its timed rounds (:class:`Contender`),
-the texts its backbone saw, in order, and whether bf16 autocast was on (:class:`TokenLog`), and the timed
+the texts its encoder saw, in order, and whether bf16 autocast was on (:class:`TokenLog`), and the timed
 window of one round on each trainer (:class:`LightningWindow` for ours, :class:`HFWindow` for
-sentence-transformers').
+sentence-transformers'): wall seconds, the process's CPU seconds (every thread, user and system) and its
+minor page faults, from the start of the first timed step to the end of the last.
 """
 
 from __future__ import annotations
 
 import hashlib
+import resource
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,8 +25,11 @@ class Contender:
 
     name: str  # "jina5" | "sentence-transformers"
     precision: str  # ours: the `precision` key (fp32 | auto); theirs: fp32 | bf16
+    variant: str = ""  # ours: the speed levers it runs with (bench_train_levers.variants)
     trainer_precision: str = ""  # what it ran as (Lightning's precision, or HF's)
     seconds: list[float] = field(default_factory=list)  # timed window of each round
+    cpu_seconds: list[float] = field(default_factory=list)  # the process's CPU time in it
+    faults: list[int] = field(default_factory=list)  # minor page faults in it
     tokens: str = ""  # digest of every text's token ids, in the order the backbone saw them
     texts: int = 0  # texts the backbone saw (all steps of one round)
     autocast: set[bool] = field(default_factory=set)  # bf16 autocast on during its forwards (each seen)
@@ -32,12 +37,18 @@ class Contender:
     def pairs_per_s(self, pairs: int) -> float:
         return pairs / statistics.median(self.seconds)
 
+    def record(self, window: Window) -> None:
+        """Add one round's timed window."""
+        self.seconds.append(window.end - window.start)
+        self.cpu_seconds.append(window.cpu_end - window.cpu_start)
+        self.faults.append(window.faults_end - window.faults_start)
+
 
 class TokenLog:
-    """Forward pre-hook on the module that takes the token ids (our HF backbone, called with
-    ``input_ids=, attention_mask=``; sentence-transformers' ``Transformer`` module, called with a
-    features dict): every text's token ids (unpadded), in the order seen, and whether CPU autocast
-    to bf16 was on (what a precision setting actually did)."""
+    """Forward pre-hook on the module that takes the padded token ids (our ``Encoder``, called with
+    ``input_ids=, attention_mask=``, before any packing; sentence-transformers' ``Transformer`` module,
+    called with a features dict): every text's token ids (unpadded), in the order seen, and whether CPU
+    autocast to bf16 was on (what a precision setting actually did)."""
 
     def __init__(self, backbone: nn.Module) -> None:
         self.digest, self.texts, self.autocast = hashlib.sha1(), 0, set()
@@ -58,29 +69,49 @@ class TokenLog:
         contender.autocast |= self.autocast
 
 
-class LightningWindow(L.Callback):
-    """Seconds from the start of batch ``warmup`` to the end of the last batch."""
+def _now() -> tuple[float, float, int]:
+    """(wall seconds, the process's CPU seconds, its minor page faults so far)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_minflt
+
+
+class Window:
+    """The timed window from the start of step ``warmup`` (0-based) to the end of the last step, and
+    each timed step's (wall, CPU) seconds (``steps``)."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+        self.warmup = warmup
+        self.start = self.end = self.cpu_start = self.cpu_end = 0.0
+        self.faults_start = self.faults_end = 0
+        self.steps: list[tuple[float, float]] = []
+        self._step_start = (0.0, 0.0, 0)
+
+    def begin(self, step: int) -> None:
+        self._step_start = _now()
+        if step == self.warmup:
+            self.start, self.cpu_start, self.faults_start = self._step_start
+
+    def finish(self, step: int) -> None:
+        self.end, self.cpu_end, self.faults_end = _now()
+        if step >= self.warmup:
+            self.steps.append((self.end - self._step_start[0], self.cpu_end - self._step_start[1]))
+
+
+class LightningWindow(Window, L.Callback):
+    """:class:`Window` on Lightning's batches."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            self.start = time.perf_counter()
+        self.begin(batch_idx)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.end = time.perf_counter()
+        self.finish(batch_idx)
 
 
-class HFWindow(TrainerCallback):
-    """Seconds from the start of step ``warmup`` (0-based) to the end of the last step."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+class HFWindow(Window, TrainerCallback):
+    """:class:`Window` on the HF Trainer's steps."""
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
-        if state.global_step == self.warmup:
-            self.start = time.perf_counter()
+        self.begin(state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.end = time.perf_counter()
+        self.finish(state.global_step - 1)  # global_step counts the step just done

@@ -127,9 +127,9 @@ def train_st(
     warmup: int,
     batch_size: int,
     out_dir: str,
-) -> float:
+) -> HFWindow:
     """One round of sentence-transformers' trainer on a fresh model from ``exported`` (at
-    ``max_seq_length`` tokens); the timed window's seconds."""
+    ``max_seq_length`` tokens); the timed window."""
     model = st_student(exported, max_seq_length)
     bf16 = contender.precision == "bf16"
     contender.trainer_precision = "bf16 (HF Trainer, CPU autocast)" if bf16 else "fp32"
@@ -139,4 +139,4 @@ def train_st(
     log = TokenLog(model[0])  # its backbone's forward is called directly, past any hook
     trainer.train()
     log.close(contender)
-    return window.end - window.start
+    return window

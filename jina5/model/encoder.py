@@ -22,12 +22,13 @@ Task adapters (stage 2): the lifecycle (``add_adapter``, ``set_task``, ``adapter
 switches adapter for one call and prefixes with that task's prompts (``task_prompts[task]``).
 Saving and loading (``save_pretrained`` / ``from_pretrained``) is ``jina5.model.io``.
 
-Speed paths (training settings, not encoding settings: not saved, not in the fingerprint; all off by
-default): ``attn_implementation`` (eager | sdpa | flash_attention_2; None: transformers' default),
-``gradient_checkpointing`` (recompute each block in the backward, non-reentrant), ``compile``
-(``torch.compile`` of the backbone, ``compile_mode``), ``packing`` (training forwards pack the padded
-batch into rows without pads: ``jina5.model.packing``). Every forward passes ``use_cache=False`` where the
-backbone takes it (a decoder would otherwise build a KV cache it never reads).
+Speed paths (training settings, not encoding settings: not saved, not in the fingerprint):
+``attn_implementation`` (eager | sdpa | flash_attention_2; None: auto, ``jina5.model.attention``: eager
+for training on a CPU with attention dropout, else transformers' default), ``gradient_checkpointing``
+(recompute each block in the backward, non-reentrant), ``compile`` (``torch.compile`` of the backbone,
+``compile_mode``), ``packing`` (training forwards pack the padded batch into rows without pads:
+``jina5.model.packing``; ``"auto"``: where it saves enough rows). Every forward passes ``use_cache=False``
+where the backbone takes it (a decoder would otherwise build a KV cache it never reads).
 
 Compute precision: ``encode`` runs under ``compute_precision`` (``"fp32"``, or ``"bf16"`` autocast;
 ``jina5.model.precision``), which its owner sets (the teacher, the evaluation); the vectors stay float32.
@@ -39,7 +40,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from jina5.model.adapters import TaskAdapters
+from jina5.model.attention import auto_attention
 from jina5.model.backbone import load_backbone, prune_layers
 from jina5.model.io import load_encoder, save_encoder
-from jina5.model.packing import Packed, block_diagonal_mask, check_packing_attention, pack, unpack
+from jina5.model.packing import (
+    AUTO,
+    AUTO_MIN_SAVING,
+    Packed,
+    block_diagonal_mask,
+    check_packing_attention,
+    pack,
+    unpack,
+)
 from jina5.model.pooling import POOLINGS, pool
 from jina5.model.precision import FP32, autocast
 from jina5.model.quantize import quantize
@@ -98,18 +108,21 @@ class Encoder(TaskAdapters, nn.Module):
         normalize: L2-normalise the pooled vector.
         task_prompts: per-adapter prompts, ``{task: {prompt name: prefix}}``; used instead of ``prompts``
             while that task's adapter is active (see ``jina5.model.adapters.DEFAULT_TASK_PROMPTS``).
-        attn_implementation: ``eager | sdpa | flash_attention_2`` (None: transformers' default; the
-            ``tiny:`` backbones default to eager).
+        attn_implementation: ``eager | sdpa | flash_attention_2``; None: auto, the backbone built with
+            transformers' default (the ``tiny:`` backbones: eager), whose SDPA is switched to eager while
+            the encoder trains on a CPU with attention dropout (``jina5.model.attention``).
         gradient_checkpointing: recompute each block's activations in the backward (transformers'
             ``activation_checkpointing_enable``, non-reentrant; dropout RNG replayed): less memory, ~1/3
             more compute. Training mode only.
         compile: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter names and
             checkpoints unchanged), with ``compile_mode`` (None | default | reduce-overhead |
             max-autotune...).
-        packing: in training mode, pack each padded batch into rows without pads before the backbone
-            (``jina5.model.packing``; decoders by restarting ``position_ids``, encoders with a block-diagonal
-            mask) and unpack for pooling; ``encode``, eval-mode forwards and batches where no two
-            sequences fit one row keep the padded path.
+        packing: True: in training mode, pack each padded batch into rows without pads before the
+            backbone (``jina5.model.packing``; decoders by restarting ``position_ids``, encoders with a
+            block-diagonal mask) and unpack for pooling; ``encode``, eval-mode forwards and batches where
+            no two sequences fit one row keep the padded path. ``"auto"``: the same, for the batches where
+            packing saves at least ``AUTO_MIN_SAVING`` of the rows, and only where the backbone can pack
+            (positions it takes, no flash attention); False: never.
         rope_theta: the RoPE base theta the backbone is built with (its rotary ``inv_freq``; ``jina5.model.rope``),
             instead of the one in its config; None keeps that one. A backbone without RoPE raises.
     """
@@ -131,13 +144,15 @@ class Encoder(TaskAdapters, nn.Module):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         compile_mode: str | None = None,
-        packing: bool = False,
+        packing: bool | str = False,
         rope_theta: float | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if packing:  # before the attention implementation is validated or any backbone is built
+        if packing not in (True, False, AUTO):
+            raise ValueError(f"student.packing must be true, false or {AUTO!r}, got {packing!r}")
+        if packing is True:  # before the attention implementation is validated or any backbone is built
             check_packing_attention(attn_implementation)
         if attn_implementation is not None and attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
@@ -173,10 +188,14 @@ class Encoder(TaskAdapters, nn.Module):
         forward_args = inspect.signature(self.backbone.forward).parameters
         self._accepts_positions = "position_ids" in forward_args
         self._accepts_use_cache = "use_cache" in forward_args
-        self.packing = packing
         self._causal = any(getattr(m, "is_causal", False) for m in self.backbone.modules())
-        if packing:
+        if packing is True:
             self._check_packing()
+        elif packing == AUTO and not self._can_pack():
+            packing = False
+        self.packing = packing
+        self.attn_implementation = attn_implementation
+        self._built_attention = self.backbone.config._attn_implementation
         if gradient_checkpointing:
             self.backbone.activation_checkpointing_enable({"use_reentrant": False})
         if compile:
@@ -190,6 +209,25 @@ class Encoder(TaskAdapters, nn.Module):
                 "restart their positions"
             )
         check_packing_attention(config._attn_implementation)
+
+    def _can_pack(self) -> bool:
+        try:
+            self._check_packing()
+        except ValueError:
+            return False
+        return True
+
+    def train(self, mode: bool = True) -> Encoder:
+        """``nn.Module.train``, and the attention implementation of the mode when it is auto
+        (``attn_implementation`` None; ``jina5.model.attention.auto_attention``): set here, not per
+        forward, so a recomputation in the backward (gradient checkpointing) runs the forward's."""
+        super().train(mode)
+        if self.attn_implementation is None:
+            device = next(self.backbone.parameters()).device
+            self.backbone.config._attn_implementation = auto_attention(
+                self.backbone.config, self._built_attention, mode, device
+            )
+        return self
 
     # ------------------------------------------------------------------ training path
     @property
@@ -223,6 +261,7 @@ class Encoder(TaskAdapters, nn.Module):
                 self._position_offset,
                 lengths=lengths,
                 left_padded=self.tokenizer.padding_side == "left",
+                min_saving=AUTO_MIN_SAVING if self.packing == AUTO else 0.0,
             )
         if packed is not None:
             hidden = self.packed_hidden(packed, kwargs)
@@ -234,6 +273,32 @@ class Encoder(TaskAdapters, nn.Module):
             ).last_hidden_state
         emb = pool(hidden, attention_mask, self.pooling).float()
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    def forward_many(self, batches: Sequence[Mapping]) -> list[Tensor]:
+        """The (B_i, H) embeddings of several token batches ({input_ids, attention_mask[, lengths]} each,
+        as ``forward`` takes them), in one backbone forward where that costs no more than one forward
+        each: their rows concatenated, each batch widened with pads on the padding side to the widest,
+        when every batch has that width already or when the forward packs (training with ``packing``:
+        the pads are dropped again). Fewer, larger matmuls. Each row's embedding depends on that row
+        alone, so the result equals separate forwards to float rounding (with dropout on, the same
+        masks are not drawn: they are drawn for the merged layout)."""
+        width = max(b["input_ids"].shape[1] for b in batches)
+        same = all(b["input_ids"].shape[1] == width for b in batches)
+        if len(batches) == 1 or not (same or (self.packing and self.training)):
+            return [self(**b) for b in batches]
+        left = self.tokenizer.padding_side == "left"
+
+        def widen(t: Tensor, value: int) -> Tensor:
+            gap = width - t.shape[1]
+            return nn.functional.pad(t, (gap, 0) if left else (0, gap), value=value)
+
+        input_ids = torch.cat([widen(b["input_ids"], self.tokenizer.pad_token_id) for b in batches])
+        mask = torch.cat([widen(b["attention_mask"], 0) for b in batches])
+        lengths = None
+        if all(b.get("lengths") is not None for b in batches):
+            lengths = [n for b in batches for n in b["lengths"]]
+        out = self(input_ids=input_ids, attention_mask=mask, lengths=lengths)
+        return list(out.split([b["input_ids"].shape[0] for b in batches]))
 
     def packed_hidden(self, packed: Packed, kwargs: dict) -> Tensor:
         """The backbone on a packed batch (``jina5.model.packing``), unpacked to the padded (B, L, H)."""

@@ -20,6 +20,11 @@ sequences:
 - encoders (bidirectional): a block-diagonal 4D mask, M[r, 0, i, j] = [segment_ri == segment_rj]
   (``block_diagonal_mask``), which transformers takes as is.
 
+``packing: auto`` packs a batch only when the rows it saves, 1 - R / B, are at least
+``AUTO_MIN_SAVING``: the padded batch and the packed one compute on B and R rows of the same width, so
+that fraction is the compute saved, and below it the packing's own work (index copies, the block mask)
+eats the gain.
+
 The padded layout is restored for pooling (``unpack``), so pooling is the padded path's own code
 (``jina5.model.pooling.pool``) reading the same per-sequence tokens: mean, cls and last_token all follow
 the sequence boundaries.
@@ -32,6 +37,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+AUTO = "auto"  # the `packing` setting that packs where it pays (``AUTO_MIN_SAVING``)
+AUTO_MIN_SAVING = 0.1  # the fraction of rows packing must save under `packing: auto`
 
 
 def first_fit_decreasing(lengths: list[int], capacity: int) -> tuple[list[int], list[int], list[int]]:
@@ -69,9 +77,11 @@ def pack(
     position_offset: int = 0,
     lengths: Sequence[int] | None = None,
     left_padded: bool | None = None,
+    min_saving: float = 0.0,
 ) -> Packed | None:
-    """Pack a padded batch (B, L) (right or left padded: each row's real tokens contiguous) into rows;
-    None when no two sequences share a row (the padded batch is then as small, and its mask simpler).
+    """Pack a padded batch (B, L) (right or left padded: each row's real tokens contiguous) into R rows;
+    None when no two sequences share a row (the padded batch is then as small, and its mask simpler), or
+    when the fraction of rows saved, 1 - R / B, is below ``min_saving``.
 
     The placement is planned on the host: from ``lengths`` (each row's real tokens, host ints: the
     collator's, ``jina5.data.collate``) and ``left_padded`` when given, with no read of the mask;
@@ -94,7 +104,7 @@ def pack(
     row, offset, used = first_fit_decreasing(sizes, capacity)
     lengths = torch.tensor(sizes, dtype=torch.long)
     n_rows = len(used)
-    if n_rows == b:
+    if n_rows == b or 1 - n_rows / b < min_saving:
         return None
     seq = torch.repeat_interleave(torch.arange(b), lengths)  # (T,) sequence of each real token
     j = torch.arange(len(seq)) - (lengths.cumsum(0) - lengths)[seq]  # position within its sequence

@@ -11,7 +11,8 @@ Reuse. A run directory is named by ``run_name``, not by every setting, so
 otherwise skip (``done.json``) or resume (``last.ckpt``) the default run and report it as the
 lr=3e-4 one. ``jina5.runs.lifecycle`` writes the resolved config to ``<run dir>/config.yaml`` before fitting
 and, before reusing anything, compares it with the new one via :func:`config_changes`. Keys in
-:data:`RESUME_SAFE` may differ (bookkeeping and logging, or ``trainer.max_steps``: extending a run);
+:data:`RESUME_SAFE` may differ (bookkeeping and logging, ``trainer.max_steps``: extending a run, and the
+CPU speed paths, which train the same model);
 paths that contain the run directory are compared relative to it, so a moved ``outputs/`` still
 matches. A stored config that names a module by its path in the flat layout (``jina5.module.EmbeddingModule``)
 is read with today's path (:func:`current_targets`), so those run directories are still reused.
@@ -69,6 +70,11 @@ RESUME_SAFE = (
     "trainer.max_steps",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
+    # speed paths that train the same model (to float rounding; tests/unit/training/test_speed_levers.py)
+    "student.attn_implementation",
+    "student.packing",
+    "module.keep_freed_memory",
+    "module.merged_forward",
 )
 
 

@@ -39,6 +39,7 @@ from torch.optim import Optimizer
 from jina5.losses import EmbeddingBatch
 from jina5.model.encoder import Encoder
 from jina5.model.placement import run_device, trainer_setup_forwards
+from jina5.training import allocator
 from jina5.training.dev_metrics import dev_ndcg_at_10, distilled_cosines, similarity_agreement
 from jina5.training.distributed import broadcast_from_rank0, gather_batch, world_size
 from jina5.training.grad_cache import grad_cache_backward, no_backward_sync
@@ -94,6 +95,11 @@ class EmbeddingModule(L.LightningModule):
         gradient_clip_val, gradient_clip_algorithm: the trainer's clipping, done here under GradCache
             (Lightning forbids it on the Trainer under manual optimisation; ``jina5.train.build`` moves
             ``trainer.gradient_clip_val`` here). Unused by the plain path (the Trainer clips).
+        keep_freed_memory: at the start of a fit, set glibc's allocator to keep freed blocks for reuse
+            (``jina5.training.allocator``; Linux-glibc only); off by default, so a module built by hand
+            leaves the process's allocator alone.
+        merged_forward: embed a batch's query, document and negatives in one encoder forward where
+            their widths allow (``Encoder.forward_many``); off by default (one forward each).
     """
 
     def __init__(
@@ -110,6 +116,8 @@ class EmbeddingModule(L.LightningModule):
         grad_cache: Mapping | None = None,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
+        keep_freed_memory: bool = False,
+        merged_forward: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -126,6 +134,8 @@ class EmbeddingModule(L.LightningModule):
         self.automatic_optimization = self.chunk_size is None
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = gradient_clip_algorithm
+        self.keep_freed_memory = keep_freed_memory
+        self.merged_forward = merged_forward
         self.resuming = False  # set by jina5.train before a fit that resumes (setup cannot tell yet)
         # chosen now, by name, before any wrapping: FSDP flattens every parameter to 1-D
         self.no_decay_names = frozenset(
@@ -137,12 +147,15 @@ class EmbeddingModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
-        """The projection warm start of a fresh fit. Lightning calls ``setup`` before the strategy
-        moves the model and wraps it (DDP, FSDP: ``Trainer._run``), so the student encodes with whole
-        weights, and DDP's constructor then broadcasts rank 0's psi (``warm_start_projection`` also
-        broadcasts it, for strategies that do not). A resume (``resuming``, or a trainer given
-        ``ckpt_path`` before ``fit``) skips it: the checkpoint holds psi."""
+        """The allocator setting (``keep_freed_memory``) and the projection warm start of a fresh fit.
+        Lightning calls ``setup`` before the strategy moves the model and wraps it (DDP, FSDP:
+        ``Trainer._run``), so the student encodes with whole weights, and DDP's constructor then
+        broadcasts rank 0's psi (``warm_start_projection`` also broadcasts it, for strategies that do
+        not). A resume (``resuming``, or a trainer given ``ckpt_path`` before ``fit``) skips the warm
+        start: the checkpoint holds psi."""
         resuming = self.resuming or self.trainer.ckpt_path is not None
+        if stage == "fit" and self.keep_freed_memory:
+            allocator.keep_freed_memory()
         if stage == "fit" and self.projection_warm_start and not resuming:
             self.warm_start_projection(self.projection_warm_start)
 
@@ -186,13 +199,17 @@ class EmbeddingModule(L.LightningModule):
 
     def encode_triplet(self, batch: dict) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """Query (B, D), document (B, D) and, when the batch has them, negatives (B, K, D) vectors; a
-        texts-only batch (``query`` None) has only its texts, as documents."""
-        q = None if batch["query"] is None else self.encoder(**batch["query"])
-        d = self.encoder(**batch["document"])
-        n = None
-        if batch.get("negatives") is not None:
-            n = self.encoder(**batch["negatives"]).view(d.shape[0], batch["negatives_per_query"], -1)
-        return q, d, n
+        texts-only batch (``query`` None) has only its texts, as documents. ``merged_forward``: the
+        fields in one encoder forward where their widths allow (``Encoder.forward_many``)."""
+        names = [f for f in ("query", "document", "negatives") if batch.get(f) is not None]
+        if self.merged_forward:
+            out = dict(zip(names, self.encoder.forward_many([batch[f] for f in names]), strict=True))
+        else:
+            out = {f: self.encoder(**batch[f]) for f in names}
+        d, n = out["document"], out.get("negatives")
+        if n is not None:
+            n = n.view(d.shape[0], batch["negatives_per_query"], -1)
+        return out.get("query"), d, n
 
     def embedding_batch(
         self, batch: dict, embeddings: tuple[Tensor | None, Tensor, Tensor | None] | None = None

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from jina5.model.attention import auto_attention
 from jina5.model.encoder import Encoder
 from jina5.model.packing import block_diagonal_mask, first_fit_decreasing, pack, unpack
 from jina5.model.pooling import pool
+from jina5.model.tiny import tiny_model_and_tokenizer
 
 TEXTS = [
     "hello world this is a test",
@@ -238,3 +240,129 @@ def test_compile_inductor_matches_eager():
     torch._dynamo.reset()
     plain, compiled = pair("bert", "mean", compile=True, compile_mode="default")
     assert_match(plain, compiled, atol=1e-5)
+
+
+# ---------------------------------------------------------------- auto attention (jina5.model.attention)
+def sdpa_built(attention_dropout: float = 0.1, **kwargs) -> Encoder:
+    """A tiny BERT built with SDPA (the bundled MiniLM's default), with ``attention_dropout``."""
+    model, tokenizer = tiny_model_and_tokenizer("bert", attn_implementation="sdpa")
+    model.config.attention_probs_dropout_prob = attention_dropout
+    return Encoder(model, tokenizer=tokenizer, **kwargs)
+
+
+def test_auto_attention_is_eager_while_training_on_cpu_with_attention_dropout():
+    enc = sdpa_built()
+    assert enc.train().backbone.config._attn_implementation == "eager"
+    assert enc.eval().backbone.config._attn_implementation == "sdpa"  # no dropout: SDPA's fused kernel
+    enc.encode(["a text"])  # eval and back to the mode it was in
+    assert enc.backbone.config._attn_implementation == "sdpa"
+    enc.train()
+    enc.encode(["a text"])
+    assert enc.backbone.config._attn_implementation == "eager"
+    assert sdpa_built(attention_dropout=0.0).train().backbone.config._attn_implementation == "sdpa"
+    assert sdpa_built(attn_implementation="sdpa").train().backbone.config._attn_implementation == "sdpa"
+
+
+def test_auto_attention_keeps_sdpa_off_cpu():
+    config = sdpa_built().backbone.config
+    assert auto_attention(config, "sdpa", True, torch.device("cuda", 0)) == "sdpa"
+    assert auto_attention(config, "sdpa", True, torch.device("cpu")) == "eager"
+    assert auto_attention(config, "flash_attention_2", True, torch.device("cpu")) == "flash_attention_2"
+
+
+@pytest.mark.parametrize("model_type", ["bert", "eurobert"])
+def test_eager_matches_sdpa_with_dropout_on(model_type):
+    """SDPA with dropout on a CPU runs its math path: the same dropout draws as eager attention, so
+    the embeddings and gradients are equal, dropout masks included."""
+    sdpa, eager = pair(model_type, "mean", dropout=True, attn="sdpa")
+    eager.backbone.config._attn_implementation = "eager"
+    if model_type == "eurobert":
+        for enc in (sdpa, eager):
+            enc.backbone.config.attention_dropout = 0.1
+    assert_match(sdpa, eager, atol=1e-6)
+
+
+def test_auto_attention_with_gradient_checkpointing_recomputes_with_the_forwards_implementation():
+    """The recomputation in the backward runs after the forward returned: the implementation is the
+    mode's (set by train()), not restored at the end of a forward."""
+    plain = sdpa_built()
+    ckpt = sdpa_built(gradient_checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    plain.train(), ckpt.train()
+    assert_match(plain, ckpt, atol=1e-6)
+
+
+# ---------------------------------------------------------------- packing: auto
+def test_pack_min_saving_declines_a_batch_that_saves_too_few_rows():
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])  # 4 rows -> 3: saves 1/4
+    ids = torch.ones(4, 4, dtype=torch.long)
+    assert pack(ids, mask, pad_id=0, min_saving=0.25).input_ids.shape[0] == 3
+    assert pack(ids, mask, pad_id=0, min_saving=0.26) is None
+
+
+def test_packing_auto_packs_only_where_it_saves_enough_rows(monkeypatch):
+    plain, auto = pair("bert", "mean", packing="auto")
+    packed = []
+    forward = auto.packed_hidden
+    monkeypatch.setattr(auto, "packed_hidden", lambda p, kw: packed.append(p) or forward(p, kw))
+    assert_match(plain, auto, atol=1e-5)
+    assert len(packed) == 1 and packed[0].input_ids.shape[0] == 3  # TEXTS: 6 rows -> 3
+    # 9 texts of 10 tokens ([CLS] 8 characters [SEP]) and 2 of 4: 11 rows -> 10, a saving of 1/11 < 10%
+    batch = auto.tokenize(["abcdefgh"] * 9 + ["ab"] * 2)
+    auto(**batch)
+    assert len(packed) == 1
+    assert pack(**batch, pad_id=auto.tokenizer.pad_token_id).input_ids.shape[0] == 10  # packing=true would
+
+
+def test_packing_auto_is_off_where_the_backbone_cannot_pack():
+    plain = Encoder("tiny:qwen3", **SETTINGS["qwen3"])
+    plain.backbone.config._attn_implementation = "flash_attention_2"  # no flash-attn package on CPU
+    assert Encoder(plain.backbone, tokenizer=plain.tokenizer, packing="auto").packing is False
+
+
+def test_packing_setting_is_checked_naming_the_key():
+    with pytest.raises(ValueError, match="student.packing must be true, false or 'auto', got 'yes'"):
+        Encoder("tiny:bert", packing="yes")
+
+
+# ---------------------------------------------------------------- one forward for several batches
+@pytest.mark.parametrize("model_type", ["bert", "qwen3"])
+@pytest.mark.parametrize("packing", [False, True])
+def test_forward_many_equals_one_forward_each(model_type, packing):
+    """Query, document and negatives batches of different widths: merged when the encoder packs (one
+    backbone forward), else one forward each (widths differ); the same embeddings and gradients."""
+    enc = pair(model_type, "mean", packing=packing)[1]
+    batches = [enc.tokenize(TEXTS[:2]), enc.tokenize(TEXTS[2:4]), enc.tokenize(TEXTS[3:] * 2)]
+    calls = []
+    enc.backbone.register_forward_pre_hook(lambda *a: calls.append(1))
+    weights = [
+        torch.randn(len(b["input_ids"]), enc.dim, generator=torch.Generator().manual_seed(i))
+        for i, b in enumerate(batches)
+    ]
+
+    def run(embed) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        enc.zero_grad()
+        out = embed()
+        sum((o * w).sum() for o, w in zip(out, weights, strict=True)).backward()
+        return [o.detach() for o in out], {
+            n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None
+        }
+
+    many, many_grads = run(lambda: enc.forward_many(batches))
+    assert len(calls) == (1 if packing else 3)
+    each, each_grads = run(lambda: [enc(**b) for b in batches])
+    for a, b in zip(many, each, strict=True):
+        assert (a - b).abs().max() <= 1e-5
+    for name, g in each_grads.items():
+        assert (many_grads[name] - g).abs().max() <= 1e-5 * max(1.0, float(g.abs().max())), name
+
+
+def test_forward_many_merges_batches_of_one_width_without_packing():
+    enc = pair("bert", "mean")[1]
+    batches = [enc.tokenize(["abcd", "ef"]), enc.tokenize(["ghij", "klm"])]
+    calls = []
+    enc.backbone.register_forward_pre_hook(lambda *a: calls.append(1))
+    many = enc.forward_many(batches)
+    assert len(calls) == 1
+    for a, b in zip(many, [enc(**b) for b in batches], strict=True):
+        assert (a - b).abs().max() <= 1e-6

@@ -17,22 +17,41 @@ from jina5.training.module import finite_check_interval
 from jina5.training.optimizer import resolve_fused
 
 
-def test_fused_auto_is_true_on_cuda_and_torch_default_elsewhere():
+def test_fused_auto_is_true_where_torch_has_fused_kernels_and_torch_default_elsewhere():
     auto = partial(torch.optim.AdamW, lr=0.1, fused=None)
     assert resolve_fused(auto, torch.device("cuda", 0)).keywords == {"lr": 0.1, "fused": True}
-    assert resolve_fused(auto, torch.device("cpu")).keywords == {"lr": 0.1}
+    assert resolve_fused(auto, torch.device("cpu")).keywords == {"lr": 0.1, "fused": True}
+    assert resolve_fused(auto, torch.device("meta")).keywords == {"lr": 0.1}  # no fused kernel
     explicit = partial(torch.optim.AdamW, lr=0.1, fused=False)
     assert resolve_fused(explicit, torch.device("cuda")) is explicit
     assert resolve_fused(torch.optim.SGD, torch.device("cuda")) is torch.optim.SGD
 
 
-def test_the_configured_adamw_on_cpu_is_torchs_default_adamw():
+def test_the_configured_adamw_on_cpu_is_fused_and_steps_as_torchs_default_adamw():
+    """Fused AdamW (one kernel) against torch's default (a loop of tensor ops): the same update, so
+    the same weights after 20 steps to fp32 rounding, in two groups (weight decay and none)."""
     cfg = compose([]).optimizer
     assert cfg.fused is None
-    params = [torch.nn.Parameter(torch.ones(2))]
-    got = resolve_fused(instantiate(cfg), torch.device("cpu"))(params)
-    ref = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
-    assert got.defaults == ref.defaults
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(64, 32, generator=gen), torch.randn(32, generator=gen)]
+    grads = [[torch.randn(p.shape, generator=gen) for p in init] for _ in range(20)]
+    weights = {}
+    for fused in (True, False):
+        params = [torch.nn.Parameter(p.clone()) for p in init]
+        groups = [{"params": params[:1]}, {"params": params[1:], "weight_decay": 0.0}]
+        factory = resolve_fused(instantiate(cfg), torch.device("cpu"))
+        if not fused:
+            factory = partial(factory.func, **{k: v for k, v in factory.keywords.items() if k != "fused"})
+        optimizer = factory(groups)
+        assert optimizer.defaults.get("fused") == (fused or None)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        weights[fused] = [p.detach() for p in params]
+    for a, b, p0 in zip(weights[True], weights[False], init, strict=True):
+        assert not torch.equal(a, p0)
+        assert (a - b).abs().max() <= 1e-6
 
 
 def test_finite_check_interval_is_every_step_on_cpu_and_the_log_interval_elsewhere():

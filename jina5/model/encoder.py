@@ -223,9 +223,8 @@ class Encoder(TaskAdapters, nn.Module):
         forward, so a recomputation in the backward (gradient checkpointing) runs the forward's."""
         super().train(mode)
         if self.attn_implementation is None:
-            device = next(self.backbone.parameters()).device
             self.backbone.config._attn_implementation = auto_attention(
-                self.backbone.config, self._built_attention, mode, device
+                self.backbone.config, self._built_attention, mode, self.device
             )
         return self
 

@@ -98,10 +98,10 @@ from bench_train_levers import ALL_NAME, TODAY_NAME, glibc_as_today, matmul_ceil
 from bench_train_st import st_dataset, st_loss, st_student, st_trainer, train_st
 from bench_train_table import lever_table, print_table, ratios
 from hydra.utils import instantiate
+from jina5.conf import compose
 from omegaconf import DictConfig
 from sentence_transformers import SentenceTransformer
 
-from jina5.conf import compose
 from jina5.data.datamodule import PairDataModule
 from jina5.model.encoder import Encoder
 from jina5.model.precision import cpu_bf16_flags, lightning_precision

@@ -3,7 +3,7 @@ None): eager instead of SDPA while training on a CPU with attention dropout.
 
 torch's CPU SDPA kernels (flash attention for CPU) take no dropout, so with attention dropout on SDPA
 falls back to its math path: the same operations as eager attention (QK^T / sqrt(d) + mask, softmax,
-dropout, times V) with extra copies, so eager is faster (about 6% of the embedded default student's
+dropout, times V) with extra copies, so eager is faster (6-10% of the embedded default student's
 bf16 step). Both draw the same dropout mask from the same random stream (one ``dropout`` over the
 (B, heads, L, L) probabilities), so the embeddings and gradients are equal to float rounding, with
 dropout on (``tests/unit/model/test_speed_paths.py``). Without dropout (evaluation) SDPA runs its fused

@@ -278,7 +278,8 @@ class Encoder(TaskAdapters, nn.Module):
         as ``forward`` takes them), in one backbone forward where that costs no more than one forward
         each: their rows concatenated, each batch widened with pads on the padding side to the widest,
         when every batch has that width already or when the forward packs (training with ``packing``:
-        the pads are dropped again). Fewer, larger matmuls. Each row's embedding depends on that row
+        the pads are dropped again; ``"auto"`` keeps them only where they cost under ``AUTO_MIN_SAVING``
+        of the rows). Fewer, larger matmuls. Each row's embedding depends on that row
         alone, so the result equals separate forwards to float rounding (with dropout on, the same
         masks are not drawn: they are drawn for the merged layout)."""
         width = max(b["input_ids"].shape[1] for b in batches)

@@ -87,6 +87,17 @@ def _read_pins(path: Path = REQUIREMENTS_FILE) -> dict[str, str]:
 _PINS = _read_pins()
 
 
+def installed_asset_versions() -> dict[str, str | None]:
+    """{asset package: its installed version, None where it is not installed}, for every pinned one."""
+    versions: dict[str, str | None] = {}
+    for dist in sorted(_PINS):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
 def _distribution(dist: str) -> md.Distribution:
     try:
         return md.distribution(dist)

@@ -51,6 +51,7 @@ from jina5.data.hard_negatives import MiningConfig
 from jina5.data.manifest import (
     MANIFEST_FILE,
     DataChangedError,
+    inputs_digest,
     mix_manifest,
     record_manifest,
     table_fingerprint,
@@ -291,6 +292,10 @@ class PairDataModule(L.LightningDataModule):
         tables = self.load_tables([s for s in self.specs if s.name in names], (0, world))
         return {t.spec.name: table_fingerprint(t) for t in tables}
 
+    def inputs_digest(self) -> str | None:
+        """What the mix is read from, hashed (``jina5.data.manifest.inputs_digest``)."""
+        return inputs_digest(self.specs)
+
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -375,7 +380,9 @@ class PairDataModule(L.LightningDataModule):
         if rank == 0:
             path = Path(self.manifest_dir) / MANIFEST_FILE
             try:
-                record_manifest(path, self.manifest(), self.resume_step, self.accept_changed_data)
+                record_manifest(
+                    path, self.manifest(), self.resume_step, self.accept_changed_data, self.inputs_digest()
+                )
             except DataChangedError as err:  # raised below, once every rank knows
                 refused = err
         if world > 1 and self._sum_over_ranks([int(refused is not None)])[0] and refused is None:

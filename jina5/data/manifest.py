@@ -10,6 +10,12 @@ the run with the step it began at::
     "history": [{"began_at_step": 0, "datasets": {"bbc": {"rows": 64, "sha1": "..."}, ...}},
                 {"began_at_step": 6, "datasets": {...}}]
 
+A start also records ``inputs_sha1`` (:func:`inputs_digest`): the sha1 of the bytes of every local
+source file of the mix and the installed versions of the bundled data packages. A finished run whose
+config is unchanged (``jina5.runs.config``) and whose inputs hash the same read the same rows, so it is
+skipped without loading the mix; where the digest differs, or cannot be taken (an ``hf:`` hub source),
+the mix is loaded and its rows compared.
+
 A fresh run writes a history of one start. A resumed run (:func:`record_manifest` with its resume step)
 compares the data it reads now with the newest entry: changed data raises :class:`DataChangedError`
 naming each changed dataset (old vs new rows and hash) and the ways out, unless the run accepts it
@@ -26,8 +32,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jina5.assets import installed_asset_versions
 from jina5.atomic import atomic_write_text
-from jina5.data.pairs import PairTable
+from jina5.data.pairs import DatasetSpec, PairTable
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,33 @@ def table_fingerprint(table: PairTable) -> dict[str, Any]:
     labels])``, so any changed, added, dropped or reordered row changes it."""
     content = [table.queries, table.documents, table.negatives, table.scores, table.labels]
     return {"rows": len(table), "sha1": hashlib.sha1(json.dumps(content).encode()).hexdigest()}
+
+
+def local_source(source: str) -> Path | None:
+    """The local file or folder a source names (``path``, or ``hf:<local folder>[:config]:split``);
+    None for a hub id (no such local path)."""
+    path = Path(source.removeprefix("hf:").split(":", 1)[0] if source.startswith("hf:") else source)
+    return path if path.exists() else None
+
+
+def inputs_digest(specs: Sequence[DatasetSpec]) -> str | None:
+    """sha1 of what the mix's rows are read from: the bytes of every local source file (a folder: each
+    file under it, by relative path) and the installed version of every bundled data package; None when
+    a spec reads a hub dataset, whose content is not a local file."""
+    sha = hashlib.sha1(json.dumps(installed_asset_versions()).encode())
+    for spec in specs:
+        if not spec.source:
+            continue
+        path = local_source(spec.source)
+        if path is None:
+            return None
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            sha.update(f"{spec.name}:{file.relative_to(path) if path.is_dir() else file.name}\n".encode())
+            with file.open("rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    sha.update(block)
+    return sha.hexdigest()
 
 
 def mix_manifest(
@@ -151,11 +185,13 @@ def changed_data_error(
     )
 
 
-def record_manifest(path: Path, manifest: dict, resume_step: int | None, accept_changed: bool) -> None:
+def record_manifest(
+    path: Path, manifest: dict, resume_step: int | None, accept_changed: bool, inputs: str | None = None
+) -> None:
     """Write ``manifest`` to ``path`` with its ``history`` (module docstring): a fresh run
     (``resume_step`` None) starts a history of one start; a resumed run checks its data against the
     newest start in ``path`` (raises :class:`DataChangedError` when it changed, unless ``accept_changed``)
-    and appends a start at ``resume_step``."""
+    and appends a start at ``resume_step``. ``inputs``: the start's :func:`inputs_digest`."""
     current = manifest_fingerprint(manifest)
     history: list[dict] = []
     if resume_step is not None and path.exists():
@@ -181,6 +217,8 @@ def record_manifest(path: Path, manifest: dict, resume_step: int | None, accept_
             MANIFEST_FILE,
         )
     start = {"began_at_step": resume_step or 0, "datasets": current}
+    if inputs is not None:
+        start["inputs_sha1"] = inputs
     atomic_write_text(
         path, json.dumps({**manifest, "history": [*history, start]}, indent=1, sort_keys=True) + "\n"
     )

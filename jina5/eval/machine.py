@@ -17,7 +17,8 @@ LIBRARIES = ("torch", "transformers", "lightning", "sentence-transformers", "num
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's ``model name`` (Linux ``/proc/cpuinfo``), else ``platform.processor()``, else ``unknown``."""
+    """The CPU's ``model name`` (Linux ``/proc/cpuinfo``), else its architecture (``platform.machine()``,
+    which starts no process, unlike ``platform.processor()``), else ``unknown``."""
     try:
         for line in Path(cpuinfo).read_text().splitlines():
             key, _, value = line.partition(":")
@@ -25,7 +26,7 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
                 return value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.machine() or "unknown"
 
 
 @functools.cache

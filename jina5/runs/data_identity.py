@@ -3,7 +3,8 @@
 A run directory is reused by name and config (``jina5.runs.config``); the same config can read other data
 (a data file rewritten behind an unchanged path, a hub split that moved). A finished run's
 ``data_manifest.json`` holds the fingerprint of the data it trained on (``jina5.data.manifest``: rows and
-content hash per dataset); :func:`check_same_data` loads the mix as training would (rank 0's share of an
+content hash per dataset, and the digest of the files they were read from). :func:`check_same_data`
+accepts a run whose input files hash as they did (no loading); otherwise it loads the mix as training would (rank 0's share of an
 ``hf:`` source, as in the manifest; no model, teacher or trainer) and refuses changed data with
 ``DataChangedError``, unless ``accept_changed_data=true`` keeps the finished run as it is (logged). A
 resumed run is checked in its data module's setup instead, where the tables are loaded anyway
@@ -35,6 +36,9 @@ def check_same_data(cfg: DictConfig, run_dir: Path) -> None:
     stored = json.loads(path.read_text())
     start = newest_start(stored)
     datamodule = instantiate(cfg.data, encoder=None, teacher=None)
+    if start.get("inputs_sha1") and datamodule.inputs_digest() == start["inputs_sha1"]:
+        log.info("%s: the data files hash as when it trained", run_dir)
+        return
     current = datamodule.fingerprint(start["datasets"], world=int(stored.get("world_size", 1)))
     changes = data_changes(start["datasets"], current)
     if not changes:

@@ -20,9 +20,12 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt jina5/requirements-assets
 
 setup: $(STAMP)
 
+# Each tier in its own process: the end-to-end tier trains and evaluates in-process many times over,
+# loading every native library (torch, faiss, onnxruntime, openvino) and forking workers on top.
 test: setup
 	$(BIN)/ruff check jina5 conf tests experiments
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/e2e
 
 lint: setup
 	$(BIN)/ruff check jina5 conf tests experiments

@@ -215,9 +215,31 @@ def test_table5_and_table6_runs_are_adapters_on_the_shared_stage1_base(tmp_path,
     monkeypatch.setattr(sweep, "evaluate_model", fake_evaluate)
     toy = [*TOY, "trainer.val_check_interval=1"]
     base = tmp_path / "outputs" / "runs" / "stage1_base-seed0"
-    sweep.main(["table5", "--steps", "2", "--results", str(tmp_path / "r.jsonl"), *toy])
+    sweep.main(
+        [
+            "table5",
+            "--steps",
+            "2",
+            "--results",
+            str(tmp_path / "r.jsonl"),
+            "--out",
+            str(tmp_path / "t5"),
+            *toy,
+        ]
+    )
     stamp = (base / "done.json").stat().st_mtime_ns
-    sweep.main(["table6", "--steps", "2", "--results", str(tmp_path / "r.jsonl"), *toy])
+    sweep.main(
+        [
+            "table6",
+            "--steps",
+            "2",
+            "--results",
+            str(tmp_path / "r.jsonl"),
+            "--out",
+            str(tmp_path / "t6"),
+            *toy,
+        ]
+    )
     assert (base / "done.json").stat().st_mtime_ns == stamp  # trained once: table6 found it done
     stage2 = tmp_path / "outputs" / "stage2" / "stage1_base-seed0" / "runs"
     rows = {*load_sweeps()["table5"]["experiments"], *load_sweeps()["table6"]["experiments"]}

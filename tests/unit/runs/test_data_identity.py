@@ -36,7 +36,9 @@ def test_the_digest_follows_the_bytes_of_local_sources_and_is_none_for_a_hub_id(
     before = inputs_digest([shards])
     (folder / "part-1.jsonl").write_text("")
     assert before is not None and inputs_digest([shards]) != before
-    assert inputs_digest([DatasetSpec(name="hub", source="hf:sentence-transformers/all-nli:pair:train")]) is None
+    assert (
+        inputs_digest([DatasetSpec(name="hub", source="hf:sentence-transformers/all-nli:pair:train")]) is None
+    )
     assert inputs_digest([DatasetSpec(name="bbc")]) == inputs_digest([])  # bundled: the package versions
 
 

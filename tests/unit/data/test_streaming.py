@@ -284,7 +284,12 @@ def test_the_manifest_records_the_mix_as_set_up(hub_dir, tmp_path):
     manifest = json.loads((tmp_path / "run" / MANIFEST_FILE).read_text())
     history = manifest.pop("history")
     assert manifest == dm.manifest() and manifest["world_size"] == 2
-    assert history == [{"began_at_step": 0, "datasets": manifest_fingerprint(manifest)}]
+    start = {
+        "began_at_step": 0,
+        "datasets": manifest_fingerprint(manifest),
+        "inputs_sha1": dm.inputs_digest(),
+    }
+    assert history == [start] and len(start["inputs_sha1"]) == 40
     # a finished run's check loads the mix without setting up: the same fingerprint (rank 0's shares)
     assert PairDataModule(mix, encoder=None).fingerprint(mix, world=2) == manifest_fingerprint(manifest)
     bbc, pairs, few = manifest["datasets"]

@@ -1,20 +1,11 @@
-"""Shared fixtures: a private cache root per test session; the `gpu` tier skips without CUDA.
-
-The test process starts its child processes with fork, not vfork (``subprocess._USE_VFORK``, CPython's
-documented escape hatch): late in a long pytest process that has loaded torch, tokenizers, faiss,
-onnxruntime and openvino, the parent died of SIGSEGV (no Python traceback; a libc memset on an unmapped
-heap page) inside a ``subprocess.run`` (``platform.processor()``, a child-process test), at different tests
-from run to run. The cause was not found; with fork the suite has not crashed."""
+"""Shared fixtures: a private cache root per test session; the `gpu` tier skips without CUDA."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 import torch
-
-subprocess._USE_VFORK = False
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -97,6 +97,9 @@ class PairDataModule(L.LightningDataModule):
         dev_datasets / dev_pairs: corpora whose dev split gives ``dev_pairs`` pairs each.
         split_seed: the data split's seed (fixed across training seeds, so evaluation never moves).
         seed: the batch stream's seed.
+        sample_seed: the seed of the rows a dataset keeps (its ``max_rows`` draw, its label triplets); None:
+            ``seed``. A fixed value gives every training seed of a sweep the same sample, so seeds differ
+            in order, dropout and initialisation alone and share one teacher cache fill.
         hard_negatives: ``MiningConfig`` kwargs: mine negatives for every dataset without its own
             (None: no mining).
         max_rows_cap: a cap on every dataset's rows on top of its own ``max_rows`` (smoke runs).
@@ -133,6 +136,7 @@ class PairDataModule(L.LightningDataModule):
         dev_pairs: int = 100,
         split_seed: int = 0,
         seed: int = 0,
+        sample_seed: int | None = None,
         num_workers: int = 0,
         hard_negatives: dict | None = None,
         max_rows_cap: int | None = None,
@@ -155,6 +159,7 @@ class PairDataModule(L.LightningDataModule):
         self.query_instruction, self.document_instruction = query_instruction, document_instruction
         self.dev_datasets, self.dev_pairs = list(dev_datasets), dev_pairs
         self.split_seed, self.seed, self.num_workers = split_seed, seed, num_workers
+        self.sample_seed = seed if sample_seed is None else sample_seed
         if pin_memory not in (True, False, "auto"):
             raise ValueError(f"data.pin_memory must be true, false or auto, got {pin_memory!r}")
         self.pin_memory, self.manifest_dir = pin_memory, manifest_dir
@@ -282,7 +287,7 @@ class PairDataModule(L.LightningDataModule):
                 [s.name for s in texts_only],
             )
         shard = functools.partial(self._shard, rank_world=rank_world)
-        return load_mix_tables(specs, self.split_seed, self.seed, held_out, splits, shard)
+        return load_mix_tables(specs, self.split_seed, self.sample_seed, held_out, splits, shard)
 
     def fingerprint(self, names: Collection[str], world: int = 1) -> dict[str, dict]:
         """Rank 0's fingerprint (``jina5.data.manifest.table_fingerprint``) of the datasets ``names`` of the
@@ -412,7 +417,14 @@ class PairDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         weights = self.sampling_weights()
         return mix_manifest(
-            self.tables, self.rows_all_ranks, weights, rank, world, self.seed, self.split_seed
+            self.tables,
+            self.rows_all_ranks,
+            weights,
+            rank,
+            world,
+            self.seed,
+            self.split_seed,
+            self.sample_seed,
         )
 
     def _pin(self) -> bool:

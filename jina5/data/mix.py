@@ -63,24 +63,27 @@ def check_mix_config(data: Mapping) -> None:
 def load_mix_tables(
     specs: Sequence[DatasetSpec],
     split_seed: int,
-    seed: int,
+    sample_seed: int,
     held_out: set[str],
     splits: CorpusSplits,
     shard: Callable[[DatasetSpec], tuple[int, int]],
 ) -> list[PairTable]:
     """Every dataset's train table, in mix order: pair tables first, then texts-only tables, each without
     the texts an earlier-loaded table has (normalised), none holding a ``held_out`` (normalised) text.
-    ``shard(spec)``: the (rank, world) share of the rows this process reads."""
+    ``shard(spec)``: the (rank, world) share of the rows this process reads; ``sample_seed``: the seed of
+    every ``max_rows`` draw and label-triplet draw."""
     texts_only = [s for s in specs if s.texts_only]
     tables: dict[int, PairTable] = {}
     for i, spec in enumerate(specs):
         if not spec.texts_only:
-            tables[i] = load_pair_table(spec, "train", split_seed, seed, held_out, splits, shard(spec))
+            tables[i] = load_pair_table(spec, "train", split_seed, sample_seed, held_out, splits, shard(spec))
     if not texts_only:
         return [tables[i] for i in range(len(specs))]
     seen = {normalise_text(t) for table in tables.values() for t in (*table.queries, *table.documents)}
     for i, spec in enumerate(specs):
         if spec.texts_only:
-            tables[i] = load_pair_table(spec, "train", split_seed, seed, held_out, splits, shard(spec), seen)
+            tables[i] = load_pair_table(
+                spec, "train", split_seed, sample_seed, held_out, splits, shard(spec), seen
+            )
             seen.update(normalise_text(t) for t in tables[i].documents)
     return [tables[i] for i in range(len(specs))]

@@ -15,7 +15,8 @@ and, before reusing anything, compares it with the new one via :func:`config_cha
 CPU speed paths, which train the same model);
 paths that contain the run directory are compared relative to it, so a moved ``outputs/`` still
 matches. A stored config that names a module by its path in the flat layout (``jina5.module.EmbeddingModule``)
-is read with today's path (:func:`current_targets`), so those run directories are still reused.
+is read with today's path (:func:`current_targets`), so those run directories are still reused. A key
+added since a stored config was written (:data:`ADDED_KEYS`) is read there with the value it had then.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ RESUME_SAFE = (
     "module.merged_forward",
 )
 
+# keys older config.yaml files lack -> the key whose value they had then (before data.sample_seed, a
+# run's max_rows draws used its seed)
+ADDED_KEYS = {"data.sample_seed": "data.seed"}
+
 
 def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
     """Nested dicts -> {"a.b.c": leaf} (keys joined with ``sep``); lists are leaves, an empty dict has none."""
@@ -95,6 +100,9 @@ def _relative(value: Any, run_dir: str) -> Any:
 def config_changes(stored: Mapping, current: Mapping) -> list[str]:
     """``"key: old -> new"`` for every leaf that differs outside :data:`RESUME_SAFE` (sorted)."""
     old, new = flatten(stored), flatten(current)
+    for key, was in ADDED_KEYS.items():
+        if key not in old and was in old and key in new:
+            old[key] = old[was]
     old_dir, new_dir = str(old.get("paths.output_dir", "")), str(new.get("paths.output_dir", ""))
     changes = []
     for key in sorted(old.keys() | new.keys()):

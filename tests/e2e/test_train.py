@@ -307,3 +307,20 @@ def test_config_changes_ignores_bookkeeping_and_moved_dirs():
         "objective.weights.gor: '<absent>' -> 1.0",
         "optimizer.lr: 0.0001 -> 0.0002",
     ]
+
+
+def test_a_config_written_before_sample_seed_reads_it_as_its_seed():
+    """Before ``data.sample_seed``, a run's ``max_rows`` draws used its seed: a seed-0 run is the same run
+    under today's default (sample 0), a seed-1 run drew another sample and is not."""
+    from jina5.runs.config import config_changes
+
+    def old(seed: int) -> dict:
+        return {"seed": seed, "data": {"seed": seed}}
+
+    def new(seed: int, sample_seed: int) -> dict:
+        return {"seed": seed, "data": {"seed": seed, "sample_seed": sample_seed}}
+
+    assert config_changes(old(0), new(0, 0)) == []
+    assert config_changes(old(1), new(1, 0)) == ["data.sample_seed: 1 -> 0"]
+    assert config_changes(old(1), new(1, 1)) == []
+    assert config_changes(new(1, 0), new(1, 1)) == ["data.sample_seed: 0 -> 1"]

@@ -178,6 +178,28 @@ def test_default_batch_texts_are_the_recorded_ones(stage1_module):
     assert not any(t.rank_local for t in dm.tables) and dm.rows_all_ranks == [len(t) for t in dm.tables]
 
 
+def _rows(dm: PairDataModule) -> list[tuple[str, list[str], list[str]]]:
+    return [(t.spec.name, list(t.queries), list(t.documents)) for t in dm.tables]
+
+
+@pytest.mark.integration
+def test_training_seeds_share_one_sample_and_differ_in_order(stage1_module):
+    """``data.sample_seed`` (0 in the default) fixes the rows every ``max_rows`` draw keeps, so the seeds of
+    a sweep train on one sample (one teacher cache fill) in their own order; ``${seed}`` redraws it."""
+    seed1 = instantiate(compose(["seed=1"]).data, encoder=None, teacher=None)
+    seed1.setup("fit")
+    assert seed1.sample_seed == 0 and seed1.seed == 1
+    assert _rows(seed1) == _rows(stage1_module)
+    first = [next(iter(dm.train_dataloader().batch_sampler)) for dm in (stage1_module, seed1)]
+    assert first[0] != first[1]
+
+    redrawn = instantiate(compose(["seed=1", "data.sample_seed=${seed}"]).data, encoder=None, teacher=None)
+    redrawn.setup("fit")
+    assert redrawn.sample_seed == 1
+    news = [r for r in _rows(redrawn) if r[0] == "news"][0]
+    assert len(news[1]) == 500 and news != [r for r in _rows(stage1_module) if r[0] == "news"][0]
+
+
 def _direct_indexing(tables, n_texts: int):
     """The warm start's sample as the module computed it when it read the tables itself."""
     rng = np.random.default_rng(0)

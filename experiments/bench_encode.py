@@ -17,8 +17,9 @@ by this process's CPU time (less moved by other work on the machine, though not 
 default suite (``reuse_cached=false``), run alternately from an export of that revision (``git archive``)
 and from this checkout, each in a fresh process (interpreter start included), ``--e2e-rounds`` times
 each. Before the timed rounds each side runs once untimed (extracts the bundled model; fills this
-checkout's task cache, ``jina5.eval.task_cache``). Prints wall and CPU seconds per run, the ratio
-before / after, and the largest difference between the two sides' stored values.
+checkout's task cache, ``jina5.eval.task_cache``); the largest difference between the two sides'
+stored values is printed from those runs (``--e2e-rounds 0``: only that). Prints wall and CPU seconds
+per run and the ratio before / after.
 
     python experiments/bench_encode.py [--model sentence-transformers/all-MiniLM-L6-v2] [--n 1000]
     python experiments/bench_encode.py --rounds 0 --e2e-before 3cf92d1 [--e2e-model untrained_student]
@@ -183,6 +184,9 @@ def bench_e2e(args) -> None:
                 times[name].append(evaluate_once(src, args.e2e_model, tmp / name / f"r{r}.jsonl", overrides))
                 print(f"  round {r} {name:6s} wall {times[name][-1][0]:6.1f} s, cpu {times[name][-1][1]:6.1f} s",
                       flush=True)  # fmt: skip
+        print("  " + largest_difference(tmp / "before" / "warm.jsonl", tmp / "after" / "warm.jsonl"))
+        if not args.e2e_rounds:
+            return
         med = {name: [statistics.median(x) for x in zip(*t, strict=True)] for name, t in times.items()}
         print(
             f"end to end, model={args.e2e_model}, precision={args.precision}, {args.e2e_rounds} rounds (median):"
@@ -192,17 +196,16 @@ def bench_e2e(args) -> None:
                   f"wall {med[name][0]:6.1f} s, cpu {med[name][1]:6.1f} s")  # fmt: skip
         print(f"ratio before / after: wall {med['before'][0] / med['after'][0]:.2f}, "
               f"cpu {med['before'][1] / med['after'][1]:.2f}")  # fmt: skip
-        print("  " + largest_difference(tmp / "before" / "warm.jsonl", tmp / "after" / "warm.jsonl"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = bench_args(__doc__, n=1000, rounds=3, batch_size=32, max_length=256)
     ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     ap.add_argument("--precision", default="auto", help="auto | bf16 | fp32 (jina5.model.precision)")
     ap.add_argument("--e2e-before", help="a git revision: time the end-to-end evaluation there and here")
     ap.add_argument("--e2e-model", default="untrained_student", help="model= of the end-to-end runs")
     ap.add_argument("--e2e-rounds", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(machine(), flush=True)
     if args.rounds:
         bench_encode(args)

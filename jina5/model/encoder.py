@@ -369,7 +369,9 @@ class Encoder(TaskAdapters, nn.Module):
         return prompts[prompt]
 
     # ------------------------------------------------------------------ inference API
-    @torch.inference_mode()
+    # no_grad, not inference_mode: under inference_mode autocast does not cache its bf16 copy of each
+    # weight and casts every weight again for every batch; under no_grad it casts each once per call
+    @torch.no_grad()
     def encode(
         self,
         texts: str | Sequence[str],

@@ -74,11 +74,16 @@ def stage1_curve(df: pd.DataFrame, label: str, result: dict) -> list[str]:
     ]
 
 
+# tasks of the records a training run files (jina5.runs.curves): its wall time and its curves
+TRAINING_TASKS = ("training", "dev_curve", "training_curve")
+
+
 def machines_note(df: pd.DataFrame, names: list[str], result: dict) -> list[str]:
     """Where the tabulated rows were evaluated: one line per distinct machine of their runs' configs
     (:mod:`jina5.eval.machine`; ``not recorded`` for runs stored before it was), into
-    ``result["machines"]``. bf16 kernels round differently per CPU, so digits belong with their machine."""
-    rows = df[df["experiment"].isin(names)] if not df.empty else df
+    ``result["machines"]``. bf16 kernels round differently per CPU, so digits belong with their machine.
+    A training run's own records (wall time, curves: filed from its logs) are no evaluation and name none."""
+    rows = df[df["experiment"].isin(names) & ~df["task"].isin(TRAINING_TASKS)] if not df.empty else df
     seen: dict[str, dict | None] = {}
     for config in rows.drop_duplicates("run_id")["config"] if not rows.empty else []:
         info = config.get("machine") if isinstance(config, dict) else None

@@ -18,6 +18,9 @@ import bench_train  # noqa: E402
 
 from jina5.training.objective import find_distillation  # noqa: E402
 
+# the benchmark's own smoke run takes ~70 s on 2 cores: `pytest -m slow tests/e2e/test_bench_train.py`
+pytestmark = pytest.mark.slow
+
 SMOKE = ["--smoke", "--rounds", "1", "--n", "64", "--warmup", "1", "--batch-size", "32"]
 
 

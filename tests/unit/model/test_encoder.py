@@ -139,6 +139,29 @@ def test_encode_dims_precisions_and_order():
         enc.encode(TEXTS, dim=64)
 
 
+def test_a_bf16_encode_casts_each_weight_once_with_the_numbers_of_a_cast_per_batch():
+    """Under bf16 autocast each weight is cast to bf16 once per encode call, not once per batch, and the
+    vectors are those of casting it in every batch (the same bf16 values)."""
+    enc = tiny_encoder()
+    enc.compute_precision = "bf16"
+    texts = [f"text number {i}" for i in range(6)]  # one length: 3 batches of 2
+    weight = tuple(enc.backbone.encoder.layer[0].intermediate.dense.weight.shape)  # (64, 32): no activation's
+    with torch.profiler.profile(record_shapes=True) as prof:
+        vectors = enc.encode(texts, batch_size=2)
+    casts = sum(
+        e.count
+        for e in prof.key_averages(group_by_input_shape=True)
+        if e.key == "aten::copy_" and e.input_shapes and tuple(e.input_shapes[0]) == weight
+    )
+    assert casts == len(enc.backbone.encoder.layer)  # the intermediate weight of each layer, once
+    batch, per_batch = enc.tokenize(texts), []
+    enc.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # casts in every batch
+        for rows in (slice(0, 2), slice(2, 4), slice(4, 6)):
+            per_batch.append(enc(batch["input_ids"][rows], batch["attention_mask"][rows]).numpy())
+    np.testing.assert_array_equal(vectors, np.concatenate(per_batch))
+
+
 @pytest.mark.parametrize("bad", ["", "   ", None, 3])
 def test_encode_rejects_bad_text_naming_it(bad):
     enc = tiny_encoder()

@@ -195,7 +195,10 @@ def test_curves_only_sweep_gets_the_curve_table(store, tmp_path, monkeypatch):
         20: pytest.approx(0.35),
     }
     assert (tmp_path / "out" / "dev_curves.png").stat().st_size > 1000
-    assert "The teacher on the same dev pairs: 90.00." in (tmp_path / "out" / "summary.md").read_text()
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "The teacher on the same dev pairs: 90.00." in summary
+    # curves and wall times come from training, not from an evaluation: no machine line for them
+    assert "Evaluated on" not in summary and result["machines"] == []
 
 
 def test_every_sweep_names_existing_experiment_configs():

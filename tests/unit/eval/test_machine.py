@@ -34,12 +34,21 @@ def test_tables_name_each_machine_of_their_runs_and_old_runs_as_not_recorded():
     amd = {"cpu": "AMD EPYC", "bf16_flags": ["avx512_bf16"], "accelerator": None, "libraries": {}}
     df = pd.DataFrame(
         {
-            "experiment": ["a", "a", "b", "c", "other"],
-            "run_id": ["a0", "a0", "b0", "c0", "o0"],
-            "config": [{"machine": amd}, {"machine": amd}, {"machine": amd}, {}, {"machine": {"cpu": "X"}}],
+            "experiment": ["a", "a", "b", "c", "other", "d"],
+            "run_id": ["a0", "a0", "b0", "c0", "o0", "d0"],
+            # d was trained, never evaluated: its wall time is no evaluation and names no machine
+            "task": ["retrieval/news", "sts/lee", "sts/lee", "sts/lee", "sts/lee", "training"],
+            "config": [
+                {"machine": amd},
+                {"machine": amd},
+                {"machine": amd},
+                {},
+                {"machine": {"cpu": "X"}},
+                {},
+            ],
         }
     )
     result: dict = {}
-    lines = machines_note(df, ["a", "b", "c"], result)
+    lines = machines_note(df, ["a", "b", "c", "d"], result)
     assert lines == ["Evaluated on: AMD EPYC (bf16: avx512_bf16); and on not recorded.", ""]
     assert result["machines"] == [amd, {"cpu": "not recorded"}]

@@ -91,14 +91,14 @@ def mix_manifest(
     world: int,
     seed: int,
     split_seed: int,
-    sample_seed: int | None = None,
+    sample_seed: int,
 ) -> dict[str, Any]:
     """The mix as set up (``data_manifest.json``): per dataset its source and how it was read, its rows
     over all ranks (and this rank's), weight, sampling probability, batch size, max lengths, the rows
     dropped on the way (by reason), the hub id of an ``hf:`` source read from the hub, the rows'
     languages (``jina5.data.languages``) and fingerprints (the Arrow split's, the rows' own sha1); ``weights``
     are the sampling weights (``PairDataModule.sampling_weights``), ``rank`` this process's, ``sample_seed``
-    the seed of the rows' draws (None: ``seed``)."""
+    the seed of the rows' draws."""
     entries = []
     for table, rows, weight in zip(tables, rows_all_ranks, weights, strict=True):
         spec, stats = table.spec, table.stats
@@ -132,7 +132,6 @@ def mix_manifest(
                 f"rows_sha1_rank{rank}": fingerprint["sha1"],
             }
         )
-    sample_seed = seed if sample_seed is None else sample_seed
     return {
         "world_size": world,
         "seed": seed,

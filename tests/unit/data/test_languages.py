@@ -40,7 +40,7 @@ def test_bundled_corpora_carry_their_languages_into_the_manifest():
         DatasetSpec("chatterbot", max_rows=40),
     ]
     tables = [load_pair_table(spec) for spec in specs]
-    manifest = mix_manifest(tables, [len(t) for t in tables], [1.0, 1.0, 1.0], 0, 1, 0, 0)
+    manifest = mix_manifest(tables, [len(t) for t in tables], [1.0, 1.0, 1.0], 0, 1, 0, 0, 0)
     entries = {e["name"]: e for e in manifest["datasets"]}
     assert entries["bbc"]["languages"] == ["en"] and entries["parlspeech_de"]["languages"] == ["de"]
     assert entries["chatterbot"]["languages"] == sorted(CHATTERBOT)  # its train split's languages
@@ -64,7 +64,7 @@ def test_a_source_gets_its_language_from_its_spec_or_the_data_config(hub_pairs):
     (unknown,) = mix_specs({"unknown": hub_pairs})
     own, default = mix_specs({"own": {**hub_pairs, "language": "de"}, "default": hub_pairs}, language="en")
     tables = [load_pair_table(spec) for spec in (unknown, own, default)]
-    manifest = mix_manifest(tables, [8, 8, 8], [1.0, 1.0, 1.0], 0, 1, 0, 0)
+    manifest = mix_manifest(tables, [8, 8, 8], [1.0, 1.0, 1.0], 0, 1, 0, 0, 0)
     assert [(e["name"], e["languages"], e["hub_id"]) for e in manifest["datasets"]] == [
         ("unknown", [], "org/pairs"),  # no language known: the card says so
         ("own", ["de"], "org/pairs"),
